@@ -135,6 +135,7 @@ nlohmann::json EffectiveOptions(const CLI::App& app) {
 }
 
 void SetupLogging(std::string_view name, const std::string& level) {
+  spdlog::drop(std::string(name));  // RunTool may run more than once in a process (tests)
   auto logger = spdlog::stderr_color_mt(std::string(name));
   logger->set_pattern("%n: %^%l%$: %v");
   spdlog::set_default_logger(logger);
@@ -170,6 +171,15 @@ int RunTool(int argc, char** argv, std::string_view name, std::string_view descr
   try {
     define_options(app);
     app.parse(argc, argv);
+  } catch (const CLI::ConfigError& e) {
+    std::string msg = e.what();
+    const std::string extras = "INI was not able to parse ";
+    if (msg.rfind(extras, 0) == 0) {
+      msg = "--config: unknown key '" + SnakeCase(msg.substr(extras.size())) +
+            "' (keys are the long flag names in snake_case; see --help)";
+    }
+    std::fprintf(stderr, "%s: error: %s\n", std::string(name).c_str(), msg.c_str());
+    return 2;
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);  // prints help, version or the error
     return code == 0 ? 0 : 2;

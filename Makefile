@@ -1,0 +1,41 @@
+# moeq: two entry points for a fresh Debian machine.
+#   make demo   builds a Release binary set and runs the main job on the bundled model
+#   make test   installs missing Debian packages, builds and runs the test suite
+# Other targets: test-sanitize (ASan+UBSan build and tests), bench, clean.
+
+BUILD         ?= build
+BUILD_RELEASE ?= build-release
+JOBS          ?= $(shell nproc 2>/dev/null || echo 2)
+SANITIZE      ?= OFF
+BUILD_TYPE    ?= RelWithDebInfo
+CMAKE_FLAGS   ?=
+
+.PHONY: all deps build test test-sanitize release demo bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DMOEQ_SANITIZE=$(SANITIZE) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure --no-tests=error -j $(JOBS)
+
+test-sanitize:
+	$(MAKE) test BUILD=build-asan SANITIZE=ON BUILD_TYPE=Debug
+
+release: deps
+	cmake -S . -B $(BUILD_RELEASE) -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOEQ_BUILD_TESTS=OFF -DMOEQ_BUILD_BENCH=ON $(CMAKE_FLAGS)
+	cmake --build $(BUILD_RELEASE) -j $(JOBS)
+
+demo: release
+	scripts/demo.sh $(BUILD_RELEASE)/bin
+
+bench: release
+	scripts/bench.sh $(BUILD_RELEASE)/bin
+
+clean:
+	rm -rf $(BUILD) $(BUILD_RELEASE) build-asan
