@@ -1,0 +1,71 @@
+// Native inference engine: the forward pass of the supported decoder-only (MoE) transformers,
+// computing in float32 from bf16/f16/f32 (or dequantized) weights.
+//
+// The engine processes one window of tokens at a time as an independent sequence starting at
+// position 0 (no KV cache across windows: perplexity protocols score windows independently).
+// In each MoE layer the window's tokens are sorted by expert so every routed expert does one
+// matrix product per window. Work is split into fixed-size tiles handed to a thread pool, so the
+// logits are bit-identical whatever the thread count.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "moeq/checkpoint.h"
+#include "moeq/model_config.h"
+#include "moeq/status.h"
+
+namespace moeq {
+
+/// Receives routing decisions while a window runs (used by moeq-profile).
+class RoutingObserver {
+ public:
+  virtual ~RoutingObserver() = default;
+  /// Called once per MoE layer and window. `experts` and `weights` are [tokens, top_k]
+  /// row-major (the chosen experts of each token, best first, and their mixing weights);
+  /// `probs` is [tokens, num_experts], the router's softmax over all experts; `hidden` is the
+  /// layer's normalised MoE input [tokens, hidden_size].
+  virtual void OnRouting(int layer, int64_t tokens, int top_k, std::span<const int32_t> experts,
+                         std::span<const float> weights, std::span<const float> probs,
+                         std::span<const float> hidden) = 0;
+};
+
+struct EngineOptions {
+  /// Worker threads (0 = all cores). Results do not depend on it.
+  int threads = 0;
+};
+
+/// A model loaded for inference. Weights are held as float32.
+class Engine {
+ public:
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  /// Loads every weight the forward pass needs from `checkpoint` (bf16, f16 or f32; F8_E4M3
+  /// is decoded). Unsupported architectures (MLA attention) give Unsupported.
+  static Result<std::unique_ptr<Engine>> Load(const Checkpoint& checkpoint,
+                                              const EngineOptions& options = {});
+
+  const ModelConfig& config() const;
+  int64_t vocab_size() const;
+  /// Bytes of weights held in memory.
+  uint64_t weight_bytes() const;
+
+  /// Runs `tokens` as one sequence from position 0 and writes logits [tokens, vocab] row-major
+  /// to `logits` (resized). Token ids outside the vocabulary give InvalidArgument. `threads`
+  /// overrides EngineOptions::threads for this call (-1 = keep); callers that run several
+  /// windows concurrently pass 1. Thread-safe: concurrent calls share only read-only weights.
+  Status Forward(std::span<const int32_t> tokens, std::vector<float>* logits,
+                 RoutingObserver* observer = nullptr, int threads = -1) const;
+
+ private:
+  struct Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace moeq

@@ -1,0 +1,140 @@
+// Dense float32 kernels of the forward pass, on Eigen row-major maps.
+#include "engine/ops.h"
+
+#include <algorithm>
+#include <cmath>
+
+// GCC 12 reports false "may be used uninitialized" warnings inside its own AVX-512 intrinsics
+// headers when Eigen's GEMM kernels are inlined here; they are not about moeq code.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <Eigen/Dense>
+
+#include "moeq/parallel.h"
+
+namespace moeq::engine {
+namespace {
+
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MapRow = Eigen::Map<RowMat>;
+using CMapRow = Eigen::Map<const RowMat>;
+
+// Output features per tile of a linear layer. Fixed: it defines the summation order.
+constexpr int64_t kOutTile = 64;
+
+}  // namespace
+
+void LinearForward(const Linear& lin, const float* x, int64_t rows, std::vector<float>* y,
+                   int threads) {
+  y->resize(static_cast<size_t>(rows * lin.out));
+  if (rows == 0) return;
+  CMapRow X(x, rows, lin.in);
+  const int64_t tiles = (lin.out + kOutTile - 1) / kOutTile;
+  // Small products are not worth a thread hand-off; the tiling (and so the result) is the same.
+  const int t = rows * lin.out * lin.in < (int64_t{1} << 18) ? 1 : threads;
+  ParallelFor(
+      tiles,
+      [&](int64_t tile) {
+        const int64_t o0 = tile * kOutTile;
+        const int64_t n = std::min(kOutTile, lin.out - o0);
+        CMapRow W(lin.w.data() + o0 * lin.in, n, lin.in);
+        Eigen::Map<RowMat, 0, Eigen::OuterStride<>> Y(y->data() + o0, rows, n,
+                                                      Eigen::OuterStride<>(lin.out));
+        Y.noalias() = X * W.transpose();
+        if (!lin.b.empty()) {
+          for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t j = 0; j < n; ++j) Y(r, j) += lin.b[static_cast<size_t>(o0 + j)];
+          }
+        }
+      },
+      t);
+}
+
+void RmsNormRows(float* x, int64_t rows, std::span<const float> w, float eps) {
+  const int64_t d = static_cast<int64_t>(w.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    float* p = x + r * d;
+    float ss = 0.0f;
+    for (int64_t i = 0; i < d; ++i) ss += p[i] * p[i];
+    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(d) + eps);
+    for (int64_t i = 0; i < d; ++i) p[i] = w[static_cast<size_t>(i)] * (p[i] * inv);
+  }
+}
+
+void ApplyRope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, double theta) {
+  const int64_t half = head_dim / 2;
+  std::vector<float> inv_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) {
+    const float e = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    inv_freq[static_cast<size_t>(i)] = 1.0f / std::pow(static_cast<float>(theta), e);
+  }
+  std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = static_cast<float>(t) * inv_freq[static_cast<size_t>(i)];
+      cs[static_cast<size_t>(i)] = std::cos(a);
+      sn[static_cast<size_t>(i)] = std::sin(a);
+    }
+    for (int64_t h = 0; h < heads; ++h) {
+      float* p = x + (t * heads + h) * head_dim;
+      for (int64_t i = 0; i < half; ++i) {
+        const float a = p[i], b = p[i + half];
+        p[i] = a * cs[static_cast<size_t>(i)] - b * sn[static_cast<size_t>(i)];
+        p[i + half] = b * cs[static_cast<size_t>(i)] + a * sn[static_cast<size_t>(i)];
+      }
+    }
+  }
+}
+
+void CausalAttention(const std::vector<float>& q, const std::vector<float>& k,
+                     const std::vector<float>& v, int64_t tokens, int64_t heads,
+                     int64_t kv_heads, int64_t head_dim, std::vector<float>* out, int threads) {
+  out->assign(static_cast<size_t>(tokens * heads * head_dim), 0.0f);
+  const int64_t group = heads / kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  using Strided = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
+  ParallelFor(
+      heads,
+      [&](int64_t h) {
+        const int64_t kh = h / group;
+        Strided Q(q.data() + h * head_dim, tokens, head_dim, Eigen::OuterStride<>(heads * head_dim));
+        Strided K(k.data() + kh * head_dim, tokens, head_dim,
+                  Eigen::OuterStride<>(kv_heads * head_dim));
+        Strided V(v.data() + kh * head_dim, tokens, head_dim,
+                  Eigen::OuterStride<>(kv_heads * head_dim));
+        RowMat s = Q * K.transpose();
+        for (int64_t i = 0; i < tokens; ++i) {
+          float mx = -INFINITY;
+          for (int64_t j = 0; j <= i; ++j) {
+            s(i, j) *= scale;
+            mx = std::max(mx, s(i, j));
+          }
+          float sum = 0.0f;
+          for (int64_t j = 0; j <= i; ++j) {
+            s(i, j) = std::exp(s(i, j) - mx);
+            sum += s(i, j);
+          }
+          const float inv = 1.0f / sum;
+          for (int64_t j = 0; j <= i; ++j) s(i, j) *= inv;
+          for (int64_t j = i + 1; j < tokens; ++j) s(i, j) = 0.0f;
+        }
+        Eigen::Map<RowMat, 0, Eigen::OuterStride<>> O(out->data() + h * head_dim, tokens, head_dim,
+                                                      Eigen::OuterStride<>(heads * head_dim));
+        O.noalias() = s * V;
+      },
+      threads);
+}
+
+void SwiGluForward(const Linear& gate, const Linear& up, const Linear& down, const float* x,
+                   int64_t rows, std::vector<float>* y, int threads) {
+  std::vector<float> g, u;
+  LinearForward(gate, x, rows, &g, threads);
+  LinearForward(up, x, rows, &u, threads);
+  for (size_t i = 0; i < g.size(); ++i) {
+    const float a = g[i];
+    g[i] = a / (1.0f + std::exp(-a)) * u[i];
+  }
+  LinearForward(down, g.data(), rows, y, threads);
+}
+
+}  // namespace moeq::engine

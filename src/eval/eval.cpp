@@ -1,0 +1,265 @@
+// Perplexity and KL evaluation over windows of a token stream, and the CI gate.
+#include "moeq/eval.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "moeq/parallel.h"
+#include "moeq/progress.h"
+
+namespace moeq {
+namespace {
+
+// Log-softmax of one logits row, in double.
+void LogSoftmax(const float* logits, int64_t n, std::vector<double>* out) {
+  out->resize(static_cast<size_t>(n));
+  double mx = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, static_cast<double>(logits[i]));
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
+  const double lse = mx + std::log(sum);
+  for (int64_t i = 0; i < n; ++i) (*out)[static_cast<size_t>(i)] = static_cast<double>(logits[i]) - lse;
+}
+
+int64_t Argmax(const float* p, int64_t n) { return std::max_element(p, p + n) - p; }
+
+// Per-window partial results, reduced in window order for determinism.
+struct WindowStats {
+  double nll_sum = 0, nll_sq_sum = 0, ref_nll_sum = 0;
+  int64_t scored = 0, agree = 0;
+  std::vector<float> kl;  // per scored token
+};
+
+// Uniform integer in [0, n) from a 64-bit generator, identical on every platform.
+uint64_t Bounded(std::mt19937_64& rng, uint64_t n) {
+  const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+  uint64_t x;
+  do {
+    x = rng();
+  } while (x >= limit);
+  return x % n;
+}
+
+}  // namespace
+
+Result<PerplexityProtocol> ProtocolPreset(std::string_view name, const ModelConfig& config,
+                                          int32_t bos_id) {
+  PerplexityProtocol p;
+  p.name = std::string(name);
+  if (name == "reference") return p;
+  if (name == "mint") {
+    p.context = config.max_position_embeddings > 0 ? std::min<int64_t>(2048, config.max_position_embeddings) : 2048;
+    p.samples = 256;
+    p.seed = 42;
+    return p;
+  }
+  if (name == "llama") {
+    p.scored = ScoredTokens::kSecondHalf;
+    p.bos_id = bos_id;
+    return p;
+  }
+  return Status::InvalidArgument("unknown perplexity protocol '" + std::string(name) +
+                                 "' (known: reference, mint, llama)");
+}
+
+std::vector<EvalWindow> PlanWindows(int64_t n_tokens, const PerplexityProtocol& p) {
+  std::vector<EvalWindow> all;
+  const int64_t stride = p.stride > 0 ? p.stride : p.context;
+  if (p.context < 2) return all;
+  for (int64_t s = 0; s + p.context <= n_tokens; s += stride) all.push_back({s});
+  if (p.samples > 0 && p.samples < static_cast<int64_t>(all.size())) {
+    // Partial Fisher-Yates: the first `samples` entries become a uniform sample.
+    std::mt19937_64 rng(p.seed);
+    for (int64_t i = 0; i < p.samples; ++i) {
+      const uint64_t j = static_cast<uint64_t>(i) + Bounded(rng, all.size() - static_cast<uint64_t>(i));
+      std::swap(all[static_cast<size_t>(i)], all[j]);
+    }
+    all.resize(static_cast<size_t>(p.samples));
+    std::sort(all.begin(), all.end(), [](const EvalWindow& a, const EvalWindow& b) { return a.start < b.start; });
+  }
+  if (p.max_chunks > 0 && p.max_chunks < static_cast<int64_t>(all.size())) all.resize(static_cast<size_t>(p.max_chunks));
+  return all;
+}
+
+Result<EvalResult> Evaluate(const Engine& model, std::span<const int32_t> tokens,
+                            const EvalOptions& options, const Engine* reference) {
+  const PerplexityProtocol& p = options.protocol;
+  const auto windows = PlanWindows(static_cast<int64_t>(tokens.size()), p);
+  if (windows.empty()) {
+    return Status::InvalidArgument("the text has " + std::to_string(tokens.size()) +
+                                   " tokens, fewer than one window of " + std::to_string(p.context));
+  }
+  if (reference && reference->vocab_size() != model.vocab_size()) {
+    return Status::InvalidArgument("the reference model's vocabulary (" + std::to_string(reference->vocab_size()) +
+                                   ") differs from the model's (" + std::to_string(model.vocab_size()) + ")");
+  }
+  const int64_t V = model.vocab_size();
+  const int64_t first = p.scored == ScoredTokens::kSecondHalf ? p.context / 2 : 0;
+  std::vector<WindowStats> stats(windows.size());
+  std::optional<Progress> progress;
+  if (options.progress) progress.emplace("eval", static_cast<int64_t>(windows.size()), "windows");
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<Status> errors(windows.size());
+  // Windows run concurrently, each single-threaded: the best use of cores for small models.
+  ParallelFor(
+      static_cast<int64_t>(windows.size()),
+      [&](int64_t w) {
+        std::vector<int32_t> ids(tokens.begin() + windows[static_cast<size_t>(w)].start,
+                                 tokens.begin() + windows[static_cast<size_t>(w)].start + p.context);
+        if (p.bos_id >= 0) ids[0] = p.bos_id;
+        std::vector<float> logits, ref_logits;
+        Status s = model.Forward(ids, &logits, nullptr, 1);
+        if (s.ok() && reference) s = reference->Forward(ids, &ref_logits, nullptr, 1);
+        if (!s.ok()) {
+          errors[static_cast<size_t>(w)] = s;
+          return;
+        }
+        WindowStats& st = stats[static_cast<size_t>(w)];
+        std::vector<double> lp, lq;
+        for (int64_t i = first; i + 1 < p.context; ++i) {
+          const int32_t target = ids[static_cast<size_t>(i + 1)];
+          LogSoftmax(logits.data() + i * V, V, &lq);
+          const double nll = -lq[static_cast<size_t>(target)];
+          st.nll_sum += nll;
+          st.nll_sq_sum += nll * nll;
+          ++st.scored;
+          if (reference) {
+            const float* rl = ref_logits.data() + i * V;
+            LogSoftmax(rl, V, &lp);
+            st.ref_nll_sum += -lp[static_cast<size_t>(target)];
+            double kl = 0;
+            for (int64_t v = 0; v < V; ++v) {
+              const double a = lp[static_cast<size_t>(v)];
+              kl += std::exp(a) * (a - lq[static_cast<size_t>(v)]);
+            }
+            st.kl.push_back(static_cast<float>(std::max(0.0, kl)));
+            if (Argmax(rl, V) == Argmax(logits.data() + i * V, V)) ++st.agree;
+          }
+        }
+        if (progress) progress->Advance(1);
+      },
+      options.threads);
+  for (const Status& s : errors) MOEQ_RETURN_IF_ERROR(s);
+  if (progress) progress->Finish();
+
+  EvalResult r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.windows = static_cast<int64_t>(windows.size());
+  double nll = 0, nll_sq = 0, ref_nll = 0;
+  int64_t agree = 0;
+  std::vector<float> kl;
+  for (const WindowStats& st : stats) {
+    nll += st.nll_sum;
+    nll_sq += st.nll_sq_sum;
+    ref_nll += st.ref_nll_sum;
+    r.tokens_scored += st.scored;
+    agree += st.agree;
+    kl.insert(kl.end(), st.kl.begin(), st.kl.end());
+  }
+  const double n = static_cast<double>(r.tokens_scored);
+  r.nll_mean = nll / n;
+  r.ppl = std::exp(r.nll_mean);
+  if (r.tokens_scored > 1) {
+    const double var = std::max(0.0, nll_sq / n - r.nll_mean * r.nll_mean);
+    r.nll_stderr = std::sqrt(var / (n - 1));
+  }
+  r.ppl_stderr = r.ppl * r.nll_stderr;
+  const double run_tokens = static_cast<double>(r.windows * p.context) * (reference ? 2.0 : 1.0);
+  r.tokens_per_second = r.seconds > 0 ? run_tokens / r.seconds : 0;
+  if (reference) {
+    r.has_reference = true;
+    r.reference_ppl = std::exp(ref_nll / n);
+    double kl_sum = 0;
+    for (float k : kl) kl_sum += k;
+    r.kl_mean = kl_sum / n;
+    std::vector<float> sorted = kl;
+    std::sort(sorted.begin(), sorted.end());
+    r.kl_max = sorted.back();
+    r.kl_p99 = sorted[static_cast<size_t>(std::min<double>(sorted.size() - 1, std::ceil(0.99 * sorted.size()) - 1))];
+    r.top1_agreement = static_cast<double>(agree) / n;
+  }
+  return r;
+}
+
+nlohmann::json ProtocolToJson(const PerplexityProtocol& p) {
+  return {{"name", p.name},
+          {"context", p.context},
+          {"stride", p.stride > 0 ? p.stride : p.context},
+          {"scored", p.scored == ScoredTokens::kAllButFirst ? "all_but_first" : "second_half"},
+          {"max_chunks", p.max_chunks},
+          {"samples", p.samples},
+          {"seed", p.seed},
+          {"bos_id", p.bos_id}};
+}
+
+nlohmann::json EvalResultToJson(const EvalResult& r) {
+  nlohmann::json j = {{"ppl", r.ppl},
+                      {"nll_mean", r.nll_mean},
+                      {"nll_stderr", r.nll_stderr},
+                      {"ppl_stderr", r.ppl_stderr},
+                      {"tokens_scored", r.tokens_scored},
+                      {"windows", r.windows},
+                      {"seconds", r.seconds},
+                      {"tokens_per_second", r.tokens_per_second}};
+  if (r.has_reference) {
+    j["reference"] = {{"ppl", r.reference_ppl},
+                      {"ppl_delta", r.ppl - r.reference_ppl},
+                      {"ppl_delta_pct", 100.0 * (r.ppl - r.reference_ppl) / r.reference_ppl},
+                      {"kl_mean", r.kl_mean},
+                      {"kl_p99", r.kl_p99},
+                      {"kl_max", r.kl_max},
+                      {"top1_agreement", r.top1_agreement}};
+  }
+  return j;
+}
+
+Status CheckGate(const EvalResult& result, const nlohmann::json& eval_json,
+                 const nlohmann::json* baseline, const GateOptions& gate) {
+  std::vector<std::string> failures;
+  if (gate.max_ppl_delta_pct || gate.max_ppl_delta_abs) {
+    if (!baseline) return Status::InvalidArgument("--max-ppl-delta needs --baseline eval.json");
+    for (const char* key : {"protocol", "text_sha256"}) {
+      if (!baseline->contains(key) || !eval_json.contains(key)) {
+        return Status::InvalidArgument(std::string("baseline: missing field '") + key + "'");
+      }
+      if ((*baseline)[key] != eval_json[key]) {
+        return Status::InvalidArgument(std::string("baseline: field '") + key +
+                                       "' differs from this run's (" + (*baseline)[key].dump() + " vs " +
+                                       eval_json[key].dump() + "); perplexities are not comparable");
+      }
+    }
+    if (!baseline->contains("ppl") || !(*baseline)["ppl"].is_number()) {
+      return Status::InvalidArgument("baseline: missing numeric field 'ppl'");
+    }
+    const double base = (*baseline)["ppl"].get<double>();
+    const double delta = result.ppl - base;
+    const double pct = 100.0 * delta / base;
+    char buf[256];
+    if (gate.max_ppl_delta_pct && pct > *gate.max_ppl_delta_pct) {
+      std::snprintf(buf, sizeof buf, "perplexity %.4f is %+.3f%% from the baseline %.4f, over the limit of %+.3f%%",
+                    result.ppl, pct, base, *gate.max_ppl_delta_pct);
+      failures.push_back(buf);
+    }
+    if (gate.max_ppl_delta_abs && delta > *gate.max_ppl_delta_abs) {
+      std::snprintf(buf, sizeof buf, "perplexity %.4f is %+.4f from the baseline %.4f, over the limit of %+.4f",
+                    result.ppl, delta, base, *gate.max_ppl_delta_abs);
+      failures.push_back(buf);
+    }
+  }
+  if (gate.max_kl) {
+    if (!result.has_reference) return Status::InvalidArgument("--max-kl needs --reference MODEL_DIR");
+    if (result.kl_mean > *gate.max_kl) {
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "mean KL divergence %.6f exceeds the limit of %.6f", result.kl_mean, *gate.max_kl);
+      failures.push_back(buf);
+    }
+  }
+  if (failures.empty()) return Status::Ok();
+  std::string msg = "quality gate failed: ";
+  for (size_t i = 0; i < failures.size(); ++i) msg += (i ? "; " : "") + failures[i];
+  return Status::GateFailed(msg);
+}
+
+}  // namespace moeq
