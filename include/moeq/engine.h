@@ -20,17 +20,26 @@
 
 namespace moeq {
 
-/// Receives routing decisions while a window runs (used by moeq-profile).
-class RoutingObserver {
+/// Observes a forward pass (moeq-profile's routing counts and activation statistics). Every
+/// callback has an empty default. Spans are valid only during the call.
+class ForwardObserver {
  public:
-  virtual ~RoutingObserver() = default;
+  virtual ~ForwardObserver() = default;
+  /// The normalised input of layer `layer`'s attention projections, [tokens, hidden_size].
+  virtual void OnAttentionInput(int /*layer*/, int64_t /*tokens*/, std::span<const float> /*hidden*/) {}
+  /// The normalised input of layer `layer`'s MLP or MoE block, [tokens, hidden_size].
+  virtual void OnMlpInput(int /*layer*/, int64_t /*tokens*/, std::span<const float> /*hidden*/) {}
   /// Called once per MoE layer and window. `experts` and `weights` are [tokens, top_k]
   /// row-major (the chosen experts of each token, best first, and their mixing weights);
   /// `probs` is [tokens, num_experts], the router's softmax over all experts; `hidden` is the
-  /// layer's normalised MoE input [tokens, hidden_size].
-  virtual void OnRouting(int layer, int64_t tokens, int top_k, std::span<const int32_t> experts,
-                         std::span<const float> weights, std::span<const float> probs,
-                         std::span<const float> hidden) = 0;
+  /// layer's normalised MoE input [tokens, hidden_size] (also the input of every expert).
+  virtual void OnRouting(int /*layer*/, int64_t /*tokens*/, int /*top_k*/,
+                         std::span<const int32_t> /*experts*/, std::span<const float> /*weights*/,
+                         std::span<const float> /*probs*/, std::span<const float> /*hidden*/) {}
+  /// The input of expert `expert`'s down projection for the `tokens` routed to it,
+  /// [tokens, moe_intermediate_size]. Called concurrently for different experts of a layer.
+  virtual void OnExpertActivation(int /*layer*/, int /*expert*/, int64_t /*tokens*/,
+                                  std::span<const float> /*act*/) {}
 };
 
 struct EngineOptions {
@@ -60,7 +69,7 @@ class Engine {
   /// overrides EngineOptions::threads for this call (-1 = keep); callers that run several
   /// windows concurrently pass 1. Thread-safe: concurrent calls share only read-only weights.
   Status Forward(std::span<const int32_t> tokens, std::vector<float>* logits,
-                 RoutingObserver* observer = nullptr, int threads = -1) const;
+                 ForwardObserver* observer = nullptr, int threads = -1) const;
 
  private:
   struct Impl;

@@ -111,6 +111,7 @@ namespace internal {
   lhs = std::move(tmp).value()
 
 /// `MOEQ_ASSIGN_OR_RETURN(auto x, F())`: binds the value of a Result or returns its error.
+/// It expands to several statements: never use it as the body of an unbraced if/for.
 #define MOEQ_ASSIGN_OR_RETURN(lhs, expr) \
   MOEQ_ASSIGN_OR_RETURN_IMPL_(MOEQ_CONCAT_(moeq_result_, __LINE__), lhs, expr)
 

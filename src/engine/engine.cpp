@@ -92,7 +92,7 @@ struct Engine::Impl {
 
   Status Check(const std::string& dir) const;
   void Moe(const Layer& l, int layer_index, const std::vector<float>& h, int64_t T,
-           std::vector<float>* out, RoutingObserver* obs, int threads) const;
+           std::vector<float>* out, ForwardObserver* obs, int threads) const;
 };
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -214,7 +214,7 @@ Status Engine::Impl::Check(const std::string& dir) const {
 }
 
 void Engine::Impl::Moe(const Layer& l, int layer_index, const std::vector<float>& h, int64_t T,
-                       std::vector<float>* out, RoutingObserver* obs, int threads) const {
+                       std::vector<float>* out, ForwardObserver* obs, int threads) const {
   const int64_t H = cfg.hidden_size, E = static_cast<int64_t>(l.experts.size());
   const int64_t K = cfg.top_k;
   std::vector<float> probs;
@@ -260,7 +260,9 @@ void Engine::Impl::Moe(const Layer& l, int layer_index, const std::vector<float>
           std::copy_n(h.data() + tok * H, H, x.data() + i * H);
         }
         const Mlp& m = l.experts[static_cast<size_t>(e)];
-        engine::SwiGluForward(m.gate, m.up, m.down, x.data(), n, &y, 1);
+        std::vector<float> act;
+        engine::SwiGluForward(m.gate, m.up, m.down, x.data(), n, &y, 1, obs ? &act : nullptr);
+        if (obs) obs->OnExpertActivation(layer_index, static_cast<int>(e), n, act);
         for (int64_t i = 0; i < n; ++i) {
           std::copy_n(y.data() + i * H, H, slot_out.data() + ss[static_cast<size_t>(i)] * H);
         }
@@ -288,7 +290,7 @@ void Engine::Impl::Moe(const Layer& l, int layer_index, const std::vector<float>
 }
 
 Status Engine::Forward(std::span<const int32_t> tokens, std::vector<float>* logits,
-                       RoutingObserver* observer, int threads_override) const {
+                       ForwardObserver* observer, int threads_override) const {
   const Impl& m = *impl_;
   const int threads = threads_override >= 0 ? threads_override : m.threads;
   const ModelConfig& c = m.cfg;
@@ -310,6 +312,7 @@ Status Engine::Forward(std::span<const int32_t> tokens, std::vector<float>* logi
     const Layer& l = m.layers[li];
     h = x;
     engine::RmsNormRows(h.data(), T, l.input_norm, eps);
+    if (observer) observer->OnAttentionInput(static_cast<int>(li), T, h);
     engine::LinearForward(l.q, h.data(), T, &q, threads);
     engine::LinearForward(l.k, h.data(), T, &k, threads);
     engine::LinearForward(l.v, h.data(), T, &v, threads);
@@ -327,6 +330,7 @@ Status Engine::Forward(std::span<const int32_t> tokens, std::vector<float>* logi
 
     h = x;
     engine::RmsNormRows(h.data(), T, l.post_attn_norm, eps);
+    if (observer) observer->OnMlpInput(static_cast<int>(li), T, h);
     if (l.moe) {
       m.Moe(l, static_cast<int>(li), h, T, &mlp, observer, threads);
     } else {

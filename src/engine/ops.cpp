@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 // GCC 12 reports false "may be used uninitialized" warnings inside its own AVX-512 intrinsics
 // headers when Eigen's GEMM kernels are inlined here; they are not about moeq code.
@@ -126,7 +127,7 @@ void CausalAttention(const std::vector<float>& q, const std::vector<float>& k,
 }
 
 void SwiGluForward(const Linear& gate, const Linear& up, const Linear& down, const float* x,
-                   int64_t rows, std::vector<float>* y, int threads) {
+                   int64_t rows, std::vector<float>* y, int threads, std::vector<float>* act) {
   std::vector<float> g, u;
   LinearForward(gate, x, rows, &g, threads);
   LinearForward(up, x, rows, &u, threads);
@@ -135,6 +136,7 @@ void SwiGluForward(const Linear& gate, const Linear& up, const Linear& down, con
     g[i] = a / (1.0f + std::exp(-a)) * u[i];
   }
   LinearForward(down, g.data(), rows, y, threads);
+  if (act) *act = std::move(g);
 }
 
 }  // namespace moeq::engine

@@ -36,7 +36,9 @@ void CausalAttention(const std::vector<float>& q, const std::vector<float>& k,
                      int64_t kv_heads, int64_t head_dim, std::vector<float>* out, int threads);
 
 /// SwiGLU MLP: down(silu(gate(x)) * up(x)), x [rows, hidden], y [rows, hidden] (resized).
+/// When `act` is given it receives the down projection's input [rows, ff].
 void SwiGluForward(const Linear& gate, const Linear& up, const Linear& down, const float* x,
-                   int64_t rows, std::vector<float>* y, int threads);
+                   int64_t rows, std::vector<float>* y, int threads,
+                   std::vector<float>* act = nullptr);
 
 }  // namespace moeq::engine

@@ -198,6 +198,13 @@ int RunTool(int argc, char** argv, std::string_view name, std::string_view descr
     ctx.command_line += argv[i];
   }
 
+  ctx.artifact.tool = std::string(name);
+  ctx.artifact.command_line = ctx.command_line;
+  ctx.artifact.options = ctx.effective_options;
+  ctx.artifact.threads = ctx.threads;
+  ctx.artifact.force = ctx.force;
+  ctx.artifact.progress = log_level != "warn" && log_level != "error" && log_level != "off";
+
   Status status;
   try {
     status = body(ctx);

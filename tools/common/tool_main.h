@@ -21,6 +21,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "moeq/artifact.h"
 #include "moeq/status.h"
 
 namespace moeq::tool {
@@ -36,6 +37,8 @@ struct ToolContext {
   nlohmann::json effective_options;
   /// The command line, for artefact headers.
   std::string command_line;
+  /// All of the above as the library wants it (producer, options, threads, force, progress).
+  ArtifactContext artifact;
 };
 
 /// Parses the command line (with `--config`, `--log-level`, `-v`, `-q`, `--threads`, `--force`,

@@ -1,0 +1,54 @@
+// The library side of each moeq-* executable: an options struct (one field per flag, with its
+// default) and a Run function. Tools only bind flags to these structs and call Run.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moeq/artifact.h"
+#include "moeq/status.h"
+
+namespace moeq {
+
+/// Token input shared by the tools that run the model.
+struct TextInput {
+  /// A UTF-8 text file, tokenized whole with MODEL_DIR/tokenizer.json.
+  std::string text_file;
+  /// Or pre-tokenized ids (docs/tokens-format.md).
+  std::string tokens_file;
+};
+
+/// moeq-eval: perplexity (and KL against a reference) with an optional CI gate.
+struct EvalCommandOptions {
+  std::string model_dir;
+  TextInput input;
+  /// Protocol preset: reference, mint or llama; the fields below override it when set.
+  std::string protocol = "reference";
+  int64_t context = 0;       ///< 0 = preset
+  int64_t stride = 0;        ///< 0 = preset (non-overlapping)
+  std::string scored;        ///< "" = preset; "all-but-first" or "second-half"
+  int64_t chunks = 0;        ///< 0 = all windows
+  int64_t samples = -1;      ///< -1 = preset; 0 = all windows in order
+  int64_t seed = 42;
+  std::string reference_dir; ///< compare with this model (KL, top-1, ΔPPL)
+  std::string output;        ///< eval.json path ("" = print JSON to stdout)
+  std::string baseline;      ///< eval.json of the baseline for the gate
+  std::string max_ppl_delta; ///< "2%" (relative) or "0.5" (absolute)
+  double max_kl = -1;        ///< < 0 = unchecked
+};
+Status RunEval(const EvalCommandOptions& options, const ArtifactContext& ctx);
+
+/// moeq-profile: expert routing and activation statistics on calibration text.
+struct ProfileCommandOptions {
+  std::string model_dir;
+  TextInput input;
+  int64_t context = 512;
+  int64_t max_windows = 0;
+  std::string output = "routing_profile.json";
+  /// Also write activation second moments here ("" = do not collect them).
+  std::string activation_stats;
+};
+Status RunProfile(const ProfileCommandOptions& options, const ArtifactContext& ctx);
+
+}  // namespace moeq

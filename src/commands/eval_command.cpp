@@ -1,0 +1,121 @@
+// moeq-eval: perplexity, KL against a reference model, and the CI gate.
+#include <cstdio>
+
+#include <spdlog/spdlog.h>
+
+#include "commands/text_input.h"
+#include "moeq/checkpoint.h"
+#include "moeq/commands.h"
+#include "moeq/engine.h"
+#include "moeq/eval.h"
+#include "moeq/file_util.h"
+
+namespace moeq {
+namespace {
+
+Status ParsePplDelta(const std::string& text, GateOptions* gate) {
+  if (text.empty()) return Status::Ok();
+  std::string t = text;
+  const bool pct = !t.empty() && t.back() == '%';
+  if (pct) t.pop_back();
+  char* end = nullptr;
+  const double v = std::strtod(t.c_str(), &end);
+  if (t.empty() || *end != '\0' || v < 0) {
+    return Status::InvalidArgument("--max-ppl-delta '" + text + "': expected a non-negative number, optionally with %");
+  }
+  if (pct) gate->max_ppl_delta_pct = v;
+  else gate->max_ppl_delta_abs = v;
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<Engine>> LoadEngine(const std::string& dir, int threads, std::unique_ptr<Checkpoint>* keep) {
+  MOEQ_ASSIGN_OR_RETURN(*keep, Checkpoint::Open(dir));
+  return Engine::Load(**keep, {threads});
+}
+
+}  // namespace
+
+Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
+  GateOptions gate;
+  MOEQ_RETURN_IF_ERROR(ParsePplDelta(o.max_ppl_delta, &gate));
+  if (o.max_kl >= 0) gate.max_kl = o.max_kl;
+  if ((gate.max_ppl_delta_pct || gate.max_ppl_delta_abs) && o.baseline.empty()) {
+    return Status::InvalidArgument("--max-ppl-delta needs --baseline eval.json");
+  }
+  if (gate.max_kl && o.reference_dir.empty()) return Status::InvalidArgument("--max-kl needs --reference MODEL_DIR");
+  if (!o.output.empty()) {
+    MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.output, {o.model_dir, o.reference_dir, o.input.text_file,
+                                                    o.input.tokens_file, o.baseline}, ctx.force));
+  }
+  nlohmann::json baseline;
+  if (!o.baseline.empty()) {
+    MOEQ_ASSIGN_OR_RETURN(baseline, ReadJsonFile(o.baseline));
+    MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(baseline, "moeq.eval", 1, o.baseline));
+  }
+
+  std::unique_ptr<Checkpoint> ckpt, ref_ckpt;
+  MOEQ_ASSIGN_OR_RETURN(auto engine, LoadEngine(o.model_dir, ctx.threads, &ckpt));
+  std::unique_ptr<Engine> reference;
+  if (!o.reference_dir.empty()) {
+    MOEQ_ASSIGN_OR_RETURN(reference, LoadEngine(o.reference_dir, ctx.threads, &ref_ckpt));
+  }
+  MOEQ_ASSIGN_OR_RETURN(LoadedTokens tokens, LoadTokens(o.input, o.model_dir));
+
+  MOEQ_ASSIGN_OR_RETURN(PerplexityProtocol protocol,
+                        ProtocolPreset(o.protocol, ckpt->config(), tokens.bos_id.value_or(-1)));
+  if (o.context > 0) protocol.context = o.context;
+  if (o.stride > 0) protocol.stride = o.stride;
+  if (o.scored == "all-but-first") protocol.scored = ScoredTokens::kAllButFirst;
+  else if (o.scored == "second-half") protocol.scored = ScoredTokens::kSecondHalf;
+  else if (!o.scored.empty()) return Status::InvalidArgument("--scored '" + o.scored + "': expected all-but-first or second-half");
+  if (o.chunks > 0) protocol.max_chunks = o.chunks;
+  if (o.samples >= 0) protocol.samples = o.samples;
+  protocol.seed = static_cast<uint64_t>(o.seed);
+  if (o.context > 0 || o.stride > 0 || !o.scored.empty() || o.chunks > 0 || o.samples >= 0) protocol.name += "+custom";
+  if (ckpt->config().max_position_embeddings > 0 && protocol.context > ckpt->config().max_position_embeddings) {
+    spdlog::warn("context {} exceeds the model's max_position_embeddings {}", protocol.context,
+                 ckpt->config().max_position_embeddings);
+  }
+
+  EvalOptions eo;
+  eo.protocol = protocol;
+  eo.threads = ctx.threads;
+  eo.progress = ctx.progress;
+  MOEQ_ASSIGN_OR_RETURN(EvalResult r, Evaluate(*engine, tokens.ids, eo, reference.get()));
+
+  nlohmann::json inputs = {{"model", o.model_dir}, {"model_fingerprint", ckpt->fingerprint()},
+                           {"text", tokens.source}, {"text_sha256", tokens.sha256}};
+  if (reference) {
+    inputs["reference"] = o.reference_dir;
+    inputs["reference_fingerprint"] = ref_ckpt->fingerprint();
+  }
+  nlohmann::json j = MakeArtifactHeader("moeq.eval", 1, ctx, inputs);
+  j.update(EvalResultToJson(r));
+  j["protocol"] = ProtocolToJson(protocol);
+  j["text_sha256"] = tokens.sha256;
+  j["tokens_in_text"] = tokens.ids.size();
+  Status gate_status = CheckGate(r, j, o.baseline.empty() ? nullptr : &baseline, gate);
+  if (gate.max_kl || gate.max_ppl_delta_pct || gate.max_ppl_delta_abs) {
+    j["gate"] = {{"passed", gate_status.ok()}, {"message", gate_status.ok() ? "" : gate_status.message()}};
+  }
+  if (!gate_status.ok() && gate_status.code() != StatusCode::kGateFailed) return gate_status;
+  if (o.output.empty()) {
+    std::fputs(DumpJson(j).c_str(), stdout);
+  } else {
+    MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(j)));
+  }
+  if (r.has_reference) {
+    spdlog::info("ppl {:.4f} ± {:.4f} over {} tokens ({} windows of {}), reference ppl {:.4f} ({:+.3f}%), "
+                 "KL mean {:.5f} p99 {:.5f}, top-1 agreement {:.2f}%, {:.1f} s, {:.0f} tok/s",
+                 r.ppl, r.ppl_stderr, r.tokens_scored, r.windows, protocol.context, r.reference_ppl,
+                 100.0 * (r.ppl - r.reference_ppl) / r.reference_ppl, r.kl_mean, r.kl_p99, 100.0 * r.top1_agreement,
+                 r.seconds, r.tokens_per_second);
+  } else {
+    spdlog::info("ppl {:.4f} ± {:.4f} (mean NLL {:.5f}) over {} tokens ({} windows of {}), {:.1f} s, {:.0f} tok/s",
+                 r.ppl, r.ppl_stderr, r.nll_mean, r.tokens_scored, r.windows, protocol.context, r.seconds,
+                 r.tokens_per_second);
+  }
+  return gate_status;
+}
+
+}  // namespace moeq

@@ -1,0 +1,30 @@
+// moeq-eval: perplexity of a model on a text, KL divergence from a reference model, and a CI
+// gate that exits 3 when quality got worse than allowed.
+#include "moeq/commands.h"
+#include "tool_main.h"
+
+int main(int argc, char** argv) {
+  moeq::EvalCommandOptions o;
+  return moeq::tool::RunTool(
+      argc, argv, "moeq-eval", "Perplexity, KL divergence from a reference model, and a CI quality gate",
+      [&](CLI::App& app) {
+        app.add_option("model", o.model_dir, "Model directory (Hugging Face layout)")->required();
+        auto* text = app.add_option("--text", o.input.text_file, "Text file, tokenized with the model's tokenizer.json");
+        auto* toks = app.add_option("--tokens", o.input.tokens_file, "Pre-tokenized ids (JSON list or .u32/.u16 binary)");
+        text->excludes(toks);
+        app.add_option("--protocol", o.protocol, "Preset: reference (512, all but first), mint (2048 or max, 256 windows, seed 42), llama (512, second half, BOS)")
+            ->check(CLI::IsMember({"reference", "mint", "llama"}));
+        app.add_option("--context", o.context, "Tokens per window (overrides the preset)");
+        app.add_option("--stride", o.stride, "Distance between window starts (default: context)");
+        app.add_option("--scored", o.scored, "Scored tokens: all-but-first or second-half (overrides the preset)");
+        app.add_option("--chunks", o.chunks, "Evaluate at most N windows");
+        app.add_option("--samples", o.samples, "Draw N windows at random (0 = all in order; overrides the preset)");
+        app.add_option("--seed", o.seed, "Seed for --samples");
+        app.add_option("--reference", o.reference_dir, "Reference model directory: report KL, top-1 agreement, ΔPPL");
+        app.add_option("-o,--output", o.output, "Write eval.json here (default: print it to stdout)");
+        app.add_option("--baseline", o.baseline, "eval.json of the baseline for --max-ppl-delta");
+        app.add_option("--max-ppl-delta", o.max_ppl_delta, "Gate: fail (exit 3) when perplexity exceeds the baseline by more than this (2% or 0.5)");
+        app.add_option("--max-kl", o.max_kl, "Gate: fail (exit 3) when mean KL from --reference exceeds this");
+      },
+      [&](const moeq::tool::ToolContext& ctx) { return moeq::RunEval(o, ctx.artifact); });
+}
