@@ -19,8 +19,8 @@ namespace {
 // OnExpertActivation calls for different experts are safe.
 class WindowObserver : public ForwardObserver {
  public:
-  WindowObserver(const RoutingProfile& shape, bool activations) : act_(activations) {
-    layers_ = shape.layers;  // zero-initialised copies
+  WindowObserver(const RoutingProfile& blank, bool activations) : act_(activations) {
+    layers_ = blank.layers;  // zeroed accumulators of the right shapes
   }
 
   void OnAttentionInput(int layer, int64_t tokens, std::span<const float> h) override {
@@ -132,6 +132,7 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const int3
   if (options.progress) progress.emplace("profile", static_cast<int64_t>(windows.size()), "windows");
   // Windows run in batches of `threads`, one thread each; batches merge in window order.
   const int threads = ResolveThreads(options.threads);
+  const RoutingProfile blank = prof;  // zeroed accumulators each window starts from
   for (size_t b0 = 0; b0 < windows.size(); b0 += static_cast<size_t>(threads)) {
     const size_t nb = std::min(windows.size() - b0, static_cast<size_t>(threads));
     std::vector<std::unique_ptr<WindowObserver>> obs(nb);
@@ -140,7 +141,7 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const int3
         static_cast<int64_t>(nb),
         [&](int64_t i) {
           const auto& w = windows[b0 + static_cast<size_t>(i)];
-          obs[static_cast<size_t>(i)] = std::make_unique<WindowObserver>(prof, options.activations);
+          obs[static_cast<size_t>(i)] = std::make_unique<WindowObserver>(blank, options.activations);
           std::vector<float> logits;
           errors[static_cast<size_t>(i)] = engine.Forward(tokens.subspan(static_cast<size_t>(w.start), static_cast<size_t>(options.context)),
                                                           &logits, obs[static_cast<size_t>(i)].get(), 1);
