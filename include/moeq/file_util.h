@@ -18,6 +18,9 @@ Result<std::string> ReadFile(const std::string& path);
 Result<nlohmann::json> ReadJsonFile(const std::string& path);
 /// Writes `contents` to "<path>.tmp", flushes it, and renames it to `path`.
 Status WriteFileAtomic(const std::string& path, std::string_view contents);
+/// The useful part of a JSON parse error ("line 1, column 28: syntax error while parsing ..."),
+/// without nlohmann's "[json.exception.parse_error.101] parse error at" prefix.
+std::string JsonParseErrorText(const nlohmann::json::parse_error& e);
 /// JSON text, keys sorted, 2-space indent, trailing newline.
 std::string DumpJson(const nlohmann::json& j);
 

@@ -53,8 +53,7 @@ Result<nlohmann::json> ReadJsonFile(const std::string& path) {
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
-    return Status::Corruption(BaseName(path) + ": invalid JSON at byte " + std::to_string(e.byte) +
-                              ": " + e.what());
+    return Status::Corruption(BaseName(path) + ": invalid JSON: " + JsonParseErrorText(e));
   }
 }
 
@@ -85,6 +84,14 @@ Status WriteFileAtomic(const std::string& path, std::string_view contents) {
     return s;
   }
   return Status::Ok();
+}
+
+std::string JsonParseErrorText(const nlohmann::json::parse_error& e) {
+  std::string m = e.what();
+  const auto at = m.find(" at line ");
+  if (at != std::string::npos) return m.substr(at + 4);
+  const auto close = m.find("] ");
+  return close != std::string::npos ? m.substr(close + 2) : m;
 }
 
 std::string DumpJson(const nlohmann::json& j) { return j.dump(2) + "\n"; }

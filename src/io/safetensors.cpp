@@ -168,8 +168,7 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string
           return true;
         });
   } catch (const nlohmann::json::parse_error& e) {
-    return Status::Corruption(name + ": header is not valid JSON (byte " + std::to_string(e.byte) +
-                              " of the header): " + e.what());
+    return Status::Corruption(name + ": header is not valid JSON: " + JsonParseErrorText(e));
   }
   if (!duplicate.empty()) return Status::Corruption(name + ": tensor '" + duplicate + "' appears twice in the header");
   if (!header.is_object()) return Status::Corruption(name + ": header is not a JSON object");
