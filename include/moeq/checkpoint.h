@@ -2,6 +2,7 @@
 // tokenizer and other files carried along.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -66,6 +67,7 @@ class Checkpoint {
   ModelConfig config_;
   std::unique_ptr<ArchAdapter> adapter_;
   std::vector<CheckpointTensor> tensors_;
+  std::map<std::string, size_t, std::less<>> by_name_;  // name -> index into tensors_
   std::vector<std::string> shard_files_;
   std::vector<std::unique_ptr<SafetensorsFile>> shards_;
   std::vector<std::string> extra_files_;

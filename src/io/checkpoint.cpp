@@ -1,0 +1,423 @@
+// Checkpoint::Open: resolves the shards of a Hugging Face model directory, classifies every
+// tensor once through the architecture adapter and checks the tensor table against config.json
+// (names, shapes, missing and duplicate tensors) before any tensor byte is read.
+#include "moeq/checkpoint.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "moeq/file_util.h"
+#include "moeq/parallel.h"
+
+namespace moeq {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kConfigName = "config.json";
+constexpr std::string_view kSingleName = "model.safetensors";
+constexpr std::string_view kIndexName = "model.safetensors.index.json";
+/// How many names an error or warning lists before "... and N more".
+constexpr size_t kMaxListedNames = 10;
+
+/// Files carried into a derived checkpoint: tokenizer, generation settings, chat templates,
+/// remote code and licences. Weights, the index and config.json are written by the producer.
+enum class Match { kExact, kPrefix, kSuffix };
+struct CarryRule {
+  std::string_view text;
+  Match match;
+};
+constexpr CarryRule kCarryRules[] = {
+    {"tokenizer.json", Match::kExact},          {"tokenizer_config.json", Match::kExact},
+    {"tokenizer.model", Match::kExact},         {"special_tokens_map.json", Match::kExact},
+    {"added_tokens.json", Match::kExact},       {"generation_config.json", Match::kExact},
+    {"vocab.json", Match::kExact},              {"vocab.txt", Match::kExact},
+    {"merges.txt", Match::kExact},              {"preprocessor_config.json", Match::kExact},
+    {"processor_config.json", Match::kExact},   {"chat_template", Match::kPrefix},
+    {"LICENSE", Match::kPrefix},                {".tiktoken", Match::kSuffix},
+    {".py", Match::kSuffix},
+};
+
+bool IsCarried(std::string_view name) {
+  for (const auto& rule : kCarryRules) {
+    switch (rule.match) {
+      case Match::kExact:
+        if (name == rule.text) return true;
+        break;
+      case Match::kPrefix:
+        if (name.substr(0, rule.text.size()) == rule.text) return true;
+        break;
+      case Match::kSuffix:
+        if (name.size() > rule.text.size() &&
+            name.substr(name.size() - rule.text.size()) == rule.text) {
+          return true;
+        }
+        break;
+    }
+  }
+  return false;
+}
+
+std::string JoinPath(const std::string& dir, std::string_view name) {
+  return (fs::path(dir) / std::string(name)).string();
+}
+
+bool IsRegularFile(const std::string& path) {
+  std::error_code ec;
+  return fs::is_regular_file(path, ec);
+}
+
+/// "a, b, c (and 7 more)".
+std::string ListNames(const std::vector<std::string>& names) {
+  std::string s;
+  for (size_t i = 0; i < names.size() && i < kMaxListedNames; ++i) {
+    if (i) s += ", ";
+    s += "'" + names[i] + "'";
+  }
+  if (names.size() > kMaxListedNames) {
+    s += " (and " + std::to_string(names.size() - kMaxListedNames) + " more)";
+  }
+  return s;
+}
+
+std::string DescribeId(const TensorId& id) {
+  std::string s = "role " + std::string(RoleName(id.role));
+  if (id.layer >= 0) s = "layer " + std::to_string(id.layer) + ", " + s;
+  if (id.expert >= 0) s += ", expert " + std::to_string(id.expert);
+  return s;
+}
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  TensorInfo info;
+  info.shape = shape;
+  return info.ShapeString();
+}
+
+/// The shard files of a directory and, when an index is used, its tensor → shard map.
+struct ShardPlan {
+  std::vector<std::string> files;                   // relative to the directory
+  std::map<std::string, std::string> weight_map;    // empty without an index
+  bool from_index = false;
+};
+
+Result<ShardPlan> ReadIndex(const std::string& dir) {
+  const std::string index_path = JoinPath(dir, kIndexName);
+  MOEQ_ASSIGN_OR_RETURN(nlohmann::json index, ReadJsonFile(index_path));
+  auto wm = index.is_object() ? index.find("weight_map") : index.end();
+  if (!index.is_object() || wm == index.end() || !wm->is_object()) {
+    return Status::Corruption(index_path + ": missing object 'weight_map'");
+  }
+  ShardPlan plan;
+  plan.from_index = true;
+  std::set<std::string> files;
+  for (const auto& [tensor, file] : wm->items()) {
+    if (!file.is_string()) {
+      return Status::Corruption(index_path + ": weight_map['" + tensor +
+                                "'] must be a file name string");
+    }
+    const std::string name = file.get<std::string>();
+    if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
+      return Status::Corruption(index_path + ": tensor '" + tensor + "' maps to '" + name +
+                                "', which is not a plain file name in the model directory");
+    }
+    if (files.insert(name).second && !IsRegularFile(JoinPath(dir, name))) {
+      return Status::NotFound(index_path + ": tensor '" + tensor + "' is in shard '" + name +
+                              "', which does not exist in " + dir);
+    }
+    plan.weight_map.emplace(tensor, name);
+  }
+  if (files.empty()) return Status::Corruption(index_path + ": 'weight_map' is empty");
+  plan.files.assign(files.begin(), files.end());
+  return plan;
+}
+
+/// model.safetensors (as transformers prefers it), else the index, else every
+/// "model*.safetensors" (as mlx-lm loads them).
+Result<ShardPlan> ResolveShards(const std::string& dir) {
+  const bool has_index = IsRegularFile(JoinPath(dir, kIndexName));
+  if (IsRegularFile(JoinPath(dir, kSingleName))) {
+    if (has_index) {
+      spdlog::warn("{}: both {} and {} exist; using {}", dir, kSingleName, kIndexName,
+                   kSingleName);
+    }
+    return ShardPlan{{std::string(kSingleName)}, {}, false};
+  }
+  if (has_index) return ReadIndex(dir);
+  ShardPlan plan;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file(ec) && name.rfind("model", 0) == 0 && name.size() > 12 &&
+        name.substr(name.size() - 12) == ".safetensors") {
+      plan.files.push_back(name);
+    }
+  }
+  if (ec) return Status::Io(dir + ": cannot list directory: " + ec.message());
+  if (plan.files.empty()) {
+    return Status::NotFound(dir + ": no " + std::string(kSingleName) + ", " +
+                            std::string(kIndexName) + " or model*.safetensors");
+  }
+  std::sort(plan.files.begin(), plan.files.end());
+  return plan;
+}
+
+/// Cross-checks the index against the shards' own tensor tables and rejects tensors stored twice.
+Status CheckShardTables(const std::string& dir, const ShardPlan& plan,
+                        const std::vector<std::unique_ptr<SafetensorsFile>>& shards) {
+  std::map<std::string_view, size_t> owner;
+  for (size_t s = 0; s < shards.size(); ++s) {
+    for (const auto& info : shards[s]->tensors()) {
+      auto [it, inserted] = owner.emplace(info.name, s);
+      if (!inserted) {
+        return Status::Corruption(dir + ": tensor '" + info.name + "' appears in both '" +
+                                  plan.files[it->second] + "' and '" + plan.files[s] + "'");
+      }
+      if (plan.from_index) {
+        auto mapped = plan.weight_map.find(info.name);
+        if (mapped == plan.weight_map.end()) {
+          return Status::Corruption(plan.files[s] + ": tensor '" + info.name +
+                                    "' is not listed in " + std::string(kIndexName));
+        }
+        if (mapped->second != plan.files[s]) {
+          return Status::Corruption(std::string(kIndexName) + ": tensor '" + info.name +
+                                    "' is listed in '" + mapped->second + "' but stored in '" +
+                                    plan.files[s] + "'");
+        }
+      }
+    }
+  }
+  for (const auto& [tensor, file] : plan.weight_map) {
+    if (owner.find(tensor) == owner.end()) {
+      return Status::Corruption(std::string(kIndexName) + ": tensor '" + tensor +
+                                "' is listed in shard '" + file + "', which does not contain it");
+    }
+  }
+  return Status::Ok();
+}
+
+/// Checks recognised tensors against the adapter's expectations for this config: shapes,
+/// tensors that the config does not call for, duplicates, fused/per-expert mixes, and missing
+/// tensors. Fused [E, out, in] expert tensors stand in for the per-expert ones they hold.
+Status CheckAgainstConfig(const std::string& dir, const ModelConfig& config,
+                          const ArchAdapter& adapter, const std::vector<CheckpointTensor>& tensors,
+                          const std::vector<std::string>& shard_files) {
+  std::map<TensorId, std::vector<int64_t>> expected;
+  for (auto& [id, shape] : adapter.ExpectedTensors()) expected.emplace(id, std::move(shape));
+
+  std::map<TensorId, const CheckpointTensor*> present;
+  std::set<TensorId> fused;  // {layer, -1, role} of fused tensors (gate_up counted as gate + up)
+  for (const auto& t : tensors) {
+    if (t.id.role == TensorRole::kUnknown || t.id.role == TensorRole::kBuffer) continue;
+    const std::string& file = shard_files[static_cast<size_t>(t.shard)];
+    auto [it, inserted] = present.emplace(t.id, &t);
+    if (!inserted) {
+      return Status::Corruption(dir + ": tensors '" + it->second->info.name + "' and '" +
+                                t.info.name + "' are the same tensor (" + DescribeId(t.id) + ")");
+    }
+    std::optional<std::vector<int64_t>> want;
+    if (t.fused_experts) {
+      const bool gate_up = t.id.role == TensorRole::kExpertGateUp;
+      const TensorRole per_expert = gate_up ? TensorRole::kExpertGate : t.id.role;
+      auto e = expected.find(TensorId{t.id.layer, 0, per_expert});
+      if (e != expected.end()) {
+        want = e->second;
+        if (gate_up) want->at(0) *= 2;
+        want->insert(want->begin(), config.num_experts);
+      }
+      if (gate_up) {
+        fused.insert(TensorId{t.id.layer, -1, TensorRole::kExpertGate});
+        fused.insert(TensorId{t.id.layer, -1, TensorRole::kExpertUp});
+      } else {
+        fused.insert(t.id);
+      }
+    } else if (t.id.role == TensorRole::kLmHead && config.tie_word_embeddings) {
+      // Some exporters write lm_head even when it is tied; it must still have the right shape.
+      want = std::vector<int64_t>{config.vocab_size, config.hidden_size};
+    } else if (auto e = expected.find(t.id); e != expected.end()) {
+      want = e->second;
+    }
+    if (!want) {
+      return Status::Corruption(file + ": tensor '" + t.info.name + "' (" + DescribeId(t.id) +
+                                ") is not expected for this config.json (model_type '" +
+                                config.model_type + "')");
+    }
+    if (*want != t.info.shape) {
+      return Status::Corruption(file + ": tensor '" + t.info.name + "': shape " +
+                                t.info.ShapeString() + " does not match config.json, expected " +
+                                ShapeText(*want));
+    }
+  }
+
+  std::vector<std::string> missing;
+  for (const auto& [id, shape] : expected) {
+    const bool per_expert_present = present.count(id) > 0;
+    const bool fused_present = id.expert >= 0 && fused.count(TensorId{id.layer, -1, id.role}) > 0;
+    if (per_expert_present && fused_present) {
+      return Status::Corruption(dir + ": layer " + std::to_string(id.layer) + " stores " +
+                                std::string(RoleName(id.role)) +
+                                " both as a fused expert tensor and per expert ('" +
+                                present.at(id)->info.name + "')");
+    }
+    if (!per_expert_present && !fused_present) missing.push_back(adapter.Name(id));
+  }
+  if (!missing.empty()) {
+    return Status::Corruption(dir + ": " + std::to_string(missing.size()) +
+                              " tensors expected for model_type '" + config.model_type +
+                              "' are missing: " + ListNames(missing));
+  }
+  return Status::Ok();
+}
+
+Status CheckAllFinite(const std::vector<CheckpointTensor>& tensors,
+                      const std::vector<std::unique_ptr<SafetensorsFile>>& shards,
+                      const std::vector<std::string>& shard_files) {
+  std::vector<Status> results(tensors.size());
+  ParallelFor(static_cast<int64_t>(tensors.size()), [&](int64_t i) {
+    const CheckpointTensor& t = tensors[static_cast<size_t>(i)];
+    if (!IsFloatDType(t.info.dtype)) return;
+    const size_t shard = static_cast<size_t>(t.shard);
+    Result<TensorView> view = shards[shard]->View(t.info.name);
+    if (!view.ok()) {
+      results[static_cast<size_t>(i)] = view.status();
+      return;
+    }
+    results[static_cast<size_t>(i)] = CheckFinite(*view, shard_files[shard]);
+    shards[shard]->Release(t.info.name);
+  });
+  for (auto& s : results) MOEQ_RETURN_IF_ERROR(s);
+  return Status::Ok();
+}
+
+Result<std::vector<std::string>> ListExtraFiles(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file(ec) && IsCarried(name)) out.push_back(name);
+  }
+  if (ec) return Status::Io(dir + ": cannot list directory: " + ec.message());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string Fingerprint(std::string_view config_bytes, const std::vector<CheckpointTensor>& tensors,
+                        const std::vector<std::unique_ptr<SafetensorsFile>>& shards,
+                        const std::vector<std::string>& shard_files) {
+  std::vector<const CheckpointTensor*> by_name;
+  for (const auto& t : tensors) by_name.push_back(&t);
+  std::sort(by_name.begin(), by_name.end(),
+            [](const auto* a, const auto* b) { return a->info.name < b->info.name; });
+  Sha256 h;
+  h.Update(config_bytes.data(), config_bytes.size());
+  for (const CheckpointTensor* t : by_name) {
+    const size_t shard = static_cast<size_t>(t->shard);
+    const auto [begin, end] = shards[shard]->Offsets(t->info.name);
+    const std::string row = t->info.name + '\t' + std::string(DTypeName(t->info.dtype)) + '\t' +
+                            t->info.ShapeString() + '\t' + shard_files[shard] + '\t' +
+                            std::to_string(begin) + '\t' + std::to_string(end) + '\n';
+    h.Update(row.data(), row.size());
+  }
+  return h.HexDigest();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir,
+                                                     const CheckpointOptions& options) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return Status::NotFound(dir + ": not a directory");
+  const std::string config_path = JoinPath(dir, kConfigName);
+  MOEQ_ASSIGN_OR_RETURN(std::string config_bytes, ReadFile(config_path));
+  MOEQ_ASSIGN_OR_RETURN(nlohmann::json config_json, ReadJsonFile(config_path));
+
+  std::unique_ptr<Checkpoint> ckpt(new Checkpoint());
+  ckpt->dir_ = dir;
+  MOEQ_ASSIGN_OR_RETURN(ckpt->config_, ParseModelConfig(config_json, config_path));
+  {
+    auto adapter = MakeArchAdapter(ckpt->config_);
+    if (!adapter.ok()) return adapter.status().WithContext(config_path);
+    ckpt->adapter_ = std::move(adapter).value();
+  }
+
+  MOEQ_ASSIGN_OR_RETURN(ShardPlan plan, ResolveShards(dir));
+  for (const auto& file : plan.files) {
+    MOEQ_ASSIGN_OR_RETURN(auto shard, SafetensorsFile::Open(JoinPath(dir, file)));
+    ckpt->shards_.push_back(std::move(shard));
+  }
+  ckpt->shard_files_ = plan.files;
+  MOEQ_RETURN_IF_ERROR(CheckShardTables(dir, plan, ckpt->shards_));
+
+  std::vector<std::string> unknown;
+  for (size_t s = 0; s < ckpt->shards_.size(); ++s) {
+    for (const auto& info : ckpt->shards_[s]->tensors()) {
+      CheckpointTensor t;
+      t.info = info;
+      t.shard = static_cast<int>(s);
+      if (auto classified = ckpt->adapter_->Classify(info.name)) {
+        t.id = classified->id;
+        t.fused_experts = classified->fused_experts;
+      } else {
+        unknown.push_back(info.name);
+      }
+      ckpt->tensors_.push_back(std::move(t));
+    }
+  }
+  std::sort(unknown.begin(), unknown.end());
+  if (!unknown.empty()) {
+    const std::string what = std::to_string(unknown.size()) +
+                             " tensors not recognised for model_type '" +
+                             ckpt->config_.model_type + "': " + ListNames(unknown);
+    if (options.strict) return Status::Unsupported(dir + ": " + what);
+    spdlog::warn("{}: {} (kept, never quantized)", dir, what);
+  }
+  MOEQ_RETURN_IF_ERROR(CheckAgainstConfig(dir, ckpt->config_, *ckpt->adapter_, ckpt->tensors_,
+                                          ckpt->shard_files_));
+  if (options.check_finite) {
+    MOEQ_RETURN_IF_ERROR(CheckAllFinite(ckpt->tensors_, ckpt->shards_, ckpt->shard_files_));
+  }
+
+  std::sort(ckpt->tensors_.begin(), ckpt->tensors_.end(),
+            [](const CheckpointTensor& a, const CheckpointTensor& b) {
+              if (a.id == b.id) return a.info.name < b.info.name;
+              return a.id < b.id;
+            });
+  for (size_t i = 0; i < ckpt->tensors_.size(); ++i) {
+    ckpt->by_name_.emplace(ckpt->tensors_[i].info.name, i);
+  }
+  MOEQ_ASSIGN_OR_RETURN(ckpt->extra_files_, ListExtraFiles(dir));
+  ckpt->fingerprint_ =
+      Fingerprint(config_bytes, ckpt->tensors_, ckpt->shards_, ckpt->shard_files_);
+  return ckpt;
+}
+
+const CheckpointTensor* Checkpoint::Find(std::string_view name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : &tensors_[it->second];
+}
+
+Result<TensorView> Checkpoint::View(std::string_view name) const {
+  const CheckpointTensor* t = Find(name);
+  if (t == nullptr) {
+    return Status::NotFound(dir_ + ": no tensor '" + std::string(name) + "' in the checkpoint");
+  }
+  return shards_[static_cast<size_t>(t->shard)]->View(name);
+}
+
+void Checkpoint::Release(std::string_view name) const {
+  if (const CheckpointTensor* t = Find(name)) shards_[static_cast<size_t>(t->shard)]->Release(name);
+}
+
+std::vector<std::string> Checkpoint::unknown_tensors() const {
+  std::vector<std::string> out;
+  for (const auto& t : tensors_) {
+    if (t.id.role == TensorRole::kUnknown) out.push_back(t.info.name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace moeq
