@@ -60,9 +60,10 @@ class Tokenizer {
   /// ".gguf" (SentencePiece "llama" vocabularies only). For tokenizer.json, a tokenizer_config.json
   /// in the same directory, when present, supplies the BOS/EOS/UNK/PAD tokens and add_bos_token.
   static Result<std::unique_ptr<Tokenizer>> Load(const std::string& path);
-  /// Parses tokenizer.json text; `origin` names it in error messages. No tokenizer_config.json is read.
-  static Result<std::unique_ptr<Tokenizer>> FromJsonText(std::string_view json_text,
-                                                         std::string_view origin = "tokenizer.json");
+  /// Parses tokenizer.json text; `origin` names it in error messages. No tokenizer_config.json is
+  /// read.
+  static Result<std::unique_ptr<Tokenizer>> FromJsonText(
+      std::string_view json_text, std::string_view origin = "tokenizer.json");
 
   ~Tokenizer();
   Tokenizer(const Tokenizer&) = delete;
@@ -70,7 +71,8 @@ class Tokenizer {
 
   /// Token ids of `text`. Fails with InvalidArgument when `text` is not valid UTF-8 (the message
   /// gives the byte offset) or when add_bos is asked for and there is no BOS token.
-  Result<std::vector<int32_t>> Encode(std::string_view text, const EncodeOptions& options = {}) const;
+  Result<std::vector<int32_t>> Encode(std::string_view text,
+                                      const EncodeOptions& options = {}) const;
   /// Text of `ids` through the tokenizer's decoder. Ids that have no token are skipped. The result
   /// holds the exact decoded bytes: a slice of ids that cuts a multi-byte character yields
   /// incomplete UTF-8 (no U+FFFD replacement is made).

@@ -24,14 +24,16 @@ Result<std::pair<std::string, std::string>> ParseMerge(const json& m, const std:
     const size_t space = s.find(' ');
     if (space == std::string::npos || space == 0 || space + 1 >= s.size() ||
         s.find(' ', space + 1) != std::string::npos) {
-      return Status::Corruption(where + ": expected \"<left> <right>\" with exactly one space, got \"" + s + "\"");
+      return Status::Corruption(
+          where + ": expected \"<left> <right>\" with exactly one space, got \"" + s + "\"");
     }
     return std::make_pair(s.substr(0, space), s.substr(space + 1));
   }
   if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
     return std::make_pair(m[0].get<std::string>(), m[1].get<std::string>());
   }
-  return Status::Corruption(where + ": expected a string \"a b\" or a pair [\"a\", \"b\"], got " + m.dump());
+  return Status::Corruption(where + ": expected a string \"a b\" or a pair [\"a\", \"b\"], got " +
+                            m.dump());
 }
 
 std::string ByteTokenText(int b) {
@@ -76,7 +78,8 @@ Result<std::unique_ptr<BpeModel>> BpeModel::FromJson(const json& model, const st
   auto get_bool = [&](const char* key, bool* out) -> Status {
     const auto it = model.find(key);
     if (it == model.end() || it->is_null()) return Status::Ok();
-    if (!it->is_boolean()) return Status::Corruption(where + "." + key + ": expected true or false");
+    if (!it->is_boolean())
+      return Status::Corruption(where + "." + key + ": expected true or false");
     *out = it->get<bool>();
     return Status::Ok();
   };
@@ -97,7 +100,8 @@ Result<std::unique_ptr<BpeModel>> BpeModel::FromJson(const json& model, const st
   m->BuildIndex();
   if (!unk_token.empty()) {
     const auto unk = m->Find(unk_token);
-    if (!unk) return Status::Corruption(where + ".unk_token: \"" + unk_token + "\" is not in model.vocab");
+    if (!unk)
+      return Status::Corruption(where + ".unk_token: \"" + unk_token + "\" is not in model.vocab");
     m->unk_id_ = *unk;
   }
 
@@ -112,14 +116,17 @@ Result<std::unique_ptr<BpeModel>> BpeModel::FromJson(const json& model, const st
       const auto a = m->Find(pair.first);
       const auto b = m->Find(pair.second);
       if (!a || !b) {
-        return Status::Corruption(at + ": \"" + (a ? pair.second : pair.first) + "\" is not in model.vocab");
+        return Status::Corruption(at + ": \"" + (a ? pair.second : pair.first) +
+                                  "\" is not in model.vocab");
       }
       std::string_view right = pair.second;
       const std::string& prefix = m->continuing_subword_prefix_;
-      if (!prefix.empty() && right.substr(0, prefix.size()) == prefix) right.remove_prefix(prefix.size());
+      if (!prefix.empty() && right.substr(0, prefix.size()) == prefix)
+        right.remove_prefix(prefix.size());
       const std::string merged = pair.first + std::string(right);
       const auto new_id = m->Find(merged);
-      if (!new_id) return Status::Corruption(at + ": merged token \"" + merged + "\" is not in model.vocab");
+      if (!new_id)
+        return Status::Corruption(at + ": merged token \"" + merged + "\" is not in model.vocab");
       // The first occurrence of a pair wins, as in Hugging Face tokenizers.
       m->merges_.emplace(PairKey(*a, *b), Merge{rank, *new_id});
       ++rank;
@@ -128,13 +135,16 @@ Result<std::unique_ptr<BpeModel>> BpeModel::FromJson(const json& model, const st
   return m;
 }
 
-Result<std::unique_ptr<BpeModel>> BpeModel::FromScores(std::vector<std::string> tokens, std::vector<float> scores,
-                                                       std::optional<int32_t> unk_id, const std::string& where) {
+Result<std::unique_ptr<BpeModel>> BpeModel::FromScores(std::vector<std::string> tokens,
+                                                       std::vector<float> scores,
+                                                       std::optional<int32_t> unk_id,
+                                                       const std::string& where) {
   if (tokens.size() != scores.size()) {
     return Status::Corruption(where + ": " + std::to_string(tokens.size()) + " tokens but " +
                               std::to_string(scores.size()) + " scores");
   }
-  if (static_cast<int64_t>(tokens.size()) >= kMaxVocabSize) return Status::Corruption(where + ": vocabulary too large");
+  if (static_cast<int64_t>(tokens.size()) >= kMaxVocabSize)
+    return Status::Corruption(where + ": vocabulary too large");
   std::unique_ptr<BpeModel> m(new BpeModel());
   m->by_scores_ = true;
   m->tokens_ = std::move(tokens);
@@ -188,7 +198,8 @@ void BpeModel::Tokenize(std::string_view word, std::vector<int32_t>* out) const 
   }
 }
 
-void BpeModel::AppendUnknown(std::string_view ch, bool* last_was_unk, std::vector<int32_t>* out) const {
+void BpeModel::AppendUnknown(std::string_view ch, bool* last_was_unk,
+                             std::vector<int32_t>* out) const {
   if (byte_fallback_) {
     bool all = true;
     for (char c : ch) all = all && byte_ids_[static_cast<unsigned char>(c)] >= 0;
@@ -218,7 +229,8 @@ void BpeModel::TokenizeByRanks(std::string_view word, std::vector<int32_t>* out)
   const bool affixes = !continuing_subword_prefix_.empty() || !end_of_word_suffix_.empty();
   std::string key;
   for (size_t i = 0; i < word.size();) {
-    const size_t len = std::min(Utf8SequenceLength(static_cast<unsigned char>(word[i])), word.size() - i);
+    const size_t len =
+        std::min(Utf8SequenceLength(static_cast<unsigned char>(word[i])), word.size() - i);
     std::string_view ch = word.substr(i, len);
     std::string_view lookup = ch;
     if (affixes) {
@@ -289,7 +301,8 @@ void BpeModel::TokenizeByRanks(std::string_view word, std::vector<int32_t>* out)
     try_push(prev[l], c.left);
     try_push(c.left, next[l]);
   }
-  for (int32_t i = 0; i >= 0; i = next[static_cast<size_t>(i)]) out->push_back(ids[static_cast<size_t>(i)]);
+  for (int32_t i = 0; i >= 0; i = next[static_cast<size_t>(i)])
+    out->push_back(ids[static_cast<size_t>(i)]);
 }
 
 void BpeModel::TokenizeByScores(std::string_view word, std::vector<int32_t>* out) const {
@@ -304,7 +317,8 @@ void BpeModel::TokenizeByScores(std::string_view word, std::vector<int32_t>* out
   std::vector<Symbol> symbols;
   symbols.reserve(word.size());
   for (size_t i = 0; i < word.size();) {
-    const size_t len = std::min(Utf8SequenceLength(static_cast<unsigned char>(word[i])), word.size() - i);
+    const size_t len =
+        std::min(Utf8SequenceLength(static_cast<unsigned char>(word[i])), word.size() - i);
     const auto index = static_cast<int32_t>(symbols.size());
     symbols.push_back({index - 1, i + len < word.size() ? index + 1 : -1, static_cast<uint32_t>(i),
                        static_cast<uint32_t>(len)});
@@ -327,9 +341,11 @@ void BpeModel::TokenizeByScores(std::string_view word, std::vector<int32_t>* out
     const std::string_view text = word.substr(l.start, l.len + r.len);
     const auto id = Find(text);
     if (!id) return;
-    queue.push({left, right, scores_[static_cast<size_t>(*id)], static_cast<uint32_t>(text.size())});
+    queue.push(
+        {left, right, scores_[static_cast<size_t>(*id)], static_cast<uint32_t>(text.size())});
   };
-  for (size_t i = 1; i < symbols.size(); ++i) try_add(static_cast<int32_t>(i - 1), static_cast<int32_t>(i));
+  for (size_t i = 1; i < symbols.size(); ++i)
+    try_add(static_cast<int32_t>(i - 1), static_cast<int32_t>(i));
   while (!queue.empty()) {
     const Bigram b = queue.top();
     queue.pop();

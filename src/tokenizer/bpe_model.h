@@ -7,13 +7,12 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "moeq/status.h"
 
@@ -24,12 +23,16 @@ inline constexpr int64_t kMaxVocabSize = int64_t{1} << 24;
 
 class BpeModel {
  public:
-  /// Parses tokenizer.json "model" (type BPE). `where` prefixes error messages ("tokenizer.json: model").
-  static Result<std::unique_ptr<BpeModel>> FromJson(const nlohmann::json& model, const std::string& where);
+  /// Parses tokenizer.json "model" (type BPE). `where` prefixes error messages ("tokenizer.json:
+  /// model").
+  static Result<std::unique_ptr<BpeModel>> FromJson(const nlohmann::json& model,
+                                                    const std::string& where);
   /// A SentencePiece vocabulary merged by score; unknown characters fall back to "<0xXX>" byte
   /// tokens, then to the single-byte token, then to `unk_id`.
-  static Result<std::unique_ptr<BpeModel>> FromScores(std::vector<std::string> tokens, std::vector<float> scores,
-                                                      std::optional<int32_t> unk_id, const std::string& where);
+  static Result<std::unique_ptr<BpeModel>> FromScores(std::vector<std::string> tokens,
+                                                      std::vector<float> scores,
+                                                      std::optional<int32_t> unk_id,
+                                                      const std::string& where);
 
   /// Appends the ids of one pre-tokenized word.
   void Tokenize(std::string_view word, std::vector<int32_t>* out) const;

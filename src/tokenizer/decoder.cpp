@@ -65,7 +65,8 @@ Result<Decoder> Decoder::LlamaSpm(bool strip_leading_space) {
   Step replace{};
   replace.kind = Step::Kind::kReplace;
   replace.text = " ";
-  MOEQ_ASSIGN_OR_RETURN(replace.pattern, Pattern::FromJson(json{{"String", std::string(kMetaspace)}}, "decoder"));
+  MOEQ_ASSIGN_OR_RETURN(replace.pattern,
+                        Pattern::FromJson(json{{"String", std::string(kMetaspace)}}, "decoder"));
   d.steps_.push_back(std::move(replace));
   d.steps_.push_back(Step{Step::Kind::kByteFallback, {}, {}, false, 0, 0});
   d.steps_.push_back(Step{Step::Kind::kFuse, {}, {}, false, 0, 0});
@@ -78,7 +79,8 @@ Status Decoder::Parse(const json& j, const std::string& where) {
   Step step{};
   if (type == "Sequence") {
     const auto it = j.find("decoders");
-    if (it == j.end() || !it->is_array()) return Status::Corruption(where + ".decoders: expected an array");
+    if (it == j.end() || !it->is_array())
+      return Status::Corruption(where + ".decoders: expected an array");
     for (size_t i = 0; i < it->size(); ++i) {
       MOEQ_RETURN_IF_ERROR(Parse((*it)[i], where + ".decoders[" + std::to_string(i) + "]"));
     }
@@ -89,8 +91,9 @@ Status Decoder::Parse(const json& j, const std::string& where) {
     step.kind = Step::Kind::kMetaspace;
     MOEQ_ASSIGN_OR_RETURN(step.text, GetString(j, "replacement", std::string(kMetaspace), where));
     MOEQ_ASSIGN_OR_RETURN(const bool add_prefix_space, GetBool(j, "add_prefix_space", true, where));
-    MOEQ_ASSIGN_OR_RETURN(const std::string scheme,
-                          GetString(j, "prepend_scheme", add_prefix_space ? "always" : "never", where));
+    MOEQ_ASSIGN_OR_RETURN(
+        const std::string scheme,
+        GetString(j, "prepend_scheme", add_prefix_space ? "always" : "never", where));
     step.strip_first = scheme != "never";
   } else if (type == "Replace") {
     step.kind = Step::Kind::kReplace;
@@ -181,9 +184,11 @@ std::string Decoder::Apply(std::vector<std::string> tokens) const {
         for (auto& t : tokens) {
           const std::string& c = step.text;
           size_t begin = 0;
-          for (size_t k = 0; k < step.start && t.compare(begin, c.size(), c) == 0; ++k) begin += c.size();
+          for (size_t k = 0; k < step.start && t.compare(begin, c.size(), c) == 0; ++k)
+            begin += c.size();
           size_t end = t.size();
-          for (size_t k = 0; k < step.stop && end >= begin + c.size() && t.compare(end - c.size(), c.size(), c) == 0;
+          for (size_t k = 0; k < step.stop && end >= begin + c.size() &&
+                             t.compare(end - c.size(), c.size(), c) == 0;
                ++k) {
             end -= c.size();
           }

@@ -10,17 +10,40 @@ namespace moeq::tokenizer_internal {
 namespace {
 
 enum GgufType : int32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 
 size_t ScalarSize(int32_t type) {
   switch (type) {
-    case kU8: case kI8: case kBool: return 1;
-    case kU16: case kI16: return 2;
-    case kU32: case kI32: case kF32: return 4;
-    case kU64: case kI64: case kF64: return 8;
-    default: return 0;
+    case kU8:
+    case kI8:
+    case kBool:
+      return 1;
+    case kU16:
+    case kI16:
+      return 2;
+    case kU32:
+    case kI32:
+    case kF32:
+      return 4;
+    case kU64:
+    case kI64:
+    case kF64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
@@ -66,7 +89,8 @@ class Reader {
 
  private:
   Status Truncated(const std::string& what) const {
-    return Status::Corruption(path_ + ": truncated at byte " + std::to_string(pos_) + " while reading " + what);
+    return Status::Corruption(path_ + ": truncated at byte " + std::to_string(pos_) +
+                              " while reading " + what);
   }
   const std::string& data_;
   const std::string& path_;
@@ -84,18 +108,41 @@ struct GgufVocab {
 
 Result<int64_t> ReadInteger(Reader* r, int32_t type, const std::string& key) {
   switch (type) {
-    case kU8: { MOEQ_ASSIGN_OR_RETURN(uint8_t v, r->Read<uint8_t>(key)); return v; }
-    case kI8: { MOEQ_ASSIGN_OR_RETURN(int8_t v, r->Read<int8_t>(key)); return v; }
-    case kU16: { MOEQ_ASSIGN_OR_RETURN(uint16_t v, r->Read<uint16_t>(key)); return v; }
-    case kI16: { MOEQ_ASSIGN_OR_RETURN(int16_t v, r->Read<int16_t>(key)); return v; }
-    case kU32: { MOEQ_ASSIGN_OR_RETURN(uint32_t v, r->Read<uint32_t>(key)); return v; }
-    case kI32: { MOEQ_ASSIGN_OR_RETURN(int32_t v, r->Read<int32_t>(key)); return v; }
+    case kU8: {
+      MOEQ_ASSIGN_OR_RETURN(uint8_t v, r->Read<uint8_t>(key));
+      return v;
+    }
+    case kI8: {
+      MOEQ_ASSIGN_OR_RETURN(int8_t v, r->Read<int8_t>(key));
+      return v;
+    }
+    case kU16: {
+      MOEQ_ASSIGN_OR_RETURN(uint16_t v, r->Read<uint16_t>(key));
+      return v;
+    }
+    case kI16: {
+      MOEQ_ASSIGN_OR_RETURN(int16_t v, r->Read<int16_t>(key));
+      return v;
+    }
+    case kU32: {
+      MOEQ_ASSIGN_OR_RETURN(uint32_t v, r->Read<uint32_t>(key));
+      return v;
+    }
+    case kI32: {
+      MOEQ_ASSIGN_OR_RETURN(int32_t v, r->Read<int32_t>(key));
+      return v;
+    }
     case kU64: {
       MOEQ_ASSIGN_OR_RETURN(uint64_t v, r->Read<uint64_t>(key));
       return static_cast<int64_t>(std::min<uint64_t>(v, uint64_t{1} << 62));
     }
-    case kI64: { MOEQ_ASSIGN_OR_RETURN(int64_t v, r->Read<int64_t>(key)); return v; }
-    default: return Status::Corruption(key + ": expected an integer, got GGUF type " + std::to_string(type));
+    case kI64: {
+      MOEQ_ASSIGN_OR_RETURN(int64_t v, r->Read<int64_t>(key));
+      return v;
+    }
+    default:
+      return Status::Corruption(key + ": expected an integer, got GGUF type " +
+                                std::to_string(type));
   }
 }
 
@@ -110,11 +157,13 @@ Status SkipValue(Reader* r, int32_t type, const std::string& key) {
       return Status::Ok();
     }
     const size_t size = ScalarSize(elem);
-    if (size == 0) return Status::Corruption(key + ": unknown GGUF array element type " + std::to_string(elem));
+    if (size == 0)
+      return Status::Corruption(key + ": unknown GGUF array element type " + std::to_string(elem));
     return r->Skip(count * size, key);
   }
   const size_t size = ScalarSize(type);
-  if (size == 0) return Status::Corruption(key + ": unknown GGUF value type " + std::to_string(type));
+  if (size == 0)
+    return Status::Corruption(key + ": unknown GGUF value type " + std::to_string(type));
   return r->Skip(size, key);
 }
 
@@ -126,8 +175,8 @@ Status ReadKv(Reader* r, const std::string& path, GgufVocab* v) {
     if (type != kArray) return Status::Corruption(where + ": expected an array");
     MOEQ_ASSIGN_OR_RETURN(const int32_t elem, r->Read<int32_t>(key));
     if (elem != elem_type) {
-      return Status::Corruption(where + ": expected array elements of GGUF type " + std::to_string(elem_type) +
-                                ", got " + std::to_string(elem));
+      return Status::Corruption(where + ": expected array elements of GGUF type " +
+                                std::to_string(elem_type) + ", got " + std::to_string(elem));
     }
     MOEQ_ASSIGN_OR_RETURN(const uint64_t count, r->Read<uint64_t>(key));
     MOEQ_RETURN_IF_ERROR(r->CheckCount(count, key));
@@ -182,7 +231,8 @@ Result<std::unique_ptr<TokenizerImpl>> LoadGgufVocab(const std::string& path) {
   if (magic != 0x46554747u) return Status::Corruption(path + ": not a GGUF file (bad magic)");
   MOEQ_ASSIGN_OR_RETURN(const uint32_t version, r.Read<uint32_t>("the version"));
   if (version < 2 || version > 3) {
-    return Status::Unsupported(path + ": GGUF version " + std::to_string(version) + " (2 or 3 expected)");
+    return Status::Unsupported(path + ": GGUF version " + std::to_string(version) +
+                               " (2 or 3 expected)");
   }
   MOEQ_ASSIGN_OR_RETURN(const uint64_t n_tensors, r.Read<uint64_t>("n_tensors"));
   MOEQ_ASSIGN_OR_RETURN(const uint64_t n_kv, r.Read<uint64_t>("n_kv"));
@@ -198,11 +248,13 @@ Result<std::unique_ptr<TokenizerImpl>> LoadGgufVocab(const std::string& path) {
   const size_t n = v.tokens.size();
   if (n == 0) return Status::Corruption(path + ": tokenizer.ggml.tokens: missing or empty");
   if (v.scores.empty()) v.scores.assign(n, 0.0f);
-  if (v.scores.size() != n) return Status::Corruption(path + ": tokenizer.ggml.scores: length differs from tokens");
+  if (v.scores.size() != n)
+    return Status::Corruption(path + ": tokenizer.ggml.scores: length differs from tokens");
   if (!v.types.empty() && v.types.size() != n) {
     return Status::Corruption(path + ": tokenizer.ggml.token_type: length differs from tokens");
   }
-  auto id_of = [&](const std::optional<int64_t>& id, const char* key) -> Result<std::optional<int32_t>> {
+  auto id_of = [&](const std::optional<int64_t>& id,
+                   const char* key) -> Result<std::optional<int32_t>> {
     if (!id) return std::optional<int32_t>();
     if (*id < 0 || static_cast<uint64_t>(*id) >= n) {
       return Status::Corruption(path + ": tokenizer.ggml." + key + ": id " + std::to_string(*id) +
@@ -229,8 +281,8 @@ Result<std::unique_ptr<TokenizerImpl>> LoadGgufVocab(const std::string& path) {
     a.special = t != kTokenUserDefined;
     impl->added.push_back(std::move(a));
   }
-  MOEQ_ASSIGN_OR_RETURN(impl->model, BpeModel::FromScores(std::move(v.tokens), std::move(v.scores), impl->unk_id,
-                                                          path + ": tokenizer.ggml"));
+  MOEQ_ASSIGN_OR_RETURN(impl->model, BpeModel::FromScores(std::move(v.tokens), std::move(v.scores),
+                                                          impl->unk_id, path + ": tokenizer.ggml"));
   MOEQ_ASSIGN_OR_RETURN(impl->pre_tokenizer, PreTokenizer::LlamaSpm(add_space_prefix));
   MOEQ_ASSIGN_OR_RETURN(impl->decoder, Decoder::LlamaSpm(add_space_prefix));
   MOEQ_RETURN_IF_ERROR(impl->Finish());

@@ -97,7 +97,8 @@ void SplitSpans(size_t n, const std::vector<Span>& matches, SplitBehavior behavi
 std::vector<Span> FindLiteral(std::string_view text, std::string_view needle) {
   std::vector<Span> spans;
   if (needle.empty()) return spans;
-  for (size_t pos = text.find(needle); pos != std::string_view::npos; pos = text.find(needle, pos + needle.size())) {
+  for (size_t pos = text.find(needle); pos != std::string_view::npos;
+       pos = text.find(needle, pos + needle.size())) {
     spans.emplace_back(pos, pos + needle.size());
   }
   return spans;
@@ -122,14 +123,17 @@ std::string ReplaceLiteral(std::string_view text, std::string_view from, std::st
 
 Result<Pattern> Pattern::FromJson(const json& j, const std::string& where) {
   if (!j.is_object() || j.size() != 1) {
-    return Status::Corruption(where + ": expected {\"String\": ...} or {\"Regex\": ...}, got " + j.dump());
+    return Status::Corruption(where + ": expected {\"String\": ...} or {\"Regex\": ...}, got " +
+                              j.dump());
   }
   const bool literal = j.contains("String");
   if (!literal && !j.contains("Regex")) {
-    return Status::Corruption(where + ": expected {\"String\": ...} or {\"Regex\": ...}, got " + j.dump());
+    return Status::Corruption(where + ": expected {\"String\": ...} or {\"Regex\": ...}, got " +
+                              j.dump());
   }
   const json& p = literal ? j["String"] : j["Regex"];
-  if (!p.is_string()) return Status::Corruption(where + ": pattern must be a string, got " + p.dump());
+  if (!p.is_string())
+    return Status::Corruption(where + ": pattern must be a string, got " + p.dump());
   auto regex = Regex::Compile(p.get<std::string>(), literal);
   if (!regex.ok()) return regex.status().WithContext(where);
   Pattern out;
@@ -166,7 +170,8 @@ Status Normalizer::Parse(const json& j, const std::string& where) {
   Step step{};
   if (type == "Sequence") {
     const auto it = j.find("normalizers");
-    if (it == j.end() || !it->is_array()) return Status::Corruption(where + ".normalizers: expected an array");
+    if (it == j.end() || !it->is_array())
+      return Status::Corruption(where + ".normalizers: expected an array");
     for (size_t i = 0; i < it->size(); ++i) {
       MOEQ_RETURN_IF_ERROR(Parse((*it)[i], where + ".normalizers[" + std::to_string(i) + "]"));
     }
@@ -279,8 +284,8 @@ Result<PreTokenizer> PreTokenizer::LlamaSpm(bool add_space_prefix) {
   return p;
 }
 
-Status PreTokenizer::AddRegexSplit(std::string_view pattern, bool literal, SplitBehavior behavior, bool invert,
-                                   const std::string& where) {
+Status PreTokenizer::AddRegexSplit(std::string_view pattern, bool literal, SplitBehavior behavior,
+                                   bool invert, const std::string& where) {
   auto regex = Regex::Compile(pattern, literal);
   if (!regex.ok()) return regex.status().WithContext(where);
   Step step;
@@ -296,7 +301,8 @@ Status PreTokenizer::Parse(const json& j, const std::string& where) {
   MOEQ_ASSIGN_OR_RETURN(const std::string type, GetType(j, where));
   if (type == "Sequence") {
     const auto it = j.find("pretokenizers");
-    if (it == j.end() || !it->is_array()) return Status::Corruption(where + ".pretokenizers: expected an array");
+    if (it == j.end() || !it->is_array())
+      return Status::Corruption(where + ".pretokenizers: expected an array");
     for (size_t i = 0; i < it->size(); ++i) {
       MOEQ_RETURN_IF_ERROR(Parse((*it)[i], where + ".pretokenizers[" + std::to_string(i) + "]"));
     }
@@ -306,7 +312,8 @@ Status PreTokenizer::Parse(const json& j, const std::string& where) {
     if (!j.contains("pattern")) return Status::Corruption(where + ".pattern: missing");
     MOEQ_ASSIGN_OR_RETURN(Pattern pattern, Pattern::FromJson(j["pattern"], where + ".pattern"));
     if (!j.contains("behavior")) return Status::Corruption(where + ".behavior: missing");
-    MOEQ_ASSIGN_OR_RETURN(const SplitBehavior behavior, ParseBehavior(j["behavior"], where + ".behavior"));
+    MOEQ_ASSIGN_OR_RETURN(const SplitBehavior behavior,
+                          ParseBehavior(j["behavior"], where + ".behavior"));
     MOEQ_ASSIGN_OR_RETURN(const bool invert, GetBool(j, "invert", false, where));
     Step step;
     step.kind = Step::Kind::kSplit;
@@ -331,11 +338,14 @@ Status PreTokenizer::Parse(const json& j, const std::string& where) {
   if (type == "Metaspace") {
     Step step;
     step.kind = Step::Kind::kMetaspace;
-    MOEQ_ASSIGN_OR_RETURN(step.replacement, GetString(j, "replacement", std::string(kMetaspace), where));
-    if (step.replacement.empty()) return Status::Corruption(where + ".replacement: must not be empty");
+    MOEQ_ASSIGN_OR_RETURN(step.replacement,
+                          GetString(j, "replacement", std::string(kMetaspace), where));
+    if (step.replacement.empty())
+      return Status::Corruption(where + ".replacement: must not be empty");
     MOEQ_ASSIGN_OR_RETURN(const bool add_prefix_space, GetBool(j, "add_prefix_space", true, where));
-    MOEQ_ASSIGN_OR_RETURN(const std::string scheme,
-                          GetString(j, "prepend_scheme", add_prefix_space ? "always" : "never", where));
+    MOEQ_ASSIGN_OR_RETURN(
+        const std::string scheme,
+        GetString(j, "prepend_scheme", add_prefix_space ? "always" : "never", where));
     if (scheme == "always") {
       step.prepend_scheme = PrependScheme::kAlways;
     } else if (scheme == "first") {
@@ -343,18 +353,22 @@ Status PreTokenizer::Parse(const json& j, const std::string& where) {
     } else if (scheme == "never") {
       step.prepend_scheme = PrependScheme::kNever;
     } else {
-      return Status::Corruption(where + ".prepend_scheme: expected \"always\", \"first\" or \"never\", got \"" +
-                                scheme + "\"");
+      return Status::Corruption(
+          where + ".prepend_scheme: expected \"always\", \"first\" or \"never\", got \"" + scheme +
+          "\"");
     }
     MOEQ_ASSIGN_OR_RETURN(step.split, GetBool(j, "split", true, where));
     steps_.push_back(std::move(step));
     return Status::Ok();
   }
-  if (type == "Whitespace") return AddRegexSplit(R"(\w+|[^\w\s]+)", false, SplitBehavior::kRemoved, true, where);
-  if (type == "WhitespaceSplit") return AddRegexSplit(R"(\s+)", false, SplitBehavior::kRemoved, false, where);
+  if (type == "Whitespace")
+    return AddRegexSplit(R"(\w+|[^\w\s]+)", false, SplitBehavior::kRemoved, true, where);
+  if (type == "WhitespaceSplit")
+    return AddRegexSplit(R"(\s+)", false, SplitBehavior::kRemoved, false, where);
   if (type == "Digits") {
     MOEQ_ASSIGN_OR_RETURN(const bool individual, GetBool(j, "individual_digits", false, where));
-    return AddRegexSplit(individual ? R"(\p{N})" : R"(\p{N}+)", false, SplitBehavior::kIsolated, false, where);
+    return AddRegexSplit(individual ? R"(\p{N})" : R"(\p{N}+)", false, SplitBehavior::kIsolated,
+                         false, where);
   }
   if (type == "CharDelimiterSplit") {
     MOEQ_ASSIGN_OR_RETURN(const std::string delimiter, GetString(j, "delimiter", "", where));
@@ -372,12 +386,13 @@ Status PreTokenizer::Run(size_t step_index, const Piece& piece, const PieceSink&
   }
   const Step& step = steps_[step_index];
   // Runs the remaining steps on the parts `spans` of `text` (the piece text, possibly rewritten).
-  auto recurse = [&](std::string_view text, bool at_start, bool after_added, const std::vector<Span>& spans) {
+  auto recurse = [&](std::string_view text, bool at_start, bool after_added,
+                     const std::vector<Span>& spans) {
     for (const auto& [b, e] : spans) {
       if (b == e) continue;
-      MOEQ_RETURN_IF_ERROR(Run(step_index + 1, Piece{text.substr(b, e - b), at_start && b == 0,
-                                                    after_added && b == 0},
-                               sink));
+      MOEQ_RETURN_IF_ERROR(
+          Run(step_index + 1,
+              Piece{text.substr(b, e - b), at_start && b == 0, after_added && b == 0}, sink));
     }
     return Status::Ok();
   };
@@ -406,8 +421,9 @@ Status PreTokenizer::Run(size_t step_index, const Piece& piece, const PieceSink&
         if (b == e) continue;
         mapped.clear();
         AppendByteLevel(text.substr(b, e - b), &mapped);
-        MOEQ_RETURN_IF_ERROR(Run(step_index + 1, Piece{mapped, piece.at_start && b == 0, piece.after_added && b == 0},
-                                 sink));
+        MOEQ_RETURN_IF_ERROR(
+            Run(step_index + 1,
+                Piece{mapped, piece.at_start && b == 0, piece.after_added && b == 0}, sink));
       }
       return Status::Ok();
     }
@@ -420,7 +436,8 @@ Status PreTokenizer::Run(size_t step_index, const Piece& piece, const PieceSink&
       }
       if (prepend && (!starts || step.prepend_even_if_present)) text.insert(0, step.replacement);
       if (step.split) {
-        SplitSpans(text.size(), FindLiteral(text, step.replacement), SplitBehavior::kMergedWithNext, false, &spans);
+        SplitSpans(text.size(), FindLiteral(text, step.replacement), SplitBehavior::kMergedWithNext,
+                   false, &spans);
       } else {
         spans.emplace_back(0, text.size());
       }

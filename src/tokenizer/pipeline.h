@@ -4,11 +4,10 @@
 
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "moeq/status.h"
 #include "tokenizer/regex.h"
@@ -81,7 +80,7 @@ class PreTokenizer {
     std::string replacement;        // kMetaspace
     PrependScheme prepend_scheme = PrependScheme::kAlways;
     bool split = true;
-    bool prepend_after_added = false;  // llama.cpp: also after every added token
+    bool prepend_after_added = false;      // llama.cpp: also after every added token
     bool prepend_even_if_present = false;  // llama.cpp: even when the text starts with a space
   };
   Status Parse(const nlohmann::json& j, const std::string& where);
@@ -107,8 +106,8 @@ class Decoder {
   struct Step {
     enum class Kind { kByteLevel, kMetaspace, kReplace, kByteFallback, kFuse, kStrip };
     Kind kind;
-    std::string text;  // kMetaspace: replacement; kReplace: content; kStrip: content
-    Pattern pattern;   // kReplace
+    std::string text;          // kMetaspace: replacement; kReplace: content; kStrip: content
+    Pattern pattern;           // kReplace
     bool strip_first = false;  // kMetaspace
     size_t start = 0;
     size_t stop = 0;  // kStrip

@@ -26,7 +26,8 @@ class Regex {
   Regex(const Regex&) = delete;
   Regex& operator=(const Regex&) = delete;
 
-  /// Appends the spans of the successive non-overlapping, non-empty matches in `text` (valid UTF-8).
+  /// Appends the spans of the successive non-overlapping, non-empty matches in `text` (valid
+  /// UTF-8).
   Status FindAll(std::string_view text, std::vector<Span>* out) const;
   const std::string& pattern() const { return pattern_; }
 

@@ -17,7 +17,8 @@ constexpr size_t kHeaderBytes = 16;
 constexpr char kNpyMagic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
 
 bool EndsWith(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 template <class T>
@@ -28,17 +29,23 @@ T LoadLe(const char* p) {
 }
 
 /// Reads `count` unsigned or signed little-endian integers of `width` bytes from `p`.
-Result<std::vector<int32_t>> DecodeIntegers(const std::string& path, const char* p, size_t count, size_t width,
-                                            bool is_signed) {
+Result<std::vector<int32_t>> DecodeIntegers(const std::string& path, const char* p, size_t count,
+                                            size_t width, bool is_signed) {
   std::vector<int32_t> ids(count);
   for (size_t i = 0; i < count; ++i) {
     const char* q = p + i * width;
     int64_t v = 0;
     bool in_range = true;
     switch (width) {
-      case 1: v = is_signed ? int64_t{LoadLe<int8_t>(q)} : int64_t{LoadLe<uint8_t>(q)}; break;
-      case 2: v = is_signed ? int64_t{LoadLe<int16_t>(q)} : int64_t{LoadLe<uint16_t>(q)}; break;
-      case 4: v = is_signed ? int64_t{LoadLe<int32_t>(q)} : int64_t{LoadLe<uint32_t>(q)}; break;
+      case 1:
+        v = is_signed ? int64_t{LoadLe<int8_t>(q)} : int64_t{LoadLe<uint8_t>(q)};
+        break;
+      case 2:
+        v = is_signed ? int64_t{LoadLe<int16_t>(q)} : int64_t{LoadLe<uint16_t>(q)};
+        break;
+      case 4:
+        v = is_signed ? int64_t{LoadLe<int32_t>(q)} : int64_t{LoadLe<uint32_t>(q)};
+        break;
       case 8:
         if (is_signed) {
           v = LoadLe<int64_t>(q);
@@ -48,7 +55,8 @@ Result<std::vector<int32_t>> DecodeIntegers(const std::string& path, const char*
           v = static_cast<int64_t>(u & 0x7FFFFFFF);
         }
         break;
-      default: return Status::Internal(path + ": unsupported id width " + std::to_string(width));
+      default:
+        return Status::Internal(path + ": unsupported id width " + std::to_string(width));
     }
     if (!in_range || v < 0 || v > INT32_MAX) {
       return Status::Corruption(path + ": id #" + std::to_string(i) + " (byte offset " +
@@ -66,25 +74,29 @@ Result<std::vector<int32_t>> ParseJsonIds(const std::string& path, const std::st
   try {
     j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
-    return Status::Corruption(path + ": invalid JSON at byte " + std::to_string(e.byte) + ": " + e.what());
+    return Status::Corruption(path + ": invalid JSON at byte " + std::to_string(e.byte) + ": " +
+                              e.what());
   }
   std::string field;
   const nlohmann::json* list = &j;
   if (j.is_object()) {
     const auto it = j.find("ids");
-    if (it == j.end()) return Status::Corruption(path + ": expected a list of ids or an object with \"ids\"");
+    if (it == j.end())
+      return Status::Corruption(path + ": expected a list of ids or an object with \"ids\"");
     list = &*it;
     field = "ids";
   }
   if (!list->is_array()) {
-    return Status::Corruption(path + ": " + (field.empty() ? "top level" : field) + ": expected a list of ids");
+    return Status::Corruption(path + ": " + (field.empty() ? "top level" : field) +
+                              ": expected a list of ids");
   }
   std::vector<int32_t> ids;
   ids.reserve(list->size());
   for (size_t i = 0; i < list->size(); ++i) {
     const nlohmann::json& v = (*list)[i];
-    if (!v.is_number_integer() || (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t{INT32_MAX}
-                                                          : (v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX))) {
+    if (!v.is_number_integer() ||
+        (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t{INT32_MAX}
+                                : (v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX))) {
       return Status::Corruption(path + ": " + field + "[" + std::to_string(i) +
                                 "]: expected an integer in [0, 2^31-1], got " + v.dump());
     }
@@ -94,15 +106,18 @@ Result<std::vector<int32_t>> ParseJsonIds(const std::string& path, const std::st
 }
 
 Result<std::vector<int32_t>> ParseBinaryIds(const std::string& path, const std::string& data) {
-  if (data.size() < kHeaderBytes) return Status::Corruption(path + ": shorter than the 16-byte MQID header");
+  if (data.size() < kHeaderBytes)
+    return Status::Corruption(path + ": shorter than the 16-byte MQID header");
   const auto version = LoadLe<uint16_t>(data.data() + 4);
   const auto width = LoadLe<uint16_t>(data.data() + 6);
   const auto count = LoadLe<uint64_t>(data.data() + 8);
   if (version != kVersion) {
-    return Status::Unsupported(path + ": MQID version " + std::to_string(version) + " (expected 1)");
+    return Status::Unsupported(path + ": MQID version " + std::to_string(version) +
+                               " (expected 1)");
   }
   if (width != 2 && width != 4) {
-    return Status::Corruption(path + ": MQID bytes_per_id is " + std::to_string(width) + " (expected 2 or 4)");
+    return Status::Corruption(path + ": MQID bytes_per_id is " + std::to_string(width) +
+                              " (expected 2 or 4)");
   }
   const size_t payload = data.size() - kHeaderBytes;
   if (count > payload / width || count * width != payload) {
@@ -113,10 +128,11 @@ Result<std::vector<int32_t>> ParseBinaryIds(const std::string& path, const std::
   return DecodeIntegers(path, data.data() + kHeaderBytes, static_cast<size_t>(count), width, false);
 }
 
-Result<std::vector<int32_t>> ParseRawIds(const std::string& path, const std::string& data, size_t width) {
+Result<std::vector<int32_t>> ParseRawIds(const std::string& path, const std::string& data,
+                                         size_t width) {
   if (data.size() % width != 0) {
-    return Status::Corruption(path + ": size " + std::to_string(data.size()) + " is not a multiple of " +
-                              std::to_string(width) + " bytes");
+    return Status::Corruption(path + ": size " + std::to_string(data.size()) +
+                              " is not a multiple of " + std::to_string(width) + " bytes");
   }
   return DecodeIntegers(path, data.data(), data.size() / width, width, false);
 }
@@ -158,26 +174,31 @@ Result<std::vector<int32_t>> ParseNpyIds(const std::string& path, const std::str
   } else {
     return Status::Unsupported(path + ": .npy format version " + std::to_string(major));
   }
-  if (data.size() - header_start < header_len) return Status::Corruption(path + ": truncated .npy header");
+  if (data.size() - header_start < header_len)
+    return Status::Corruption(path + ": truncated .npy header");
   const std::string header = data.substr(header_start, header_len);
   const std::string descr = NpyField(header, "descr");
   const std::string fortran = NpyField(header, "fortran_order");
   const std::string shape = NpyField(header, "shape");
   // descr is a quoted type string such as '<u2': byte order, kind, width in bytes.
-  const bool quoted = descr.size() == 5 && (descr[0] == '\'' || descr[0] == '"') && descr[4] == descr[0];
+  const bool quoted =
+      descr.size() == 5 && (descr[0] == '\'' || descr[0] == '"') && descr[4] == descr[0];
   const char order = quoted ? descr[1] : '?';
   const char kind = quoted ? descr[2] : '?';
   const int width_digit = quoted ? descr[3] - '0' : 0;
   if ((order != '<' && order != '|') || (kind != 'u' && kind != 'i') ||
       (width_digit != 1 && width_digit != 2 && width_digit != 4 && width_digit != 8)) {
-    return Status::Unsupported(path + ": .npy descr " + descr +
-                               " (expected a little-endian integer type such as '<u2', '<i4', '<i8')");
+    return Status::Unsupported(
+        path + ": .npy descr " + descr +
+        " (expected a little-endian integer type such as '<u2', '<i4', '<i8')");
   }
   // A 1-D array has the same layout in C and Fortran order.
-  if (fortran != "False" && fortran != "True") return Status::Corruption(path + ": .npy fortran_order missing");
+  if (fortran != "False" && fortran != "True")
+    return Status::Corruption(path + ": .npy fortran_order missing");
   if (shape.size() < 3 || shape.front() != '(' || shape.back() != ')' ||
       shape.find(',') != shape.rfind(',') || shape[shape.size() - 2] != ',') {
-    return Status::Unsupported(path + ": .npy shape " + shape + " (expected a 1-D array such as (1234,))");
+    return Status::Unsupported(path + ": .npy shape " + shape +
+                               " (expected a 1-D array such as (1234,))");
   }
   uint64_t count = 0;
   for (char c : shape.substr(1, shape.size() - 3)) {
@@ -190,11 +211,12 @@ Result<std::vector<int32_t>> ParseNpyIds(const std::string& path, const std::str
   const auto width = static_cast<size_t>(width_digit);
   const size_t payload = data.size() - header_start - header_len;
   if (count * width != payload) {
-    return Status::Corruption(path + ": .npy shape says " + std::to_string(count) + " elements of " +
-                              std::to_string(width) + " bytes but " + std::to_string(payload) + " data bytes follow");
+    return Status::Corruption(path + ": .npy shape says " + std::to_string(count) +
+                              " elements of " + std::to_string(width) + " bytes but " +
+                              std::to_string(payload) + " data bytes follow");
   }
-  return DecodeIntegers(path, data.data() + header_start + header_len, static_cast<size_t>(count), width,
-                        kind == 'i');
+  return DecodeIntegers(path, data.data() + header_start + header_len, static_cast<size_t>(count),
+                        width, kind == 'i');
 }
 
 }  // namespace
@@ -205,20 +227,24 @@ Result<std::vector<int32_t>> LoadTokenIds(const std::string& path) {
   if (EndsWith(path, ".npy")) return ParseNpyIds(path, data);
   if (EndsWith(path, ".u16")) return ParseRawIds(path, data, 2);
   if (EndsWith(path, ".u32")) return ParseRawIds(path, data, 4);
-  if (data.size() >= 4 && std::memcmp(data.data(), kMagic, 4) == 0) return ParseBinaryIds(path, data);
-  if (data.size() >= 6 && std::memcmp(data.data(), kNpyMagic, 6) == 0) return ParseNpyIds(path, data);
+  if (data.size() >= 4 && std::memcmp(data.data(), kMagic, 4) == 0)
+    return ParseBinaryIds(path, data);
+  if (data.size() >= 6 && std::memcmp(data.data(), kNpyMagic, 6) == 0)
+    return ParseNpyIds(path, data);
   const size_t first = data.find_first_not_of(" \t\r\n");
-  if (first != std::string::npos && (data[first] == '[' || data[first] == '{')) return ParseJsonIds(path, data);
-  return Status::Unsupported(path + ": unknown token-id format (expected .json, .npy, .u16, .u32 or an "
-                                    "MQID file; see docs/tokens-format.md)");
+  if (first != std::string::npos && (data[first] == '[' || data[first] == '{'))
+    return ParseJsonIds(path, data);
+  return Status::Unsupported(path +
+                             ": unknown token-id format (expected .json, .npy, .u16, .u32 or an "
+                             "MQID file; see docs/tokens-format.md)");
 }
 
 Status WriteTokenIds(const std::string& path, std::span<const int32_t> ids) {
   int32_t max_id = 0;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0) {
-      return Status::InvalidArgument(path + ": ids[" + std::to_string(i) + "] = " + std::to_string(ids[i]) +
-                                     " is negative");
+      return Status::InvalidArgument(path + ": ids[" + std::to_string(i) +
+                                     "] = " + std::to_string(ids[i]) + " is negative");
     }
     max_id = std::max(max_id, ids[i]);
   }

@@ -29,13 +29,16 @@ Result<AddedToken> ParseAddedToken(const json& j, const std::string& where) {
   if (!j.is_object()) return Status::Corruption(where + ": expected an object");
   AddedToken t;
   const auto id = j.find("id");
-  if (id == j.end() || !id->is_number_integer() || id->get<int64_t>() < 0 || id->get<int64_t>() >= kMaxVocabSize) {
-    return Status::Corruption(where + ".id: expected an integer in [0, " + std::to_string(kMaxVocabSize) + ")");
+  if (id == j.end() || !id->is_number_integer() || id->get<int64_t>() < 0 ||
+      id->get<int64_t>() >= kMaxVocabSize) {
+    return Status::Corruption(where + ".id: expected an integer in [0, " +
+                              std::to_string(kMaxVocabSize) + ")");
   }
   t.id = static_cast<int32_t>(id->get<int64_t>());
   MOEQ_ASSIGN_OR_RETURN(t.content, GetString(j, "content", "", where));
   if (t.content.empty()) return Status::Corruption(where + ".content: missing or empty");
-  if (FindInvalidUtf8(t.content) != kNoError) return Status::Corruption(where + ".content: not valid UTF-8");
+  if (FindInvalidUtf8(t.content) != kNoError)
+    return Status::Corruption(where + ".content: not valid UTF-8");
   MOEQ_ASSIGN_OR_RETURN(t.special, GetBool(j, "special", false, where));
   MOEQ_ASSIGN_OR_RETURN(t.lstrip, GetBool(j, "lstrip", false, where));
   MOEQ_ASSIGN_OR_RETURN(t.rstrip, GetBool(j, "rstrip", false, where));
@@ -45,25 +48,29 @@ Result<AddedToken> ParseAddedToken(const json& j, const std::string& where) {
 }
 
 /// A token named in tokenizer_config.json: a string, {"content": ...}, or null.
-Result<std::optional<std::string>> ConfigTokenText(const json& config, const char* key, const std::string& where) {
+Result<std::optional<std::string>> ConfigTokenText(const json& config, const char* key,
+                                                   const std::string& where) {
   const auto it = config.find(key);
   if (it == config.end() || it->is_null()) return std::optional<std::string>();
   if (it->is_string()) return std::optional<std::string>(it->get<std::string>());
   if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) {
     return std::optional<std::string>((*it)["content"].get<std::string>());
   }
-  return Status::Corruption(where + "." + key + ": expected a string, {\"content\": ...} or null, got " + it->dump());
+  return Status::Corruption(where + "." + key +
+                            ": expected a string, {\"content\": ...} or null, got " + it->dump());
 }
 
 }  // namespace
 
 Status TokenizerImpl::Finish() {
-  std::sort(added.begin(), added.end(), [](const AddedToken& a, const AddedToken& b) { return a.id < b.id; });
+  std::sort(added.begin(), added.end(),
+            [](const AddedToken& a, const AddedToken& b) { return a.id < b.id; });
   vocab_size = static_cast<int32_t>(model->tokens().size());
   for (size_t i = 0; i < added.size(); ++i) {
     const AddedToken& t = added[i];
     if (!added_by_id.emplace(t.id, i).second) {
-      return Status::Corruption(origin + ": added_tokens: id " + std::to_string(t.id) + " appears twice");
+      return Status::Corruption(origin + ": added_tokens: id " + std::to_string(t.id) +
+                                " appears twice");
     }
     if (!added_by_text.emplace(t.content, t.id).second) {
       return Status::Corruption(origin + ": added_tokens: \"" + t.content + "\" appears twice");
@@ -73,8 +80,9 @@ Status TokenizerImpl::Finish() {
     vocab_size = std::max(vocab_size, t.id + 1);
   }
   for (auto& list : added_by_first_byte) {
-    std::stable_sort(list.begin(), list.end(),
-                     [&](size_t a, size_t b) { return added[a].content.size() > added[b].content.size(); });
+    std::stable_sort(list.begin(), list.end(), [&](size_t a, size_t b) {
+      return added[a].content.size() > added[b].content.size();
+    });
   }
   if (!unk_id) unk_id = model->unk_id();
   return Status::Ok();
@@ -137,14 +145,18 @@ Status TokenizerImpl::EncodeSegment(std::string_view text, bool at_start, bool a
                              [&](std::string_view piece) { model->Tokenize(piece, ids); });
 }
 
-Result<std::vector<int32_t>> TokenizerImpl::Encode(std::string_view text, const EncodeOptions& options) const {
+Result<std::vector<int32_t>> TokenizerImpl::Encode(std::string_view text,
+                                                   const EncodeOptions& options) const {
   if (const size_t bad = FindInvalidUtf8(text); bad != kNoError) {
-    return Status::InvalidArgument(origin + ": input text is not valid UTF-8 at byte " + std::to_string(bad));
+    return Status::InvalidArgument(origin + ": input text is not valid UTF-8 at byte " +
+                                   std::to_string(bad));
   }
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 1);
   if (options.add_bos) {
-    if (!bos_id) return Status::InvalidArgument(origin + ": add_bos was asked for but the tokenizer has no BOS token");
+    if (!bos_id)
+      return Status::InvalidArgument(origin +
+                                     ": add_bos was asked for but the tokenizer has no BOS token");
     ids.push_back(*bos_id);
   }
   std::vector<Fragment> fragments;
@@ -179,8 +191,8 @@ Result<std::vector<int32_t>> TokenizerImpl::Encode(std::string_view text, const 
           inner_after_added = true;
           continue;
         }
-        MOEQ_RETURN_IF_ERROR(EncodeSegment(normalized.substr(g.begin, g.end - g.begin), at_start && g.begin == 0,
-                                           inner_after_added, &ids));
+        MOEQ_RETURN_IF_ERROR(EncodeSegment(normalized.substr(g.begin, g.end - g.begin),
+                                           at_start && g.begin == 0, inner_after_added, &ids));
         inner_after_added = false;
       }
     }
@@ -189,7 +201,8 @@ Result<std::vector<int32_t>> TokenizerImpl::Encode(std::string_view text, const 
   return ids;
 }
 
-std::string TokenizerImpl::Decode(std::span<const int32_t> ids, const DecodeOptions& options) const {
+std::string TokenizerImpl::Decode(std::span<const int32_t> ids,
+                                  const DecodeOptions& options) const {
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
   const auto& model_tokens = model->tokens();
@@ -198,7 +211,8 @@ std::string TokenizerImpl::Decode(std::span<const int32_t> ids, const DecodeOpti
     if (it != added_by_id.end()) {
       const AddedToken& t = added[it->second];
       if (!(options.skip_special && t.special)) tokens.push_back(t.content);
-    } else if (id >= 0 && static_cast<size_t>(id) < model_tokens.size() && !model_tokens[static_cast<size_t>(id)].empty()) {
+    } else if (id >= 0 && static_cast<size_t>(id) < model_tokens.size() &&
+               !model_tokens[static_cast<size_t>(id)].empty()) {
       tokens.push_back(model_tokens[static_cast<size_t>(id)]);
     }
   }
@@ -206,7 +220,8 @@ std::string TokenizerImpl::Decode(std::span<const int32_t> ids, const DecodeOpti
 }
 
 Result<std::unique_ptr<TokenizerImpl>> BuildFromJson(const json& j, const std::string& origin) {
-  if (!j.is_object()) return Status::Corruption(origin + ": expected a JSON object at the top level");
+  if (!j.is_object())
+    return Status::Corruption(origin + ": expected a JSON object at the top level");
   auto impl = std::make_unique<TokenizerImpl>();
   impl->origin = origin;
   const auto model = j.find("model");
@@ -217,15 +232,17 @@ Result<std::unique_ptr<TokenizerImpl>> BuildFromJson(const json& j, const std::s
     const auto it = j.find(key);
     return it == j.end() ? null_json : *it;
   };
-  MOEQ_ASSIGN_OR_RETURN(impl->normalizer, Normalizer::FromJson(member("normalizer"), origin + ": normalizer"));
-  MOEQ_ASSIGN_OR_RETURN(impl->pre_tokenizer,
-                        PreTokenizer::FromJson(member("pre_tokenizer"), origin + ": pre_tokenizer"));
+  MOEQ_ASSIGN_OR_RETURN(impl->normalizer,
+                        Normalizer::FromJson(member("normalizer"), origin + ": normalizer"));
+  MOEQ_ASSIGN_OR_RETURN(impl->pre_tokenizer, PreTokenizer::FromJson(member("pre_tokenizer"),
+                                                                    origin + ": pre_tokenizer"));
   MOEQ_ASSIGN_OR_RETURN(impl->decoder, Decoder::FromJson(member("decoder"), origin + ": decoder"));
   const json& added = member("added_tokens");
   if (!added.is_null()) {
     if (!added.is_array()) return Status::Corruption(origin + ": added_tokens: expected an array");
     for (size_t i = 0; i < added.size(); ++i) {
-      MOEQ_ASSIGN_OR_RETURN(AddedToken t, ParseAddedToken(added[i], origin + ": added_tokens[" + std::to_string(i) + "]"));
+      MOEQ_ASSIGN_OR_RETURN(AddedToken t, ParseAddedToken(added[i], origin + ": added_tokens[" +
+                                                                        std::to_string(i) + "]"));
       impl->added.push_back(std::move(t));
     }
   }
@@ -241,10 +258,13 @@ Status ApplyTokenizerConfig(const json& config, const std::string& where, Tokeni
   };
   for (const Field& f : {Field{"bos_token", &impl->bos_id}, Field{"eos_token", &impl->eos_id},
                          Field{"unk_token", &impl->unk_id}, Field{"pad_token", &impl->pad_id}}) {
-    MOEQ_ASSIGN_OR_RETURN(const std::optional<std::string> text, ConfigTokenText(config, f.key, where));
+    MOEQ_ASSIGN_OR_RETURN(const std::optional<std::string> text,
+                          ConfigTokenText(config, f.key, where));
     if (!text) continue;
     const auto id = impl->TokenId(*text);
-    if (!id) return Status::Corruption(where + "." + f.key + ": \"" + *text + "\" is not a token of the tokenizer");
+    if (!id)
+      return Status::Corruption(where + "." + f.key + ": \"" + *text +
+                                "\" is not a token of the tokenizer");
     *f.id = *id;
   }
   MOEQ_ASSIGN_OR_RETURN(impl->add_bos_token, GetBool(config, "add_bos_token", false, where));
@@ -270,25 +290,28 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
     std::error_code ec;
     if (std::filesystem::exists(config_path, ec)) {
       MOEQ_ASSIGN_OR_RETURN(const nlohmann::json config, ReadJsonFile(config_path));
-      MOEQ_RETURN_IF_ERROR(tokenizer_internal::ApplyTokenizerConfig(config, config_path, impl.get()));
+      MOEQ_RETURN_IF_ERROR(
+          tokenizer_internal::ApplyTokenizerConfig(config, config_path, impl.get()));
     }
   }
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
 }
 
-Result<std::unique_ptr<Tokenizer>> Tokenizer::FromJsonText(std::string_view json_text, std::string_view origin) {
+Result<std::unique_ptr<Tokenizer>> Tokenizer::FromJsonText(std::string_view json_text,
+                                                           std::string_view origin) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(json_text);
   } catch (const nlohmann::json::parse_error& e) {
-    return Status::Corruption(std::string(origin) + ": invalid JSON at byte " + std::to_string(e.byte) + ": " +
-                              e.what());
+    return Status::Corruption(std::string(origin) + ": invalid JSON at byte " +
+                              std::to_string(e.byte) + ": " + e.what());
   }
   MOEQ_ASSIGN_OR_RETURN(auto impl, tokenizer_internal::BuildFromJson(j, std::string(origin)));
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
 }
 
-Result<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, const EncodeOptions& options) const {
+Result<std::vector<int32_t>> Tokenizer::Encode(std::string_view text,
+                                               const EncodeOptions& options) const {
   return impl_->Encode(text, options);
 }
 
@@ -306,7 +329,9 @@ std::string_view Tokenizer::TokenText(int32_t id) const {
   return tokens[static_cast<size_t>(id)];
 }
 
-std::optional<int32_t> Tokenizer::TokenId(std::string_view token) const { return impl_->TokenId(token); }
+std::optional<int32_t> Tokenizer::TokenId(std::string_view token) const {
+  return impl_->TokenId(token);
+}
 
 bool Tokenizer::IsSpecial(int32_t id) const {
   const auto it = impl_->added_by_id.find(id);

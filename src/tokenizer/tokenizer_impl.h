@@ -3,13 +3,12 @@
 
 #include <array>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "moeq/status.h"
 #include "moeq/tokenizer.h"
@@ -37,8 +36,8 @@ struct TokenizerImpl {
 
   // Built by Finish().
   int32_t vocab_size = 0;
-  std::unordered_map<int32_t, size_t> added_by_id;         ///< id → index into `added`
-  std::unordered_map<std::string, int32_t> added_by_text;  ///< content → id
+  std::unordered_map<int32_t, size_t> added_by_id;           ///< id → index into `added`
+  std::unordered_map<std::string, int32_t> added_by_text;    ///< content → id
   std::array<std::vector<size_t>, 256> added_by_first_byte;  ///< indices, longest content first
   bool has_normalized_added = false;
 
@@ -51,15 +50,18 @@ struct TokenizerImpl {
   void SplitAddedTokens(std::string_view text, bool normalized, bool parse_special,
                         std::vector<Fragment>* out) const;
   /// Pre-tokenizes one normalized text segment and appends the model's ids.
-  Status EncodeSegment(std::string_view text, bool at_start, bool after_added, std::vector<int32_t>* ids) const;
+  Status EncodeSegment(std::string_view text, bool at_start, bool after_added,
+                       std::vector<int32_t>* ids) const;
   Result<std::vector<int32_t>> Encode(std::string_view text, const EncodeOptions& options) const;
   std::string Decode(std::span<const int32_t> ids, const DecodeOptions& options) const;
 };
 
 /// Builds a tokenizer from parsed tokenizer.json; `origin` names the file in errors.
-Result<std::unique_ptr<TokenizerImpl>> BuildFromJson(const nlohmann::json& j, const std::string& origin);
+Result<std::unique_ptr<TokenizerImpl>> BuildFromJson(const nlohmann::json& j,
+                                                     const std::string& origin);
 /// Reads BOS/EOS/UNK/PAD and add_bos_token from a parsed tokenizer_config.json.
-Status ApplyTokenizerConfig(const nlohmann::json& config, const std::string& where, TokenizerImpl* impl);
+Status ApplyTokenizerConfig(const nlohmann::json& config, const std::string& where,
+                            TokenizerImpl* impl);
 /// Builds a tokenizer from a llama.cpp vocab-only GGUF (tokenizer.ggml.model "llama").
 Result<std::unique_ptr<TokenizerImpl>> LoadGgufVocab(const std::string& path);
 

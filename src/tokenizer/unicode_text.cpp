@@ -23,14 +23,16 @@ Result<std::u16string> ToUtf16(std::string_view s) {
   int32_t len = 0;
   u_strFromUTF8(nullptr, 0, &len, s.data(), static_cast<int32_t>(s.size()), &err);
   if (err != U_BUFFER_OVERFLOW_ERROR && U_FAILURE(err)) {
-    return Status::InvalidArgument(std::string("UTF-8 to UTF-16 conversion failed: ") + u_errorName(err));
+    return Status::InvalidArgument(std::string("UTF-8 to UTF-16 conversion failed: ") +
+                                   u_errorName(err));
   }
   std::u16string out(static_cast<size_t>(len), u'\0');
   err = U_ZERO_ERROR;
-  u_strFromUTF8(reinterpret_cast<UChar*>(out.data()), len, nullptr, s.data(), static_cast<int32_t>(s.size()),
-                &err);
+  u_strFromUTF8(reinterpret_cast<UChar*>(out.data()), len, nullptr, s.data(),
+                static_cast<int32_t>(s.size()), &err);
   if (U_FAILURE(err)) {
-    return Status::InvalidArgument(std::string("UTF-8 to UTF-16 conversion failed: ") + u_errorName(err));
+    return Status::InvalidArgument(std::string("UTF-8 to UTF-16 conversion failed: ") +
+                                   u_errorName(err));
   }
   return out;
 }
@@ -38,14 +40,15 @@ Result<std::u16string> ToUtf16(std::string_view s) {
 Result<std::string> ToUtf8(const std::u16string& s) {
   UErrorCode err = U_ZERO_ERROR;
   int32_t len = 0;
-  u_strToUTF8(nullptr, 0, &len, reinterpret_cast<const UChar*>(s.data()), static_cast<int32_t>(s.size()), &err);
+  u_strToUTF8(nullptr, 0, &len, reinterpret_cast<const UChar*>(s.data()),
+              static_cast<int32_t>(s.size()), &err);
   if (err != U_BUFFER_OVERFLOW_ERROR && U_FAILURE(err)) {
     return Status::Internal(std::string("UTF-16 to UTF-8 conversion failed: ") + u_errorName(err));
   }
   std::string out(static_cast<size_t>(len), '\0');
   err = U_ZERO_ERROR;
-  u_strToUTF8(out.data(), len, nullptr, reinterpret_cast<const UChar*>(s.data()), static_cast<int32_t>(s.size()),
-              &err);
+  u_strToUTF8(out.data(), len, nullptr, reinterpret_cast<const UChar*>(s.data()),
+              static_cast<int32_t>(s.size()), &err);
   if (U_FAILURE(err)) {
     return Status::Internal(std::string("UTF-16 to UTF-8 conversion failed: ") + u_errorName(err));
   }
@@ -130,10 +133,18 @@ Result<std::string> Normalize(std::string_view s, NormalForm form) {
   UErrorCode err = U_ZERO_ERROR;
   const UNormalizer2* norm = nullptr;
   switch (form) {
-    case NormalForm::kNfc: norm = unorm2_getNFCInstance(&err); break;
-    case NormalForm::kNfd: norm = unorm2_getNFDInstance(&err); break;
-    case NormalForm::kNfkc: norm = unorm2_getNFKCInstance(&err); break;
-    case NormalForm::kNfkd: norm = unorm2_getNFKDInstance(&err); break;
+    case NormalForm::kNfc:
+      norm = unorm2_getNFCInstance(&err);
+      break;
+    case NormalForm::kNfd:
+      norm = unorm2_getNFDInstance(&err);
+      break;
+    case NormalForm::kNfkc:
+      norm = unorm2_getNFKCInstance(&err);
+      break;
+    case NormalForm::kNfkd:
+      norm = unorm2_getNFKDInstance(&err);
+      break;
   }
   if (U_FAILURE(err) || norm == nullptr) {
     return Status::Internal(std::string("ICU normalizer unavailable: ") + u_errorName(err));
@@ -152,7 +163,8 @@ Result<std::string> Normalize(std::string_view s, NormalForm form) {
   std::u16string out(static_cast<size_t>(need), u'\0');
   err = U_ZERO_ERROR;
   unorm2_normalize(norm, src, src_len, reinterpret_cast<UChar*>(out.data()), need, &err);
-  if (U_FAILURE(err)) return Status::Internal(std::string("ICU normalization failed: ") + u_errorName(err));
+  if (U_FAILURE(err))
+    return Status::Internal(std::string("ICU normalization failed: ") + u_errorName(err));
   return ToUtf8(out);
 }
 
@@ -175,7 +187,8 @@ Result<std::string> Lowercase(std::string_view s) {
   std::u16string out(static_cast<size_t>(need), u'\0');
   err = U_ZERO_ERROR;
   u_strToLower(reinterpret_cast<UChar*>(out.data()), need, src, src_len, "", &err);
-  if (U_FAILURE(err)) return Status::Internal(std::string("ICU lowercasing failed: ") + u_errorName(err));
+  if (U_FAILURE(err))
+    return Status::Internal(std::string("ICU lowercasing failed: ") + u_errorName(err));
   return ToUtf8(out);
 }
 
@@ -186,7 +199,8 @@ bool IsWhitespace(uint32_t cp) {
 
 bool IsWordChar(uint32_t cp) {
   if (cp < 0x80) {
-    return (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || cp == '_';
+    return (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') ||
+           cp == '_';
   }
   return u_isalnum(static_cast<UChar32>(cp)) != 0;
 }
@@ -201,7 +215,8 @@ struct ByteLevelTables {
     byte_of.fill(-1);
     uint32_t next = 256;
     for (int b = 0; b < 256; ++b) {
-      const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+      const bool printable =
+          (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
       const uint32_t cp = printable ? static_cast<uint32_t>(b) : next++;
       AppendUtf8(cp, &alphabet[static_cast<size_t>(b)]);
       byte_of[cp] = static_cast<int16_t>(b);

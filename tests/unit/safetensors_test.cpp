@@ -10,6 +10,7 @@
 #include "moeq/file_util.h"
 #include "moeq/half.h"
 #include "testing/file_testing.h"
+#include "testing/temp_dir.h"
 
 namespace moeq {
 namespace {
@@ -23,7 +24,7 @@ std::vector<std::byte> Bytes(const std::vector<float>& v) {
 }
 
 TEST(SafetensorsWriter, RoundTripsTensorsAndMetadata) {
-  testing_util::TempDir dir;
+  test::ScopedTempDir dir;
   const std::string path = dir.path() + "/a.safetensors";
   std::vector<TensorInfo> infos = {{"w", DType::kF32, {2, 3}}, {"b", DType::kBF16, {3}},
                                    {"e", DType::kF32, {0, 4}}, {"s", DType::kI64, {}}};
@@ -57,7 +58,7 @@ TEST(SafetensorsWriter, RoundTripsTensorsAndMetadata) {
 }
 
 TEST(SafetensorsWriter, OutputIsDeterministicWhateverTheWriteOrder) {
-  testing_util::TempDir dir;
+  test::ScopedTempDir dir;
   std::vector<TensorInfo> infos = {{"x", DType::kF32, {4}}, {"a", DType::kF16, {2}}, {"m", DType::kF32, {2}}};
   std::vector<float> x = {1, 2, 3, 4}, m = {7, 8};
   std::vector<uint16_t> a = {1, 2};
@@ -79,7 +80,7 @@ TEST(SafetensorsWriter, OutputIsDeterministicWhateverTheWriteOrder) {
 }
 
 TEST(SafetensorsWriter, UnfinishedWriterLeavesNothing) {
-  testing_util::TempDir dir;
+  test::ScopedTempDir dir;
   const std::string path = dir.path() + "/x.safetensors";
   {
     auto w = SafetensorsWriter::Create(path, {{"t", DType::kF32, {2}}});
@@ -93,7 +94,7 @@ TEST(SafetensorsWriter, UnfinishedWriterLeavesNothing) {
 }
 
 TEST(SafetensorsWriter, RejectsWrongSizeAndUndeclared) {
-  testing_util::TempDir dir;
+  test::ScopedTempDir dir;
   auto w = SafetensorsWriter::Create(dir.path() + "/x", {{"t", DType::kF32, {2}}});
   ASSERT_TRUE(w.ok());
   std::vector<float> three = {1, 2, 3};
@@ -103,7 +104,7 @@ TEST(SafetensorsWriter, RejectsWrongSizeAndUndeclared) {
 }
 
 TEST(ShardedSafetensorsWriter, SplitsAndWritesIndex) {
-  testing_util::TempDir dir;
+  test::ScopedTempDir dir;
   std::vector<TensorInfo> infos;
   for (int i = 0; i < 5; ++i) infos.push_back({"t" + std::to_string(i), DType::kF32, {256}});  // 1 KiB each
   ShardingOptions opt;
@@ -124,7 +125,7 @@ TEST(ShardedSafetensorsWriter, SplitsAndWritesIndex) {
 }
 
 TEST(ShardedSafetensorsWriter, SingleShardHasNoIndex) {
-  testing_util::TempDir dir;
+  test::ScopedTempDir dir;
   auto w = ShardedSafetensorsWriter::Create(dir.path(), {{"t", DType::kF32, {1}}});
   ASSERT_TRUE(w.ok());
   float one = 1;
@@ -147,7 +148,7 @@ class SafetensorsBadHeader : public ::testing::TestWithParam<BadCase> {};
 
 TEST_P(SafetensorsBadHeader, IsRejectedWithAPreciseMessage) {
   const BadCase& c = GetParam();
-  testing_util::TempDir dir;
+  test::ScopedTempDir dir;
   const std::string path = dir.path() + "/bad.safetensors";
   WriteRawSafetensors(path, c.header, c.data_bytes);
   auto f = SafetensorsFile::Open(path);
@@ -186,7 +187,7 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 TEST(SafetensorsFile, RejectsTruncatedAndTinyFiles) {
-  testing_util::TempDir dir;
+  test::ScopedTempDir dir;
   const std::string path = dir.path() + "/t.safetensors";
   {
     std::ofstream o(path, std::ios::binary);
@@ -223,7 +224,7 @@ TEST(SafetensorsFile, RejectsTruncatedAndTinyFiles) {
 }
 
 TEST(SafetensorsFile, AcceptsUnalignedDataAsMlxWritesIt) {
-  testing_util::TempDir dir;
+  test::ScopedTempDir dir;
   const std::string path = dir.path() + "/u.safetensors";
   // 3-byte header padding makes the F32 data start at an odd offset.
   WriteRawSafetensors(path, R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 4);

@@ -8,11 +8,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 #include <tuple>
-
-#include <nlohmann/json.hpp>
 
 #include "moeq/build_info.h"
 #include "moeq/file_util.h"
@@ -32,7 +31,8 @@ std::string ByteChar(int b) {
   int extra = 0;
   uint32_t cp = 0;
   for (int x = 0; x < 256; ++x) {
-    const bool printable = (x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255);
+    const bool printable =
+        (x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255);
     if (x == b) {
       cp = printable ? static_cast<uint32_t>(x) : static_cast<uint32_t>(256 + extra);
       break;
@@ -54,17 +54,17 @@ constexpr const char* kQwen2Regex =
 
 // Byte-level vocabulary: ids 0-255 are the bytes, then these merges in rank order.
 const std::vector<std::pair<std::string, std::string>> kByteLevelMerges = {
-    {"h", "e"},          // 256 he
-    {"l", "l"},          // 257 ll
-    {"he", "ll"},        // 258 hell
-    {"hell", "o"},       // 259 hello
-    {"\xC4\xA0", "w"},   // 260 Ġw
-    {"o", "r"},          // 261 or
-    {"\xC4\xA0w", "or"}, // 262 Ġwor
-    {"l", "d"},          // 263 ld
-    {"\xC4\xA0wor", "ld"},  // 264 Ġworld
+    {"h", "e"},                // 256 he
+    {"l", "l"},                // 257 ll
+    {"he", "ll"},              // 258 hell
+    {"hell", "o"},             // 259 hello
+    {"\xC4\xA0", "w"},         // 260 Ġw
+    {"o", "r"},                // 261 or
+    {"\xC4\xA0w", "or"},       // 262 Ġwor
+    {"l", "d"},                // 263 ld
+    {"\xC4\xA0wor", "ld"},     // 264 Ġworld
     {"\xC3\x83", "\xC2\xA9"},  // 265 Ã© (the bytes of "é")
-    {"e", "l"},          // 266 el: ranked after "l l", so "ell" is e + ll
+    {"e", "l"},                // 266 el: ranked after "l l", so "ell" is e + ll
 };
 
 /// A Qwen2-style tokenizer.json: NFC, Split(Qwen2 regex, Isolated), ByteLevel, BPE.
@@ -82,13 +82,13 @@ json ByteLevelTokenizer(bool pair_merges) {
     }
   }
   auto added = [](int i, const std::string& content, bool special) {
-    return json{{"id", i},          {"content", content}, {"single_word", false}, {"lstrip", false},
-                {"rstrip", false},  {"normalized", false}, {"special", special}};
+    return json{{"id", i},         {"content", content},  {"single_word", false}, {"lstrip", false},
+                {"rstrip", false}, {"normalized", false}, {"special", special}};
   };
   return json{
       {"version", "1.0"},
-      {"added_tokens", json::array({added(267, "<|endoftext|>", true), added(268, "<|im_start|>", true),
-                                    added(269, "[NS]", false)})},
+      {"added_tokens", json::array({added(267, "<|endoftext|>", true),
+                                    added(268, "<|im_start|>", true), added(269, "[NS]", false)})},
       {"normalizer", {{"type", "NFC"}}},
       {"pre_tokenizer",
        {{"type", "Sequence"},
@@ -102,8 +102,13 @@ json ByteLevelTokenizer(bool pair_merges) {
                                             {"use_regex", false}}})}}},
       {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}},
       {"model",
-       {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"byte_fallback", false},
-        {"ignore_merges", false}, {"vocab", vocab}, {"merges", merges}}},
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"byte_fallback", false},
+        {"ignore_merges", false},
+        {"vocab", vocab},
+        {"merges", merges}}},
   };
 }
 
@@ -126,7 +131,8 @@ std::string Nfc(std::string_view s) {
 }
 
 std::string WriteFile(const std::string& path, std::string_view data) {
-  std::ofstream(path, std::ios::binary).write(data.data(), static_cast<std::streamsize>(data.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(data.data(), static_cast<std::streamsize>(data.size()));
   return path;
 }
 
@@ -151,7 +157,8 @@ TEST(ByteLevelBpe, StringAndPairMergeFormsAgree) {
   auto s = MustParse(ByteLevelTokenizer(false));
   auto p = MustParse(ByteLevelTokenizer(true));
   ASSERT_TRUE(s && p);
-  for (const char* text : {"hello world", "hello<|endoftext|>world", "caf\xC3\xA9 ell lll", "  x\n\n y\t"}) {
+  for (const char* text :
+       {"hello world", "hello<|endoftext|>world", "caf\xC3\xA9 ell lll", "  x\n\n y\t"}) {
     EXPECT_EQ(MustEncode(*s, text), MustEncode(*p, text)) << text;
   }
 }
@@ -176,8 +183,9 @@ TEST(ByteLevelBpe, AddedTokensAreSplitOutFirst) {
   EXPECT_EQ(MustEncode(*t, "hello<|endoftext|>world"), (Ids{259, 267, 119, 261, 263}));
   EXPECT_EQ(MustEncode(*t, "<|im_start|><|endoftext|>"), (Ids{268, 267}));
   // parse_special=false: the special token is text ("<|", "endoftext", "|>")...
-  EXPECT_EQ(MustEncode(*t, "hello<|endoftext|>world", {.parse_special = false}),
-            (Ids{259, 60, 124, 101, 110, 100, 111, 102, 116, 101, 120, 116, 124, 62, 119, 261, 263}));
+  EXPECT_EQ(
+      MustEncode(*t, "hello<|endoftext|>world", {.parse_special = false}),
+      (Ids{259, 60, 124, 101, 110, 100, 111, 102, 116, 101, 120, 116, 124, 62, 119, 261, 263}));
   // ...but non-special added tokens are still split out.
   EXPECT_EQ(MustEncode(*t, "a[NS]b", {.parse_special = false}), (Ids{97, 269, 98}));
   EXPECT_TRUE(t->IsSpecial(267));
@@ -205,8 +213,9 @@ TEST(ByteLevelBpe, VocabularyAccessors) {
 TEST(ByteLevelBpe, RoundTripsArbitraryText) {
   auto t = MustParse(ByteLevelTokenizer(true));
   ASSERT_TRUE(t);
-  for (const char* text : {"hello world", "  leading\tand trailing  ", "line\r\n\n\nnext", "\xF0\x9F\x99\x82 emoji",
-                           "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E", "Cafe\xCC\x81 <|im_start|>x", "I'M it's 12345"}) {
+  for (const char* text :
+       {"hello world", "  leading\tand trailing  ", "line\r\n\n\nnext", "\xF0\x9F\x99\x82 emoji",
+        "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E", "Cafe\xCC\x81 <|im_start|>x", "I'M it's 12345"}) {
     EXPECT_EQ(t->Decode(MustEncode(*t, text)), Nfc(text)) << text;
   }
 }
@@ -217,7 +226,8 @@ TEST(ByteLevelBpe, Gpt2StyleByteLevelRegexAndPrefixSpace) {
   j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"use_regex", true}};
   auto t = MustParse(j);
   ASSERT_TRUE(t);
-  // add_prefix_space: "hello world" → " hello world" → "Ġhello" (Ġ + hello: no merge "Ġ h") + "Ġworld".
+  // add_prefix_space: "hello world" → " hello world" → "Ġhello" (Ġ + hello: no merge "Ġ h") +
+  // "Ġworld".
   EXPECT_EQ(MustEncode(*t, "hello world"), (Ids{32, 259, 264}));
   EXPECT_EQ(MustEncode(*t, " world"), (Ids{264}));
 }
@@ -241,7 +251,10 @@ TEST(ByteLevelBpe, IgnoreMergesTakesWholeWordsFromTheVocabulary) {
 json SplitTokenizer(const std::string& behavior, bool invert) {
   return json{
       {"pre_tokenizer",
-       {{"type", "Split"}, {"pattern", {{"String", "-"}}}, {"behavior", behavior}, {"invert", invert}}},
+       {{"type", "Split"},
+        {"pattern", {{"String", "-"}}},
+        {"behavior", behavior},
+        {"invert", invert}}},
       {"model",
        {{"type", "BPE"},
         {"vocab", {{"a", 0}, {"b", 1}, {"-", 2}, {"a-", 3}, {"-b", 4}, {"--", 5}}},
@@ -251,9 +264,9 @@ json SplitTokenizer(const std::string& behavior, bool invert) {
 
 TEST(PreTokenizers, SplitBehaviorsAndInvert) {
   const std::vector<std::tuple<std::string, bool, Ids>> cases = {
-      {"Isolated", false, {0, 2, 2, 1}},          {"Removed", false, {0, 1}},
-      {"MergedWithPrevious", false, {3, 2, 1}},   {"MergedWithNext", false, {0, 2, 4}},
-      {"Contiguous", false, {0, 5, 1}},           {"Removed", true, {2, 2}},
+      {"Isolated", false, {0, 2, 2, 1}},        {"Removed", false, {0, 1}},
+      {"MergedWithPrevious", false, {3, 2, 1}}, {"MergedWithNext", false, {0, 2, 4}},
+      {"Contiguous", false, {0, 5, 1}},         {"Removed", true, {2, 2}},
   };
   for (const auto& [behavior, invert, expected] : cases) {
     auto t = MustParse(SplitTokenizer(behavior, invert));
@@ -265,7 +278,8 @@ TEST(PreTokenizers, SplitBehaviorsAndInvert) {
 TEST(PreTokenizers, NfkcLowercaseWhitespaceSplitDigits) {
   json j = {
       {"normalizer",
-       {{"type", "Sequence"}, {"normalizers", json::array({json{{"type", "NFKC"}}, json{{"type", "Lowercase"}}})}}},
+       {{"type", "Sequence"},
+        {"normalizers", json::array({json{{"type", "NFKC"}}, json{{"type", "Lowercase"}}})}}},
       {"pre_tokenizer",
        {{"type", "Sequence"},
         {"pretokenizers", json::array({json{{"type", "WhitespaceSplit"}},
@@ -279,7 +293,9 @@ TEST(PreTokenizers, NfkcLowercaseWhitespaceSplitDigits) {
   ASSERT_TRUE(t);
   // NFKC maps fullwidth "ｃ" (U+FF43) to "c"; Lowercase "AB" to "ab"; digits are split one by one,
   // so "1 2" never merges.
-  const Ids ids = MustEncode(*t, "AB \t\xEF\xBD\x83" "12");
+  const Ids ids = MustEncode(*t,
+                             "AB \t\xEF\xBD\x83"
+                             "12");
   EXPECT_EQ(ids, (Ids{5, 2, 3, 4}));
   // Without a decoder, tokens are joined with spaces (as Hugging Face does).
   EXPECT_EQ(t->Decode(ids), "ab c 1 2");
@@ -306,21 +322,28 @@ json SentencePieceTokenizer(const std::string& prepend_scheme, bool byte_fallbac
   vocab["ab"] = 264;
   vocab[sp + "ab"] = 265;
   auto added = [](int i, const std::string& content) {
-    return json{{"id", i}, {"content", content}, {"single_word", false}, {"lstrip", false},
+    return json{{"id", i},         {"content", content},  {"single_word", false}, {"lstrip", false},
                 {"rstrip", false}, {"normalized", false}, {"special", true}};
   };
   return json{
       {"added_tokens", json::array({added(0, "<unk>"), added(1, "<s>"), added(2, "</s>")})},
       {"normalizer", nullptr},
       {"pre_tokenizer",
-       {{"type", "Metaspace"}, {"replacement", sp}, {"prepend_scheme", prepend_scheme}, {"split", false}}},
+       {{"type", "Metaspace"},
+        {"replacement", sp},
+        {"prepend_scheme", prepend_scheme},
+        {"split", false}}},
       {"decoder",
        {{"type", "Sequence"},
-        {"decoders", json::array({json{{"type", "Replace"}, {"pattern", {{"String", sp}}}, {"content", " "}},
-                                  json{{"type", "ByteFallback"}}, json{{"type", "Fuse"}},
-                                  json{{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}}},
+        {"decoders",
+         json::array({json{{"type", "Replace"}, {"pattern", {{"String", sp}}}, {"content", " "}},
+                      json{{"type", "ByteFallback"}}, json{{"type", "Fuse"}},
+                      json{{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}}},
       {"model",
-       {{"type", "BPE"}, {"unk_token", "<unk>"}, {"fuse_unk", fuse_unk}, {"byte_fallback", byte_fallback},
+       {{"type", "BPE"},
+        {"unk_token", "<unk>"},
+        {"fuse_unk", fuse_unk},
+        {"byte_fallback", byte_fallback},
         {"vocab", vocab},
         {"merges", json::array({sp + " a", "a b", sp + "a b"})}}},
   };
@@ -350,8 +373,14 @@ TEST(SentencePieceBpe, UnknownTokenFusedOrNot) {
   auto fused = MustParse(SentencePieceTokenizer("first", false, true));
   auto unfused = MustParse(SentencePieceTokenizer("first", false, false));
   ASSERT_TRUE(fused && unfused);
-  EXPECT_EQ(MustEncode(*fused, "\xC3\xA9\xC3\xA9" "a"), (Ids{259, 0, 260}));
-  EXPECT_EQ(MustEncode(*unfused, "\xC3\xA9\xC3\xA9" "a"), (Ids{259, 0, 0, 260}));
+  EXPECT_EQ(MustEncode(*fused,
+                       "\xC3\xA9\xC3\xA9"
+                       "a"),
+            (Ids{259, 0, 260}));
+  EXPECT_EQ(MustEncode(*unfused,
+                       "\xC3\xA9\xC3\xA9"
+                       "a"),
+            (Ids{259, 0, 0, 260}));
 }
 
 TEST(SentencePieceBpe, PrependSchemes) {
@@ -370,11 +399,11 @@ TEST(SentencePieceBpe, PrependSchemes) {
 TEST(SentencePieceBpe, LegacyPrependReplaceNormalizer) {
   json j = SentencePieceTokenizer("first", true, true);
   j["pre_tokenizer"] = nullptr;
-  j["normalizer"] = {{"type", "Sequence"},
-                     {"normalizers", json::array({json{{"type", "Prepend"}, {"prepend", kSp}},
-                                                  json{{"type", "Replace"},
-                                                       {"pattern", {{"String", " "}}},
-                                                       {"content", kSp}}})}};
+  j["normalizer"] = {
+      {"type", "Sequence"},
+      {"normalizers",
+       json::array({json{{"type", "Prepend"}, {"prepend", kSp}},
+                    json{{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kSp}}})}};
   auto t = MustParse(j);
   ASSERT_TRUE(t);
   EXPECT_EQ(MustEncode(*t, "ab c"), (Ids{265, 259, 262}));
@@ -385,8 +414,9 @@ TEST(SentencePieceBpe, LegacyPrependReplaceNormalizer) {
 TEST(TokenizerLoad, ReadsTokenizerConfigBesideIt) {
   testing_util::TempDir dir;
   WriteFile(dir.path() + "/tokenizer.json", SentencePieceTokenizer("first", true, true).dump());
-  WriteFile(dir.path() + "/tokenizer_config.json",
-            R"({"bos_token": "<s>", "eos_token": {"content": "</s>"}, "pad_token": null, "add_bos_token": true})");
+  WriteFile(
+      dir.path() + "/tokenizer_config.json",
+      R"({"bos_token": "<s>", "eos_token": {"content": "</s>"}, "pad_token": null, "add_bos_token": true})");
   auto t = Tokenizer::Load(dir.path() + "/tokenizer.json");
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   EXPECT_EQ((*t)->bos_id(), 1);
@@ -421,14 +451,16 @@ TEST(TokenizerLoad, ErrorsNameFileAndField) {
   j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Sideways";
   auto bad_behavior = Tokenizer::FromJsonText(j.dump(), "x.json");
   ASSERT_FALSE(bad_behavior.ok());
-  EXPECT_NE(bad_behavior.status().message().find("pre_tokenizer.pretokenizers[0].behavior"), std::string::npos)
+  EXPECT_NE(bad_behavior.status().message().find("pre_tokenizer.pretokenizers[0].behavior"),
+            std::string::npos)
       << bad_behavior.status().message();
 
   j = ByteLevelTokenizer(false);
   j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(unclosed";
   EXPECT_FALSE(Tokenizer::FromJsonText(j.dump(), "x.json").ok());
 
-  EXPECT_EQ(Tokenizer::FromJsonText("{not json", "x.json").status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(Tokenizer::FromJsonText("{not json", "x.json").status().code(),
+            StatusCode::kCorruption);
 }
 
 TEST(TokenizerEncode, RejectsInvalidUtf8AndMissingBos) {
@@ -451,7 +483,8 @@ TEST(TokenizerEncode, LongWhitespaceRunsAndConcurrentUse) {
   std::vector<std::thread> threads;
   std::vector<Ids> results(4);
   for (int i = 0; i < 4; ++i) {
-    threads.emplace_back([&, i] { results[static_cast<size_t>(i)] = MustEncode(*t, "hello world ell lll cafe"); });
+    threads.emplace_back(
+        [&, i] { results[static_cast<size_t>(i)] = MustEncode(*t, "hello world ell lll cafe"); });
   }
   for (auto& th : threads) th.join();
   for (const Ids& r : results) EXPECT_EQ(r, results[0]);
@@ -473,10 +506,12 @@ TEST(TokenIds, JsonListAndObject) {
 
   auto bad = LoadTokenIds(WriteFile(dir.path() + "/d.json", R"({"ids": [1, 2, -3]})"));
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find("d.json: ids[2]"), std::string::npos) << bad.status().message();
+  EXPECT_NE(bad.status().message().find("d.json: ids[2]"), std::string::npos)
+      << bad.status().message();
   auto not_int = LoadTokenIds(WriteFile(dir.path() + "/e.json", "[1, \"x\"]"));
   ASSERT_FALSE(not_int.ok());
-  EXPECT_NE(not_int.status().message().find("[1]"), std::string::npos) << not_int.status().message();
+  EXPECT_NE(not_int.status().message().find("[1]"), std::string::npos)
+      << not_int.status().message();
 }
 
 TEST(TokenIds, BinaryRoundTripBothWidths) {
@@ -505,11 +540,13 @@ TEST(TokenIds, BinaryRoundTripBothWidths) {
 TEST(TokenIds, RawAndNpy) {
   testing_util::TempDir dir;
   const uint16_t u16[] = {1, 2, 65535};
-  auto a = LoadTokenIds(WriteFile(dir.path() + "/a.u16", std::string_view(reinterpret_cast<const char*>(u16), 6)));
+  auto a = LoadTokenIds(
+      WriteFile(dir.path() + "/a.u16", std::string_view(reinterpret_cast<const char*>(u16), 6)));
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(*a, (Ids{1, 2, 65535}));
   const uint32_t u32[] = {70000, 0x80000000u};
-  auto b = LoadTokenIds(WriteFile(dir.path() + "/b.u32", std::string_view(reinterpret_cast<const char*>(u32), 8)));
+  auto b = LoadTokenIds(
+      WriteFile(dir.path() + "/b.u32", std::string_view(reinterpret_cast<const char*>(u32), 8)));
   ASSERT_FALSE(b.ok());
   EXPECT_NE(b.status().message().find("id #1"), std::string::npos) << b.status().message();
   EXPECT_FALSE(LoadTokenIds(WriteFile(dir.path() + "/c.u32", "abcde")).ok());
@@ -528,16 +565,26 @@ TEST(TokenIds, RawAndNpy) {
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(*c, (Ids{42, 151000}));
 
-  EXPECT_EQ(LoadTokenIds(WriteFile(dir.path() + "/d.bin", "hello")).status().code(), StatusCode::kUnsupported);
+  EXPECT_EQ(LoadTokenIds(WriteFile(dir.path() + "/d.bin", "hello")).status().code(),
+            StatusCode::kUnsupported);
 }
 
 // ---- fixtures -----------------------------------------------------------------------------------
 
 std::string SharedDir() { return std::string(kSourceDir) + "/../shared"; }
 
-#define SKIP_WITHOUT_SHARED()                                                                     \
-  if (!std::filesystem::exists(SharedDir())) {                                                    \
-    GTEST_SKIP() << "shared data not found at " << SharedDir() << " (fixture test skipped)"; \
+/// The first of `files` (relative to the shared directory) that is missing, or "" when all exist.
+std::string MissingSharedFile(std::initializer_list<const char*> files) {
+  for (const char* f : files) {
+    if (!std::filesystem::exists(SharedDir() + "/" + f)) return SharedDir() + "/" + f;
+  }
+  return "";
+}
+
+/// Skips the test unless every listed shared file exists.
+#define SKIP_UNLESS_SHARED(...)                                                          \
+  if (const std::string missing = MissingSharedFile({__VA_ARGS__}); !missing.empty()) {  \
+    GTEST_SKIP() << "shared fixture " << missing << " not found (fixture test skipped)"; \
   }
 
 /// Checks every entry of a model's tokenizer_tests.json; returns the number checked.
@@ -604,7 +651,9 @@ TEST(TokenizerFixtures, BundledWikiText2TokenCount) {
 }
 
 TEST(TokenizerFixtures, SharedModelTokenizerTests) {
-  SKIP_WITHOUT_SHARED();
+  SKIP_UNLESS_SHARED(
+      "models/tiny-qwen3moe/tokenizer.json", "models/tiny-qwen3moe/tokenizer_tests.json",
+      "models/tiny-mixtral/tokenizer.json", "models/tiny-mixtral/tokenizer_tests.json");
   for (const char* model : {"tiny-qwen3moe", "tiny-mixtral"}) {
     const std::string dir = SharedDir() + "/models/" + model;
     auto t = Tokenizer::Load(dir + "/tokenizer.json");
@@ -614,7 +663,8 @@ TEST(TokenizerFixtures, SharedModelTokenizerTests) {
 }
 
 TEST(TokenizerFixtures, SharedMoeCorpusValidIdsMatchReference) {
-  SKIP_WITHOUT_SHARED();
+  SKIP_UNLESS_SHARED("models/tiny-mixtral/tokenizer.json", "data/moe-corpus/valid.txt",
+                     "data/moe-corpus/valid.ids.npy");
   auto t = Tokenizer::Load(SharedDir() + "/models/tiny-mixtral/tokenizer.json");
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   auto text = ReadFile(SharedDir() + "/data/moe-corpus/valid.txt");
@@ -625,7 +675,9 @@ TEST(TokenizerFixtures, SharedMoeCorpusValidIdsMatchReference) {
 }
 
 TEST(TokenizerFixtures, LlamaCppVectorsGpt2) {
-  SKIP_WITHOUT_SHARED();
+  SKIP_UNLESS_SHARED("data/tokenizers/gpt2-from-gguf/tokenizer.json",
+                     "data/llamacpp-vocab/ggml-vocab-gpt-2.gguf.inp",
+                     "data/llamacpp-vocab/ggml-vocab-gpt-2.gguf.out");
   auto t = Tokenizer::Load(SharedDir() + "/data/tokenizers/gpt2-from-gguf/tokenizer.json");
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   EXPECT_EQ((*t)->bos_id(), 50256);
@@ -634,18 +686,28 @@ TEST(TokenizerFixtures, LlamaCppVectorsGpt2) {
 }
 
 TEST(TokenizerFixtures, LlamaCppVectorsQwen2AndDeepSeekR1Qwen) {
-  SKIP_WITHOUT_SHARED();
+  SKIP_UNLESS_SHARED("data/tokenizers/qwen3/tokenizer.json",
+                     "data/llamacpp-vocab/ggml-vocab-qwen2.gguf.inp",
+                     "data/llamacpp-vocab/ggml-vocab-qwen2.gguf.out",
+                     "data/llamacpp-vocab/ggml-vocab-deepseek-r1-qwen.gguf.inp",
+                     "data/llamacpp-vocab/ggml-vocab-deepseek-r1-qwen.gguf.out");
   auto t = Tokenizer::Load(SharedDir() + "/data/tokenizers/qwen3/tokenizer.json");
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   for (const char* name : {"qwen2", "deepseek-r1-qwen"}) {
-    EXPECT_EQ(CheckLlamaCppVectors(**t, SharedDir() + "/data/llamacpp-vocab/ggml-vocab-" + name + ".gguf"),
+    EXPECT_EQ(CheckLlamaCppVectors(
+                  **t, SharedDir() + "/data/llamacpp-vocab/ggml-vocab-" + name + ".gguf"),
               std::make_pair(46, 46))
         << name;
   }
 }
 
 TEST(TokenizerFixtures, LlamaCppVectorsSentencePieceGguf) {
-  SKIP_WITHOUT_SHARED();
+  SKIP_UNLESS_SHARED("data/llamacpp-vocab/ggml-vocab-llama-spm.gguf",
+                     "data/llamacpp-vocab/ggml-vocab-llama-spm.gguf.inp",
+                     "data/llamacpp-vocab/ggml-vocab-llama-spm.gguf.out",
+                     "data/llamacpp-vocab/ggml-vocab-phi-3.gguf",
+                     "data/llamacpp-vocab/ggml-vocab-phi-3.gguf.inp",
+                     "data/llamacpp-vocab/ggml-vocab-phi-3.gguf.out");
   for (const char* name : {"llama-spm", "phi-3"}) {
     const std::string base = SharedDir() + "/data/llamacpp-vocab/ggml-vocab-" + name + ".gguf";
     auto t = Tokenizer::Load(base);

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "testing/file_testing.h"
+#include "testing/temp_dir.h"
 
 namespace moeq::tool {
 namespace {
@@ -37,7 +38,7 @@ int RunFake(std::vector<std::string> args, Fake* f, Status result = Status::Ok()
 }
 
 TEST(RunTool, ConfigFileOverridesDefaultsAndFlagsOverrideConfig) {
-  testing_util::TempDir dir;
+  test::ScopedTempDir dir;
   const std::string cfg = dir.path() + "/c.json";
   std::ofstream(cfg) << R"({"alpha": 5, "name": "from-config", "flag": true, "list": [1, 2]})";
   Fake f;
@@ -61,7 +62,7 @@ TEST(RunTool, DefaultsAreRecordedInEffectiveOptions) {
 }
 
 TEST(RunTool, UnknownConfigKeyIsAUsageError) {
-  testing_util::TempDir dir;
+  test::ScopedTempDir dir;
   const std::string cfg = dir.path() + "/c.json";
   std::ofstream(cfg) << R"({"alpah": 5})";
   Fake f;
@@ -69,7 +70,7 @@ TEST(RunTool, UnknownConfigKeyIsAUsageError) {
 }
 
 TEST(RunTool, InvalidConfigJsonIsAUsageError) {
-  testing_util::TempDir dir;
+  test::ScopedTempDir dir;
   const std::string cfg = dir.path() + "/c.json";
   std::ofstream(cfg) << R"({"alpha": )";
   Fake f;
