@@ -63,6 +63,9 @@ struct TensorView {
   int64_t numel() const { return info ? info->numel() : 0; }
 };
 
+/// "[2048, 768]" for a shape ("[]" for a scalar), as used in error messages.
+std::string ShapeString(std::span<const int64_t> shape);
+
 /// Converts `n` elements of a floating dtype starting at element `first` of `view` to float32.
 /// Integer dtypes are converted by value. `out` must hold `n` floats.
 Status ConvertToF32(const TensorView& view, int64_t first, int64_t n, float* out);

@@ -91,11 +91,6 @@ std::string DescribeId(const TensorId& id) {
   return s;
 }
 
-std::string ShapeText(const std::vector<int64_t>& shape) {
-  TensorInfo info;
-  info.shape = shape;
-  return info.ShapeString();
-}
 
 /// The shard files of a directory and, when an index is used, its tensor → shard map.
 struct ShardPlan {
@@ -248,7 +243,7 @@ Status CheckAgainstConfig(const std::string& dir, const ModelConfig& config,
     if (*want != t.info.shape) {
       return Status::Corruption(file + ": tensor '" + t.info.name + "': shape " +
                                 t.info.ShapeString() + " does not match config.json, expected " +
-                                ShapeText(*want));
+                                ShapeString(*want));
     }
   }
 

@@ -36,15 +36,6 @@ const KernelSet& ActiveKernels() {
   return *kActive;
 }
 
-std::string ShapeText(std::span<const int64_t> shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  return s + "]";
-}
-
 Status NonFiniteError(const float* row, int64_t row_index, int64_t cols) {
   for (int64_t c = 0; c < cols; ++c) {
     if (!std::isfinite(row[c])) {
@@ -105,8 +96,6 @@ Result<QuantizedTensor> QuantizeRowBlocks(std::span<const int64_t> shape, int bi
 }
 
 }  // namespace internal
-
-using internal::ShapeText;
 
 int64_t QuantizedTensor::rows() const {
   int64_t r = 1;
@@ -169,11 +158,11 @@ Status CheckAffineParams(std::span<const int64_t> shape, int bits, int group_siz
     bool bits_ok = false;
     for (int b : kAffineBits) bits_ok |= (b == bits);
     if (!bits_ok) {
-      return Status::InvalidArgument("shape " + ShapeText(shape) + ": bits " +
+      return Status::InvalidArgument("shape " + ShapeString(shape) + ": bits " +
                                      std::to_string(bits) +
                                      " is not supported (MLX affine bits: 2, 3, 4, 5, 6, 8)");
     }
-    return Status::InvalidArgument("shape " + ShapeText(shape) + ": group size " +
+    return Status::InvalidArgument("shape " + ShapeString(shape) + ": group size " +
                                    std::to_string(group_size) +
                                    " is not supported (MLX affine group sizes: 32, 64, 128)");
   }
@@ -182,14 +171,14 @@ Status CheckAffineParams(std::span<const int64_t> shape, int bits, int group_siz
                                    " is not supported (BF16, F16 or F32)");
   }
   if (shape.size() < 2) {
-    return Status::InvalidArgument("shape " + ShapeText(shape) +
+    return Status::InvalidArgument("shape " + ShapeString(shape) +
                                    ": affine quantization needs at least 2 dimensions");
   }
   for (int64_t d : shape) {
-    if (d < 0) return Status::InvalidArgument("shape " + ShapeText(shape) + ": negative dimension");
+    if (d < 0) return Status::InvalidArgument("shape " + ShapeString(shape) + ": negative dimension");
   }
   if (shape.back() % group_size != 0) {
-    return Status::InvalidArgument("shape " + ShapeText(shape) + ": last dimension " +
+    return Status::InvalidArgument("shape " + ShapeString(shape) + ": last dimension " +
                                    std::to_string(shape.back()) +
                                    " is not a multiple of group size " +
                                    std::to_string(group_size) + " (bits " +
@@ -204,7 +193,7 @@ Result<QuantizedTensor> QuantizeAffine(std::span<const float> w, int64_t rows, i
   const int64_t shape[2] = {rows, cols};
   MOEQ_RETURN_IF_ERROR(CheckAffineParams(shape, bits, group_size, scale_dtype));
   if (static_cast<int64_t>(w.size()) != rows * cols) {
-    return Status::InvalidArgument("QuantizeAffine: shape " + ShapeText(shape) + " needs " +
+    return Status::InvalidArgument("QuantizeAffine: shape " + ShapeString(shape) + " needs " +
                                    std::to_string(rows * cols) + " floats, got " +
                                    std::to_string(w.size()));
   }
@@ -250,7 +239,7 @@ Status DequantizeRows(const QuantizedTensor& q, int64_t first_row, int64_t n_row
   if (q.packed.size() != static_cast<size_t>(rows * cols * q.bits / 32) ||
       q.scales.size() != static_cast<size_t>(q.num_groups()) * ss ||
       q.biases.size() != q.scales.size()) {
-    return Status::InvalidArgument("quantized tensor of shape " + ShapeText(q.shape) +
+    return Status::InvalidArgument("quantized tensor of shape " + ShapeString(q.shape) +
                                    ": buffer sizes do not match bits " + std::to_string(q.bits) +
                                    ", group " + std::to_string(q.group_size));
   }
@@ -258,7 +247,7 @@ Status DequantizeRows(const QuantizedTensor& q, int64_t first_row, int64_t n_row
       static_cast<int64_t>(out.size()) != n_rows * cols) {
     return Status::InvalidArgument("DequantizeRows: rows [" + std::to_string(first_row) + ", " +
                                    std::to_string(first_row + n_rows) + ") of shape " +
-                                   ShapeText(q.shape) + " into " + std::to_string(out.size()) +
+                                   ShapeString(q.shape) + " into " + std::to_string(out.size()) +
                                    " floats");
   }
   internal::DequantizeRowsArgs args;

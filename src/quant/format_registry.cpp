@@ -58,15 +58,6 @@ constexpr std::array<FormatTraits, 21> kFormats = {
     Float("f32", 32, DType::kF32, 0.0),
 };
 
-std::string ShapeText(std::span<const int64_t> shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  return s + "]";
-}
-
 std::string ListInts(std::span<const int> v) {
   std::string s;
   for (size_t i = 0; i < v.size(); ++i) {
@@ -156,7 +147,7 @@ Result<uint64_t> FormatTraits::StorageBytes(std::span<const int64_t> shape, DTyp
   if (shape.empty() || (is_affine() && shape.size() < 2)) {
     if (is_affine()) {
       return Status::InvalidArgument("format " + std::string(name) + ": shape " +
-                                     ShapeText(shape) +
+                                     ShapeString(shape) +
                                      " cannot be quantized (affine formats need >= 2 dims)");
     }
     return StorageBytes(1, 1, source);  // a scalar
@@ -165,13 +156,13 @@ Result<uint64_t> FormatTraits::StorageBytes(std::span<const int64_t> shape, DTyp
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] < 0) {
       return Status::InvalidArgument("format " + std::string(name) + ": negative shape " +
-                                     ShapeText(shape));
+                                     ShapeString(shape));
     }
     if (i + 1 < shape.size()) rows *= shape[i];
   }
   auto bytes = StorageBytes(rows, shape.back(), source);
   if (!bytes.ok()) {
-    return Status::InvalidArgument("shape " + ShapeText(shape) + ": " + bytes.status().message());
+    return Status::InvalidArgument("shape " + ShapeString(shape) + ": " + bytes.status().message());
   }
   return bytes;
 }

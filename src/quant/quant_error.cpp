@@ -57,7 +57,6 @@ namespace {
 using internal::ErrorAccum;
 using internal::RowBlocks;
 using internal::RowSource;
-using internal::ShapeText;
 
 /// Rounds finite `x` to D (BF16, F16 or F32) and back.
 template <DType D>
@@ -214,7 +213,7 @@ Result<ErrorStats> MeasureFormatError(std::span<const float> w, int64_t rows, in
                                       DType source, const FormatTraits& format, int threads) {
   const int64_t shape[2] = {rows, cols};
   if (rows < 0 || cols < 0 || static_cast<int64_t>(w.size()) != rows * cols) {
-    return Status::InvalidArgument("MeasureFormatError: shape " + ShapeText(shape) + " needs " +
+    return Status::InvalidArgument("MeasureFormatError: shape " + ShapeString(shape) + " needs " +
                                    std::to_string(rows * cols) + " floats, got " +
                                    std::to_string(w.size()));
   }

@@ -54,9 +54,6 @@ inline RowSource ViewRowSource(const TensorView& view, int64_t cols) {
 Result<QuantizedTensor> QuantizeRowBlocks(std::span<const int64_t> shape, int bits, int group_size,
                                           DType scale_dtype, const RowSource& source, int threads);
 
-/// "[2048, 768]".
-std::string ShapeText(std::span<const int64_t> shape);
-
 /// InvalidArgument naming the first non-finite element of `row` (row number `row_index`).
 Status NonFiniteError(const float* row, int64_t row_index, int64_t cols);
 

@@ -76,7 +76,7 @@ int64_t TensorInfo::numel() const {
 
 uint64_t TensorInfo::nbytes() const { return static_cast<uint64_t>(numel()) * DTypeSize(dtype); }
 
-std::string TensorInfo::ShapeString() const {
+std::string ShapeString(std::span<const int64_t> shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) {
     if (i) s += ", ";
@@ -84,6 +84,8 @@ std::string TensorInfo::ShapeString() const {
   }
   return s + "]";
 }
+
+std::string TensorInfo::ShapeString() const { return moeq::ShapeString(shape); }
 
 Status ConvertToF32(const TensorView& view, int64_t first, int64_t n, float* out) {
   if (!view.info) return Status::Internal("ConvertToF32: empty view");
