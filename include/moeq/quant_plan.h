@@ -29,7 +29,10 @@ struct QuantPlan {
   std::set<std::string, std::less<>> pruned;
 
   /// The format of `name`, or nullptr when the tensor keeps its source dtype.
-  const quant::FormatTraits* FormatOf(std::string_view name) const;
+  const quant::FormatTraits* FormatOf(std::string_view name) const {
+    auto it = formats.find(name);
+    return it == formats.end() ? nullptr : it->second;
+  }
 };
 
 /// Every quantizable tensor of `ckpt` (IsQuantizableRole) whose last dimension is a multiple of
