@@ -10,7 +10,7 @@ SANITIZE      ?= OFF
 BUILD_TYPE    ?= RelWithDebInfo
 CMAKE_FLAGS   ?=
 
-.PHONY: all deps build test test-sanitize release demo bench clean
+.PHONY: all deps test-deps build test test-sanitize release demo bench clean
 
 all: build
 
@@ -21,7 +21,11 @@ build: deps
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DMOEQ_SANITIZE=$(SANITIZE) $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS)
 
-test: build
+# The report test renders HTML in Debian's chromium (it skips with a message without it).
+test-deps:
+	@scripts/install-deps.sh chromium
+
+test: test-deps build
 	ctest --test-dir $(BUILD) --output-on-failure --no-tests=error -j $(JOBS)
 
 test-sanitize:

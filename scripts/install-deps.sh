@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(cmake ninja-build g++ make pkg-config
-          libcli11-dev libeigen3-dev libspdlog-dev nlohmann-json3-dev libgtest-dev libpcre2-dev libicu-dev
+          libcli11-dev libeigen3-dev libspdlog-dev nlohmann-json3-dev libgtest-dev libpcre2-dev libicu-dev zlib1g-dev
           "$@")
 
 missing=()

@@ -63,11 +63,42 @@ struct EvalWindow {
 /// The windows a protocol evaluates on `n_tokens` tokens, in evaluation order.
 std::vector<EvalWindow> PlanWindows(int64_t n_tokens, const PerplexityProtocol& protocol);
 
+/// A saved reference distribution (moeq-eval --save-logits; docs/artifacts.md): for every
+/// scored token of the evaluated windows, in evaluation order, the `top_k` largest
+/// log-probabilities of the model (descending, ties by lower id), the log of the probability
+/// mass of all other tokens, the actual next token and its log-probability.
+struct SavedLogits {
+  /// The artefact header (schema moeq.reference_logits, inputs with model_fingerprint and
+  /// text_sha256, "protocol"), stored in the file's metadata.
+  nlohmann::json header;
+  int64_t vocab = 0;
+  int64_t top_k = 0;
+  int64_t tokens = 0;                ///< scored tokens
+  std::vector<int32_t> ids;          ///< [tokens, top_k]
+  std::vector<float> logprobs;       ///< [tokens, top_k], natural log
+  std::vector<float> rest_logprob;   ///< [tokens] log(1 − Σ top_k p); −inf when top_k = vocab
+  std::vector<int32_t> targets;      ///< [tokens] the token that followed
+  std::vector<float> target_logprob; ///< [tokens]
+};
+
+/// Writes `s` as safetensors (tensors ids, logprobs, rest_logprob, targets, target_logprob;
+/// metadata moeq_schema = moeq.reference_logits, moeq_header = the header JSON). Atomic.
+Status WriteSavedLogits(const std::string& path, const SavedLogits& s);
+/// Reads and validates a saved-logits file (shapes, schema, header); errors name the file and field.
+Result<SavedLogits> ReadSavedLogits(const std::string& path);
+
 struct EvalOptions {
   PerplexityProtocol protocol;
   int threads = 0;
   /// Show a progress bar / periodic progress lines on stderr.
   bool progress = true;
+  /// Compare with this saved reference distribution instead of a reference model. It must come
+  /// from the same windows: the scored tokens' count and ids are checked.
+  const SavedLogits* saved_reference = nullptr;
+  /// When set, record the evaluated model's distribution here, keeping `record_top_k` entries
+  /// per scored token (0 or >= vocab: the whole vocabulary). The header is left to the caller.
+  SavedLogits* record = nullptr;
+  int64_t record_top_k = 64;
 };
 
 /// Results of one evaluation (and the comparison with a reference model when one was given).
@@ -80,8 +111,13 @@ struct EvalResult {
   int64_t windows = 0;
   double seconds = 0;
   double tokens_per_second = 0;  ///< tokens run through the model per second (not only scored)
-  // With a reference model:
+  // With a reference model or saved reference logits:
   bool has_reference = false;
+  /// "model" or "saved_logits"; with saved logits of top_k < vocab, KL is that of the
+  /// distributions coarsened to the reference's top_k tokens plus one bin for the rest (a lower
+  /// bound of the full KL).
+  std::string reference_source;
+  int64_t reference_top_k = 0;
   double reference_ppl = 0;
   double kl_mean = 0;   ///< mean over scored tokens of KL(P_ref || P_model), nats
   double kl_p99 = 0;
@@ -89,8 +125,9 @@ struct EvalResult {
   double top1_agreement = 0;  ///< fraction of scored tokens whose argmax agrees
 };
 
-/// Runs the protocol over `tokens`. When `reference` is given it runs on the same windows and
-/// the result carries KL divergence, top-1 agreement and the reference's perplexity.
+/// Runs the protocol over `tokens`. When `reference` (or options.saved_reference) is given the
+/// result carries KL divergence, top-1 agreement and the reference's perplexity on the same
+/// windows. Giving both is an error.
 Result<EvalResult> Evaluate(const Engine& model, std::span<const int32_t> tokens,
                             const EvalOptions& options, const Engine* reference = nullptr);
 

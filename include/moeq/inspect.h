@@ -18,7 +18,11 @@ namespace moeq {
 ///   tie_word_embeddings, fused_experts (bool), tensors, parameters, bytes,
 ///   by_role / by_group / by_dtype: {name: {tensors, parameters, bytes}},
 ///   shards: [{file, tensors, bytes (file size)}], unknown_tensors: [names], extra_files,
-///   fingerprint.
+///   fingerprint; by_format {format: tally} ("q4g64" for MLX-quantized tensors, else the
+///   lower-case dtype), bits_per_weight (stored bytes * 8 / parameters), quantized (bool) and
+///   quantized_tensors: [{name, format, bits, group_size, shape, bytes, bits_per_weight}].
+/// Bytes are the bytes stored: packed codes + scales + biases for quantized tensors, whose
+/// parameters count their logical (dequantized) elements.
 /// Parameters are element counts of every stored tensor (buffers and unknown tensors included,
 /// in their own role/group). Groups: experts, shared_experts, attention, embeddings (embedding
 /// and lm_head), router, norms, dense_mlp, other.

@@ -1,5 +1,6 @@
 // moeq-eval: perplexity, KL against a reference model, and the CI gate.
 #include <cstdio>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
@@ -42,10 +43,23 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
   if ((gate.max_ppl_delta_pct || gate.max_ppl_delta_abs) && o.baseline.empty()) {
     return Status::InvalidArgument("--max-ppl-delta needs --baseline eval.json");
   }
-  if (gate.max_kl && o.reference_dir.empty()) return Status::InvalidArgument("--max-kl needs --reference MODEL_DIR");
-  if (!o.output.empty()) {
-    MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.output, {o.model_dir, o.reference_dir, o.input.text_file,
-                                                    o.input.tokens_file, o.baseline}, ctx.force));
+  if (gate.max_kl && o.reference_dir.empty() && o.reference_logits.empty()) {
+    return Status::InvalidArgument("--max-kl needs --reference MODEL_DIR or --reference-logits FILE");
+  }
+  if (!o.reference_dir.empty() && !o.reference_logits.empty()) {
+    return Status::InvalidArgument("give --reference MODEL_DIR or --reference-logits FILE, not both");
+  }
+  if (o.save_logits_top_k < 0) return Status::InvalidArgument("--save-logits-top-k must be >= 0 (0 = whole vocabulary)");
+  const std::vector<std::string> all_inputs = {o.model_dir, o.reference_dir, o.reference_logits, o.input.text_file,
+                                               o.input.tokens_file, o.baseline};
+  if (!o.output.empty()) MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.output, all_inputs, ctx.force));
+  if (!o.save_logits.empty()) {
+    MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.save_logits, all_inputs, ctx.force));
+    if (o.save_logits == o.output) return Status::InvalidArgument("--save-logits and --output name the same file");
+  }
+  std::optional<SavedLogits> saved;
+  if (!o.reference_logits.empty()) {
+    MOEQ_ASSIGN_OR_RETURN(saved, ReadSavedLogits(o.reference_logits));
   }
   nlohmann::json baseline;
   if (!o.baseline.empty()) {
@@ -77,10 +91,32 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
                  ckpt->config().max_position_embeddings);
   }
 
+  const nlohmann::json protocol_json = ProtocolToJson(protocol);
+  if (saved) {
+    // Refuse a reference from another text or protocol before spending time on the model.
+    const auto& h = saved->header;
+    const std::string theirs = h.contains("text_sha256") ? h["text_sha256"].dump() : "none";
+    if (!h.contains("text_sha256") || h["text_sha256"] != tokens.sha256) {
+      return Status::InvalidArgument(o.reference_logits + ": saved for another text (text_sha256 " + theirs +
+                                     ", this run's \"" + tokens.sha256 + "\")");
+    }
+    if (!h.contains("protocol") || h["protocol"] != protocol_json) {
+      return Status::InvalidArgument(o.reference_logits + ": saved under another protocol (" +
+                                     (h.contains("protocol") ? h["protocol"].dump() : std::string("none")) +
+                                     ", this run's " + protocol_json.dump() + ")");
+    }
+  }
+
   EvalOptions eo;
   eo.protocol = protocol;
   eo.threads = ctx.threads;
   eo.progress = ctx.progress;
+  if (saved) eo.saved_reference = &*saved;
+  SavedLogits record;
+  if (!o.save_logits.empty()) {
+    eo.record = &record;
+    eo.record_top_k = o.save_logits_top_k;
+  }
   MOEQ_ASSIGN_OR_RETURN(EvalResult r, Evaluate(*engine, tokens.ids, eo, reference.get()));
 
   nlohmann::json inputs = {{"model", o.model_dir}, {"model_fingerprint", ckpt->fingerprint()},
@@ -89,9 +125,25 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
     inputs["reference"] = o.reference_dir;
     inputs["reference_fingerprint"] = ref_ckpt->fingerprint();
   }
+  if (saved) {
+    inputs["reference_logits"] = o.reference_logits;
+    if (saved->header.contains("inputs") && saved->header["inputs"].contains("model_fingerprint")) {
+      inputs["reference_fingerprint"] = saved->header["inputs"]["model_fingerprint"];
+    }
+  }
+  if (!o.save_logits.empty()) {
+    record.header = MakeArtifactHeader("moeq.reference_logits", 1, ctx,
+                                       {{"model", o.model_dir}, {"model_fingerprint", ckpt->fingerprint()},
+                                        {"text", tokens.source}, {"text_sha256", tokens.sha256}});
+    record.header["protocol"] = protocol_json;
+    record.header["text_sha256"] = tokens.sha256;
+    MOEQ_RETURN_IF_ERROR(WriteSavedLogits(o.save_logits, record));
+    spdlog::info("saved the distribution of {} scored tokens (top {} of {} per token) to {}", record.tokens,
+                 record.top_k, record.vocab, o.save_logits);
+  }
   nlohmann::json j = MakeArtifactHeader("moeq.eval", 1, ctx, inputs);
   j.update(EvalResultToJson(r));
-  j["protocol"] = ProtocolToJson(protocol);
+  j["protocol"] = protocol_json;
   j["text_sha256"] = tokens.sha256;
   j["tokens_in_text"] = tokens.ids.size();
   Status gate_status = CheckGate(r, j, o.baseline.empty() ? nullptr : &baseline, gate);

@@ -122,9 +122,8 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& ckpt, const Engin
   for (const CheckpointTensor& t : ckpt.tensors()) {
     const TensorRole role = t.id.role;
     if (role == TensorRole::kBuffer || role == TensorRole::kUnknown) continue;
-    MOEQ_ASSIGN_OR_RETURN(TensorView view, ckpt.View(t.info.name));
-    buf.resize(static_cast<size_t>(view.numel()));
-    MOEQ_RETURN_IF_ERROR(ConvertToF32(view, 0, view.numel(), buf.data()));
+    // Float tensors are converted, MLX-quantized ones dequantized (bit-exact with MLX).
+    MOEQ_RETURN_IF_ERROR(ckpt.ReadF32(t.info.name, &buf, options.threads));
     ckpt.Release(t.info.name);
     impl->bytes += buf.size() * sizeof(float);
     const auto& shape = t.info.shape;

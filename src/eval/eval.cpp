@@ -30,7 +30,29 @@ struct WindowStats {
   double nll_sum = 0, nll_sq_sum = 0, ref_nll_sum = 0;
   int64_t scored = 0, agree = 0;
   std::vector<float> kl;  // per scored token
+  // Recorded distribution (--save-logits).
+  std::vector<int32_t> ids, targets;
+  std::vector<float> logprobs, rest, target_lp;
 };
+
+// KL(P_ref || Q) from a saved top-k reference row: the top-k bins plus one bin for the rest.
+double SavedKl(const SavedLogits& s, int64_t n, const std::vector<double>& lq) {
+  const int32_t* ids = s.ids.data() + n * s.top_k;
+  const float* lp = s.logprobs.data() + n * s.top_k;
+  double kl = 0, q_top = 0;
+  for (int64_t i = 0; i < s.top_k; ++i) {
+    const double a = lp[i];
+    const double b = lq[static_cast<size_t>(ids[i])];
+    kl += std::exp(a) * (a - b);
+    q_top += std::exp(b);
+  }
+  const double lr = s.rest_logprob[static_cast<size_t>(n)];
+  if (std::isfinite(lr)) {
+    const double q_rest = std::max(1.0 - q_top, 1e-300);
+    kl += std::exp(lr) * (lr - std::log(q_rest));
+  }
+  return kl;
+}
 
 // Uniform integer in [0, n) from a 64-bit generator, identical on every platform.
 uint64_t Bounded(std::mt19937_64& rng, uint64_t n) {
@@ -95,8 +117,22 @@ Result<EvalResult> Evaluate(const Engine& model, std::span<const int32_t> tokens
     return Status::InvalidArgument("the reference model's vocabulary (" + std::to_string(reference->vocab_size()) +
                                    ") differs from the model's (" + std::to_string(model.vocab_size()) + ")");
   }
+  const SavedLogits* saved = options.saved_reference;
+  if (saved && reference) return Status::InvalidArgument("give a reference model or saved reference logits, not both");
+  if (saved && saved->vocab != model.vocab_size()) {
+    return Status::InvalidArgument("the saved reference logits have a vocabulary of " + std::to_string(saved->vocab) +
+                                   ", the model " + std::to_string(model.vocab_size()));
+  }
   const int64_t V = model.vocab_size();
   const int64_t first = p.scored == ScoredTokens::kSecondHalf ? p.context / 2 : 0;
+  const int64_t per_window = p.context - 1 - first;  // scored tokens per window
+  if (saved && saved->tokens != per_window * static_cast<int64_t>(windows.size())) {
+    return Status::InvalidArgument("the saved reference logits hold " + std::to_string(saved->tokens) +
+                                   " scored tokens, this evaluation scores " +
+                                   std::to_string(per_window * static_cast<int64_t>(windows.size())) +
+                                   " (another text or protocol?)");
+  }
+  const int64_t record_k = options.record_top_k <= 0 ? V : std::min(options.record_top_k, V);
   std::vector<WindowStats> stats(windows.size());
   std::optional<Progress> progress;
   if (options.progress) progress.emplace("eval", static_cast<int64_t>(windows.size()), "windows");
@@ -118,6 +154,7 @@ Result<EvalResult> Evaluate(const Engine& model, std::span<const int32_t> tokens
         }
         WindowStats& st = stats[static_cast<size_t>(w)];
         std::vector<double> lp, lq;
+        std::vector<int32_t> order;
         for (int64_t i = first; i + 1 < p.context; ++i) {
           const int32_t target = ids[static_cast<size_t>(i + 1)];
           LogSoftmax(logits.data() + i * V, V, &lq);
@@ -125,6 +162,36 @@ Result<EvalResult> Evaluate(const Engine& model, std::span<const int32_t> tokens
           st.nll_sum += nll;
           st.nll_sq_sum += nll * nll;
           ++st.scored;
+          if (options.record) {
+            order.resize(static_cast<size_t>(V));
+            for (int64_t v = 0; v < V; ++v) order[static_cast<size_t>(v)] = static_cast<int32_t>(v);
+            auto by_prob = [&](int32_t a, int32_t b) {
+              const double x = lq[static_cast<size_t>(a)], y = lq[static_cast<size_t>(b)];
+              return x != y ? x > y : a < b;
+            };
+            std::partial_sort(order.begin(), order.begin() + record_k, order.end(), by_prob);
+            double rest = 0;
+            for (int64_t v = record_k; v < V; ++v) rest += std::exp(lq[static_cast<size_t>(order[static_cast<size_t>(v)])]);
+            for (int64_t r = 0; r < record_k; ++r) {
+              st.ids.push_back(order[static_cast<size_t>(r)]);
+              st.logprobs.push_back(static_cast<float>(lq[static_cast<size_t>(order[static_cast<size_t>(r)])]));
+            }
+            st.rest.push_back(record_k < V ? static_cast<float>(std::log(rest)) : -INFINITY);
+            st.targets.push_back(target);
+            st.target_lp.push_back(static_cast<float>(lq[static_cast<size_t>(target)]));
+          }
+          if (saved) {
+            const int64_t n = w * per_window + (i - first);
+            if (saved->targets[static_cast<size_t>(n)] != target) {
+              errors[static_cast<size_t>(w)] = Status::InvalidArgument(
+                  "the saved reference logits do not match this text: scored token " + std::to_string(n) + " is " +
+                  std::to_string(saved->targets[static_cast<size_t>(n)]) + " there and " + std::to_string(target) + " here");
+              return;
+            }
+            st.ref_nll_sum += -static_cast<double>(saved->target_logprob[static_cast<size_t>(n)]);
+            st.kl.push_back(static_cast<float>(std::max(0.0, SavedKl(*saved, n, lq))));
+            if (saved->ids[static_cast<size_t>(n * saved->top_k)] == Argmax(logits.data() + i * V, V)) ++st.agree;
+          }
           if (reference) {
             const float* rl = ref_logits.data() + i * V;
             LogSoftmax(rl, V, &lp);
@@ -168,8 +235,28 @@ Result<EvalResult> Evaluate(const Engine& model, std::span<const int32_t> tokens
   r.ppl_stderr = r.ppl * r.nll_stderr;
   const double run_tokens = static_cast<double>(r.windows * p.context) * (reference ? 2.0 : 1.0);
   r.tokens_per_second = r.seconds > 0 ? run_tokens / r.seconds : 0;
-  if (reference) {
+  if (options.record) {
+    SavedLogits& rec = *options.record;
+    rec.vocab = V;
+    rec.top_k = record_k;
+    rec.tokens = r.tokens_scored;
+    rec.ids.clear();
+    rec.logprobs.clear();
+    rec.rest_logprob.clear();
+    rec.targets.clear();
+    rec.target_logprob.clear();
+    for (const WindowStats& st : stats) {
+      rec.ids.insert(rec.ids.end(), st.ids.begin(), st.ids.end());
+      rec.logprobs.insert(rec.logprobs.end(), st.logprobs.begin(), st.logprobs.end());
+      rec.rest_logprob.insert(rec.rest_logprob.end(), st.rest.begin(), st.rest.end());
+      rec.targets.insert(rec.targets.end(), st.targets.begin(), st.targets.end());
+      rec.target_logprob.insert(rec.target_logprob.end(), st.target_lp.begin(), st.target_lp.end());
+    }
+  }
+  if (reference || saved) {
     r.has_reference = true;
+    r.reference_source = reference ? "model" : "saved_logits";
+    r.reference_top_k = reference ? V : saved->top_k;
     r.reference_ppl = std::exp(ref_nll / n);
     double kl_sum = 0;
     for (float k : kl) kl_sum += k;
@@ -204,7 +291,9 @@ nlohmann::json EvalResultToJson(const EvalResult& r) {
                       {"seconds", r.seconds},
                       {"tokens_per_second", r.tokens_per_second}};
   if (r.has_reference) {
-    j["reference"] = {{"ppl", r.reference_ppl},
+    j["reference"] = {{"source", r.reference_source},
+                      {"top_k", r.reference_top_k},
+                      {"ppl", r.reference_ppl},
                       {"ppl_delta", r.ppl - r.reference_ppl},
                       {"ppl_delta_pct", 100.0 * (r.ppl - r.reference_ppl) / r.reference_ppl},
                       {"kl_mean", r.kl_mean},
@@ -249,7 +338,7 @@ Status CheckGate(const EvalResult& result, const nlohmann::json& eval_json,
     }
   }
   if (gate.max_kl) {
-    if (!result.has_reference) return Status::InvalidArgument("--max-kl needs --reference MODEL_DIR");
+    if (!result.has_reference) return Status::InvalidArgument("--max-kl needs --reference MODEL_DIR or --reference-logits FILE");
     if (result.kl_mean > *gate.max_kl) {
       char buf[256];
       std::snprintf(buf, sizeof buf, "mean KL divergence %.6f exceeds the limit of %.6f", result.kl_mean, *gate.max_kl);

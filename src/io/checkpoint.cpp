@@ -6,12 +6,14 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
 
 #include "moeq/file_util.h"
 #include "moeq/parallel.h"
+#include "moeq/quantize.h"
 
 namespace moeq {
 namespace {
@@ -273,7 +275,7 @@ Status CheckAllFinite(const std::vector<CheckpointTensor>& tensors,
   std::vector<Status> results(tensors.size());
   ParallelFor(static_cast<int64_t>(tensors.size()), [&](int64_t i) {
     const CheckpointTensor& t = tensors[static_cast<size_t>(i)];
-    if (!IsFloatDType(t.info.dtype)) return;
+    if (!IsFloatDType(t.info.dtype) || t.quant.quantized()) return;  // quantized: see CheckQuantizedFinite
     const size_t shard = static_cast<size_t>(t.shard);
     Result<TensorView> view = shards[shard]->View(t.info.name);
     if (!view.ok()) {
@@ -319,6 +321,145 @@ std::string Fingerprint(std::string_view config_bytes, const std::vector<Checkpo
   return h.HexDigest();
 }
 
+
+/// A quantized triple found among the stored tensors.
+struct StoredQuant {
+  TensorInfo logical;
+  TensorQuantization quant;
+};
+
+/// Reads {bits, group_size, mode} from a config.json "quantization" object or override.
+Status ReadQuantParams(const nlohmann::json& j, const std::string& where, int* bits, int* group,
+                       std::string* mode) {
+  if (!j.is_object()) return Status::Corruption(where + " must be an object");
+  if (auto b = j.find("bits"); b != j.end() && !b->is_null()) {
+    if (!b->is_number_integer()) return Status::Corruption(where + ": field 'bits' must be an integer");
+    *bits = b->get<int>();
+  }
+  if (auto g = j.find("group_size"); g != j.end() && !g->is_null()) {
+    if (!g->is_number_integer()) return Status::Corruption(where + ": field 'group_size' must be an integer");
+    *group = g->get<int>();
+  }
+  if (auto m = j.find("mode"); m != j.end() && !m->is_null()) {
+    if (!m->is_string()) return Status::Corruption(where + ": field 'mode' must be a string");
+    *mode = m->get<std::string>();
+  }
+  return Status::Ok();
+}
+
+/// Finds MLX quantized triples (`X.weight` U32 + `X.scales` + `X.biases`) and describes the
+/// logical tensor each one stores, with bits and group size from config.json "quantization"
+/// (per-module override `X`, else the defaults; MLX's own defaults 4/64 when absent).
+Result<std::map<std::string, StoredQuant, std::less<>>> FindQuantizedTriples(
+    const std::string& config_path, const nlohmann::json& config_json,
+    const std::vector<std::unique_ptr<SafetensorsFile>>& shards,
+    const std::vector<std::string>& shard_files, std::map<std::string, int, std::less<>>* part_shard) {
+  std::map<std::string, std::pair<const TensorInfo*, int>, std::less<>> stored;
+  for (size_t s = 0; s < shards.size(); ++s) {
+    for (const auto& info : shards[s]->tensors()) stored.emplace(info.name, std::make_pair(&info, static_cast<int>(s)));
+  }
+  std::map<std::string, StoredQuant, std::less<>> out;
+  const nlohmann::json* qcfg = nullptr;
+  if (auto it = config_json.find("quantization"); it != config_json.end() && it->is_object()) qcfg = &*it;
+  constexpr std::string_view kScales = ".scales";
+  for (const auto& [name, entry] : stored) {
+    if (name.size() <= kScales.size() || name.compare(name.size() - kScales.size(), kScales.size(), kScales) != 0) {
+      continue;
+    }
+    const std::string module = name.substr(0, name.size() - kScales.size());
+    const std::string file = shard_files[static_cast<size_t>(entry.second)];
+    const std::string where = file + ": tensor '" + name + "'";
+    auto w = stored.find(module + ".weight");
+    if (w == stored.end()) {
+      return Status::Corruption(where + ": quantization scales without a packed '" + module + ".weight'");
+    }
+    if (qcfg == nullptr) {
+      return Status::Corruption(where + ": quantized module '" + module + "' but " + config_path +
+                                " has no 'quantization' object");
+    }
+    int bits = 4, group = 64;
+    std::string mode = "affine";
+    MOEQ_RETURN_IF_ERROR(ReadQuantParams(*qcfg, config_path + ": field 'quantization'", &bits, &group, &mode));
+    if (auto o = qcfg->find(module); o != qcfg->end()) {
+      if (o->is_boolean() && !o->get<bool>()) {
+        return Status::Corruption(where + ": " + config_path + " marks module '" + module +
+                                  "' unquantized (false) but it has scales");
+      }
+      if (o->is_object()) {
+        bits = 4, group = 64, mode = "affine";  // mlx: a per-module dict falls back to the mode defaults
+        MOEQ_RETURN_IF_ERROR(ReadQuantParams(*o, config_path + ": field 'quantization." + module + "'", &bits, &group, &mode));
+      }
+    }
+    if (mode != "affine") {
+      return Status::Unsupported(where + ": quantization mode '" + mode + "' (only 'affine' is supported)");
+    }
+    auto b = stored.find(module + ".biases");
+    if (b == stored.end()) {
+      return Status::Corruption(where + ": affine module '" + module + "' has no '" + module + ".biases'");
+    }
+    const TensorInfo& wi = *w->second.first;
+    const TensorInfo& si = *entry.first;
+    const TensorInfo& bi = *b->second.first;
+    const std::string wwhere = shard_files[static_cast<size_t>(w->second.second)] + ": tensor '" + wi.name + "'";
+    if (wi.dtype != DType::kU32) {
+      return Status::Corruption(wwhere + ": dtype " + std::string(DTypeName(wi.dtype)) +
+                                ", expected U32 packed codes (module has scales)");
+    }
+    if (si.dtype != DType::kBF16 && si.dtype != DType::kF16 && si.dtype != DType::kF32) {
+      return Status::Corruption(where + ": dtype " + std::string(DTypeName(si.dtype)) + ", expected BF16, F16 or F32");
+    }
+    if (bi.dtype != si.dtype || bi.shape != si.shape) {
+      return Status::Corruption(file + ": tensor '" + bi.name + "': dtype/shape " + std::string(DTypeName(bi.dtype)) +
+                                " " + bi.ShapeString() + " differ from the scales' " +
+                                std::string(DTypeName(si.dtype)) + " " + si.ShapeString());
+    }
+    if (wi.shape.size() < 2 || si.shape.size() != wi.shape.size() ||
+        !std::equal(wi.shape.begin(), wi.shape.end() - 1, si.shape.begin())) {
+      return Status::Corruption(wwhere + ": packed shape " + wi.ShapeString() + " does not match scales shape " +
+                                si.ShapeString());
+    }
+    const int64_t in = wi.shape.back() * 32 / bits;
+    if ((wi.shape.back() * 32) % bits != 0 || si.shape.back() * group != in) {
+      return Status::Corruption(wwhere + ": packed shape " + wi.ShapeString() + " and scales shape " +
+                                si.ShapeString() + " do not fit bits " + std::to_string(bits) +
+                                ", group_size " + std::to_string(group) + " (" + config_path + ")");
+    }
+    StoredQuant q;
+    q.logical.name = wi.name;
+    q.logical.dtype = si.dtype;
+    q.logical.shape = wi.shape;
+    q.logical.shape.back() = in;
+    MOEQ_RETURN_IF_ERROR(quant::CheckAffineParams(q.logical.shape, bits, group, si.dtype).WithContext(wwhere));
+    q.quant.bits = bits;
+    q.quant.group_size = group;
+    q.quant.mode = mode;
+    q.quant.weight = wi.name;
+    q.quant.scales = si.name;
+    q.quant.biases = bi.name;
+    q.quant.stored_bytes = wi.nbytes() + si.nbytes() + bi.nbytes();
+    (*part_shard)[wi.name] = w->second.second;
+    (*part_shard)[si.name] = entry.second;
+    (*part_shard)[bi.name] = b->second.second;
+    out.emplace(wi.name, std::move(q));
+  }
+  return out;
+}
+
+/// mlx-lm's stacked expert names ("...switch_mlp.gate_proj.weight") of this config.
+std::map<std::string, TensorId, std::less<>> StackedExpertNames(const ModelConfig& config,
+                                                                const ArchAdapter& adapter) {
+  std::map<std::string, TensorId, std::less<>> out;
+  if (!config.is_moe()) return out;
+  for (int l = 0; l < static_cast<int>(config.num_layers); ++l) {
+    if (!config.IsMoeLayer(l)) continue;
+    for (TensorRole role : {TensorRole::kExpertGate, TensorRole::kExpertUp, TensorRole::kExpertDown}) {
+      auto module = MlxStackedModule(adapter, l, role);
+      if (module.ok()) out.emplace(*module + ".weight", TensorId{l, -1, role});
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir,
@@ -346,13 +487,30 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir,
   ckpt->shard_files_ = plan.files;
   MOEQ_RETURN_IF_ERROR(CheckShardTables(dir, plan, ckpt->shards_));
 
+  MOEQ_ASSIGN_OR_RETURN(auto triples, FindQuantizedTriples(config_path, config_json, ckpt->shards_,
+                                                            ckpt->shard_files_, &ckpt->part_shard_));
+  std::set<std::string, std::less<>> parts;  // scales/biases presented as part of their weight
+  for (const auto& [name, q] : triples) {
+    parts.insert(q.quant.scales);
+    parts.insert(q.quant.biases);
+  }
+  const auto stacked = StackedExpertNames(ckpt->config_, *ckpt->adapter_);
   std::vector<std::string> unknown;
   for (size_t s = 0; s < ckpt->shards_.size(); ++s) {
     for (const auto& info : ckpt->shards_[s]->tensors()) {
+      if (parts.count(info.name)) continue;
       CheckpointTensor t;
       t.info = info;
       t.shard = static_cast<int>(s);
-      if (auto classified = ckpt->adapter_->Classify(info.name)) {
+      if (auto q = triples.find(info.name); q != triples.end()) {
+        t.info = q->second.logical;
+        t.quant = q->second.quant;
+        ++ckpt->quantized_tensors_;
+      }
+      if (auto st = stacked.find(info.name); st != stacked.end()) {
+        t.id = st->second;
+        t.fused_experts = true;
+      } else if (auto classified = ckpt->adapter_->Classify(info.name)) {
         t.id = classified->id;
         t.fused_experts = classified->fused_experts;
       } else {
@@ -373,6 +531,14 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir,
                                           ckpt->shard_files_));
   if (options.check_finite) {
     MOEQ_RETURN_IF_ERROR(CheckAllFinite(ckpt->tensors_, ckpt->shards_, ckpt->shard_files_));
+    for (const auto& t : ckpt->tensors_) {
+      if (!t.quant.quantized()) continue;
+      for (const std::string* part : {&t.quant.scales, &t.quant.biases}) {
+        const size_t sh = static_cast<size_t>(ckpt->part_shard_.at(*part));
+        MOEQ_ASSIGN_OR_RETURN(TensorView v, ckpt->shards_[sh]->View(*part));
+        MOEQ_RETURN_IF_ERROR(CheckFinite(v, ckpt->shard_files_[sh]));
+      }
+    }
   }
 
   std::sort(ckpt->tensors_.begin(), ckpt->tensors_.end(),
@@ -399,11 +565,71 @@ Result<TensorView> Checkpoint::View(std::string_view name) const {
   if (t == nullptr) {
     return Status::NotFound(dir_ + ": no tensor '" + std::string(name) + "' in the checkpoint");
   }
+  if (t->quant.quantized()) {
+    return Status::Unsupported(dir_ + ": tensor '" + std::string(name) + "' is stored quantized (" +
+                               std::to_string(t->quant.bits) + " bits, group " +
+                               std::to_string(t->quant.group_size) + "); read it with ReadF32");
+  }
   return shards_[static_cast<size_t>(t->shard)]->View(name);
 }
 
+Result<quant::QuantizedTensor> Checkpoint::ReadQuantized(std::string_view name) const {
+  const CheckpointTensor* t = Find(name);
+  if (t == nullptr) {
+    return Status::NotFound(dir_ + ": no tensor '" + std::string(name) + "' in the checkpoint");
+  }
+  if (!t->quant.quantized()) {
+    return Status::InvalidArgument(dir_ + ": tensor '" + std::string(name) + "' is not quantized");
+  }
+  auto part = [&](const std::string& part_name) -> Result<TensorView> {
+    auto it = part_shard_.find(part_name);
+    if (it == part_shard_.end()) return Status::Internal(dir_ + ": no shard for '" + part_name + "'");
+    return shards_[static_cast<size_t>(it->second)]->View(part_name);
+  };
+  MOEQ_ASSIGN_OR_RETURN(TensorView w, part(t->quant.weight));
+  MOEQ_ASSIGN_OR_RETURN(TensorView sc, part(t->quant.scales));
+  MOEQ_ASSIGN_OR_RETURN(TensorView bi, part(t->quant.biases));
+  quant::QuantizedTensor q;
+  q.shape = t->info.shape;
+  q.bits = t->quant.bits;
+  q.group_size = t->quant.group_size;
+  q.scale_dtype = t->info.dtype;
+  q.packed.resize(w.data.size() / sizeof(uint32_t));
+  std::memcpy(q.packed.data(), w.data.data(), q.packed.size() * sizeof(uint32_t));
+  q.scales.assign(sc.data.begin(), sc.data.end());
+  q.biases.assign(bi.data.begin(), bi.data.end());
+  return q;
+}
+
+Status Checkpoint::ReadF32(std::string_view name, std::vector<float>* out, int threads) const {
+  const CheckpointTensor* t = Find(name);
+  if (t == nullptr) {
+    return Status::NotFound(dir_ + ": no tensor '" + std::string(name) + "' in the checkpoint");
+  }
+  if (t->quant.quantized()) {
+    MOEQ_ASSIGN_OR_RETURN(quant::QuantizedTensor q, ReadQuantized(name));
+    auto deq = quant::Dequantize(q, threads);
+    if (!deq.ok()) return deq.status().WithContext(dir_ + ": tensor '" + std::string(name) + "'");
+    *out = std::move(deq).value();
+    return Status::Ok();
+  }
+  MOEQ_ASSIGN_OR_RETURN(TensorView view, View(name));
+  out->resize(static_cast<size_t>(view.numel()));
+  return ConvertToF32(view, 0, view.numel(), out->data());
+}
+
 void Checkpoint::Release(std::string_view name) const {
-  if (const CheckpointTensor* t = Find(name)) shards_[static_cast<size_t>(t->shard)]->Release(name);
+  const CheckpointTensor* t = Find(name);
+  if (t == nullptr) return;
+  if (!t->quant.quantized()) {
+    shards_[static_cast<size_t>(t->shard)]->Release(name);
+    return;
+  }
+  for (const std::string* part : {&t->quant.weight, &t->quant.scales, &t->quant.biases}) {
+    if (auto it = part_shard_.find(*part); it != part_shard_.end()) {
+      shards_[static_cast<size_t>(it->second)]->Release(*part);
+    }
+  }
 }
 
 std::vector<std::string> Checkpoint::unknown_tensors() const {

@@ -3,6 +3,7 @@
 #include "moeq/inspect.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <map>
 
@@ -47,10 +48,12 @@ struct Tally {
   int64_t parameters = 0;
   uint64_t bytes = 0;
 
-  void Add(const TensorInfo& info) {
+  void Add(const TensorInfo& info) { Add(info, info.nbytes()); }
+  /// `stored` = the bytes actually stored (quantized tensors: packed codes + scales + biases).
+  void Add(const TensorInfo& info, uint64_t stored) {
     ++tensors;
     parameters += info.numel();
-    bytes += info.nbytes();
+    bytes += stored;
   }
   nlohmann::json ToJson() const {
     return {{"tensors", tensors}, {"parameters", parameters}, {"bytes", bytes}};
@@ -157,21 +160,50 @@ std::string JoinStrings(const nlohmann::json& list) {
   return s;
 }
 
+/// Bytes a tensor occupies on disk.
+uint64_t StoredBytes(const CheckpointTensor& t) {
+  return t.quant.quantized() ? t.quant.stored_bytes : t.info.nbytes();
+}
+
+/// Storage format of a tensor: "q4g64" for MLX-quantized ones, else the lower-case dtype.
+std::string StorageFormat(const CheckpointTensor& t) {
+  if (t.quant.quantized()) return "q" + std::to_string(t.quant.bits) + "g" + std::to_string(t.quant.group_size);
+  std::string d(DTypeName(t.info.dtype));
+  for (char& ch : d) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return d;
+}
+
+double Bpw(uint64_t bytes, int64_t params) {
+  return params > 0 ? 8.0 * static_cast<double>(bytes) / static_cast<double>(params) : 0.0;
+}
+
 }  // namespace
 
 Result<nlohmann::json> InspectCheckpoint(const Checkpoint& checkpoint) {
   const ModelConfig& c = checkpoint.config();
   Tally total;
-  std::map<std::string, Tally> by_role, by_group, by_dtype;
+  std::map<std::string, Tally> by_role, by_group, by_dtype, by_format;
   std::vector<Tally> by_shard(checkpoint.shard_files().size());
   bool fused = false;
+  nlohmann::json quantized = nlohmann::json::array();
   for (const auto& t : checkpoint.tensors()) {
-    total.Add(t.info);
-    by_role[std::string(RoleName(t.id.role))].Add(t.info);
-    by_group[std::string(GroupOf(t.id.role))].Add(t.info);
-    by_dtype[std::string(DTypeName(t.info.dtype))].Add(t.info);
-    by_shard.at(static_cast<size_t>(t.shard)).Add(t.info);
+    const uint64_t stored = StoredBytes(t);
+    total.Add(t.info, stored);
+    by_role[std::string(RoleName(t.id.role))].Add(t.info, stored);
+    by_group[std::string(GroupOf(t.id.role))].Add(t.info, stored);
+    by_dtype[std::string(DTypeName(t.info.dtype))].Add(t.info, stored);
+    by_format[StorageFormat(t)].Add(t.info, stored);
+    by_shard.at(static_cast<size_t>(t.shard)).Add(t.info, stored);
     fused = fused || t.fused_experts;
+    if (t.quant.quantized()) {
+      quantized.push_back({{"name", t.info.name},
+                           {"format", StorageFormat(t)},
+                           {"bits", t.quant.bits},
+                           {"group_size", t.quant.group_size},
+                           {"shape", t.info.shape},
+                           {"bytes", stored},
+                           {"bits_per_weight", Bpw(stored, t.info.numel())}});
+    }
   }
   auto to_json = [](const std::map<std::string, Tally>& m) {
     nlohmann::json j = nlohmann::json::object();
@@ -213,6 +245,10 @@ Result<nlohmann::json> InspectCheckpoint(const Checkpoint& checkpoint) {
       {"by_role", to_json(by_role)},
       {"by_group", to_json(by_group)},
       {"by_dtype", to_json(by_dtype)},
+      {"by_format", to_json(by_format)},
+      {"bits_per_weight", Bpw(total.bytes, total.parameters)},
+      {"quantized", checkpoint.is_quantized()},
+      {"quantized_tensors", quantized},
       {"shards", shards},
       {"unknown_tensors", checkpoint.unknown_tensors()},
       {"extra_files", checkpoint.extra_files()},
@@ -252,6 +288,10 @@ std::string FormatInspectTable(const nlohmann::json& r) {
   summary.Add({"parameters", Str(r, "parameters") + " in " + Str(r, "tensors") + " tensors, " +
                                  Str(r, "bytes") + " bytes (" +
                                  HumanBytes(static_cast<double>(Int(r, "bytes"))) + ")"});
+  if (r.value("quantized", false)) {
+    summary.Add({"quantized", "MLX affine, " + Grouped(static_cast<int64_t>(r.at("quantized_tensors").size())) +
+                                  " tensors; " + Fixed(r.value("bits_per_weight", 0.0), 3) + " bits per weight overall"});
+  }
   summary.Add({"fingerprint", Str(r, "fingerprint")});
 
   std::vector<std::string> group_order(std::begin(kGroupOrder), std::end(kGroupOrder));
@@ -266,6 +306,14 @@ std::string FormatInspectTable(const nlohmann::json& r) {
   out += "\n" + TallyTable(r, "by_group", "group", group_order);
   out += "\n" + TallyTable(r, "by_role", "role", role_order);
   out += "\n" + TallyTable(r, "by_dtype", "dtype", {});
+  if (r.value("quantized", false) && r.contains("by_format")) {
+    TextTable formats({"format", "tensors", "parameters", "bytes", "bits/weight"});
+    for (const auto& [name, t] : r.at("by_format").items()) {
+      formats.Add({name, Str(t, "tensors"), Str(t, "parameters"), Str(t, "bytes"),
+                   Fixed(Bpw(static_cast<uint64_t>(Int(t, "bytes")), Int(t, "parameters")), 3)});
+    }
+    out += "\n" + formats.Render();
+  }
   out += "\n" + shards.Render();
   out += "\n  unknown tensors: " + JoinStrings(r.value("unknown_tensors", nlohmann::json()));
   out += "\n  extra files: " + JoinStrings(r.value("extra_files", nlohmann::json())) + "\n";

@@ -21,6 +21,12 @@ int main(int argc, char** argv) {
         app.add_option("--samples", o.samples, "Draw N windows at random (0 = all in order; overrides the preset)");
         app.add_option("--seed", o.seed, "Seed for --samples");
         app.add_option("--reference", o.reference_dir, "Reference model directory: report KL, top-1 agreement, ΔPPL");
+        app.add_option("--reference-logits", o.reference_logits,
+                       "Saved reference distribution (from --save-logits): report KL, top-1 agreement, ΔPPL against it");
+        app.add_option("--save-logits", o.save_logits,
+                       "Save this model's distribution on the evaluated windows (safetensors) as a reference for later runs");
+        app.add_option("--save-logits-top-k", o.save_logits_top_k,
+                       "Log-probabilities kept per scored token in --save-logits (0 = whole vocabulary)");
         app.add_option("-o,--output", o.output, "Write eval.json here (default: print it to stdout)");
         app.add_option("--baseline", o.baseline, "eval.json of the baseline for --max-ppl-delta");
         app.add_option("--max-ppl-delta", o.max_ppl_delta, "Gate: fail (exit 3) when perplexity exceeds the baseline by more than this (2% or 0.5)");

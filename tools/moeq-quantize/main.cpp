@@ -1,0 +1,22 @@
+// moeq-quantize: writes a mixed-precision quantized checkpoint (MLX safetensors) from a model
+// directory and an allocation.json, or with one uniform format.
+#include "moeq/quantize.h"
+#include "tool_main.h"
+
+int main(int argc, char** argv) {
+  moeq::QuantizeCommandOptions o;
+  return moeq::tool::RunTool(
+      argc, argv, "moeq-quantize", "Write a quantized checkpoint (MLX safetensors) from an allocation or a uniform format",
+      [&](CLI::App& app) {
+        app.add_option("model", o.model_dir, "Model directory (Hugging Face layout)")->required();
+        app.add_option("-o,--output", o.output, "Output directory (created; --force replaces an existing one)")->required();
+        auto* alloc = app.add_option("--allocation", o.allocation, "allocation.json from moeq-allocate");
+        auto* uni = app.add_option("--uniform", o.uniform_bits, "Quantize every quantizable tensor with BITS (2,3,4,5,6,8; 16 = keep 16-bit, 32 = f32)");
+        alloc->excludes(uni);
+        app.add_option("--group", o.group_size, "Group size for --uniform (32, 64, 128)");
+        app.add_option("--format", o.format, "Output format: mlx (safetensors) or gguf")->check(CLI::IsMember({"mlx", "gguf"}));
+        app.add_flag("--mlx-compatible", o.mlx_compatible, "Stack experts into mlx-lm's switch_mlp tensors, one format per layer and projection (the highest precision among its experts)");
+        app.add_option("--max-shard-size", o.max_shard_size, "Largest safetensors shard (data bytes), e.g. 5GB, 500MB");
+      },
+      [&](const moeq::tool::ToolContext& ctx) { return moeq::RunQuantize(o, ctx.artifact); });
+}

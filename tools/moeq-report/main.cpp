@@ -1,0 +1,19 @@
+// moeq-report: one self-contained HTML report (inline SVG) of a quantization run.
+#include "moeq/report.h"
+#include "tool_main.h"
+
+int main(int argc, char** argv) {
+  moeq::ReportCommandOptions o;
+  return moeq::tool::RunTool(
+      argc, argv, "moeq-report", "Self-contained HTML report of a quantization run (inline SVG charts)",
+      [&](CLI::App& app) {
+        app.add_option("-o,--output", o.output, "HTML file to write");
+        app.add_option("--title", o.title, "Report title");
+        app.add_option("--profile", o.profile, "routing_profile.json (moeq-profile): routing hotness heatmap");
+        app.add_option("--sensitivity", o.sensitivity, "sensitivity.jsonl (moeq-analyze): feature distributions");
+        app.add_option("--allocation", o.allocation, "allocation.json (moeq-allocate): bit allocation heatmaps");
+        app.add_option("--curve", o.curve, "Budget curve CSV (moeq-allocate --curve)");
+        app.add_option("--eval", o.evals, "eval.json (moeq-eval), as LABEL=PATH or PATH; repeatable");
+      },
+      [&](const moeq::tool::ToolContext& ctx) { return moeq::RunReport(o, ctx.artifact); });
+}
