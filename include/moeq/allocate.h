@@ -79,6 +79,8 @@ struct AllocateCommandOptions {
   double bpw = 0;
   /// "mckp", "mckp-hotness" or "tiered".
   std::string policy = "mckp";
+  /// "nrmse" (MINT: Σ π·α·NRMSE) or "mse" (Σ π·α·exposure·NRMSE², see docs/artifacts.md).
+  std::string objective = "nrmse";
   /// Priors, hotness constants and rules (schema moeq.priors); "" = built-in defaults, which are
   /// those of configs/priors.json.
   std::string priors;

@@ -21,7 +21,19 @@ struct ReportCommandOptions {
   std::string curve;        ///< budget curve CSV (moeq-allocate --curve): needs a bytes and an objective column
   /// eval.json files (moeq-eval), each "LABEL=PATH" or "PATH" (label: the file name).
   std::vector<std::string> evals;
+  /// "" (none), "text" or "markdown": also print the evaluation comparison (bytes, bpw, PPL,
+  /// ΔPPL, KL mean/p99, top-1 agreement) as a table on stdout.
+  std::string table;
+  /// Label of the eval whose KL the table's "KL ratio" column divides by ("" = no such column).
+  std::string table_baseline;
+  /// Write the HTML file (false: only the table).
+  bool html = true;
 };
+
+/// The evaluation comparison table of `evals` (each "LABEL=PATH" or "PATH"), as aligned text
+/// or a Markdown table. `baseline` ("" = none) names the row the KL ratio column refers to.
+Result<std::string> EvalComparisonTable(const std::vector<std::string>& evals, std::string_view format,
+                                        std::string_view baseline);
 
 /// The report's HTML text (deterministic: same inputs give the same bytes).
 Result<std::string> BuildReportHtml(const ReportCommandOptions& options, const ArtifactContext& ctx);

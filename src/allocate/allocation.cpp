@@ -61,6 +61,14 @@ Result<Policy> ParsePolicy(std::string_view name) {
   return Status::InvalidArgument("--policy '" + std::string(name) + "': expected mckp, mckp-hotness or tiered");
 }
 
+Result<Objective> ParseObjective(std::string_view name) {
+  if (name == "nrmse") return Objective::kNrmse;
+  if (name == "mse") return Objective::kMse;
+  return Status::InvalidArgument("--objective '" + std::string(name) + "': expected nrmse or mse");
+}
+
+std::string_view ObjectiveName(Objective o) { return o == Objective::kMse ? "mse" : "nrmse"; }
+
 std::string_view PolicyName(Policy p) {
   switch (p) {
     case Policy::kMckp: return "mckp";
@@ -90,6 +98,20 @@ Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens, const 
   }
   int last_layer = -1;
   for (const auto& t : sens.tensors) last_layer = std::max(last_layer, t.layer);
+  // Exposure of routed experts (objective mse): top_k over the experts of the layer.
+  std::map<int, int> experts_in_layer;
+  for (const auto& t : sens.tensors) {
+    if (IsExpertRole(t.role) && t.expert >= 0) experts_in_layer[t.layer] = std::max(experts_in_layer[t.layer], t.expert + 1);
+  }
+  int64_t top_k = s.profile ? s.profile->top_k : 0;
+  if (top_k <= 0 && sens.header.contains("inputs") && sens.header["inputs"].is_object()) {
+    const auto& in = sens.header["inputs"];
+    if (in.contains("top_k") && in["top_k"].is_number_integer()) top_k = in["top_k"].get<int64_t>();
+  }
+  if (s.objective == Objective::kMse && !experts_in_layer.empty() && top_k <= 0) {
+    return Status::InvalidArgument(sens.path + ": --objective mse needs the model's top_k (experts per token) for its routed "
+                                   "experts: the header has no inputs.top_k (re-run moeq-analyze) and no --profile was given");
+  }
 
   AllocationModel m;
   m.base.resize(sens.tensors.size());
@@ -117,6 +139,9 @@ Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens, const 
                                        "' (layer " + std::to_string(t.layer) + ", expert " + std::to_string(t.expert) +
                                        ") has no routing counts in the profile");
       }
+    }
+    if (s.objective == Objective::kMse && IsExpertRole(t.role) && t.expert >= 0) {
+      d.exposure = std::min(1.0, static_cast<double>(top_k) / static_cast<double>(experts_in_layer[t.layer]));
     }
     std::optional<ExpertTier> tier;
     if (lr != nullptr) {
@@ -223,7 +248,8 @@ Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens, const 
     for (int c : options) {
       const auto& cfg = t.configs[static_cast<size_t>(c)];
       ob.push_back(cfg.bytes);
-      oc.push_back(d.prior * d.alpha * (d.prune ? 1.0 : cfg.nrmse));
+      const double e = d.prune ? 1.0 : cfg.nrmse;
+      oc.push_back(d.prior * d.alpha * (s.objective == Objective::kMse ? d.exposure * e * e : e));
     }
     m.problem.AddItem(ob, oc);
     m.option_config[ti] = std::move(options);
@@ -273,6 +299,7 @@ nlohmann::json AllocationToJson(const SensitivityFile& sens, const AllocationRes
                         {"sqnr_db", d.sqnr_db}, {"prior", d.prior},    {"alpha", d.alpha},
                         {"reason", d.reason},   {"prune", d.prune},    {"role", t.role_name},
                         {"layer", t.layer},     {"expert", t.expert},  {"params", t.params}};
+    if (d.exposure != 1.0) o["exposure"] = d.exposure;
     if (!d.tier.empty()) o["tier"] = d.tier;
     if (!d.note.empty()) o["note"] = d.note;
     tensors.push_back(std::move(o));

@@ -110,8 +110,19 @@ enum class Policy { kMckp, kMckpHotness, kTiered };
 Result<Policy> ParsePolicy(std::string_view name);
 std::string_view PolicyName(Policy p);
 
+/// What an option costs in the MCKP objective.
+///  - kNrmse (MINT as published): π·α·NRMSE.
+///  - kMse (moeq): π·α·x·NRMSE², the expected share of output noise power: squared relative
+///    error (noise powers add, NRMSE values do not), times the tensor's exposure x = the share
+///    of tokens that pass through it: 1 for every dense tensor, top_k / num_experts for a routed
+///    expert (an expert that sees 1/16 of the tokens adds 1/16 of the noise a dense layer does).
+enum class Objective { kNrmse, kMse };
+Result<Objective> ParseObjective(std::string_view name);
+std::string_view ObjectiveName(Objective o);
+
 struct AllocationSettings {
   Policy policy = Policy::kMckp;
+  Objective objective = Objective::kNrmse;
   double min_sqnr = 9.0;
   bool allow_prune = false;
   SolverKind solver = SolverKind::kAuto;
@@ -126,6 +137,7 @@ struct TensorDecision {
   int config = 0;        ///< index into the tensor's configs
   double prior = 1;
   double alpha = 1;
+  double exposure = 1;   ///< share of tokens through the tensor (objective mse; 1 otherwise)
   std::string reason;    ///< chosen, vetoed_forced, pinned, tier
   std::string tier;      ///< routed experts under a routing profile ("" otherwise)
   bool prune = false;

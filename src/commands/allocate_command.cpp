@@ -49,6 +49,7 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
   AllocationSettings settings;
   MOEQ_ASSIGN_OR_RETURN(settings.policy, ParsePolicy(o.policy));
   MOEQ_ASSIGN_OR_RETURN(settings.solver, ParseSolver(o.solver));
+  MOEQ_ASSIGN_OR_RETURN(settings.objective, ParseObjective(o.objective));
   settings.min_sqnr = o.min_sqnr;
   settings.allow_prune = o.allow_prune;
   if (o.allow_prune && settings.policy != Policy::kTiered) {
@@ -58,7 +59,8 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
     return Status::InvalidArgument("--policy " + o.policy + " needs --profile routing_profile.json");
   }
   std::optional<uint64_t> budget_bytes;
-  if (!o.budget.empty()) {
+  const bool min_budget = o.budget == "min";  // the smallest feasible plan
+  if (!o.budget.empty() && !min_budget) {
     auto b = ParseByteSize(o.budget);
     if (!b.ok()) return Status::InvalidArgument("--budget: " + b.status().message());
     budget_bytes = *b;
@@ -108,7 +110,9 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
 
   MOEQ_ASSIGN_OR_RETURN(AllocationModel model, BuildAllocationModel(sens, settings));
   std::optional<double> bpw;
-  if (!budget_bytes) {
+  if (min_budget) {
+    budget_bytes = model.problem.MinBytes();
+  } else if (!budget_bytes) {
     bpw = o.bpw;
     budget_bytes = static_cast<uint64_t>(std::floor(o.bpw * static_cast<double>(model.total_params) / 8.0));
   }
@@ -133,7 +137,8 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
                    {"tiers", TierThresholdsToJson(settings.tiers)},
                    {"min_sqnr_db", o.min_sqnr},
                    {"allow_prune", o.allow_prune},
-                   {"policy", std::string(PolicyName(settings.policy))}};
+                   {"policy", std::string(PolicyName(settings.policy))},
+                   {"objective", std::string(ObjectiveName(settings.objective))}};
   MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(j)));
 
   std::fputs(SummaryTable(sens, result).c_str(), stdout);
@@ -151,9 +156,9 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
                  curve.size(), curve.front().budget, curve.back().budget, k.budget, k.objective, csv_path, svg_path);
   }
   const auto& s = result.solution;
-  spdlog::info("allocated {} tensors ({} params) with {}: {} bytes ({}) of {} budget, {:.4f} bpw; objective {:.6g}, lower bound {:.6g}, gap {:.3g}%; "
+  spdlog::info("allocated {} tensors ({} params) with {} ({} objective): {} bytes ({}) of {} budget, {:.4f} bpw; objective {:.6g}, lower bound {:.6g}, gap {:.3g}%; "
                "{} configs vetoed, {} tensors forced; {:.3f} s; wrote {}",
-               sens.tensors.size(), model.total_params, s.method, s.bytes, GiBText(s.bytes), *budget_bytes,
+               sens.tensors.size(), model.total_params, s.method, ObjectiveName(settings.objective), s.bytes, GiBText(s.bytes), *budget_bytes,
                8.0 * static_cast<double>(s.bytes) / static_cast<double>(model.total_params), s.objective, s.lower_bound,
                100.0 * s.gap, model.vetoed_configs, model.forced_tensors, solve_s, o.output);
   return Status::Ok();

@@ -480,6 +480,11 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
   if (!o.shard.empty()) opts["shard"] = std::to_string(shard.first) + "/" + std::to_string(shard.second);
   MOEQ_ASSIGN_OR_RETURN(std::string grid_sha, Sha256File(grid_path));
   json in = {{"model", o.model_dir}, {"model_fingerprint", ck->fingerprint()}, {"grid", grid_path}, {"grid_sha256", grid_sha}};
+  // The routing shape, so that moeq-allocate can weigh a routed expert by the share of tokens
+  // that reach it (top_k / num_experts) without a routing profile.
+  in["model_type"] = ck->config().model_type;
+  in["num_experts"] = ck->config().num_experts;
+  in["top_k"] = ck->config().top_k;
   if (act) {
     MOEQ_ASSIGN_OR_RETURN(std::string act_sha, Sha256File(o.activation_stats));
     in["activation_stats"] = o.activation_stats;

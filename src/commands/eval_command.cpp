@@ -146,6 +146,19 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
   j["protocol"] = protocol_json;
   j["text_sha256"] = tokens.sha256;
   j["tokens_in_text"] = tokens.ids.size();
+  {
+    // What the evaluated checkpoint stores: every tensor's bytes (a quantized one's packed
+    // weight, scales and biases) over its logical parameters.
+    uint64_t bytes = 0;
+    int64_t params = 0;
+    for (const CheckpointTensor& t : ckpt->tensors()) {
+      bytes += t.quant.quantized() ? t.quant.stored_bytes : t.info.nbytes();
+      params += t.info.numel();
+    }
+    j["model_size"] = {{"bytes", bytes},
+                       {"parameters", params},
+                       {"bpw", params > 0 ? 8.0 * static_cast<double>(bytes) / static_cast<double>(params) : 0.0}};
+  }
   Status gate_status = CheckGate(r, j, o.baseline.empty() ? nullptr : &baseline, gate);
   if (gate.max_kl || gate.max_ppl_delta_pct || gate.max_ppl_delta_abs) {
     j["gate"] = {{"passed", gate_status.ok()}, {"message", gate_status.ok() ? "" : gate_status.message()}};

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -502,6 +503,40 @@ std::string FeatureSection(const SensitivityData& d) {
   return s + "</div></section>";
 }
 
+Result<std::vector<EvalEntry>> ReadEvals(const std::vector<std::string>& specs) {
+  std::vector<EvalEntry> evals;
+  for (const std::string& spec : specs) {
+    EvalEntry e;
+    const size_t eq = spec.find('=');
+    e.path = eq == std::string::npos ? spec : spec.substr(eq + 1);
+    e.label = eq == std::string::npos ? std::filesystem::path(spec).stem().string() : spec.substr(0, eq);
+    MOEQ_ASSIGN_OR_RETURN(e.j, ReadJsonFile(e.path));
+    MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(e.j, "moeq.eval", 1, e.path));
+    evals.push_back(std::move(e));
+  }
+  return evals;
+}
+
+std::string FixedText(double v, int digits) {
+  if (!std::isfinite(v)) return "-";
+  if (std::fabs(v) < 0.5 * std::pow(10.0, -digits)) v = 0.0;  // no "-0.00"
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+std::string SizeText(double bytes) {
+  if (!std::isfinite(bytes) || bytes <= 0) return "-";
+  if (bytes >= 1024.0 * 1024 * 1024) return FixedText(bytes / (1024.0 * 1024 * 1024), 2) + " GiB";
+  if (bytes >= 1024.0 * 1024) return FixedText(bytes / (1024.0 * 1024), 2) + " MiB";
+  return FixedText(bytes / 1024.0, 1) + " KiB";
+}
+
+double NumberAt(const nlohmann::json& obj, const char* key) {
+  auto it = obj.find(key);
+  return it != obj.end() && it->is_number() ? it->get<double>() : NAN;
+}
+
 std::string EvalSection(const std::vector<EvalEntry>& evals) {
   std::string s = "<section id=\"eval\"><h2>Evaluation</h2><table><tr><th>model</th><th>PPL</th>"
                   "<th>ΔPPL %</th><th>KL mean</th><th>KL p99</th><th>top-1 agreement</th>"
@@ -568,16 +603,7 @@ Result<std::string> BuildReportHtml(const ReportCommandOptions& o, const Artifac
   }
   if (sens) sections.emplace_back("features", FeatureSection(*sens));
   if (!o.evals.empty()) {
-    std::vector<EvalEntry> evals;
-    for (const std::string& spec : o.evals) {
-      EvalEntry e;
-      const size_t eq = spec.find('=');
-      e.path = eq == std::string::npos ? spec : spec.substr(eq + 1);
-      e.label = eq == std::string::npos ? std::filesystem::path(spec).stem().string() : spec.substr(0, eq);
-      MOEQ_ASSIGN_OR_RETURN(e.j, ReadJsonFile(e.path));
-      MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(e.j, "moeq.eval", 1, e.path));
-      evals.push_back(std::move(e));
-    }
+    MOEQ_ASSIGN_OR_RETURN(std::vector<EvalEntry> evals, ReadEvals(o.evals));
     sections.emplace_back("eval", EvalSection(evals));
   }
   std::string html = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" +
@@ -595,7 +621,84 @@ Result<std::string> BuildReportHtml(const ReportCommandOptions& o, const Artifac
   return html;
 }
 
+Result<std::string> EvalComparisonTable(const std::vector<std::string>& specs, std::string_view format,
+                                        std::string_view baseline) {
+  if (format != "text" && format != "markdown") {
+    return Status::InvalidArgument("--table '" + std::string(format) + "': expected text or markdown");
+  }
+  if (specs.empty()) return Status::InvalidArgument("--table needs at least one --eval");
+  MOEQ_ASSIGN_OR_RETURN(std::vector<EvalEntry> evals, ReadEvals(specs));
+  double base_kl = NAN;
+  if (!baseline.empty()) {
+    auto it = std::find_if(evals.begin(), evals.end(), [&](const EvalEntry& e) { return e.label == baseline; });
+    if (it == evals.end()) {
+      return Status::InvalidArgument("--table-baseline '" + std::string(baseline) + "': no --eval has that label");
+    }
+    base_kl = NumberAt(it->j.value("reference", nlohmann::json::object()), "kl_mean");
+  }
+  std::vector<std::string> head = {"model", "bytes", "bpw", "PPL", "ΔPPL %", "KL mean", "KL p99", "top-1 %"};
+  if (!baseline.empty()) head.push_back("KL / " + std::string(baseline));
+  std::vector<std::vector<std::string>> rows;
+  for (const EvalEntry& e : evals) {
+    const nlohmann::json ref = e.j.value("reference", nlohmann::json::object());
+    const nlohmann::json size = e.j.value("model_size", nlohmann::json::object());
+    const double kl = NumberAt(ref, "kl_mean");
+    std::vector<std::string> r = {e.label,
+                                  SizeText(NumberAt(size, "bytes")),
+                                  FixedText(NumberAt(size, "bpw"), 3),
+                                  FixedText(NumberAt(e.j, "ppl"), 3),
+                                  FixedText(NumberAt(ref, "ppl_delta_pct"), 2),
+                                  FixedText(kl, 5),
+                                  FixedText(NumberAt(ref, "kl_p99"), 4),
+                                  FixedText(100.0 * NumberAt(ref, "top1_agreement"), 2)};
+    if (!baseline.empty()) r.push_back(base_kl > 0 ? FixedText(kl / base_kl, 3) : "-");
+    rows.push_back(std::move(r));
+  }
+  // Display width of a UTF-8 cell (code points; the headers use only narrow ones).
+  auto width = [](const std::string& s) {
+    size_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+    return n;
+  };
+  std::vector<size_t> w(head.size());
+  for (size_t c = 0; c < head.size(); ++c) {
+    w[c] = width(head[c]);
+    for (const auto& r : rows) w[c] = std::max(w[c], width(r[c]));
+  }
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string s = format == "markdown" ? "|" : "";
+    for (size_t c = 0; c < cells.size(); ++c) {
+      const std::string pad(w[c] - width(cells[c]), ' ');
+      const std::string cell = c == 0 ? cells[c] + pad : pad + cells[c];
+      s += format == "markdown" ? " " + cell + " |" : (c ? "  " : "") + cell;
+    }
+    return s + "\n";
+  };
+  std::string out = line(head);
+  if (format == "markdown") {
+    out += "|";
+    for (size_t c = 0; c < head.size(); ++c) {
+      out += c == 0 ? " " + std::string(w[c], '-') + " |" : " " + std::string(w[c] > 1 ? w[c] - 1 : 1, '-') + ": |";
+    }
+    out += "\n";
+  } else {
+    size_t total = 0;
+    for (size_t c = 0; c < w.size(); ++c) total += w[c] + (c ? 2 : 0);
+    out += std::string(total, '-') + "\n";
+  }
+  for (const auto& r : rows) out += line(r);
+  return out;
+}
+
 Status RunReport(const ReportCommandOptions& o, const ArtifactContext& ctx) {
+  if (!o.table.empty()) {
+    MOEQ_ASSIGN_OR_RETURN(std::string table, EvalComparisonTable(o.evals, o.table, o.table_baseline));
+    std::fputs(table.c_str(), stdout);
+    std::fflush(stdout);
+    if (!o.html) return Status::Ok();
+  } else if (!o.html) {
+    return Status::InvalidArgument("--no-html without --table: nothing to do");
+  }
   std::vector<std::string> inputs;
   for (const std::string* p : {&o.profile, &o.sensitivity, &o.allocation, &o.curve}) {
     if (!p->empty()) inputs.push_back(*p);

@@ -10,11 +10,14 @@ int main(int argc, char** argv) {
       [&](CLI::App& app) {
         app.add_option("sensitivity", o.sensitivity, "sensitivity.jsonl from moeq-analyze")->required();
         app.add_option("--profile", o.profile, "routing_profile.json from moeq-profile (mckp-hotness, tiered)");
-        auto* budget = app.add_option("--budget", o.budget, "Bytes of the allocated tensors: 21GB, 19.5GiB, 734MB");
+        auto* budget = app.add_option("--budget", o.budget, "Bytes of the allocated tensors: 21GB, 19.5GiB, 734MB, or min (the smallest feasible plan)");
         auto* bpw = app.add_option("--bpw", o.bpw, "Or average bits per weight over the allocated tensors (e.g. 4.5)");
         budget->excludes(bpw);
         app.add_option("--policy", o.policy, "mckp (MINT), mckp-hotness (alpha from routing hotness) or tiered (DynaMINT)")
             ->check(CLI::IsMember({"mckp", "mckp-hotness", "tiered"}));
+        app.add_option("--objective", o.objective,
+                       "nrmse (MINT: sum of prior*alpha*NRMSE) or mse (sum of prior*alpha*exposure*NRMSE^2: output noise power)")
+            ->check(CLI::IsMember({"nrmse", "mse"}));
         app.add_option("--priors", o.priors, "Priors, hotness constants and rules (moeq.priors; default: built-in = configs/priors.json)");
         app.add_option("--rules", o.rules, "Extra pin/bound rules (moeq.allocate_rules)");
         app.add_option("--tiers", o.tiers, "Tier thresholds and formats (moeq.tiers; default: built-in = configs/tiers.json)");

@@ -14,6 +14,10 @@ int main(int argc, char** argv) {
         app.add_option("--allocation", o.allocation, "allocation.json (moeq-allocate): bit allocation heatmaps");
         app.add_option("--curve", o.curve, "Budget curve CSV (moeq-allocate --curve)");
         app.add_option("--eval", o.evals, "eval.json (moeq-eval), as LABEL=PATH or PATH; repeatable");
+        app.add_option("--table", o.table, "Also print the evaluation comparison on stdout: text or markdown")
+            ->check(CLI::IsMember({"text", "markdown"}));
+        app.add_option("--table-baseline", o.table_baseline, "Label of the --eval the table's KL ratio column divides by");
+        app.add_flag("!--no-html", o.html, "Only print the --table; write no HTML file");
       },
       [&](const moeq::tool::ToolContext& ctx) { return moeq::RunReport(o, ctx.artifact); });
 }
