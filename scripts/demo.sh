@@ -2,7 +2,7 @@
 # The main job end to end on the bundled default (models/tiny-qwen3moe and the texts in data/):
 #   profile -> analyze -> allocate (at the bytes of uniform 4-bit g64) -> quantize -> eval -> report
 # for uniform round-to-nearest 4-bit g64, the MINT plan (MINT's objective, sum of prior*NRMSE)
-# and the moeq plan (output-noise objective, sum of prior*exposure*NRMSE^2), then prints a
+# and the moeq plan (output-noise objective, sum of prior^2*exposure*NRMSE^2), then prints a
 # comparison table (bytes, bpw, PPL, dPPL, KL from the bf16 model, top-1 agreement).
 # Calibration uses a slice of the model's TRAIN split (data/moe-corpus/calib.txt); quality is
 # measured on held-out text: the in-domain valid split (KL, the primary measure) and WikiText-2.
@@ -73,6 +73,6 @@ for text in valid wiki; do
 done
 echo
 echo "mint = MINT's allocation (sum of prior*NRMSE); moeq = moeq's output-noise objective"
-echo "(sum of prior*exposure*NRMSE^2, experts weighted by the share of tokens they see); both at"
+echo "(sum of prior^2*exposure*NRMSE^2, experts weighted by the share of tokens they see); both at"
 echo "the bytes of uniform q4g64. Artefacts in $out/, report in $out/report.html."
 echo "demo: done in $(( $(date +%s) - start )) s"

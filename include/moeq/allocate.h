@@ -39,7 +39,7 @@ struct MckpProblem {
 };
 
 enum class SolverKind {
-  kAuto,        ///< exact when the instance is small enough, otherwise Lagrangian
+  kAuto,        ///< Lagrangian; on small instances with a gap, exact DP when it fits its cap
   kExact,       ///< Pareto-frontier dynamic programme (exact; fails when the frontier explodes)
   kLagrangian,  ///< LP relaxation on each item's lower convex hull + greedy fill/repair
 };
@@ -62,7 +62,8 @@ Result<MckpSolution> SolveMckpExact(const MckpProblem& p, uint64_t max_states = 
 /// item) followed by greedy fill and a one-pass repair over all options. Deterministic: ties
 /// are broken by item order, then option order.
 Result<MckpSolution> SolveMckpLagrangian(const MckpProblem& p);
-/// Chooses the solver (kAuto: exact when it fits its state cap, else Lagrangian).
+/// Chooses the solver (kAuto: the Lagrangian solution when its gap is nil or the instance is
+/// large, else the exact DP when it fits its state cap and is no worse).
 Result<MckpSolution> SolveMckp(const MckpProblem& p, SolverKind kind = SolverKind::kAuto);
 
 }  // namespace alloc
@@ -79,7 +80,7 @@ struct AllocateCommandOptions {
   double bpw = 0;
   /// "mckp", "mckp-hotness" or "tiered".
   std::string policy = "mckp";
-  /// "nrmse" (MINT: Σ π·α·NRMSE) or "mse" (Σ π·α·exposure·NRMSE², see docs/artifacts.md).
+  /// "nrmse" (MINT: Σ π·α·NRMSE) or "mse" (Σ π²·α·exposure·NRMSE², see docs/artifacts.md).
   std::string objective = "nrmse";
   /// Priors, hotness constants and rules (schema moeq.priors); "" = built-in defaults, which are
   /// those of configs/priors.json.

@@ -42,6 +42,10 @@ struct EvalCommandOptions {
   std::string baseline;      ///< eval.json of the baseline for the gate
   std::string max_ppl_delta; ///< "2%" (relative) or "0.5" (absolute)
   double max_kl = -1;        ///< < 0 = unchecked
+  /// Run quantized tensors from their packed codes (no dequantized copy in memory; products
+  /// as MLX's quantized matmul computes them, docs/inference.md) instead of dequantizing them
+  /// to float32 on load (bit-exact with MLX's dequantize).
+  bool packed = false;
 };
 Status RunEval(const EvalCommandOptions& options, const ArtifactContext& ctx);
 

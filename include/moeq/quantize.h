@@ -24,7 +24,7 @@ namespace moeq {
 /// moeq-quantize's options (one field per flag).
 struct QuantizeCommandOptions {
   std::string model_dir;
-  /// Output directory (must not exist unless --force; never the input).
+  /// Output directory ("mlx") or .gguf file ("gguf"); must not exist unless --force; never the input.
   std::string output;
   /// allocation.json from moeq-allocate (exclusive with uniform_bits).
   std::string allocation;
@@ -41,7 +41,7 @@ struct QuantizeCommandOptions {
   std::string max_shard_size = "5GB";
 };
 
-/// Runs moeq-quantize. "gguf" returns Unsupported after the checkpoint and plan are loaded.
+/// Runs moeq-quantize: "mlx" writes the output directory, "gguf" one GGUF v3 file at `output`.
 Status RunQuantize(const QuantizeCommandOptions& options, const ArtifactContext& ctx);
 
 /// How WriteMlxCheckpoint lays the tensors out.

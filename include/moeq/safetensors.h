@@ -49,7 +49,11 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
   /// Tells the kernel that the tensor will not be needed soon (releases page cache pressure).
+  /// Small tensors are batched: the pages are dropped once the released tensors add up to
+  /// kReleaseBatchBytes (one madvise per batch instead of one TLB flush per tensor), so at
+  /// most that much released data stays mapped.
   void Release(std::string_view name) const;
+  static constexpr uint64_t kReleaseBatchBytes = uint64_t{8} << 20;
 
  private:
   SafetensorsFile() = default;
@@ -61,6 +65,9 @@ class SafetensorsFile {
   std::vector<TensorInfo> infos_;
   std::vector<std::pair<uint64_t, uint64_t>> offsets_;  // parallel to infos_
   std::map<std::string, std::string> metadata_;
+  // Released tensors not yet handed to madvise: their bounding range and total bytes.
+  mutable std::mutex release_mu_;
+  mutable uint64_t release_begin_ = 0, release_end_ = 0, release_bytes_ = 0;
 };
 
 /// Writes one safetensors file. All tensors are declared up front so the header (and every

@@ -249,7 +249,9 @@ Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens, const 
       const auto& cfg = t.configs[static_cast<size_t>(c)];
       ob.push_back(cfg.bytes);
       const double e = d.prune ? 1.0 : cfg.nrmse;
-      oc.push_back(d.prior * d.alpha * (s.objective == Objective::kMse ? d.exposure * e * e : e));
+      // mse: the prior scales the error amplitude, so it enters the noise power squared.
+      oc.push_back(s.objective == Objective::kMse ? d.prior * d.prior * d.alpha * d.exposure * e * e
+                                                  : d.prior * d.alpha * e);
     }
     m.problem.AddItem(ob, oc);
     m.option_config[ti] = std::move(options);

@@ -112,10 +112,11 @@ std::string_view PolicyName(Policy p);
 
 /// What an option costs in the MCKP objective.
 ///  - kNrmse (MINT as published): π·α·NRMSE.
-///  - kMse (moeq): π·α·x·NRMSE², the expected share of output noise power: squared relative
-///    error (noise powers add, NRMSE values do not), times the tensor's exposure x = the share
-///    of tokens that pass through it: 1 for every dense tensor, top_k / num_experts for a routed
-///    expert (an expert that sees 1/16 of the tokens adds 1/16 of the noise a dense layer does).
+///  - kMse (moeq): π²·α·x·NRMSE², the expected share of output noise power: squared relative
+///    error (noise powers add, NRMSE values do not) with the prior on the error amplitude (so
+///    squared too), times the tensor's exposure x = the share of tokens that pass through it:
+///    1 for every dense tensor, top_k / num_experts for a routed expert (an expert that sees
+///    1/16 of the tokens adds 1/16 of the noise a dense layer does).
 enum class Objective { kNrmse, kMse };
 Result<Objective> ParseObjective(std::string_view name);
 std::string_view ObjectiveName(Objective o);

@@ -261,12 +261,14 @@ Result<MckpSolution> SolveMckp(const MckpProblem& p, SolverKind kind) {
   }
   MOEQ_RETURN_IF_ERROR(CheckProblem(p));
   if (p.MinBytes() > p.budget) return Infeasible(p);
-  // Exact when small: the frontier DP costs roughly items × options × frontier size.
-  if (p.items() <= 4096) {
-    auto exact = SolveMckpExact(p, 1'000'000);
-    if (exact.ok()) return exact;
-  }
-  return SolveMckpLagrangian(p);
+  // The Lagrangian solution first (fast, with its LP bound): when its gap is nil it is optimal.
+  // Otherwise, on small instances, the exact frontier DP (roughly items × options × frontier
+  // size; capped) closes the gap.
+  MOEQ_ASSIGN_OR_RETURN(MckpSolution lag, SolveMckpLagrangian(p));
+  if (lag.gap <= 1e-9 || p.items() > 4096) return lag;
+  auto exact = SolveMckpExact(p, 250'000);
+  if (exact.ok() && exact->objective <= lag.objective) return exact;
+  return lag;
 }
 
 }  // namespace moeq::alloc

@@ -243,23 +243,39 @@ class Analyzer {
       if (it->is_number_float()) *it = Finite(it->get<double>());
     }
     w = {};
-    // The rate-distortion grid in one pass.
+    MOEQ_RETURN_IF_ERROR(MeasureGrid(view, &a));
+    ck_.Release(name);
+    return a;
+  }
+
+  /// Only the rate-distortion grid of a unit (formats and stats; no features): what a cluster
+  /// member that is not its representative costs, for the conservative aggregation.
+  Result<Analysis> Grid(const Unit& u) const {
+    TensorInfo slice_info;
+    MOEQ_ASSIGN_OR_RETURN(TensorView view, UnitView(u, &slice_info));
+    Analysis a;
+    MOEQ_RETURN_IF_ERROR(MeasureGrid(view, &a));
+    if (u.slice < 0) ck_.Release(u.t->info.name);
+    return a;
+  }
+
+  /// The rate-distortion grid in one pass over the weights.
+  Status MeasureGrid(const TensorView& view, Analysis* a) const {
     std::vector<const quant::FormatTraits*> fmts;
-    a.formats.assign(grid_.size(), nullptr);
+    a->formats.assign(grid_.size(), nullptr);
     for (size_t i = 0; i < grid_.size(); ++i) {
       auto fr = quant::ParseFormatSpec(grid_[i].spec, view.info->dtype);
       if (!fr.ok()) continue;
       if (!(*fr)->StorageBytes(view.info->shape, view.info->dtype).ok()) continue;
-      a.formats[i] = *fr;
+      a->formats[i] = *fr;
       fmts.push_back(*fr);
     }
     MOEQ_ASSIGN_OR_RETURN(std::vector<quant::ErrorStats> st, quant::MeasureFormatErrors(view, fmts, threads_));
-    a.stats.resize(grid_.size());
+    a->stats.resize(grid_.size());
     for (size_t i = 0, j = 0; i < grid_.size(); ++i) {
-      if (a.formats[i]) a.stats[i] = st[j++];
+      if (a->formats[i]) a->stats[i] = st[j++];
     }
-    ck_.Release(name);
-    return a;
+    return Status::Ok();
   }
 
   /// (frobenius, std, kurtosis) of a unit, for clustering.
@@ -306,6 +322,10 @@ class Analyzer {
         if (c.contains("bytes_by_format")) {
           c["bytes"] = c["bytes_by_format"][std::string(fmt->name)];
           c.erase("bytes_by_format");
+        }
+        if (c.contains("worst_by_format")) {
+          c["worst_member"] = c["worst_by_format"][std::string(fmt->name)];
+          c.erase("worst_by_format");
         }
         r["cluster"] = c;
       }
@@ -577,6 +597,25 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
       const Unit& ru = units[g.begin + static_cast<size_t>(rep)];
       MOEQ_ASSIGN_OR_RETURN(Analysis a, az.Analyze(ru));
       ++analysed;
+      // Conservative aggregation (seed 001): per config the cluster's NRMSE is the max and its
+      // SQNR the min over all members (their grids are measured; only the features are the
+      // representative's), so no member is the weak link.
+      json worst_by = json::object();
+      for (size_t k = 0; k < a.formats.size(); ++k) {
+        if (a.formats[k]) worst_by[std::string(a.formats[k]->name)] = ru.expert();
+      }
+      for (int i : members) {
+        if (i == rep) continue;
+        const Unit& mu = units[g.begin + static_cast<size_t>(i)];
+        MOEQ_ASSIGN_OR_RETURN(Analysis mg, az.Grid(mu));
+        for (size_t k = 0; k < a.formats.size() && k < mg.formats.size(); ++k) {
+          if (!a.formats[k] || mg.formats[k] != a.formats[k]) continue;
+          if (mg.stats[k].Nrmse() > a.stats[k].Nrmse()) {
+            a.stats[k] = mg.stats[k];
+            worst_by[std::string(a.formats[k]->name)] = mu.expert();
+          }
+        }
+      }
       json cl = {{"id", c}, {"representative", ru.expert()}, {"size", members.size()}};
       json mem = json::array();
       json bytes_by = json::object();
@@ -592,6 +631,7 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
       }
       cl["members"] = mem;
       cl["bytes_by_format"] = bytes_by;
+      cl["worst_by_format"] = worst_by;
       for (int i : members) {
         const Unit& mu = units[g.begin + static_cast<size_t>(i)];
         json c2 = cl;

@@ -29,9 +29,12 @@ Status ParsePplDelta(const std::string& text, GateOptions* gate) {
   return Status::Ok();
 }
 
-Result<std::unique_ptr<Engine>> LoadEngine(const std::string& dir, int threads, std::unique_ptr<Checkpoint>* keep) {
+Result<std::unique_ptr<Engine>> LoadEngine(const std::string& dir, int threads, bool packed, std::unique_ptr<Checkpoint>* keep) {
   MOEQ_ASSIGN_OR_RETURN(*keep, Checkpoint::Open(dir));
-  return Engine::Load(**keep, {threads});
+  EngineOptions eo;
+  eo.threads = threads;
+  eo.packed_weights = packed;
+  return Engine::Load(**keep, eo);
 }
 
 }  // namespace
@@ -68,10 +71,10 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
   }
 
   std::unique_ptr<Checkpoint> ckpt, ref_ckpt;
-  MOEQ_ASSIGN_OR_RETURN(auto engine, LoadEngine(o.model_dir, ctx.threads, &ckpt));
+  MOEQ_ASSIGN_OR_RETURN(auto engine, LoadEngine(o.model_dir, ctx.threads, o.packed, &ckpt));
   std::unique_ptr<Engine> reference;
   if (!o.reference_dir.empty()) {
-    MOEQ_ASSIGN_OR_RETURN(reference, LoadEngine(o.reference_dir, ctx.threads, &ref_ckpt));
+    MOEQ_ASSIGN_OR_RETURN(reference, LoadEngine(o.reference_dir, ctx.threads, o.packed, &ref_ckpt));
   }
   MOEQ_ASSIGN_OR_RETURN(LoadedTokens tokens, LoadTokens(o.input, o.model_dir));
 

@@ -10,6 +10,7 @@
 
 #include "moeq/checkpoint.h"
 #include "moeq/file_util.h"
+#include "moeq/gguf.h"
 #include "moeq/quant_plan.h"
 #include "moeq/quantize.h"
 
@@ -64,6 +65,40 @@ Result<QuantPlan> MakePlan(const QuantizeCommandOptions& o, const Checkpoint& ck
   return plan;
 }
 
+/// --format gguf: -o names the .gguf file. WriteGguf writes "<file>.tmp" and renames it into
+/// place only once complete (removing it on any error), so an existing file (--force) is
+/// replaced atomically and a kill or a full disk never leaves a complete-looking output.
+Status RunGguf(const QuantizeCommandOptions& o, const ArtifactContext& ctx, const Checkpoint& ckpt,
+               const QuantPlan& plan, std::chrono::steady_clock::time_point start) {
+  std::error_code ec;
+  if (fs::is_directory(o.output, ec)) {
+    return Status::InvalidArgument("--output " + o.output +
+                                   " is a directory; --format gguf writes one file (e.g. -o model.gguf)");
+  }
+  GgufWriteOptions wo;
+  wo.threads = ctx.threads;
+  wo.progress = ctx.progress;
+  wo.context = &ctx;
+  wo.require_tokenizer = true;
+  GgufWriteReport report;
+  wo.report = &report;
+  MOEQ_RETURN_IF_ERROR(WriteGguf(ckpt, plan, o.output, wo));
+  std::string types;
+  const nlohmann::json summary = report.TypeSummary();
+  for (const auto& [type, e] : summary.items()) {
+    if (!types.empty()) types += ", ";
+    types += type + "×" + std::to_string(e["tensors"].get<int64_t>());
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  spdlog::info("quantized {} ({}) to GGUF ({}): {} tensors [{}], {:.1f} MiB, {:.3f} bpw, {} fallbacks, {} promoted "
+               "expert tensors; wrote {} in {:.1f} s",
+               o.model_dir, plan.source, report.architecture, report.tensors.size(), types,
+               report.file_bytes / 1048576.0,
+               report.weights > 0 ? report.tensor_bytes * 8.0 / static_cast<double>(report.weights) : 0.0,
+               report.fallback_tensors, report.promoted_expert_tensors, o.output, secs);
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) {
@@ -96,12 +131,9 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
 
   MOEQ_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(o.model_dir));
   MOEQ_ASSIGN_OR_RETURN(QuantPlan plan, MakePlan(o, *ckpt));
-  if (o.format == "gguf") {
-    return Status::Unsupported("--format gguf: the GGUF writer is not wired into moeq-quantize yet");
-  }
-
   // A file-size limit or a full disk must become an error we can clean up after, not a signal.
   std::signal(SIGXFSZ, SIG_IGN);
+  if (o.format == "gguf") return RunGguf(o, ctx, *ckpt, plan, start);
   const std::string tmp = TempSibling(o.output, "tmp");
   std::error_code ec;
   if (!fs::create_directory(tmp, ec) || ec) {

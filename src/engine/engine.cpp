@@ -1,13 +1,19 @@
-// Engine: loads a checkpoint's weights as float32 and runs the decoder forward pass.
+// Engine: loads a checkpoint's weights (float32, or MLX affine-packed) and runs the decoder
+// forward pass.
 #include "moeq/engine.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <array>
+#include <map>
 #include <numeric>
 
 #include <spdlog/spdlog.h>
 
 #include "engine/ops.h"
+#include "engine/qmatmul.h"
+#include "moeq/half.h"
 #include "moeq/parallel.h"
 
 namespace moeq {
@@ -30,7 +36,29 @@ struct Layer {
   Mlp shared;
   Linear shared_gate;  // [1, hidden] sigmoid gate of the shared expert (qwen2_moe)
   Mlp dense;
+  /// Packed experts (any routed expert held packed): experts in tier order — sorted by the
+  /// formats of their (gate, up, down), stable by index — and [begin, end) of each tier in it.
+  /// A tier's weights are contiguous in the layer's arena.
+  bool packed_experts = false;
+  std::vector<int32_t> tier_order;
+  std::vector<std::pair<int64_t, int64_t>> tiers;
 };
+
+/// One packed tensor (or one expert's slice of a stacked one) waiting for its place.
+struct PackedSource {
+  const CheckpointTensor* tensor = nullptr;
+  int64_t row0 = 0;  ///< first logical row (over all leading dims) of the slice
+  int64_t rows = 0;
+  int64_t in = 0;
+};
+
+/// Bytes a packed matrix takes in an arena: codes + pad, scales, biases, each 64-aligned.
+int64_t Align64(int64_t n) { return (n + 63) / 64 * 64; }
+int64_t PackedFootprint(int bits, int group, int64_t scale_bytes, int64_t rows, int64_t in) {
+  const int64_t codes = rows * in * bits / 8;
+  const int64_t sb = rows * (in / group) * scale_bytes;
+  return Align64(codes + engine::kPackedPadBytes) + 2 * Align64(sb);
+}
 
 // Where a loaded tensor goes.
 std::vector<float>* VectorSlot(Layer& l, TensorRole role) {
@@ -72,6 +100,11 @@ Linear* LinearSlot(Layer& l, TensorRole role, int expert) {
   }
 }
 
+engine::PackedScale ToPackedScale(DType d) {
+  return d == DType::kF32 ? engine::PackedScale::kF32
+                          : (d == DType::kF16 ? engine::PackedScale::kF16 : engine::PackedScale::kBF16);
+}
+
 void SetLinear(Linear* lin, int64_t out, int64_t in, const float* data) {
   lin->out = out;
   lin->in = in;
@@ -84,16 +117,110 @@ struct Engine::Impl {
   ModelConfig cfg;
   int threads = 0;
   bool normalize_topk = false;
-  std::vector<float> embed;  // [vocab, hidden]
+  std::vector<float> embed;  // [vocab, hidden] (empty when the embedding is packed)
+  Linear embed_packed;       // packed embedding [vocab, hidden] (rows dequantized on lookup)
   Linear lm_head;
   std::vector<float> final_norm;
   std::vector<Layer> layers;
   uint64_t bytes = 0;
+  int64_t packed_count = 0;
+  /// Memory of the packed weights: one arena per packed non-expert tensor, one per MoE layer.
+  std::vector<std::unique_ptr<uint8_t[]>> arenas;
 
   Status Check(const std::string& dir) const;
   void Moe(const Layer& l, int layer_index, const std::vector<float>& h, int64_t T,
            std::vector<float>* out, ForwardObserver* obs, int threads) const;
+  void Route(const Layer& l, const std::vector<float>& h, int64_t T, int threads,
+             std::vector<float>* probs, std::vector<int32_t>* chosen, std::vector<float>* weights) const;
+  void MoePacked(const Layer& l, int layer_index, const std::vector<float>& h, int64_t T,
+                 std::vector<float>* out, ForwardObserver* obs, int threads) const;
+  int64_t vocab() const { return embed_packed.packed() ? embed_packed.out : static_cast<int64_t>(embed.size()) / cfg.hidden_size; }
+  void EmbedRow(int32_t id, float* dst) const;
+  uint8_t* NewArena(int64_t bytes_needed) {
+    arenas.emplace_back(new uint8_t[static_cast<size_t>(bytes_needed)]());
+    bytes += static_cast<uint64_t>(bytes_needed);
+    return arenas.back().get();
+  }
 };
+
+namespace {
+
+// Copies rows [row0, row0 + rows) of a quantized tensor into `dst` (laid out as PackedFootprint
+// says) and returns the view of them.
+engine::PackedMatrix PlacePacked(const quant::QuantizedTensor& q, int64_t row0, int64_t rows,
+                                 uint8_t* dst) {
+  engine::PackedMatrix m;
+  m.bits = q.bits;
+  m.group = q.group_size;
+  m.scale = ToPackedScale(q.scale_dtype);
+  m.out = rows;
+  m.in = q.cols();
+  const int64_t rb = m.row_bytes();
+  const int64_t sb = m.groups_per_row() * m.scale_bytes();
+  const int64_t codes = rows * rb;
+  std::memcpy(dst, reinterpret_cast<const uint8_t*>(q.packed.data()) + row0 * rb, static_cast<size_t>(codes));
+  uint8_t* sc = dst + Align64(codes + engine::kPackedPadBytes);
+  uint8_t* bi = sc + Align64(rows * sb);
+  std::memcpy(sc, q.scales.data() + row0 * sb, static_cast<size_t>(rows * sb));
+  std::memcpy(bi, q.biases.data() + row0 * sb, static_cast<size_t>(rows * sb));
+  m.codes = dst;
+  m.scales = sc;
+  m.biases = bi;
+  return m;
+}
+
+int64_t FootprintOf(const CheckpointTensor& t, int64_t rows) {
+  const int64_t sbytes = t.info.dtype == DType::kF32 ? 4 : 2;
+  return PackedFootprint(t.quant.bits, t.quant.group_size, sbytes, rows, t.info.shape.back());
+}
+
+// A routed-expert projection's slot (0 gate, 1 up, 2 down).
+int ProjIndex(TensorRole role) {
+  switch (role) {
+    case TensorRole::kExpertGate: return 0;
+    case TensorRole::kExpertUp: return 1;
+    case TensorRole::kExpertDown: return 2;
+    default: return -1;
+  }
+}
+
+}  // namespace
+
+void Engine::Impl::EmbedRow(int32_t id, float* dst) const {
+  const int64_t H = cfg.hidden_size;
+  if (!embed_packed.packed()) {
+    std::copy_n(embed.data() + static_cast<int64_t>(id) * H, H, dst);
+    return;
+  }
+  // Dequantized as MLX does (w = R(R(q * scale) + bias), R = rounding to the scale dtype), so
+  // the embedding is the same as the dequantizing engine's.
+  const engine::PackedMatrix& m = embed_packed.q;
+  const uint8_t* codes = m.codes + id * m.row_bytes();
+  const int64_t ng = m.groups_per_row();
+  auto load = [&](const void* base, int64_t i) -> float {
+    if (m.scale == engine::PackedScale::kF32) {
+      float f;
+      std::memcpy(&f, static_cast<const uint8_t*>(base) + 4 * i, 4);
+      return f;
+    }
+    uint16_t hbits;
+    std::memcpy(&hbits, static_cast<const uint8_t*>(base) + 2 * i, 2);
+    return m.scale == engine::PackedScale::kBF16 ? Bf16ToF32(hbits) : F16ToF32(hbits);
+  };
+  auto round = [&](float v) -> float {
+    if (m.scale == engine::PackedScale::kBF16) return Bf16ToF32(F32ToBf16(v));
+    if (m.scale == engine::PackedScale::kF16) return F16ToF32(F32ToF16(v));
+    return v;
+  };
+  for (int64_t i = 0; i < H; ++i) {
+    const int64_t bit = i * m.bits;
+    const uint32_t two = static_cast<uint32_t>(codes[bit >> 3]) | (static_cast<uint32_t>(codes[(bit >> 3) + 1]) << 8);
+    const uint32_t q = (two >> (bit & 7)) & ((1u << m.bits) - 1u);
+    const int64_t g = id * ng + i / m.group;
+    const float prod = round(static_cast<float>(q) * load(m.scales, g));
+    dst[i] = round(prod + load(m.biases, g));
+  }
+}
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() = default;
@@ -101,6 +228,8 @@ Engine::~Engine() = default;
 const ModelConfig& Engine::config() const { return impl_->cfg; }
 int64_t Engine::vocab_size() const { return impl_->lm_head.out; }
 uint64_t Engine::weight_bytes() const { return impl_->bytes; }
+int64_t Engine::packed_tensors() const { return impl_->packed_count; }
+std::string Engine::kernel_name() { return std::string(engine::PackedIsaName(engine::DefaultPackedIsa())); }
 
 Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& ckpt, const EngineOptions& options) {
   auto impl = std::make_unique<Impl>();
@@ -118,16 +247,147 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& ckpt, const Engin
     l.moe = cfg.IsMoeLayer(i);
     if (l.moe) l.experts.resize(static_cast<size_t>(cfg.num_experts));
   }
+
+  // Packed routed experts: collect every (layer, expert, projection) slice first, so each MoE
+  // layer's experts can be laid out in tier order in one arena.
+  const bool packed = options.packed_weights;
+  // layer -> [expert][proj] slice
+  std::map<int64_t, std::vector<std::array<PackedSource, 3>>> expert_slices;
+  if (packed) {
+    for (const CheckpointTensor& t : ckpt.tensors()) {
+      if (!t.quant.quantized()) continue;
+      const int64_t li = t.id.layer;
+      if (li < 0 || li >= cfg.num_layers || !impl->layers[static_cast<size_t>(li)].moe) continue;
+      const auto& shape = t.info.shape;
+      const int64_t E = static_cast<int64_t>(impl->layers[static_cast<size_t>(li)].experts.size());
+      auto& slots = expert_slices[li];
+      if (slots.empty()) slots.resize(static_cast<size_t>(E));
+      if (t.fused_experts) {
+        if (shape.size() != 3 || shape[0] != E) {
+          return Status::Corruption(ckpt.dir() + ": tensor '" + t.info.name + "': fused expert tensor shape " +
+                                    t.info.ShapeString() + " does not match " + std::to_string(E) + " experts");
+        }
+        const int64_t out = shape[1], in = shape[2];
+        for (int64_t e = 0; e < E; ++e) {
+          auto& s3 = slots[static_cast<size_t>(e)];
+          if (t.id.role == TensorRole::kExpertGateUp) {
+            s3[0] = {&t, e * out, out / 2, in};
+            s3[1] = {&t, e * out + out / 2, out / 2, in};
+          } else if (const int p = ProjIndex(t.id.role); p >= 0) {
+            s3[static_cast<size_t>(p)] = {&t, e * out, out, in};
+          }
+        }
+      } else if (const int p = ProjIndex(t.id.role); p >= 0 && t.id.expert >= 0 && t.id.expert < E &&
+                                                     shape.size() == 2) {
+        slots[static_cast<size_t>(t.id.expert)][static_cast<size_t>(p)] = {&t, 0, shape[0], shape[1]};
+      }
+    }
+    // Lay out each layer: experts sorted by format (tiers), each expert's gate, up, down.
+    for (auto& [li, slots] : expert_slices) {
+      Layer& l = impl->layers[static_cast<size_t>(li)];
+      const int64_t E = static_cast<int64_t>(slots.size());
+      auto key = [&](int64_t e) {
+        std::array<int64_t, 3> k{};
+        for (int p = 0; p < 3; ++p) {
+          const PackedSource& src = slots[static_cast<size_t>(e)][static_cast<size_t>(p)];
+          // Float projections sort first (key 0); packed ones by bits, group, scale dtype.
+          k[static_cast<size_t>(p)] = src.tensor ? src.tensor->quant.bits * 100000 + src.tensor->quant.group_size * 10 +
+                                                       static_cast<int64_t>(src.tensor->info.dtype == DType::kF32)
+                                                 : 0;
+        }
+        return k;
+      };
+      l.tier_order.resize(static_cast<size_t>(E));
+      std::iota(l.tier_order.begin(), l.tier_order.end(), 0);
+      std::stable_sort(l.tier_order.begin(), l.tier_order.end(),
+                       [&](int32_t a, int32_t b) { return key(a) > key(b); });
+      int64_t total = 0;
+      for (int64_t e = 0; e < E; ++e) {
+        for (const PackedSource& src : slots[static_cast<size_t>(e)]) {
+          if (src.tensor) total += FootprintOf(*src.tensor, src.rows);
+        }
+      }
+      uint8_t* arena = impl->NewArena(total);
+      // Pointers first (data is copied tensor by tensor below).
+      int64_t off = 0;
+      std::map<const CheckpointTensor*, std::vector<std::pair<const PackedSource*, uint8_t*>>> dests;
+      for (int64_t i = 0; i < E; ++i) {
+        const int32_t e = l.tier_order[static_cast<size_t>(i)];
+        if (i == 0 || key(e) != key(l.tier_order[static_cast<size_t>(i - 1)])) l.tiers.push_back({i, i});
+        l.tiers.back().second = i + 1;
+        for (const PackedSource& src : slots[static_cast<size_t>(e)]) {
+          if (!src.tensor) continue;
+          dests[src.tensor].push_back({&src, arena + off});
+          off += FootprintOf(*src.tensor, src.rows);
+        }
+      }
+      for (auto& [t, list] : dests) {
+        MOEQ_ASSIGN_OR_RETURN(quant::QuantizedTensor q, ckpt.ReadQuantized(t->info.name));
+        ckpt.Release(t->info.name);
+        for (auto& [src, dst] : list) {
+          const engine::PackedMatrix m = PlacePacked(q, src->row0, src->rows, dst);
+          // Which expert/projection: find it back from the slot address.
+          for (int64_t e = 0; e < E; ++e) {
+            for (int p = 0; p < 3; ++p) {
+              if (&slots[static_cast<size_t>(e)][static_cast<size_t>(p)] != src) continue;
+              Mlp& mlp = l.experts[static_cast<size_t>(e)];
+              Linear* lin = p == 0 ? &mlp.gate : (p == 1 ? &mlp.up : &mlp.down);
+              lin->out = src->rows;
+              lin->in = src->in;
+              lin->q = m;
+              ++impl->packed_count;
+            }
+          }
+        }
+      }
+      l.packed_experts = true;
+    }
+  }
+
   std::vector<float> buf;
   for (const CheckpointTensor& t : ckpt.tensors()) {
     const TensorRole role = t.id.role;
     if (role == TensorRole::kBuffer || role == TensorRole::kUnknown) continue;
+    const auto& shape = t.info.shape;
+    auto where = [&] { return ckpt.dir() + ": tensor '" + t.info.name + "'"; };
+    if (packed && t.quant.quantized()) {
+      if (expert_slices.count(t.id.layer) && (t.fused_experts || ProjIndex(role) >= 0) &&
+          (t.fused_experts || t.id.expert >= 0)) {
+        continue;  // placed above
+      }
+      if (shape.size() != 2) return Status::Corruption(where() + ": expected a 2-D weight, got " + t.info.ShapeString());
+      Linear* lin = nullptr;
+      if (role == TensorRole::kEmbedding) {
+        lin = &impl->embed_packed;
+      } else if (role == TensorRole::kLmHead) {
+        lin = &impl->lm_head;
+      } else if (t.id.layer >= 0 && t.id.layer < cfg.num_layers) {
+        lin = LinearSlot(impl->layers[static_cast<size_t>(t.id.layer)], role, t.id.expert);
+      }
+      if (lin == nullptr) {
+        if (role == TensorRole::kRouterBias) {
+          return Status::Unsupported(where() + ": router score-correction bias is not supported by the engine");
+        }
+        spdlog::debug("engine: ignoring tensor '{}'", t.info.name);
+        continue;
+      }
+      MOEQ_ASSIGN_OR_RETURN(quant::QuantizedTensor q, ckpt.ReadQuantized(t.info.name));
+      ckpt.Release(t.info.name);
+      lin->out = shape[0];
+      lin->in = shape[1];
+      lin->q = PlacePacked(q, 0, shape[0], impl->NewArena(FootprintOf(t, shape[0])));
+      ++impl->packed_count;
+      if (role == TensorRole::kEmbedding && cfg.tie_word_embeddings && impl->lm_head.empty()) {
+        impl->lm_head.out = shape[0];
+        impl->lm_head.in = shape[1];
+        impl->lm_head.q = lin->q;
+      }
+      continue;
+    }
     // Float tensors are converted, MLX-quantized ones dequantized (bit-exact with MLX).
     MOEQ_RETURN_IF_ERROR(ckpt.ReadF32(t.info.name, &buf, options.threads));
     ckpt.Release(t.info.name);
     impl->bytes += buf.size() * sizeof(float);
-    const auto& shape = t.info.shape;
-    auto where = [&] { return ckpt.dir() + ": tensor '" + t.info.name + "'"; };
     if (role == TensorRole::kEmbedding) {
       impl->embed = buf;
       if (cfg.tie_word_embeddings && impl->lm_head.empty()) SetLinear(&impl->lm_head, shape[0], shape[1], buf.data());
@@ -191,7 +451,7 @@ Status Engine::Impl::Check(const std::string& dir) const {
   auto missing = [&](const std::string& what) {
     return Status::NotFound(dir + ": the checkpoint has no " + what + " (needed by the forward pass)");
   };
-  if (embed.empty()) return missing("token embedding");
+  if (embed.empty() && !embed_packed.packed()) return missing("token embedding");
   if (lm_head.empty()) return missing("lm_head");
   if (final_norm.empty()) return missing("final norm");
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -212,14 +472,19 @@ Status Engine::Impl::Check(const std::string& dir) const {
   return Status::Ok();
 }
 
-void Engine::Impl::Moe(const Layer& l, int layer_index, const std::vector<float>& h, int64_t T,
-                       std::vector<float>* out, ForwardObserver* obs, int threads) const {
-  const int64_t H = cfg.hidden_size, E = static_cast<int64_t>(l.experts.size());
+// The router: softmax over all experts, top-k (ties to the lower index), optional
+// renormalisation. probs [T, E], chosen and weights [T, K].
+void Engine::Impl::Route(const Layer& l, const std::vector<float>& h, int64_t T, int threads,
+                         std::vector<float>* probs_out, std::vector<int32_t>* chosen_out,
+                         std::vector<float>* weights_out) const {
+  const int64_t E = static_cast<int64_t>(l.experts.size());
   const int64_t K = cfg.top_k;
-  std::vector<float> probs;
+  std::vector<float>& probs = *probs_out;
   engine::LinearForward(l.router, h.data(), T, &probs, threads);
-  std::vector<int32_t> chosen(static_cast<size_t>(T * K));
-  std::vector<float> weights(static_cast<size_t>(T * K));
+  std::vector<int32_t>& chosen = *chosen_out;
+  std::vector<float>& weights = *weights_out;
+  chosen.assign(static_cast<size_t>(T * K), 0);
+  weights.assign(static_cast<size_t>(T * K), 0.0f);
   std::vector<int32_t> order(static_cast<size_t>(E));
   for (int64_t t = 0; t < T; ++t) {
     float* p = probs.data() + t * E;
@@ -241,6 +506,16 @@ void Engine::Impl::Moe(const Layer& l, int layer_index, const std::vector<float>
       weights[static_cast<size_t>(t * K + j)] = normalize_topk ? p[e] / ksum : p[e];
     }
   }
+}
+
+void Engine::Impl::Moe(const Layer& l, int layer_index, const std::vector<float>& h, int64_t T,
+                       std::vector<float>* out, ForwardObserver* obs, int threads) const {
+  const int64_t H = cfg.hidden_size, E = static_cast<int64_t>(l.experts.size());
+  const int64_t K = cfg.top_k;
+  std::vector<float> probs;
+  std::vector<int32_t> chosen;
+  std::vector<float> weights;
+  Route(l, h, T, threads, &probs, &chosen, &weights);
   if (obs) obs->OnRouting(layer_index, T, static_cast<int>(K), chosen, weights, probs, h);
 
   // Sort the window's (token, slot) pairs by expert: one product per expert.
@@ -288,14 +563,151 @@ void Engine::Impl::Moe(const Layer& l, int layer_index, const std::vector<float>
   }
 }
 
+// Tier-sorted dispatch over packed experts. The window's (token, slot) pairs are grouped by
+// expert, and experts are visited in the layer's tier order (experts of one format are
+// adjacent, their weights contiguous in the arena), so the gathered rows of a tier form one
+// contiguous block of the activation buffer. Each phase (gate+up, then down) is one parallel
+// pass over work items (expert, projection, tile of output rows) listed tier by tier; an item
+// runs its tier's kernel on the expert's weights in place — nothing is copied per window but
+// the activations. Each output element is computed by one fixed kernel sequence, so results
+// do not depend on the thread count.
+void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<float>& h, int64_t T,
+                             std::vector<float>* out, ForwardObserver* obs, int threads) const {
+  const int64_t H = cfg.hidden_size, E = static_cast<int64_t>(l.experts.size());
+  const int64_t K = cfg.top_k;
+  std::vector<float> probs;
+  std::vector<int32_t> chosen;
+  std::vector<float> weights;
+  Route(l, h, T, threads, &probs, &chosen, &weights);
+  if (obs) obs->OnRouting(layer_index, T, static_cast<int>(K), chosen, weights, probs, h);
+
+  std::vector<int64_t> count(static_cast<size_t>(E), 0), first(static_cast<size_t>(E), 0);
+  for (int64_t s = 0; s < T * K; ++s) ++count[static_cast<size_t>(chosen[static_cast<size_t>(s)])];
+  int64_t n = 0;
+  for (const int32_t e : l.tier_order) {
+    first[static_cast<size_t>(e)] = n;
+    n += count[static_cast<size_t>(e)];
+  }
+  const int64_t F = l.experts[0].gate.out;
+  std::vector<int64_t> fill = first, row_of_slot(static_cast<size_t>(T * K));
+  std::vector<float> X(static_cast<size_t>(n * H));
+  for (int64_t s = 0; s < T * K; ++s) {
+    const int64_t r = fill[static_cast<size_t>(chosen[static_cast<size_t>(s)])]++;
+    row_of_slot[static_cast<size_t>(s)] = r;
+    std::copy_n(h.data() + (s / K) * H, H, X.data() + r * H);
+  }
+
+  struct Item {
+    const Linear* lin;
+    const float* x;
+    int64_t rows;
+    float* y;
+    int64_t y_stride;
+    int64_t o0, o1;
+  };
+  constexpr int64_t kItemRows = 64;
+  std::vector<Item> items;
+  int64_t macs = 0;
+  auto add_items = [&](const Linear& lin, const float* x, int64_t rows, float* y) {
+    for (int64_t o0 = 0; o0 < lin.out; o0 += kItemRows) {
+      items.push_back({&lin, x, rows, y, lin.out, o0, std::min(lin.out, o0 + kItemRows)});
+    }
+    macs += rows * lin.out * lin.in;
+  };
+  auto run_items = [&] {
+    ParallelFor(
+        static_cast<int64_t>(items.size()),
+        [&](int64_t i) {
+          const Item& it = items[static_cast<size_t>(i)];
+          engine::LinearRange(*it.lin, it.x, it.rows, it.y, it.y_stride, it.o0, it.o1);
+        },
+        macs < (int64_t{1} << 18) ? 1 : threads);
+    items.clear();
+    macs = 0;
+  };
+
+  std::vector<float> G(static_cast<size_t>(n * F)), U(static_cast<size_t>(n * F));
+  for (const auto& [b, e_end] : l.tiers) {
+    for (int64_t i = b; i < e_end; ++i) {
+      const int32_t e = l.tier_order[static_cast<size_t>(i)];
+      const int64_t ne = count[static_cast<size_t>(e)], r0 = first[static_cast<size_t>(e)];
+      if (ne == 0) continue;
+      const Mlp& mlp = l.experts[static_cast<size_t>(e)];
+      add_items(mlp.gate, X.data() + r0 * H, ne, G.data() + r0 * F);
+      add_items(mlp.up, X.data() + r0 * H, ne, U.data() + r0 * F);
+    }
+  }
+  run_items();
+  for (size_t i = 0; i < G.size(); ++i) {
+    const float a = G[i];
+    G[i] = a / (1.0f + std::exp(-a)) * U[i];
+  }
+  if (obs) {
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t ne = count[static_cast<size_t>(e)];
+      if (ne == 0) continue;
+      obs->OnExpertActivation(layer_index, static_cast<int>(e), ne,
+                              std::span<const float>(G.data() + first[static_cast<size_t>(e)] * F,
+                                                     static_cast<size_t>(ne * F)));
+    }
+  }
+  std::vector<float> Y(static_cast<size_t>(n * H));
+  for (const auto& [b, e_end] : l.tiers) {
+    for (int64_t i = b; i < e_end; ++i) {
+      const int32_t e = l.tier_order[static_cast<size_t>(i)];
+      const int64_t ne = count[static_cast<size_t>(e)], r0 = first[static_cast<size_t>(e)];
+      if (ne == 0) continue;
+      add_items(l.experts[static_cast<size_t>(e)].down, G.data() + r0 * F, ne, Y.data() + r0 * H);
+    }
+  }
+  run_items();
+
+  out->assign(static_cast<size_t>(T * H), 0.0f);
+  for (int64_t t = 0; t < T; ++t) {
+    float* o = out->data() + t * H;
+    for (int64_t j = 0; j < K; ++j) {
+      const float w = weights[static_cast<size_t>(t * K + j)];
+      const float* y = Y.data() + row_of_slot[static_cast<size_t>(t * K + j)] * H;
+      for (int64_t i = 0; i < H; ++i) o[i] += w * y[i];
+    }
+  }
+  if (!l.shared.empty()) {
+    std::vector<float> sh;
+    engine::SwiGluForward(l.shared.gate, l.shared.up, l.shared.down, h.data(), T, &sh, threads);
+    std::vector<float> g;
+    if (!l.shared_gate.empty()) engine::LinearForward(l.shared_gate, h.data(), T, &g, threads);
+    for (int64_t t = 0; t < T; ++t) {
+      const float gate = g.empty() ? 1.0f : 1.0f / (1.0f + std::exp(-g[static_cast<size_t>(t)]));
+      for (int64_t i = 0; i < H; ++i) (*out)[static_cast<size_t>(t * H + i)] += gate * sh[static_cast<size_t>(t * H + i)];
+    }
+  }
+}
+
 Status Engine::Forward(std::span<const int32_t> tokens, std::vector<float>* logits,
                        ForwardObserver* observer, int threads_override) const {
+  return Run(tokens, nullptr, logits, observer, threads_override);
+}
+
+Status Engine::ForwardIncremental(std::span<const int32_t> tokens, KvCache* cache,
+                                  std::vector<float>* logits, int threads_override) const {
+  if (cache == nullptr) return Status::InvalidArgument("ForwardIncremental needs a KvCache");
+  return Run(tokens, cache, logits, nullptr, threads_override);
+}
+
+Status Engine::Run(std::span<const int32_t> tokens, KvCache* cache, std::vector<float>* logits,
+                   ForwardObserver* observer, int threads_override) const {
   const Impl& m = *impl_;
   const int threads = threads_override >= 0 ? threads_override : m.threads;
   const ModelConfig& c = m.cfg;
   const int64_t T = static_cast<int64_t>(tokens.size());
   const int64_t H = c.hidden_size, nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
-  const int64_t vocab = static_cast<int64_t>(m.embed.size()) / H;
+  const int64_t vocab = m.vocab();
+  const int64_t pos0 = cache ? cache->length_ : 0;
+  if (cache && cache->k_.size() != m.layers.size()) {
+    if (cache->length_ != 0) return Status::InvalidArgument("KvCache belongs to a model with another layer count");
+    cache->k_.assign(m.layers.size(), {});
+    cache->v_.assign(m.layers.size(), {});
+  }
   std::vector<float> x(static_cast<size_t>(T * H));
   for (int64_t t = 0; t < T; ++t) {
     const int32_t id = tokens[static_cast<size_t>(t)];
@@ -303,7 +715,7 @@ Status Engine::Forward(std::span<const int32_t> tokens, std::vector<float>* logi
       return Status::InvalidArgument("token id " + std::to_string(id) + " at position " + std::to_string(t) +
                                      " is outside the vocabulary of " + std::to_string(vocab));
     }
-    std::copy_n(m.embed.data() + static_cast<int64_t>(id) * H, H, x.data() + t * H);
+    m.EmbedRow(id, x.data() + t * H);
   }
   const float eps = static_cast<float>(c.rms_norm_eps);
   std::vector<float> h, q, k, v, att, o, mlp;
@@ -321,22 +733,33 @@ Status Engine::Forward(std::span<const int32_t> tokens, std::vector<float>* logi
       engine::RmsNormRows(q.data(), per_head ? T * nh : T, l.q_norm, eps);
       engine::RmsNormRows(k.data(), per_head ? T * nkv : T, l.k_norm, eps);
     }
-    engine::ApplyRope(q.data(), T, nh, hd, c.rope_theta);
-    engine::ApplyRope(k.data(), T, nkv, hd, c.rope_theta);
-    engine::CausalAttention(q, k, v, T, nh, nkv, hd, &att, threads);
+    engine::ApplyRope(q.data(), T, nh, hd, c.rope_theta, pos0);
+    engine::ApplyRope(k.data(), T, nkv, hd, c.rope_theta, pos0);
+    if (cache) {
+      auto& kc = cache->k_[li];
+      auto& vc = cache->v_[li];
+      kc.insert(kc.end(), k.begin(), k.end());
+      vc.insert(vc.end(), v.begin(), v.end());
+      engine::CachedAttention(q, kc.data(), vc.data(), T, pos0, nh, nkv, hd, &att, threads);
+    } else {
+      engine::CausalAttention(q, k, v, T, nh, nkv, hd, &att, threads);
+    }
     engine::LinearForward(l.o, att.data(), T, &o, threads);
     for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
 
     h = x;
     engine::RmsNormRows(h.data(), T, l.post_attn_norm, eps);
     if (observer) observer->OnMlpInput(static_cast<int>(li), T, h);
-    if (l.moe) {
+    if (l.moe && l.packed_experts) {
+      m.MoePacked(l, static_cast<int>(li), h, T, &mlp, observer, threads);
+    } else if (l.moe) {
       m.Moe(l, static_cast<int>(li), h, T, &mlp, observer, threads);
     } else {
       engine::SwiGluForward(l.dense.gate, l.dense.up, l.dense.down, h.data(), T, &mlp, threads);
     }
     for (size_t i = 0; i < x.size(); ++i) x[i] += mlp[i];
   }
+  if (cache) cache->length_ += T;
   engine::RmsNormRows(x.data(), T, m.final_norm, eps);
   engine::LinearForward(m.lm_head, x.data(), T, logits, threads);
   return Status::Ok();

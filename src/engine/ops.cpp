@@ -25,10 +25,52 @@ constexpr int64_t kOutTile = 64;
 
 }  // namespace
 
+void LinearRange(const Linear& lin, const float* x, int64_t rows, float* y, int64_t y_stride,
+                 int64_t o0, int64_t o1) {
+  if (rows == 0 || o1 <= o0) return;
+  if (lin.packed()) {
+    const PackedMatrix& w = lin.q;
+    thread_local std::vector<float> xsum;
+    xsum.resize(static_cast<size_t>(rows * w.groups_per_row()));
+    PackedGroupSums(x, rows, lin.in, w.in, w.group, xsum.data());
+    PackedGemmArgs a;
+    a.w = &w;
+    a.x = x;
+    a.x_stride = lin.in;
+    a.xsum = xsum.data();
+    a.rows = rows;
+    a.y = y;
+    a.y_stride = y_stride;
+    a.o0 = o0;
+    a.o1 = o1;
+    static const PackedIsa kIsa = DefaultPackedIsa();
+    FindPackedGemm(w, kIsa)(a);
+  } else {
+    CMapRow X(x, rows, lin.in);
+    CMapRow W(lin.w.data() + o0 * lin.in, o1 - o0, lin.in);
+    Eigen::Map<RowMat, 0, Eigen::OuterStride<>> Y(y + o0, rows, o1 - o0, Eigen::OuterStride<>(y_stride));
+    Y.noalias() = X * W.transpose();
+  }
+  if (!lin.b.empty()) {
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = o0; j < o1; ++j) y[r * y_stride + j] += lin.b[static_cast<size_t>(j)];
+    }
+  }
+}
+
 void LinearForward(const Linear& lin, const float* x, int64_t rows, std::vector<float>* y,
                    int threads) {
   y->resize(static_cast<size_t>(rows * lin.out));
   if (rows == 0) return;
+  if (lin.packed()) {
+    PackedGemm(lin.q, x, rows, lin.in, y->data(), lin.out, threads);
+    if (!lin.b.empty()) {
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t j = 0; j < lin.out; ++j) (*y)[static_cast<size_t>(r * lin.out + j)] += lin.b[static_cast<size_t>(j)];
+      }
+    }
+    return;
+  }
   CMapRow X(x, rows, lin.in);
   const int64_t tiles = (lin.out + kOutTile - 1) / kOutTile;
   // Small products are not worth a thread hand-off; the tiling (and so the result) is the same.
@@ -62,7 +104,8 @@ void RmsNormRows(float* x, int64_t rows, std::span<const float> w, float eps) {
   }
 }
 
-void ApplyRope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, double theta) {
+void ApplyRope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, double theta,
+               int64_t pos0) {
   const int64_t half = head_dim / 2;
   std::vector<float> inv_freq(static_cast<size_t>(half));
   for (int64_t i = 0; i < half; ++i) {
@@ -72,7 +115,7 @@ void ApplyRope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, double
   std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
   for (int64_t t = 0; t < tokens; ++t) {
     for (int64_t i = 0; i < half; ++i) {
-      const float a = static_cast<float>(t) * inv_freq[static_cast<size_t>(i)];
+      const float a = static_cast<float>(t + pos0) * inv_freq[static_cast<size_t>(i)];
       cs[static_cast<size_t>(i)] = std::cos(a);
       sn[static_cast<size_t>(i)] = std::sin(a);
     }
@@ -124,6 +167,47 @@ void CausalAttention(const std::vector<float>& q, const std::vector<float>& k,
         O.noalias() = s * V;
       },
       threads);
+}
+
+void CachedAttention(const std::vector<float>& q, const float* k_all, const float* v_all,
+                     int64_t tokens, int64_t pos0, int64_t heads, int64_t kv_heads,
+                     int64_t head_dim, std::vector<float>* out, int threads) {
+  out->assign(static_cast<size_t>(tokens * heads * head_dim), 0.0f);
+  const int64_t group = heads / kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const int64_t total = pos0 + tokens;
+  const int t = tokens * total * heads * head_dim < (int64_t{1} << 16) ? 1 : threads;
+  ParallelFor(
+      heads,
+      [&](int64_t h) {
+        const int64_t kh = h / group;
+        std::vector<float> s(static_cast<size_t>(total));
+        for (int64_t i = 0; i < tokens; ++i) {
+          const float* qi = q.data() + (i * heads + h) * head_dim;
+          const int64_t n = pos0 + i + 1;
+          float mx = -INFINITY;
+          for (int64_t j = 0; j < n; ++j) {
+            const float* kj = k_all + (j * kv_heads + kh) * head_dim;
+            float d = 0.0f;
+            for (int64_t c = 0; c < head_dim; ++c) d += qi[c] * kj[c];
+            s[static_cast<size_t>(j)] = d * scale;
+            mx = std::max(mx, s[static_cast<size_t>(j)]);
+          }
+          float sum = 0.0f;
+          for (int64_t j = 0; j < n; ++j) {
+            s[static_cast<size_t>(j)] = std::exp(s[static_cast<size_t>(j)] - mx);
+            sum += s[static_cast<size_t>(j)];
+          }
+          const float inv = 1.0f / sum;
+          float* o = out->data() + (i * heads + h) * head_dim;
+          for (int64_t j = 0; j < n; ++j) {
+            const float p = s[static_cast<size_t>(j)] * inv;
+            const float* vj = v_all + (j * kv_heads + kh) * head_dim;
+            for (int64_t c = 0; c < head_dim; ++c) o[c] += p * vj[c];
+          }
+        }
+      },
+      t);
 }
 
 void SwiGluForward(const Linear& gate, const Linear& up, const Linear& down, const float* x,

@@ -8,16 +8,29 @@
 #include <span>
 #include <vector>
 
+#include "engine/qmatmul.h"
+
 namespace moeq::engine {
 
-/// A linear layer's weight W [out, in] row-major, with an optional bias [out].
+/// A linear layer's weight W [out, in] row-major, with an optional bias [out]. The weight is
+/// held either as float32 (`w`) or MLX affine-packed (`q`, pointing into memory the engine
+/// owns); products on a packed weight run the packed kernels (qmatmul.h) and never expand it.
 struct Linear {
   int64_t out = 0;
   int64_t in = 0;
   std::vector<float> w;
   std::vector<float> b;
-  bool empty() const { return w.empty(); }
+  PackedMatrix q;
+  bool packed() const { return q.valid(); }
+  bool empty() const { return w.empty() && !q.valid(); }
 };
+
+/// Outputs [o0, o1) of x [rows, in] · Wᵀ (+ b) into y[r * y_stride + o], single-threaded:
+/// the packed kernel for a packed weight, Eigen for a float one. A work item of the MoE
+/// dispatch; the result of an element does not depend on the range it is computed in for
+/// packed weights.
+void LinearRange(const Linear& lin, const float* x, int64_t rows, float* y, int64_t y_stride,
+                 int64_t o0, int64_t o1);
 
 /// y[t, :] = x[t, :] · Wᵀ (+ b), x [rows, in], y [rows, out] (resized).
 void LinearForward(const Linear& lin, const float* x, int64_t rows, std::vector<float>* y,
@@ -26,14 +39,23 @@ void LinearForward(const Linear& lin, const float* x, int64_t rows, std::vector<
 /// In place: x[t, :] = x[t, :] / sqrt(mean(x[t, :]²) + eps) * w, over rows of width w.size().
 void RmsNormRows(float* x, int64_t rows, std::span<const float> w, float eps);
 
-/// Rotary embedding (rotate-half form) on x [tokens, heads, head_dim], positions 0..tokens-1.
-void ApplyRope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, double theta);
+/// Rotary embedding (rotate-half form) on x [tokens, heads, head_dim], positions
+/// pos0..pos0+tokens-1.
+void ApplyRope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, double theta,
+               int64_t pos0 = 0);
 
 /// Causal grouped-query attention for one sequence. q [T, nh, hd], k and v [T, nkv, hd];
 /// out [T, nh, hd] (resized). Scale 1/sqrt(hd), softmax in float32.
 void CausalAttention(const std::vector<float>& q, const std::vector<float>& k,
                      const std::vector<float>& v, int64_t tokens, int64_t heads,
                      int64_t kv_heads, int64_t head_dim, std::vector<float>* out, int threads);
+
+/// Causal attention of `tokens` new queries at positions pos0.. against a cache of
+/// pos0 + tokens keys/values: q [T, nh, hd], k_all and v_all [pos0 + T, nkv, hd]. Query i sees
+/// keys 0..pos0+i. out [T, nh, hd] (resized).
+void CachedAttention(const std::vector<float>& q, const float* k_all, const float* v_all,
+                     int64_t tokens, int64_t pos0, int64_t heads, int64_t kv_heads,
+                     int64_t head_dim, std::vector<float>* out, int threads);
 
 /// SwiGLU MLP: down(silu(gate(x)) * up(x)), x [rows, hidden], y [rows, hidden] (resized).
 /// When `act` is given it receives the down projection's input [rows, ff].

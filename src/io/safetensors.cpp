@@ -245,11 +245,31 @@ void SafetensorsFile::Release(std::string_view name) const {
   const TensorInfo* t = Find(name);
   if (!t) return;
   const auto& off = offsets_[static_cast<size_t>(t - infos_.data())];
-  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-  uint64_t b = data_start_ + off.first, e = data_start_ + off.second;
-  b = (b + page - 1) / page * page;  // only whole pages inside the tensor
-  e = e / page * page;
-  if (e > b) madvise(const_cast<std::byte*>(base_) + b, e - b, MADV_DONTNEED);
+  const uint64_t b = data_start_ + off.first, e = data_start_ + off.second;
+  if (e <= b) return;
+  auto drop = [this](uint64_t begin, uint64_t end) {
+    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    begin = (begin + page - 1) / page * page;  // only whole pages inside the released range
+    end = end / page * page;
+    if (end > begin) madvise(const_cast<std::byte*>(base_) + begin, end - begin, MADV_DONTNEED);
+  };
+  // Tensors are released in the consumer's order, not the file's, so the pending ranges are
+  // rarely adjacent: drop their bounding range once they add up to a batch. Pages of tensors
+  // inside it that are still in use are simply faulted in again from the page cache
+  // (MADV_DONTNEED on a read-only file mapping only unmaps them).
+  std::lock_guard<std::mutex> lock(release_mu_);
+  if (release_bytes_ == 0) {
+    release_begin_ = b;
+    release_end_ = e;
+  } else {
+    release_begin_ = std::min(release_begin_, b);
+    release_end_ = std::max(release_end_, e);
+  }
+  release_bytes_ += e - b;
+  if (release_bytes_ >= kReleaseBatchBytes) {
+    drop(release_begin_, release_end_);
+    release_begin_ = release_end_ = release_bytes_ = 0;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

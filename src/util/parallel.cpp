@@ -12,8 +12,12 @@ namespace moeq {
 
 int ResolveThreads(int requested) {
   if (requested > 0) return requested;
-  const unsigned hc = std::thread::hardware_concurrency();
-  return hc == 0 ? 1 : static_cast<int>(hc);
+  // hardware_concurrency() reads /sys on every call; the answer does not change.
+  static const int hc = [] {
+    const unsigned n = std::thread::hardware_concurrency();
+    return n == 0 ? 1 : static_cast<int>(n);
+  }();
+  return hc;
 }
 
 void ParallelFor(int64_t n, const std::function<void(int64_t)>& fn, int threads, int64_t grain) {

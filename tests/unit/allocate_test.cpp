@@ -351,6 +351,67 @@ TEST(AllocatePolicies, TiersGiveFormatsPruneOnlyWhenAllowedAndBumpVetoedFormats)
   EXPECT_FALSE(DecisionOf(f, *r2, p + "8.up_proj.weight").prune);
 }
 
+// ---------------------------------------------------------------- objectives
+
+TEST(AllocateObjective, MseWeighsSquaredErrorByExposure) {
+  // The header records top_k (moeq-analyze writes the model's routing shape there).
+  nlohmann::json h = nlohmann::json::parse(Header());
+  h["inputs"]["top_k"] = 2;
+  auto f = Parse(h.dump() + "\n" + Lines(SmallMoe(2, 8)));
+  AllocationSettings s;
+  s.objective = Objective::kMse;
+  auto m = BuildAllocationModel(f, s);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  AllocationSettings sn;
+  auto mn = BuildAllocationModel(f, sn);
+  ASSERT_TRUE(mn.ok());
+  int experts = 0, dense = 0;
+  for (size_t ti = 0; ti < f.tensors.size(); ++ti) {
+    const auto& t = f.tensors[ti];
+    const double x = m->base[ti].exposure;
+    if (t.expert >= 0) {
+      EXPECT_DOUBLE_EQ(x, 2.0 / 8.0) << t.name;  // top_k / experts of the layer
+      ++experts;
+    } else {
+      EXPECT_EQ(x, 1.0) << t.name;
+      ++dense;
+    }
+    EXPECT_EQ(mn->base[ti].exposure, 1.0);
+    // Every option's cost: prior^2 * alpha * exposure * NRMSE^2 (mse) against prior * alpha * NRMSE.
+    const uint32_t b = m->problem.offsets[ti];
+    for (size_t k = 0; k < m->option_config[ti].size(); ++k) {
+      const double e = t.configs[static_cast<size_t>(m->option_config[ti][k])].nrmse;
+      const double pa = m->base[ti].prior * m->base[ti].alpha;
+      EXPECT_NEAR(m->problem.cost[b + k], pa * m->base[ti].prior * x * e * e, 1e-13) << t.name;
+      EXPECT_NEAR(mn->problem.cost[mn->problem.offsets[ti] + k], pa * e, 1e-15) << t.name;
+    }
+  }
+  EXPECT_EQ(experts, 2 * 8 * 3);
+  EXPECT_GT(dense, 0);
+  // At the same budget the exposure moves bytes from the experts to the dense tensors.
+  const uint64_t budget = (m->problem.MinBytes() + m->problem.MaxBytes()) / 4;
+  auto r = SolveAllocation(f, *m, budget, SolverKind::kAuto);
+  auto rn = SolveAllocation(f, *mn, budget, SolverKind::kAuto);
+  ASSERT_TRUE(r.ok() && rn.ok());
+  auto expert_bytes = [&](const AllocationResult& res) {
+    uint64_t sum = 0;
+    for (size_t ti = 0; ti < f.tensors.size(); ++ti) {
+      if (f.tensors[ti].expert >= 0) sum += f.tensors[ti].configs[static_cast<size_t>(res.decisions[ti].config)].bytes;
+    }
+    return sum;
+  };
+  EXPECT_LE(r->solution.bytes, budget);
+  EXPECT_LT(expert_bytes(*r), expert_bytes(*rn));
+  // Without top_k in the header or a profile, mse cannot weigh the experts: a usage error.
+  auto f2 = Parse(Header() + Lines(SmallMoe(1, 4)));
+  auto e = BuildAllocationModel(f2, s);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(e.status().message().find("top_k"), std::string::npos) << e.status().message();
+  EXPECT_FALSE(ParseObjective("l2").ok());
+  EXPECT_EQ(ObjectiveName(*ParseObjective("mse")), "mse");
+}
+
 // ---------------------------------------------------------------- curve
 
 TEST(AllocateCurve, MonotoneWithAKneeAndSelfContainedOutputs) {
@@ -424,6 +485,15 @@ TEST(AllocateCommand, EndToEndIsDeterministicAndNamesTheSmallestFeasibleSize) {
   EXPECT_EQ(ExitCodeFor(st), 1);
   EXPECT_NE(st.message().find("smallest feasible size"), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("GiB"), std::string::npos) << st.message();
+  // --budget min: the smallest feasible plan, exactly.
+  o.budget = "min";
+  o.output = dir.Join("min.json");
+  ASSERT_TRUE(RunAllocate(o, ctx).ok());
+  {
+    auto mj = nlohmann::json::parse(*ReadFile(o.output));
+    EXPECT_EQ(mj["budget"]["bytes"], mj["budget"]["min_feasible_bytes"]);
+    EXPECT_EQ(mj["result"]["bytes"], mj["budget"]["min_feasible_bytes"]);
+  }
   // Usage errors: no budget, tiered without a profile.
   o.budget.clear();
   EXPECT_EQ(ExitCodeFor(RunAllocate(o, ctx)), 2);

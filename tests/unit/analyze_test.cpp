@@ -343,6 +343,48 @@ TEST_F(AnalyzeEndToEnd, AllExpertsAnalysesEveryExpert) {
   EXPECT_EQ(rows.size() - 1, (3u * 125 + 2) * 8);
 }
 
+// Conservative aggregation: a clustered member's NRMSE / SQNR in each config are the max / min
+// of its cluster's members' own figures (as --all-experts measures them), named by worst_member.
+TEST_F(AnalyzeEndToEnd, ClusterFiguresAreTheWorstMembers) {
+  AnalyzeCommandOptions oc = Opts("clustered.jsonl");
+  ASSERT_TRUE(RunAnalyze(oc, Ctx(2)).ok());
+  AnalyzeCommandOptions oa = Opts("every.jsonl");
+  oa.all_experts = true;
+  ASSERT_TRUE(RunAnalyze(oa, Ctx(2)).ok());
+  std::map<std::pair<std::string, std::string>, json> own;  // (tensor, format) -> row
+  const std::vector<json> every = Rows(oa.output);
+  for (size_t i = 1; i < every.size(); ++i) own[{every[i]["tensor"], every[i]["format"]}] = every[i];
+  const std::vector<json> rows = Rows(oc.output);
+  int checked = 0, above_representative = 0;
+  for (size_t i = 1; i < rows.size(); ++i) {
+    const json& r = rows[i];
+    if (!r.contains("cluster")) continue;
+    const json& c = r["cluster"];
+    const std::string tensor = r["tensor"], format = r["format"];
+    auto name_of = [&](int e) {
+      std::string t = tensor;
+      const std::string mark = ".experts." + std::to_string(r["expert"].get<int>()) + ".";
+      t.replace(t.find(mark), mark.size(), ".experts." + std::to_string(e) + ".");
+      return t;
+    };
+    double max_nrmse = 0, min_sqnr = 1e300;
+    for (int e : c["members"]) {
+      const json& m = own.at({name_of(e), format});
+      max_nrmse = std::max(max_nrmse, m["nrmse"].get<double>());
+      min_sqnr = std::min(min_sqnr, m["sqnr_db"].get<double>());
+    }
+    EXPECT_DOUBLE_EQ(r["nrmse"].get<double>(), max_nrmse) << tensor << " " << format;
+    EXPECT_DOUBLE_EQ(r["sqnr_db"].get<double>(), min_sqnr) << tensor << " " << format;
+    const json& worst = own.at({name_of(c["worst_member"].get<int>()), format});
+    EXPECT_DOUBLE_EQ(worst["nrmse"].get<double>(), max_nrmse);
+    above_representative +=
+        max_nrmse > own.at({name_of(c["representative"].get<int>()), format})["nrmse"].get<double>();
+    ++checked;
+  }
+  EXPECT_EQ(checked, 3 * 3 * 40 * 8);
+  EXPECT_GT(above_representative, 0);  // the aggregation is not vacuous
+}
+
 TEST(AnalyzeFused, FusedSlicesMatchPerExpertTensors) {
   test::ScopedTempDir dir("moeq-analyze-fused");
   test::SyntheticCheckpointOptions so;

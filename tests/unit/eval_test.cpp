@@ -6,7 +6,12 @@
 
 #include <cmath>
 
+#include <nlohmann/json.hpp>
+
 #include "moeq/checkpoint.h"
+#include "moeq/commands.h"
+#include "moeq/file_util.h"
+#include "moeq/tokenizer.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 
@@ -121,6 +126,31 @@ TEST_F(EvalOnSynthetic, SelfReferenceHasZeroKlAndFullAgreement) {
   EXPECT_LT(r->kl_mean, 1e-12);
   EXPECT_EQ(r->top1_agreement, 1.0);
   EXPECT_DOUBLE_EQ(r->reference_ppl, r->ppl);
+}
+
+TEST_F(EvalOnSynthetic, EvalJsonRecordsTheModelSize) {
+  test::ScopedTempDir work;  // outputs may not go inside the model directory
+  const std::string tokens = work.Join("ids.bin");
+  ASSERT_TRUE(WriteTokenIds(tokens, ids_).ok());
+  EvalCommandOptions o;
+  o.model_dir = dir_.path();
+  o.input.tokens_file = tokens;
+  o.context = 64;
+  o.output = work.Join("eval.json");
+  ArtifactContext ctx;
+  ctx.progress = false;
+  const Status st = RunEval(o, ctx);
+  ASSERT_TRUE(st.ok()) << st.message();
+  auto j = nlohmann::json::parse(*ReadFile(o.output));
+  uint64_t bytes = 0;
+  int64_t params = 0;
+  for (const auto& t : ckpt_->tensors()) {
+    bytes += t.info.nbytes();
+    params += t.info.numel();
+  }
+  EXPECT_EQ(j["model_size"]["bytes"].get<uint64_t>(), bytes);
+  EXPECT_EQ(j["model_size"]["parameters"].get<int64_t>(), params);
+  EXPECT_DOUBLE_EQ(j["model_size"]["bpw"].get<double>(), 16.0);  // every tensor is BF16
 }
 
 TEST(CheckGate, FailsWithBothNumbersAndRejectsIncomparableBaselines) {

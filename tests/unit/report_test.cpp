@@ -124,6 +124,31 @@ TEST(Report, ContainsEveryChartAndNoExternalReference) {
   EXPECT_EQ(*html, *again);
 }
 
+TEST(Report, EvalComparisonTableAsTextAndMarkdown) {
+  ScopedTempDir dir;
+  Artefacts a = MakeArtefacts(fs::path(dir.path()));
+  auto text = EvalComparisonTable(a.options.evals, "text", "uniform q4g64");
+  ASSERT_TRUE(text.ok()) << text.status().message();
+  // Header, rule, two rows; MINT's KL is 0.03 / 0.08 = 0.375 of the baseline's.
+  EXPECT_EQ(Count(*text, "\n"), 4u);
+  EXPECT_NE(text->find("KL / uniform q4g64"), std::string::npos);
+  EXPECT_NE(text->find("0.375"), std::string::npos) << *text;
+  EXPECT_NE(text->find("88.100"), std::string::npos) << *text;
+  EXPECT_NE(text->find("95.00"), std::string::npos) << *text;  // top-1 in percent
+  auto md = EvalComparisonTable(a.options.evals, "markdown", "");
+  ASSERT_TRUE(md.ok());
+  EXPECT_EQ(md->rfind("| model", 0), 0u) << *md;
+  EXPECT_NE(md->find("---: |"), std::string::npos) << *md;
+  EXPECT_EQ(md->find("KL /"), std::string::npos);
+  EXPECT_EQ(Count(*md, "\n"), 4u);
+  // Errors: an unknown baseline label, an unknown format, no evals.
+  auto bad = EvalComparisonTable(a.options.evals, "text", "nope");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("nope"), std::string::npos);
+  EXPECT_FALSE(EvalComparisonTable(a.options.evals, "csv", "").ok());
+  EXPECT_FALSE(EvalComparisonTable({}, "text", "").ok());
+}
+
 TEST(Report, BadInputsAreErrorsNamingTheFile) {
   ScopedTempDir dir;
   Artefacts a = MakeArtefacts(fs::path(dir.path()));

@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
         app.add_option("--policy", o.policy, "mckp (MINT), mckp-hotness (alpha from routing hotness) or tiered (DynaMINT)")
             ->check(CLI::IsMember({"mckp", "mckp-hotness", "tiered"}));
         app.add_option("--objective", o.objective,
-                       "nrmse (MINT: sum of prior*alpha*NRMSE) or mse (sum of prior*alpha*exposure*NRMSE^2: output noise power)")
+                       "nrmse (MINT: sum of prior*alpha*NRMSE) or mse (sum of prior^2*alpha*exposure*NRMSE^2: output noise power)")
             ->check(CLI::IsMember({"nrmse", "mse"}));
         app.add_option("--priors", o.priors, "Priors, hotness constants and rules (moeq.priors; default: built-in = configs/priors.json)");
         app.add_option("--rules", o.rules, "Extra pin/bound rules (moeq.allocate_rules)");

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
         app.add_option("--cluster-threshold", o.cluster_threshold, "Cluster the experts of layers with more than this many");
         app.add_option("--shard", o.shard, "i/N: analyse layers l with l % N == i (model-level tensors in shard 0)");
         merge = app.add_subcommand("merge", "Combine --shard outputs into one sensitivity.jsonl");
+        merge->fallthrough();  // --force, -q, ... may follow the subcommand
         merge->add_option("out", m.output, "Merged sensitivity.jsonl to write")->required();
         merge->add_option("shards", m.inputs, "Shard outputs (every i of i/N exactly once)")->required();
       },

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
         app.add_option("--baseline", o.baseline, "eval.json of the baseline for --max-ppl-delta");
         app.add_option("--max-ppl-delta", o.max_ppl_delta, "Gate: fail (exit 3) when perplexity exceeds the baseline by more than this (2% or 0.5)");
         app.add_option("--max-kl", o.max_kl, "Gate: fail (exit 3) when mean KL from --reference exceeds this");
+        app.add_flag("--packed", o.packed, "Run quantized tensors from their packed codes (no dequantized copy in memory)");
       },
       [&](const moeq::tool::ToolContext& ctx) { return moeq::RunEval(o, ctx.artifact); });
 }

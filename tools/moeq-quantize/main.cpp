@@ -6,10 +6,10 @@
 int main(int argc, char** argv) {
   moeq::QuantizeCommandOptions o;
   return moeq::tool::RunTool(
-      argc, argv, "moeq-quantize", "Write a quantized checkpoint (MLX safetensors) from an allocation or a uniform format",
+      argc, argv, "moeq-quantize", "Write a quantized checkpoint (MLX safetensors or GGUF) from an allocation or a uniform format",
       [&](CLI::App& app) {
         app.add_option("model", o.model_dir, "Model directory (Hugging Face layout)")->required();
-        app.add_option("-o,--output", o.output, "Output directory (created; --force replaces an existing one)")->required();
+        app.add_option("-o,--output", o.output, "Output directory (mlx) or .gguf file (gguf); --force replaces an existing one")->required();
         auto* alloc = app.add_option("--allocation", o.allocation, "allocation.json from moeq-allocate");
         auto* uni = app.add_option("--uniform", o.uniform_bits, "Quantize every quantizable tensor with BITS (2,3,4,5,6,8; 16 = keep 16-bit, 32 = f32)");
         alloc->excludes(uni);

@@ -1,0 +1,164 @@
+// Packed affine kernels: the portable path, run-time ISA selection and the tiled driver.
+#include "engine/qmatmul.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "moeq/parallel.h"
+
+namespace moeq::engine {
+
+// Defined in qmatmul_avx2.cpp / qmatmul_avx512.cpp (nullptr / false off x86-64).
+PackedGemmFn Avx2PackedGemm(int bits, int group, PackedScale scale);
+bool Avx2PackedSupported();
+PackedGemmFn Avx512PackedGemm(int bits, int group, PackedScale scale);
+bool Avx512PackedSupported();
+
+namespace {
+
+// Portable traits: 8 float lanes as a plain array (the compiler may vectorise the lane loops;
+// each lane is its own chain either way, so the bits do not depend on how).
+struct PortableVec {
+  float v[8];
+};
+
+struct V {
+  static constexpr int kWidth = 8;
+  static constexpr int kRowBlock = 2;
+  static constexpr int kTokenBlock = 2;
+  using T = PortableVec;
+  static T Zero() { return T{}; }
+  static T Set1(float f) {
+    T r;
+    for (int i = 0; i < 8; ++i) r.v[i] = f;
+    return r;
+  }
+  static T Load(const float* p) {
+    T r;
+    std::memcpy(r.v, p, sizeof r.v);
+    return r;
+  }
+  static T Fma(T a, T b, T c) {
+    T r;
+    for (int i = 0; i < 8; ++i) r.v[i] = a.v[i] * b.v[i] + c.v[i];
+    return r;
+  }
+  static float HSum(T a) {
+    const float s0 = (a.v[0] + a.v[4]) + (a.v[2] + a.v[6]);
+    const float s1 = (a.v[1] + a.v[5]) + (a.v[3] + a.v[7]);
+    return s0 + s1;
+  }
+  template <int kBits>
+  static T Unpack(const uint8_t* p) {
+    T r;
+    for (int i = 0; i < 8; ++i) {
+      const int bit = i * kBits;
+      const uint32_t two = static_cast<uint32_t>(p[bit >> 3]) | (static_cast<uint32_t>(p[(bit >> 3) + 1]) << 8);
+      r.v[i] = static_cast<float>((two >> (bit & 7)) & ((1u << kBits) - 1u));
+    }
+    return r;
+  }
+};
+
+#include "engine/qmatmul_kernel.h"
+
+// Output rows per work item of PackedGemm. Fixed, and irrelevant to the result anyway.
+constexpr int64_t kOutTile = 32;
+
+PackedIsa ResolveDefaultIsa() {
+  PackedIsa best = PackedIsaAvailable(PackedIsa::kAvx512)
+                       ? PackedIsa::kAvx512
+                       : (PackedIsaAvailable(PackedIsa::kAvx2) ? PackedIsa::kAvx2 : PackedIsa::kPortable);
+  if (const char* env = std::getenv("MOEQ_ENGINE_KERNELS")) {
+    const std::string want = env;
+    if (want == "portable") best = PackedIsa::kPortable;
+    if (want == "avx2" && best == PackedIsa::kAvx512) best = PackedIsa::kAvx2;
+  }
+  return best;
+}
+
+}  // namespace
+
+PackedIsa DefaultPackedIsa() {
+  static const PackedIsa kIsa = ResolveDefaultIsa();
+  return kIsa;
+}
+
+bool PackedIsaAvailable(PackedIsa isa) {
+  switch (isa) {
+    case PackedIsa::kPortable: return true;
+    case PackedIsa::kAvx2: {
+      static const bool kOk = Avx2PackedSupported();
+      return kOk;
+    }
+    case PackedIsa::kAvx512: {
+      static const bool kOk = Avx512PackedSupported();
+      return kOk;
+    }
+  }
+  return false;
+}
+
+std::string_view PackedIsaName(PackedIsa isa) {
+  switch (isa) {
+    case PackedIsa::kPortable: return "portable";
+    case PackedIsa::kAvx2: return "avx2";
+    case PackedIsa::kAvx512: return "avx512";
+  }
+  return "?";
+}
+
+PackedGemmFn FindPackedGemm(const PackedMatrix& w, PackedIsa isa) {
+  if (!PackedIsaAvailable(isa)) return nullptr;
+  switch (isa) {
+    case PackedIsa::kPortable: return PickKernel(w.bits, w.group, w.scale);
+    case PackedIsa::kAvx2: return Avx2PackedGemm(w.bits, w.group, w.scale);
+    case PackedIsa::kAvx512: return Avx512PackedGemm(w.bits, w.group, w.scale);
+  }
+  return nullptr;
+}
+
+void PackedGroupSums(const float* x, int64_t rows, int64_t x_stride, int64_t in, int group,
+                     float* xsum) {
+  const int64_t ng = in / group;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* p = x + r * x_stride;
+    for (int64_t g = 0; g < ng; ++g) {
+      float s = 0.0f;
+      for (int i = 0; i < group; ++i) s += p[g * group + i];
+      xsum[r * ng + g] = s;
+    }
+  }
+}
+
+void PackedGemm(const PackedMatrix& w, const float* x, int64_t rows, int64_t x_stride, float* y,
+                int64_t y_stride, int threads, PackedIsa isa) {
+  if (rows == 0 || w.out == 0) return;
+  const PackedGemmFn fn = FindPackedGemm(w, isa);
+  std::vector<float> xsum(static_cast<size_t>(rows * w.groups_per_row()));
+  PackedGroupSums(x, rows, x_stride, w.in, w.group, xsum.data());
+  PackedGemmArgs a;
+  a.w = &w;
+  a.x = x;
+  a.x_stride = x_stride;
+  a.xsum = xsum.data();
+  a.rows = rows;
+  a.y = y;
+  a.y_stride = y_stride;
+  const int64_t tiles = (w.out + kOutTile - 1) / kOutTile;
+  // Small products are not worth a thread hand-off (the result is the same either way).
+  const int t = rows * w.out * w.in < (int64_t{1} << 18) ? 1 : threads;
+  ParallelFor(
+      tiles,
+      [&](int64_t tile) {
+        PackedGemmArgs b = a;
+        b.o0 = tile * kOutTile;
+        b.o1 = std::min(w.out, b.o0 + kOutTile);
+        fn(b);
+      },
+      t);
+}
+
+}  // namespace moeq::engine
