@@ -10,21 +10,16 @@
 #include "moeq/file_util.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
+#include "testing/tool_testing.h"
 
 namespace moeq {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string BinDir() {
-  const char* env = std::getenv("MOEQ_BIN_DIR");
-  return env ? env : MOEQ_BIN_DIR;
-}
+std::string BinDir() { return test::ToolBinDir(); }
 
-int RunBin(const std::string& args) {
-  const int rc = std::system(("timeout 120 " + BinDir() + "/" + args + " >/dev/null 2>&1").c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
-}
+int RunBin(const std::string& args) { return test::RunToolCommand(args); }
 
 TEST(AnalyzeCli, MergeAcceptsOptionsAfterTheSubcommandAndEqualsUnsharded) {
   if (!fs::exists(BinDir() + "/moeq-analyze")) GTEST_SKIP() << "moeq-analyze not built in " << BinDir();

@@ -14,16 +14,14 @@
 #include "moeq/file_util.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
+#include "testing/tool_testing.h"
 
 namespace moeq {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string BinDir() {
-  const char* env = std::getenv("MOEQ_BIN_DIR");
-  return env ? env : MOEQ_BIN_DIR;
-}
+std::string BinDir() { return test::ToolBinDir(); }
 
 struct RunResult {
   int exit_code = -1;

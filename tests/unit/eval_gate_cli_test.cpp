@@ -11,21 +11,16 @@
 #include "moeq/build_info.h"
 #include "moeq/file_util.h"
 #include "testing/temp_dir.h"
+#include "testing/tool_testing.h"
 
 namespace moeq {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string BinDir() {
-  const char* env = std::getenv("MOEQ_BIN_DIR");
-  return env ? env : MOEQ_BIN_DIR;
-}
+std::string BinDir() { return test::ToolBinDir(); }
 
-int RunBin(const std::string& args, const std::string& err_file) {
-  const int rc = std::system(("timeout 120 " + BinDir() + "/" + args + " >/dev/null 2>" + err_file).c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
-}
+int RunBin(const std::string& args, const std::string& err_file) { return test::RunToolCommand(args, err_file); }
 
 TEST(EvalGateCli, DegradedModelFailsTheGateWithExitCode3) {
   const std::string model = std::string(kSourceDir) + "/models/tiny-qwen3moe";

@@ -13,6 +13,7 @@
 #include "moeq/gguf.h"
 #include "moeq/quantize.h"
 #include "testing/temp_dir.h"
+#include "testing/tool_testing.h"
 
 namespace moeq {
 namespace {
@@ -21,10 +22,7 @@ namespace fs = std::filesystem;
 
 const std::string kModel = std::string(kSourceDir) + "/models/tiny-qwen3moe";
 
-std::string BinDir() {
-  const char* env = std::getenv("MOEQ_BIN_DIR");
-  return env ? env : MOEQ_BIN_DIR;
-}
+std::string BinDir() { return test::ToolBinDir(); }
 
 ArtifactContext Quiet(bool force = false) {
   ArtifactContext ctx;

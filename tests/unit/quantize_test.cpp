@@ -20,6 +20,7 @@
 #include "moeq/safetensors.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
+#include "testing/tool_testing.h"
 
 namespace moeq {
 namespace {
@@ -411,10 +412,7 @@ TEST(QuantizeRoundTrip, AllocationErrorsNameTensorAndField) {
   EXPECT_FALSE(LoadAllocationPlan(f.alloc, *f.ckpt).ok());
 }
 
-std::string BinDir() {
-  const char* env = std::getenv("MOEQ_BIN_DIR");
-  return env ? env : MOEQ_BIN_DIR;
-}
+std::string BinDir() { return test::ToolBinDir(); }
 
 TEST(QuantizeTool, FileSizeLimitLeavesNothingCompleteLooking) {
   if (!fs::exists(BinDir() + "/moeq-quantize")) GTEST_SKIP() << "moeq-quantize not built in " << BinDir();

@@ -1,0 +1,26 @@
+// Helpers for tests that run the built moeq-* executables (header-only: MOEQ_BIN_DIR is a
+// compile definition of the test target, overridable by the environment variable of that name).
+#pragma once
+
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <string>
+
+namespace moeq::test {
+
+/// Where the moeq-* executables are: $MOEQ_BIN_DIR, else the build's bin directory.
+inline std::string ToolBinDir() {
+  const char* env = std::getenv("MOEQ_BIN_DIR");
+  return env ? env : MOEQ_BIN_DIR;
+}
+
+/// Runs "BIN_DIR/<args>" through the shell with a time limit, stdout discarded and stderr sent
+/// to `err_file`; returns the exit status (128 + signal when killed).
+inline int RunToolCommand(const std::string& args, const std::string& err_file = "/dev/null", int timeout_s = 120) {
+  const std::string cmd = "timeout " + std::to_string(timeout_s) + " " + ToolBinDir() + "/" + args + " >/dev/null 2>" + err_file;
+  const int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+}
+
+}  // namespace moeq::test
