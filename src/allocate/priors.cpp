@@ -171,7 +171,11 @@ Status AppendRulesFromJson(const nlohmann::json& j, std::string_view path, Prior
   if (!j.is_object()) return Status::InvalidArgument(std::string(path) + ": expected a JSON object");
   MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.allocate_rules", 1, path));
   for (const auto& [key, value] : j.items()) {
-    if (key == "schema" || key == "version" || key == "description") continue;
+    // Artefact header fields and moeq-calibrate's record of what it measured are informational.
+    if (key == "schema" || key == "version" || key == "description" || key == "producer" || key == "inputs" ||
+        key == "options" || key == "probe" || key == "measurements") {
+      continue;
+    }
     if (key != "rules") return Bad(path, key, "unknown key (expected rules)");
     MOEQ_RETURN_IF_ERROR(RulesFromArray(value, path, cfg));
   }

@@ -1,0 +1,122 @@
+// moeq-calibrate on a synthetic MoE: one measured prior per quantizable role, the median role at
+// 1, the file accepted by moeq-allocate, errors for mismatched inputs.
+#include "moeq/calibrate.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+#include "moeq/allocate.h"
+#include "moeq/analyze.h"
+#include "moeq/file_util.h"
+#include "moeq/tokenizer.h"
+#include "testing/synthetic_checkpoint.h"
+#include "testing/temp_dir.h"
+
+namespace moeq {
+namespace {
+
+ArtifactContext Ctx() {
+  ArtifactContext c;
+  c.tool = "moeq-calibrate";
+  c.progress = false;
+  return c;
+}
+
+TEST(Calibrate, MeasuresOnePriorPerRoleThatAllocateAccepts) {
+  test::ScopedTempDir dir("moeq-calibrate");
+  test::SyntheticCheckpointOptions so;  // qwen3_moe, 2 layers, 4 experts, hidden 64
+  so.moe_ff = 64;                       // every matrix takes q4g64 (the down projections too)
+  ASSERT_TRUE(test::WriteSyntheticCheckpoint(dir.Join("m"), so).ok());
+  AnalyzeCommandOptions ao;
+  ao.model_dir = dir.Join("m");
+  ao.output = dir.Join("sens.jsonl");
+  ao.rank = 8;
+  ASSERT_TRUE(RunAnalyze(ao, Ctx()).ok());
+  std::vector<int32_t> ids(600);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 37 + 11) % 256);
+  ASSERT_TRUE(WriteTokenIds(dir.Join("ids.bin"), ids).ok());
+
+  CalibrateCommandOptions o;
+  o.model_dir = dir.Join("m");
+  o.sensitivity = ao.output;
+  o.input.tokens_file = dir.Join("ids.bin");
+  o.windows = 4;
+  o.context = 128;
+  o.output = dir.Join("priors.json");
+  const Status st = RunCalibrate(o, Ctx());
+  ASSERT_TRUE(st.ok()) << st.message();
+  auto j = nlohmann::json::parse(*ReadFile(o.output));
+  EXPECT_EQ(j["schema"], "moeq.allocate_rules");
+  // Every quantizable role of the model is probed (embedding, lm_head, router, q/k/v/o, experts).
+  ASSERT_EQ(j["rules"].size(), 10u) << j.dump(1);
+  ASSERT_EQ(j["measurements"].size(), 10u);
+  std::vector<double> priors;
+  for (const auto& m : j["measurements"]) {
+    EXPECT_GT(m["kl_mean"].get<double>(), 0.0) << m.dump();
+    EXPECT_GT(m["predicted_noise"].get<double>(), 0.0) << m.dump();
+    EXPECT_NEAR(m["sensitivity"].get<double>(), m["kl_mean"].get<double>() / m["predicted_noise"].get<double>(), 1e-12);
+    priors.push_back(m["prior"].get<double>());
+  }
+  std::sort(priors.begin(), priors.end());
+  EXPECT_DOUBLE_EQ(priors[priors.size() / 2], 1.0);  // the median role
+  // Deterministic.
+  o.output = dir.Join("priors2.json");
+  ASSERT_TRUE(RunCalibrate(o, Ctx()).ok());
+  EXPECT_EQ(*ReadFile(dir.Join("priors.json")), *ReadFile(o.output));
+
+  // moeq-allocate takes it as --rules: every tensor's prior is its role's measured one.
+  AllocateCommandOptions al;
+  al.sensitivity = ao.output;
+  al.bpw = 4.5;
+  al.objective = "mse";
+  al.rules = dir.Join("priors.json");
+  al.output = dir.Join("alloc.json");
+  ArtifactContext actx = Ctx();
+  actx.tool = "moeq-allocate";
+  const Status as = RunAllocate(al, actx);
+  ASSERT_TRUE(as.ok()) << as.message();
+  auto a = nlohmann::json::parse(*ReadFile(al.output));
+  std::map<std::string, double> by_role;
+  for (const auto& r : j["rules"]) by_role[r["match"]["role"].get<std::string>()] = r["prior"].get<double>();
+  for (const auto& t : a["tensors"]) {
+    EXPECT_DOUBLE_EQ(t["prior"].get<double>(), by_role.at(t["role"].get<std::string>())) << t["name"];
+  }
+}
+
+TEST(Calibrate, RefusesMismatchedOrMissingInputs) {
+  test::ScopedTempDir dir("moeq-calibrate-err");
+  test::SyntheticCheckpointOptions so;
+  ASSERT_TRUE(test::WriteSyntheticCheckpoint(dir.Join("a"), so).ok());
+  so.seed = 7;
+  so.layers = 3;
+  ASSERT_TRUE(test::WriteSyntheticCheckpoint(dir.Join("b"), so).ok());
+  AnalyzeCommandOptions ao;
+  ao.model_dir = dir.Join("b");
+  ao.output = dir.Join("sens_b.jsonl");
+  ao.rank = 8;
+  ASSERT_TRUE(RunAnalyze(ao, Ctx()).ok());
+  std::vector<int32_t> ids(300, 5);
+  ASSERT_TRUE(WriteTokenIds(dir.Join("ids.bin"), ids).ok());
+  CalibrateCommandOptions o;
+  o.model_dir = dir.Join("a");
+  o.sensitivity = ao.output;  // another model's
+  o.input.tokens_file = dir.Join("ids.bin");
+  o.context = 64;
+  o.output = dir.Join("p.json");
+  Status st = RunCalibrate(o, Ctx());
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("another model"), std::string::npos) << st.message();
+  o.sensitivity.clear();
+  EXPECT_EQ(RunCalibrate(o, Ctx()).code(), StatusCode::kInvalidArgument);
+  o.sensitivity = ao.output;
+  o.probe_format = "bf16";
+  EXPECT_EQ(RunCalibrate(o, Ctx()).code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(std::filesystem::exists(o.output));
+}
+
+}  // namespace
+}  // namespace moeq
