@@ -2,8 +2,9 @@
 # The main job end to end on the bundled default (models/tiny-qwen3moe and the texts in data/):
 #   profile -> analyze -> allocate (at the bytes of uniform 4-bit g64) -> quantize -> eval -> report
 # for uniform round-to-nearest 4-bit g64, the MINT plan (MINT's objective, sum of prior*NRMSE)
-# and the moeq plan (output-noise objective, sum of prior^2*exposure*NRMSE^2), then prints a
-# comparison table (bytes, bpw, PPL, dPPL, KL from the bf16 model, top-1 agreement).
+# and the moeq plan (output-noise objective, sum of prior^2*exposure*NRMSE^2, with priors
+# measured by moeq-calibrate), then prints a comparison table (bytes, bpw, PPL, dPPL, KL from
+# the bf16 model, top-1 agreement).
 # Calibration uses a slice of the model's TRAIN split (data/moe-corpus/calib.txt); quality is
 # measured on held-out text: the in-domain valid split (KL, the primary measure) and WikiText-2.
 # Usage: scripts/demo.sh BIN_DIR [MODEL_DIR] [OUT_DIR]
@@ -28,10 +29,12 @@ step "3/7 moeq-analyze: sensitivity features and the rate-distortion grid of eve
 "$bin/moeq-analyze" "$model" --activation-stats "$out/activation_stats.safetensors" \
   -o "$out/sensitivity.jsonl" --force
 
-step "4/7 moeq-allocate: plans at the bytes of uniform 4-bit g64 (4.5 bits per weight)"
+step "4/7 moeq-calibrate + moeq-allocate: plans at the bytes of uniform 4-bit g64 (4.5 bits per weight)"
+"$bin/moeq-calibrate" "$model" --sensitivity "$out/sensitivity.jsonl" --text data/moe-corpus/calib.txt \
+  -o "$out/calibrated_priors.json" --force
 "$bin/moeq-allocate" "$out/sensitivity.jsonl" --bpw 4.5 --objective nrmse \
   -o "$out/allocation_mint.json" --curve 24 --force
-"$bin/moeq-allocate" "$out/sensitivity.jsonl" --bpw 4.5 --objective mse -q \
+"$bin/moeq-allocate" "$out/sensitivity.jsonl" --bpw 4.5 --objective mse --rules "$out/calibrated_priors.json" -q \
   -o "$out/allocation_moeq.json" --force > "$out/allocation_moeq.txt"
 echo "(moeq plan summary in $out/allocation_moeq.txt)"
 
@@ -72,7 +75,8 @@ for text in valid wiki; do
     --eval "mint=$out/eval_${text}_mint.json" --eval "moeq=$out/eval_${text}_moeq.json"
 done
 echo
-echo "mint = MINT's allocation (sum of prior*NRMSE); moeq = moeq's output-noise objective"
-echo "(sum of prior^2*exposure*NRMSE^2, experts weighted by the share of tokens they see); both at"
-echo "the bytes of uniform q4g64. Artefacts in $out/, report in $out/report.html."
+echo "mint = MINT's allocation (sum of prior*NRMSE, MINT's fixed priors); moeq = moeq's output-noise"
+echo "objective (sum of prior^2*exposure*NRMSE^2: experts weighted by the share of tokens they see,"
+echo "priors measured per role by moeq-calibrate); both at the bytes of uniform q4g64."
+echo "Artefacts in $out/, report in $out/report.html."
 echo "demo: done in $(( $(date +%s) - start )) s"

@@ -3,7 +3,8 @@
 # distributions and top-1 agreement with it, on held-out in-domain text (moe-corpus valid split)
 # and on WikiText-2 test, for:
 #   bf16 | uniform RTN q4g64 | MINT plan at the bytes of q4g64 | MINT plan at +25% bytes |
-#   moeq plan (output-noise objective) at the same two sizes | tiered (DynaMINT) at the same bytes |
+#   moeq plan (output-noise objective) at the same two sizes, with MINT's priors and with priors
+#   measured by moeq-calibrate | tiered (DynaMINT) at the same bytes |
 #   3.0 bpw with the 9 dB SQNR veto | 3.0 bpw without it
 # A plan that cannot be built at its budget (the tool exits 1 naming the smallest feasible size)
 # is listed as infeasible and evaluated instead at its fallback budget: the smallest feasible
@@ -44,6 +45,8 @@ for model in "$@"; do
     --activation-stats "$d/activation_stats.safetensors" --force -q
   "$bin/moeq-analyze" "$model" --activation-stats "$d/activation_stats.safetensors" \
     -o "$d/sensitivity.jsonl" --force -q
+  "$bin/moeq-calibrate" "$model" --sensitivity "$d/sensitivity.jsonl" --text "$calib" \
+    -o "$d/calibrated_priors.json" --force -q
 
   # label|allocate arguments (empty for bf16/uniform) ; notes collect infeasible plans.
   plans=(
@@ -51,6 +54,8 @@ for model in "$@"; do
     "mint+25%|--bpw 5.625 --objective nrmse"
     "moeq|--bpw 4.5 --objective mse"
     "moeq+25%|--bpw 5.625 --objective mse"
+    "moeq-cal|--bpw 4.5 --objective mse --rules $d/calibrated_priors.json"
+    "moeq-cal+25%|--bpw 5.625 --objective mse --rules $d/calibrated_priors.json"
     "tiered|--bpw 4.5 --policy tiered --profile $d/routing_profile.json|5.625"
     "3.0bpw-veto|--bpw 3.0 --objective nrmse"
     "3.0bpw-noveto|--bpw 3.0 --objective nrmse --min-sqnr -200"

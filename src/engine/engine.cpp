@@ -7,6 +7,7 @@
 #include <cstring>
 #include <array>
 #include <map>
+#include <memory>
 #include <numeric>
 
 #include <spdlog/spdlog.h>
@@ -113,6 +114,49 @@ void SetLinear(Linear* lin, int64_t out, int64_t in, const float* data) {
 
 }  // namespace
 
+namespace {
+
+// Per-thread buffers of a forward pass, kept between calls. A 512-token window allocates
+// several MiB of activations per layer; as fresh allocations these are mmap'ed (or the heap
+// top is trimmed and regrown) depending on glibc's allocator state, and then page faults and
+// zero-filling cost up to ~20% of a prefill and made the timing of otherwise identical work
+// depend on what ran before (bench_infer measured uniform and mixed-precision plans 15%
+// apart for that reason alone). Reusing the capacity removes both. Every buffer is fully
+// overwritten before it is read, so reuse does not change any result. A nested call on the
+// same thread (from an observer) gets fresh buffers.
+struct ForwardScratch {
+  bool busy = false;
+  std::vector<float> x, h, q, k, v, att, o, mlp;
+  // MoePacked
+  std::vector<float> probs, weights, X, G, U, Y, sh, g;
+  std::vector<int32_t> chosen;
+  std::vector<int64_t> count, first, fill, row_of_slot;
+};
+
+class ScratchLease {
+ public:
+  ScratchLease() {
+    thread_local ForwardScratch tls;
+    if (tls.busy) {
+      own_ = std::make_unique<ForwardScratch>();
+      s_ = own_.get();
+    } else {
+      s_ = &tls;
+    }
+    s_->busy = true;
+  }
+  ~ScratchLease() { s_->busy = false; }
+  ScratchLease(const ScratchLease&) = delete;
+  ScratchLease& operator=(const ScratchLease&) = delete;
+  ForwardScratch& operator*() const { return *s_; }
+
+ private:
+  std::unique_ptr<ForwardScratch> own_;
+  ForwardScratch* s_ = nullptr;
+};
+
+}  // namespace
+
 struct Engine::Impl {
   ModelConfig cfg;
   int threads = 0;
@@ -133,7 +177,7 @@ struct Engine::Impl {
   void Route(const Layer& l, const std::vector<float>& h, int64_t T, int threads,
              std::vector<float>* probs, std::vector<int32_t>* chosen, std::vector<float>* weights) const;
   void MoePacked(const Layer& l, int layer_index, const std::vector<float>& h, int64_t T,
-                 std::vector<float>* out, ForwardObserver* obs, int threads) const;
+                 std::vector<float>* out, ForwardObserver* obs, int threads, ForwardScratch* scratch) const;
   int64_t vocab() const { return embed_packed.packed() ? embed_packed.out : static_cast<int64_t>(embed.size()) / cfg.hidden_size; }
   void EmbedRow(int32_t id, float* dst) const;
   uint8_t* NewArena(int64_t bytes_needed) {
@@ -572,16 +616,21 @@ void Engine::Impl::Moe(const Layer& l, int layer_index, const std::vector<float>
 // the activations. Each output element is computed by one fixed kernel sequence, so results
 // do not depend on the thread count.
 void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<float>& h, int64_t T,
-                             std::vector<float>* out, ForwardObserver* obs, int threads) const {
+                             std::vector<float>* out, ForwardObserver* obs, int threads,
+                             ForwardScratch* scratch) const {
   const int64_t H = cfg.hidden_size, E = static_cast<int64_t>(l.experts.size());
   const int64_t K = cfg.top_k;
-  std::vector<float> probs;
-  std::vector<int32_t> chosen;
-  std::vector<float> weights;
+  ForwardScratch& s = *scratch;
+  std::vector<float>& probs = s.probs;
+  std::vector<int32_t>& chosen = s.chosen;
+  std::vector<float>& weights = s.weights;
   Route(l, h, T, threads, &probs, &chosen, &weights);
   if (obs) obs->OnRouting(layer_index, T, static_cast<int>(K), chosen, weights, probs, h);
 
-  std::vector<int64_t> count(static_cast<size_t>(E), 0), first(static_cast<size_t>(E), 0);
+  std::vector<int64_t>& count = s.count;
+  std::vector<int64_t>& first = s.first;
+  count.assign(static_cast<size_t>(E), 0);
+  first.assign(static_cast<size_t>(E), 0);
   for (int64_t s = 0; s < T * K; ++s) ++count[static_cast<size_t>(chosen[static_cast<size_t>(s)])];
   int64_t n = 0;
   for (const int32_t e : l.tier_order) {
@@ -589,8 +638,13 @@ void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<
     n += count[static_cast<size_t>(e)];
   }
   const int64_t F = l.experts[0].gate.out;
-  std::vector<int64_t> fill = first, row_of_slot(static_cast<size_t>(T * K));
-  std::vector<float> X(static_cast<size_t>(n * H));
+  std::vector<int64_t>& fill = s.fill;
+  std::vector<int64_t>& row_of_slot = s.row_of_slot;
+  fill = first;
+  row_of_slot.resize(static_cast<size_t>(T * K));
+  // X, G, U and Y are fully overwritten: every gathered row belongs to an expert with tokens.
+  std::vector<float>& X = s.X;
+  X.resize(static_cast<size_t>(n * H));
   for (int64_t s = 0; s < T * K; ++s) {
     const int64_t r = fill[static_cast<size_t>(chosen[static_cast<size_t>(s)])]++;
     row_of_slot[static_cast<size_t>(s)] = r;
@@ -626,7 +680,10 @@ void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<
     macs = 0;
   };
 
-  std::vector<float> G(static_cast<size_t>(n * F)), U(static_cast<size_t>(n * F));
+  std::vector<float>& G = s.G;
+  std::vector<float>& U = s.U;
+  G.resize(static_cast<size_t>(n * F));
+  U.resize(static_cast<size_t>(n * F));
   for (const auto& [b, e_end] : l.tiers) {
     for (int64_t i = b; i < e_end; ++i) {
       const int32_t e = l.tier_order[static_cast<size_t>(i)];
@@ -638,7 +695,7 @@ void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<
     }
   }
   run_items();
-  for (size_t i = 0; i < G.size(); ++i) {
+  for (size_t i = 0; i < static_cast<size_t>(n * F); ++i) {
     const float a = G[i];
     G[i] = a / (1.0f + std::exp(-a)) * U[i];
   }
@@ -651,7 +708,8 @@ void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<
                                                      static_cast<size_t>(ne * F)));
     }
   }
-  std::vector<float> Y(static_cast<size_t>(n * H));
+  std::vector<float>& Y = s.Y;
+  Y.resize(static_cast<size_t>(n * H));
   for (const auto& [b, e_end] : l.tiers) {
     for (int64_t i = b; i < e_end; ++i) {
       const int32_t e = l.tier_order[static_cast<size_t>(i)];
@@ -672,9 +730,10 @@ void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<
     }
   }
   if (!l.shared.empty()) {
-    std::vector<float> sh;
+    std::vector<float>& sh = s.sh;
     engine::SwiGluForward(l.shared.gate, l.shared.up, l.shared.down, h.data(), T, &sh, threads);
-    std::vector<float> g;
+    std::vector<float>& g = s.g;
+    g.clear();
     if (!l.shared_gate.empty()) engine::LinearForward(l.shared_gate, h.data(), T, &g, threads);
     for (int64_t t = 0; t < T; ++t) {
       const float gate = g.empty() ? 1.0f : 1.0f / (1.0f + std::exp(-g[static_cast<size_t>(t)]));
@@ -708,7 +767,10 @@ Status Engine::Run(std::span<const int32_t> tokens, KvCache* cache, std::vector<
     cache->k_.assign(m.layers.size(), {});
     cache->v_.assign(m.layers.size(), {});
   }
-  std::vector<float> x(static_cast<size_t>(T * H));
+  ScratchLease lease;
+  ForwardScratch& s = *lease;
+  std::vector<float>& x = s.x;
+  x.resize(static_cast<size_t>(T * H));
   for (int64_t t = 0; t < T; ++t) {
     const int32_t id = tokens[static_cast<size_t>(t)];
     if (id < 0 || id >= vocab) {
@@ -718,7 +780,7 @@ Status Engine::Run(std::span<const int32_t> tokens, KvCache* cache, std::vector<
     m.EmbedRow(id, x.data() + t * H);
   }
   const float eps = static_cast<float>(c.rms_norm_eps);
-  std::vector<float> h, q, k, v, att, o, mlp;
+  std::vector<float>&h = s.h, &q = s.q, &k = s.k, &v = s.v, &att = s.att, &o = s.o, &mlp = s.mlp;
   for (size_t li = 0; li < m.layers.size(); ++li) {
     const Layer& l = m.layers[li];
     h = x;
@@ -751,7 +813,7 @@ Status Engine::Run(std::span<const int32_t> tokens, KvCache* cache, std::vector<
     engine::RmsNormRows(h.data(), T, l.post_attn_norm, eps);
     if (observer) observer->OnMlpInput(static_cast<int>(li), T, h);
     if (l.moe && l.packed_experts) {
-      m.MoePacked(l, static_cast<int>(li), h, T, &mlp, observer, threads);
+      m.MoePacked(l, static_cast<int>(li), h, T, &mlp, observer, threads, &s);
     } else if (l.moe) {
       m.Moe(l, static_cast<int>(li), h, T, &mlp, observer, threads);
     } else {

@@ -282,6 +282,44 @@ TEST(PackedEngine, IncrementalDecodeMatchesForward) {
   }
 }
 
+// The forward pass keeps its activation buffers per thread between calls (docs/inference.md):
+// a window after windows of other lengths, after another model, and a forward pass nested in
+// an observer callback give the same bits as the first call.
+TEST(PackedEngine, ReusedBuffersDoNotChangeResults) {
+  QuantizedModel m, f;
+  WriteTiered(m);
+  WriteTiered(f, /*fused=*/true);
+  auto e = Load(m.out, true, 2);
+  auto other = Load(f.out, true, 2);
+  ASSERT_TRUE(e && other);
+  const auto tokens = Tokens(40);
+  std::vector<float> first, again, tmp;
+  ASSERT_TRUE(e->Forward(tokens, &first).ok());
+  ASSERT_TRUE(e->Forward(Tokens(97), &tmp).ok());
+  ASSERT_TRUE(other->Forward(Tokens(64), &tmp).ok());
+  ASSERT_TRUE(e->Forward(Tokens(3), &tmp).ok());
+  ASSERT_TRUE(e->Forward(tokens, &again).ok());
+  EXPECT_EQ(first, again);
+
+  struct Nested : ForwardObserver {
+    const Engine* engine = nullptr;
+    std::vector<float> inner;
+    bool done = false;
+    void OnMlpInput(int, int64_t, std::span<const float>) override {
+      if (done) return;
+      done = true;
+      EXPECT_TRUE(engine->Forward(Tokens(11), &inner).ok());
+    }
+  } nested;
+  nested.engine = other.get();
+  std::vector<float> observed, inner_ref;
+  ASSERT_TRUE(e->Forward(tokens, &observed, &nested).ok());
+  ASSERT_TRUE(nested.done);
+  EXPECT_EQ(first, observed);
+  ASSERT_TRUE(other->Forward(Tokens(11), &inner_ref).ok());
+  EXPECT_EQ(nested.inner, inner_ref);
+}
+
 TEST(PackedEngine, FloatModelIsUnaffected) {
   QuantizedModel m;
   test::SyntheticCheckpointOptions o;
