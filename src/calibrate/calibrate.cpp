@@ -116,14 +116,16 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
   }
   const auto t0 = std::chrono::steady_clock::now();
 
+  EvalOptions quiet_eval;  // the probes log one line each instead of a progress bar
+  quiet_eval.protocol = protocol;
+  quiet_eval.threads = ctx.threads;
+  quiet_eval.progress = false;
+
   // The reference distribution, once.
   SavedLogits reference;
   {
     MOEQ_ASSIGN_OR_RETURN(auto engine, Engine::Load(*ckpt, {ctx.threads}));
-    EvalOptions eo;
-    eo.protocol = protocol;
-    eo.threads = ctx.threads;
-    eo.progress = false;
+    EvalOptions eo = quiet_eval;
     eo.record = &reference;
     eo.record_top_k = o.top_k;
     MOEQ_ASSIGN_OR_RETURN(EvalResult r, Evaluate(*engine, tokens.ids, eo));
@@ -157,10 +159,7 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
     MOEQ_RETURN_IF_ERROR(WriteMlxCheckpoint(*ckpt, plan, tmp.path, wo).status());
     MOEQ_ASSIGN_OR_RETURN(auto qckpt, Checkpoint::Open(tmp.path));
     MOEQ_ASSIGN_OR_RETURN(auto engine, Engine::Load(*qckpt, {ctx.threads}));
-    EvalOptions eo;
-    eo.protocol = protocol;
-    eo.threads = ctx.threads;
-    eo.progress = false;
+    EvalOptions eo = quiet_eval;
     eo.saved_reference = &reference;
     MOEQ_ASSIGN_OR_RETURN(EvalResult r, Evaluate(*engine, tokens.ids, eo));
     rp.kl_mean = r.kl_mean;
