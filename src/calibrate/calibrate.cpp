@@ -37,9 +37,14 @@ struct ScopedDir {
   }
 };
 
-/// What the allocator predicts for one role at the probe format, and what was measured.
+/// A probed group: a role, or with --per-layer a role in one layer (-1: the whole role, or a
+/// model-level tensor such as the embeddings).
+using ProbeKey = std::pair<TensorRole, int>;
+
+/// What the allocator predicts for one group at the probe format, and what was measured.
 struct RoleProbe {
   TensorRole role = TensorRole::kUnknown;
+  int layer = -1;
   int64_t tensors = 0;
   double predicted_noise = 0;  ///< Σ exposure·NRMSE² at the probe format
   double kl_mean = 0;
@@ -80,13 +85,15 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
   if (!experts_in_layer.empty() && top_k <= 0) {
     return Status::InvalidArgument(o.sensitivity + ": header has no inputs.top_k (re-run moeq-analyze)");
   }
-  std::map<TensorRole, RoleProbe> roles;
+  std::map<ProbeKey, RoleProbe> roles;
   for (const auto& t : sens.tensors) {
     for (const auto& c : t.configs) {
       if (c.format != probe->name) continue;
       const double x = t.expert >= 0 ? std::min(1.0, static_cast<double>(top_k) / experts_in_layer[t.layer]) : 1.0;
-      RoleProbe& rp = roles[t.role];
+      const ProbeKey key{t.role, o.per_layer ? t.layer : -1};
+      RoleProbe& rp = roles[key];
       rp.role = t.role;
+      rp.layer = key.second;
       rp.predicted_noise += x * c.nrmse * c.nrmse;
     }
   }
@@ -134,21 +141,23 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
 
   // Which tensors the probe quantizes, by role.
   MOEQ_ASSIGN_OR_RETURN(QuantPlan uniform, MakeUniformPlan(*ckpt, *probe));
-  std::map<TensorRole, std::vector<std::string>> names;
+  std::map<ProbeKey, std::vector<std::string>> names;
   for (const CheckpointTensor& t : ckpt->tensors()) {
-    if (IsQuantizableRole(t.id.role) && uniform.formats.count(t.info.name)) names[t.id.role].push_back(t.info.name);
+    if (IsQuantizableRole(t.id.role) && uniform.formats.count(t.info.name)) names[{t.id.role, o.per_layer ? t.id.layer : -1}].push_back(t.info.name);
   }
   size_t done = 0;
-  for (auto& [role, rp] : roles) {
+  for (auto& [key, rp] : roles) {
     ++done;
-    auto it = names.find(role);
+    const TensorRole role = key.first;
+    const std::string group = std::string(RoleName(role)) + (rp.layer >= 0 ? "." + std::to_string(rp.layer) : "");
+    auto it = names.find(key);
     if (it == names.end() || rp.predicted_noise <= 0) continue;
     QuantPlan plan = uniform;
     plan.formats.clear();
     for (const std::string& n : it->second) plan.formats[n] = uniform.formats.at(n);
     rp.tensors = static_cast<int64_t>(it->second.size());
     ScopedDir tmp{(fs::temp_directory_path() / ("moeq-calibrate-" + std::to_string(::getpid()) + "-" +
-                                                std::string(RoleName(role))))
+                                                group))
                       .string()};
     std::error_code ec;
     fs::remove_all(tmp.path, ec);
@@ -165,10 +174,10 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
     rp.kl_mean = r.kl_mean;
     rp.sensitivity = rp.kl_mean / rp.predicted_noise;
     spdlog::info("calibrate: {}/{} {}: {} tensors at {}: KL {:.6f}, predicted noise {:.4g}", done, roles.size(),
-                 RoleName(role), rp.tensors, probe->name, rp.kl_mean, rp.predicted_noise);
+                 group, rp.tensors, probe->name, rp.kl_mean, rp.predicted_noise);
   }
   std::vector<double> s;
-  for (const auto& [role, rp] : roles) {
+  for (const auto& [key, rp] : roles) {
     if (rp.tensors > 0) s.push_back(rp.sensitivity);
   }
   if (s.empty()) return Status::InvalidArgument(o.model_dir + ": no quantizable tensor takes the probe format");
@@ -183,13 +192,17 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
       "Measured priors (moeq-calibrate): for each role, the mean KL divergence from the unquantized model when only "
       "that role is quantized with the probe format, over the predicted noise sum(exposure * NRMSE^2); prior = "
       "sqrt(sensitivity / median sensitivity), for moeq-allocate --objective mse --rules this-file.";
-  j["probe"] = {{"format", std::string(probe->name)}, {"windows", windows}, {"context", o.context}, {"top_k", o.top_k}};
+  j["probe"] = {{"format", std::string(probe->name)}, {"windows", windows}, {"context", o.context}, {"top_k", o.top_k},
+                {"per_layer", o.per_layer}};
   nlohmann::json rules = nlohmann::json::array(), measured = nlohmann::json::array();
-  for (auto& [role, rp] : roles) {
+  for (auto& [key, rp] : roles) {
     if (rp.tensors == 0) continue;
+    const TensorRole role = key.first;
+    nlohmann::json match = {{"role", std::string(RoleName(role))}};
+    if (rp.layer >= 0) match["layer"] = rp.layer;
     rp.prior = std::clamp(std::sqrt(std::max(rp.sensitivity, 0.0) / median), 0.01, 100.0);
-    rules.push_back({{"match", {{"role", std::string(RoleName(role))}}}, {"prior", rp.prior}});
-    measured.push_back({{"role", std::string(RoleName(role))}, {"tensors", rp.tensors}, {"kl_mean", rp.kl_mean},
+    rules.push_back({{"match", match}, {"prior", rp.prior}});
+    measured.push_back({{"role", std::string(RoleName(role))}, {"layer", rp.layer}, {"tensors", rp.tensors}, {"kl_mean", rp.kl_mean},
                         {"predicted_noise", rp.predicted_noise}, {"sensitivity", rp.sensitivity}, {"prior", rp.prior}});
   }
   j["rules"] = rules;

@@ -47,6 +47,7 @@ TEST(Calibrate, MeasuresOnePriorPerRoleThatAllocateAccepts) {
   o.windows = 4;
   o.context = 128;
   o.output = dir.Join("priors.json");
+  o.per_layer = false;
   const Status st = RunCalibrate(o, Ctx());
   ASSERT_TRUE(st.ok()) << st.message();
   auto j = nlohmann::json::parse(*ReadFile(o.output));
@@ -67,6 +68,17 @@ TEST(Calibrate, MeasuresOnePriorPerRoleThatAllocateAccepts) {
   o.output = dir.Join("priors2.json");
   ASSERT_TRUE(RunCalibrate(o, Ctx()).ok());
   EXPECT_EQ(*ReadFile(dir.Join("priors.json")), *ReadFile(o.output));
+
+  // Per (role, layer), the default: 2 layers × 8 layer roles + embeddings + lm_head.
+  CalibrateCommandOptions ol = o;
+  ol.per_layer = true;
+  ol.output = dir.Join("priors_layers.json");
+  ASSERT_TRUE(RunCalibrate(ol, Ctx()).ok());
+  auto jl = nlohmann::json::parse(*ReadFile(ol.output));
+  ASSERT_EQ(jl["rules"].size(), 18u);
+  int layered = 0;
+  for (const auto& r : jl["rules"]) layered += r["match"].contains("layer");
+  EXPECT_EQ(layered, 16);
 
   // moeq-allocate takes it as --rules: every tensor's prior is its role's measured one.
   AllocateCommandOptions al;

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
         app.add_option("--context", o.context, "Tokens per window");
         app.add_option("--probe-format", o.probe_format, "Format each role is probed with (a grid config)");
         app.add_option("--top-k", o.top_k, "Reference entries kept per token for the KL (0 = whole vocabulary)");
+        app.add_flag("!--whole-roles", o.per_layer, "Probe each role over all layers at once instead of each (role, layer)");
         app.add_option("-o,--output", o.output, "moeq.allocate_rules JSON to write (for moeq-allocate --rules)");
       },
       [&](const moeq::tool::ToolContext& ctx) { return moeq::RunCalibrate(o, ctx.artifact); });
