@@ -4,29 +4,13 @@
 #include <cstdio>
 
 #include "allocate/allocation.h"
+#include "report/svg.h"
 
 namespace moeq::alloc {
 namespace {
 
-std::string Num(double v, int digits = 6) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*g", digits, v);
-  return buf;
-}
-
-std::string Escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
+// The report's number formatting, with the curve's precision by default.
+std::string Num(double v, int digits = 6) { return report::Num(v, digits); }
 
 }  // namespace
 
@@ -109,7 +93,7 @@ std::string CurveSvg(const std::vector<CurvePoint>& curve, int64_t params, std::
   std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + Num(W) + "\" height=\"" + Num(H) +
                   "\" viewBox=\"0 0 " + Num(W) + " " + Num(H) + "\" font-family=\"sans-serif\" font-size=\"12\">\n";
   s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  s += "<text x=\"" + Num(W / 2) + "\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">" + Escape(title) + "</text>\n";
+  s += "<text x=\"" + Num(W / 2) + "\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">" + report::XmlEscape(title) + "</text>\n";
   // Axes and ticks.
   s += "<line x1=\"" + Num(L) + "\" y1=\"" + Num(T + ph) + "\" x2=\"" + Num(L + pw) + "\" y2=\"" + Num(T + ph) + "\" stroke=\"black\"/>\n";
   s += "<line x1=\"" + Num(L) + "\" y1=\"" + Num(T) + "\" x2=\"" + Num(L) + "\" y2=\"" + Num(T + ph) + "\" stroke=\"black\"/>\n";
