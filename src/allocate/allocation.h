@@ -198,6 +198,8 @@ Result<std::vector<CurvePoint>> BudgetCurve(const AllocationModel& model, int po
 size_t CurveKnee(const std::vector<CurvePoint>& curve);
 std::string CurveCsv(const std::vector<CurvePoint>& curve, int64_t params);
 /// A self-contained SVG line plot (axes, ticks, labels, the knee marked).
-std::string CurveSvg(const std::vector<CurvePoint>& curve, int64_t params, std::string_view title);
+/// `objective_label` names the objective on the y axis ("Σ π·α·NRMSE", "Σ π²·α·x·NRMSE²").
+std::string CurveSvg(const std::vector<CurvePoint>& curve, int64_t params, std::string_view title,
+                     std::string_view objective_label = "Σ π·α·NRMSE");
 
 }  // namespace moeq::alloc

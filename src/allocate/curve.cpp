@@ -76,7 +76,8 @@ std::string CurveCsv(const std::vector<CurvePoint>& curve, int64_t params) {
   return out;
 }
 
-std::string CurveSvg(const std::vector<CurvePoint>& curve, int64_t params, std::string_view title) {
+std::string CurveSvg(const std::vector<CurvePoint>& curve, int64_t params, std::string_view title,
+                     std::string_view objective_label) {
   const double W = 720, H = 440, L = 80, R = 30, T = 40, B = 60;
   const double pw = W - L - R, ph = H - T - B;
   // x in MiB or GiB, whichever reads better.
@@ -107,7 +108,8 @@ std::string CurveSvg(const std::vector<CurvePoint>& curve, int64_t params, std::
   }
   s += "<text x=\"" + Num(L + pw / 2) + "\" y=\"" + Num(H - 15) + "\" text-anchor=\"middle\">size of the allocated tensors (" +
        (gib ? "GiB" : "MiB") + ")</text>\n";
-  s += "<text transform=\"translate(18," + Num(T + ph / 2) + ") rotate(-90)\" text-anchor=\"middle\">predicted objective Σ π·α·NRMSE</text>\n";
+  s += "<text transform=\"translate(18," + Num(T + ph / 2) + ") rotate(-90)\" text-anchor=\"middle\">predicted objective " +
+       report::XmlEscape(objective_label) + "</text>\n";
   // The curve.
   std::string pts;
   for (const auto& p : curve) pts += Num(X(static_cast<double>(p.budget) / unit)) + "," + Num(Y(p.objective)) + " ";

@@ -150,7 +150,8 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
     MOEQ_RETURN_IF_ERROR(WriteFileAtomic(
         svg_path, CurveSvg(curve, model.total_params,
                            "moeq-allocate budget curve (" + std::string(PolicyName(settings.policy)) + "): " +
-                               std::filesystem::path(o.sensitivity).filename().string())));
+                               std::filesystem::path(o.sensitivity).filename().string(),
+                           settings.objective == Objective::kMse ? "Σ π²·α·x·NRMSE²" : "Σ π·α·NRMSE")));
     const auto& k = curve[CurveKnee(curve)];
     spdlog::info("budget curve: {} points from {} to {} bytes; knee at {} bytes (objective {:.6g}); wrote {} and {}",
                  curve.size(), curve.front().budget, curve.back().budget, k.budget, k.objective, csv_path, svg_path);

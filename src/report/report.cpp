@@ -435,7 +435,7 @@ Result<std::string> RoutingSection(const std::string& path) {
 std::string CurveSection(const CurveData& c) {
   report::LineChart lc;
   lc.id = "chart-curve";
-  lc.title = "Budget curve: predicted objective Σ π·α·NRMSE against size";
+  lc.title = "Budget curve: predicted objective (moeq-allocate --objective) against size";
   const double max_bytes = *std::max_element(c.bytes.begin(), c.bytes.end());
   const bool gib = max_bytes >= 1024.0 * 1024 * 1024;
   const double unit = gib ? 1024.0 * 1024 * 1024 : 1024.0 * 1024;
