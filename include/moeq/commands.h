@@ -67,6 +67,12 @@ struct ProfileCommandOptions {
   std::string output = "routing_profile.json";
   /// Also write activation second moments here ("" = do not collect them).
   std::string activation_stats;
+  /// Also collect the full Gram matrix of every linear input into activation_stats (for the
+  /// gptq encoder and the activation-weighted error).
+  bool gram = false;
+  /// Shrinkage of few-token experts toward the layer's pooled statistics, in tokens (k of
+  /// ActivationStatsOptions).
+  double shrinkage_tokens = 32.0;
   /// moeq.tiers thresholds ("" = built-in defaults, the same as configs/tiers.json).
   std::string tiers;
   /// moeq.hotness parameters ("" = built-in defaults, the same as configs/hotness.json).

@@ -110,6 +110,11 @@ struct LayerProfile {
   std::vector<double> mlp_in_sq;         ///< [hidden] Σ x² of the MoE / MLP input, all tokens
   std::vector<double> expert_in_sq;      ///< [experts, hidden] Σ x² over tokens routed to each expert
   std::vector<double> expert_act_sq;     ///< [experts, ff] Σ a² of each expert's down-projection input
+  /// Gram matrices Σ x xᵀ (ProfileOptions::gram only; empty otherwise), row-major, in double.
+  std::vector<double> attn_in_gram;      ///< [hidden, hidden]
+  std::vector<double> mlp_in_gram;       ///< [hidden, hidden]
+  std::vector<double> expert_in_gram;    ///< [experts, hidden, hidden] over the tokens routed to each expert
+  std::vector<double> expert_act_gram;   ///< [experts, ff, ff]
 };
 
 /// One calibration domain (texts tagged with the same name are one domain).
@@ -147,6 +152,9 @@ struct ProfileOptions {
   int64_t max_windows = 0;
   /// Collect activation second moments (costs a little memory per window in flight).
   bool activations = true;
+  /// Also collect the full Gram matrix Σ x xᵀ of every linear input (needs `activations`).
+  /// Memory per window in flight: 8 · (2·hidden² + experts·(hidden² + ff²)) bytes per layer.
+  bool gram = false;
   int threads = 0;
   bool progress = true;
   HotnessOptions hotness;
@@ -199,10 +207,21 @@ nlohmann::json RoutingProfileToJson(const RoutingProfile& profile, nlohmann::jso
 /// statistics are not in JSON).
 Result<RoutingProfile> RoutingProfileFromJson(const nlohmann::json& j, std::string_view path);
 
+/// How few-token experts are stabilised in the written statistics (docs/artifacts.md): an
+/// expert input seen by n_e tokens gets S_e ← (n_e·S_e + k·S_pool) / (n_e + k), S a mean
+/// second moment (diagonal or Gram), S_pool the layer's pooled statistic (all tokens of the
+/// MoE input for gate/up; all experts' down-projection inputs for down), k = shrinkage_tokens.
+struct ActivationStatsOptions {
+  double shrinkage_tokens = 32.0;
+};
+
 /// Writes the activation statistics as safetensors: for every linear weight W of the model,
-/// "<W name>.in_sq_mean" (F32 [in_features]) and "<W name>.count" (I64 [1]); expert inputs
-/// are averaged only over the tokens routed to that expert. Atomic (temp file + rename).
+/// "<W name>.in_sq_mean" (F32 [in_features], unshrunk), "<W name>.importance" (F32
+/// [in_features], shrunk as above) and "<W name>.count" (I64 [1]); expert inputs are averaged
+/// only over the tokens routed to that expert. When the profile holds Gram matrices, one
+/// "<input>.gram" (F32 [in, in], mean x xᵀ, shrunk) per distinct input, and metadata
+/// "moeq_gram_of" (JSON object: weight name → gram tensor name). Atomic (temp file + rename).
 Status WriteActivationStats(const std::string& path, const RoutingProfile& profile,
-                            const ArchAdapter& adapter);
+                            const ArchAdapter& adapter, const ActivationStatsOptions& options = {});
 
 }  // namespace moeq

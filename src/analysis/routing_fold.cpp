@@ -119,9 +119,15 @@ RoutingProfile MakeBlankProfile(const ModelConfig& c, const std::vector<std::str
     LayerProfile lp;
     lp.layer = static_cast<int>(l);
     lp.moe = c.IsMoeLayer(l);
+    const size_t h2 = static_cast<size_t>(c.hidden_size * c.hidden_size);
+    const bool gram = activations && options.gram;
     if (activations) {
       lp.attn_in_sq.assign(static_cast<size_t>(c.hidden_size), 0.0);
       lp.mlp_in_sq.assign(static_cast<size_t>(c.hidden_size), 0.0);
+    }
+    if (gram) {
+      lp.attn_in_gram.assign(h2, 0.0);
+      lp.mlp_in_gram.assign(h2, 0.0);
     }
     if (lp.moe) {
       lp.experts.resize(static_cast<size_t>(c.num_experts));
@@ -130,6 +136,11 @@ RoutingProfile MakeBlankProfile(const ModelConfig& c, const std::vector<std::str
       if (activations) {
         lp.expert_in_sq.assign(static_cast<size_t>(c.num_experts * c.hidden_size), 0.0);
         lp.expert_act_sq.assign(static_cast<size_t>(c.num_experts * c.moe_intermediate_size), 0.0);
+      }
+      if (gram) {
+        lp.expert_in_gram.assign(static_cast<size_t>(c.num_experts) * h2, 0.0);
+        lp.expert_act_gram.assign(
+            static_cast<size_t>(c.num_experts * c.moe_intermediate_size * c.moe_intermediate_size), 0.0);
       }
     }
     prof.layers.push_back(std::move(lp));

@@ -7,6 +7,8 @@
 #include <mutex>
 #include <optional>
 
+#include <Eigen/Core>
+
 #include "analysis/routing_fold.h"
 #include "moeq/eval.h"
 #include "moeq/parallel.h"
@@ -31,6 +33,7 @@ class WindowObserver : public ForwardObserver {
     LayerProfile& l = layers_[static_cast<size_t>(layer)];
     l.tokens += tokens;
     if (act_) AddSquares(h, tokens, l.attn_in_sq.data(), static_cast<int64_t>(l.attn_in_sq.size()));
+    if (!l.attn_in_gram.empty()) AddGram(h.data(), tokens, static_cast<int64_t>(l.attn_in_sq.size()), l.attn_in_gram.data());
   }
 
   void OnRouting(int layer, int64_t tokens, int top_k, std::span<const int32_t> experts,
@@ -52,11 +55,26 @@ class WindowObserver : public ForwardObserver {
         for (int64_t i = 0; i < H; ++i) dst[i] += static_cast<double>(x[i]) * x[i];
       }
     }
+    if (act_ && !l.expert_in_gram.empty()) {
+      // Gram of each expert's routed tokens (gathered in token order).
+      std::vector<std::vector<int64_t>> rows(static_cast<size_t>(E));
+      for (int64_t t = 0; t < tokens; ++t)
+        for (int64_t j = 0; j < top_k; ++j) rows[static_cast<size_t>(experts[static_cast<size_t>(t * top_k + j)])].push_back(t);
+      std::vector<float> g;
+      for (int64_t e = 0; e < E; ++e) {
+        const auto& r = rows[static_cast<size_t>(e)];
+        if (r.empty()) continue;
+        g.resize(r.size() * static_cast<size_t>(H));
+        for (size_t i = 0; i < r.size(); ++i) std::memcpy(g.data() + i * static_cast<size_t>(H), hidden.data() + r[i] * H, static_cast<size_t>(H) * sizeof(float));
+        AddGram(g.data(), static_cast<int64_t>(r.size()), H, l.expert_in_gram.data() + static_cast<size_t>(e * H * H));
+      }
+    }
   }
 
   void OnMlpInput(int layer, int64_t tokens, std::span<const float> h) override {
     LayerProfile& l = layers_[static_cast<size_t>(layer)];
     if (act_) AddSquares(h, tokens, l.mlp_in_sq.data(), static_cast<int64_t>(l.mlp_in_sq.size()));
+    if (!l.mlp_in_gram.empty()) AddGram(h.data(), tokens, static_cast<int64_t>(l.mlp_in_sq.size()), l.mlp_in_gram.data());
   }
 
   void OnExpertActivation(int layer, int expert, int64_t tokens, std::span<const float> a) override {
@@ -64,6 +82,7 @@ class WindowObserver : public ForwardObserver {
     LayerProfile& l = layers_[static_cast<size_t>(layer)];
     const int64_t ff = static_cast<int64_t>(l.expert_act_sq.size() / std::max<size_t>(1, l.experts.size()));
     AddSquares(a, tokens, l.expert_act_sq.data() + expert * ff, ff);
+    if (!l.expert_act_gram.empty()) AddGram(a.data(), tokens, ff, l.expert_act_gram.data() + static_cast<size_t>(expert) * static_cast<size_t>(ff * ff));
   }
 
   struct Routed {
@@ -74,6 +93,13 @@ class WindowObserver : public ForwardObserver {
   std::vector<Routed> routed_;
 
  private:
+  /// dst [width, width] += Xᵀ X for X [rows, width] (float rows, double products and sums).
+  static void AddGram(const float* x, int64_t rows, int64_t width, double* dst) {
+    using RowMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    const RowMat xd = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(x, rows, width).cast<double>();
+    Eigen::Map<RowMat> g(dst, width, width);
+    g.noalias() += xd.transpose() * xd;
+  }
   static void AddSquares(std::span<const float> x, int64_t rows, double* dst, int64_t width) {
     for (int64_t r = 0; r < rows; ++r) {
       const float* p = x.data() + r * width;
@@ -95,6 +121,10 @@ void Merge(LayerProfile* into, const LayerProfile& from) {
   add(into->mlp_in_sq, from.mlp_in_sq);
   add(into->expert_in_sq, from.expert_in_sq);
   add(into->expert_act_sq, from.expert_act_sq);
+  add(into->attn_in_gram, from.attn_in_gram);
+  add(into->mlp_in_gram, from.mlp_in_gram);
+  add(into->expert_in_gram, from.expert_in_gram);
+  add(into->expert_act_gram, from.expert_act_gram);
 }
 
 }  // namespace
@@ -382,48 +412,105 @@ Result<RoutingProfile> RoutingProfileFromJson(const nlohmann::json& j, std::stri
   return prof;
 }
 
-Status WriteActivationStats(const std::string& path, const RoutingProfile& p, const ArchAdapter& adapter) {
+Status WriteActivationStats(const std::string& path, const RoutingProfile& p, const ArchAdapter& adapter,
+                            const ActivationStatsOptions& options) {
+  const double k = std::max(0.0, options.shrinkage_tokens);
   struct Entry {
     std::string name;
-    std::vector<float> mean;
+    std::vector<float> mean, importance;
     int64_t count;
+    std::string gram;  // name of the gram tensor of its input ("" = none)
+  };
+  struct Gram {
+    std::string name;
+    int64_t width;
+    std::vector<float> mean;
   };
   std::vector<Entry> entries;
-  auto add = [&](const TensorId& id, const double* sq, int64_t width, int64_t count) {
-    Entry e{adapter.Name(id), std::vector<float>(static_cast<size_t>(width)), count};
+  std::vector<Gram> grams;
+  // (Σ + k·pool_mean) / (n + k); pool_sum / pool_n is the pooled mean (n = pool_n: unchanged).
+  auto shrink = [k](const double* sum, int64_t n, const double* pool_sum, int64_t pool_n, int64_t len, std::vector<float>* out) {
+    out->resize(static_cast<size_t>(len));
+    const bool pool = pool_sum != nullptr && pool_n > 0 && k > 0;
+    const double den = static_cast<double>(n) + (pool ? k : 0.0);
+    for (int64_t i = 0; i < len; ++i) {
+      double v = sum[i];
+      if (pool) v += k * pool_sum[i] / static_cast<double>(pool_n);
+      (*out)[static_cast<size_t>(i)] = den > 0 ? static_cast<float>(v / den) : 0.0f;
+    }
+  };
+  auto add = [&](const TensorId& id, const double* sq, int64_t width, int64_t count, const double* pool_sq, int64_t pool_n,
+                 const std::string& gram) {
+    Entry e{adapter.Name(id), std::vector<float>(static_cast<size_t>(width)), {}, count, gram};
     for (int64_t i = 0; i < width; ++i) e.mean[static_cast<size_t>(i)] = count ? static_cast<float>(sq[i] / static_cast<double>(count)) : 0.0f;
+    shrink(sq, count, pool_sq, pool_n, width, &e.importance);
     entries.push_back(std::move(e));
+  };
+  auto add_gram = [&](const std::string& name, const std::vector<double>& all, size_t index, int64_t width, int64_t n,
+                      const double* pool, int64_t pool_n) -> std::string {
+    if (all.empty()) return "";
+    Gram g{name + ".gram", width, {}};
+    shrink(all.data() + index * static_cast<size_t>(width * width), n, pool, pool_n, width * width, &g.mean);
+    grams.push_back(std::move(g));
+    return grams.back().name;
   };
   for (const LayerProfile& l : p.layers) {
     if (l.attn_in_sq.empty()) continue;
     const int64_t H = static_cast<int64_t>(l.attn_in_sq.size());
+    const std::string lp = "layers." + std::to_string(l.layer);
+    const std::string attn_gram = add_gram(lp + ".attn_in", l.attn_in_gram, 0, H, l.tokens, nullptr, 0);
     for (TensorRole r : {TensorRole::kAttnQ, TensorRole::kAttnK, TensorRole::kAttnV}) {
-      add({l.layer, -1, r}, l.attn_in_sq.data(), H, l.tokens);
+      add({l.layer, -1, r}, l.attn_in_sq.data(), H, l.tokens, nullptr, 0, attn_gram);
     }
+    const std::string mlp_gram = add_gram(lp + ".mlp_in", l.mlp_in_gram, 0, H, l.tokens, nullptr, 0);
     if (!l.moe) {
-      for (TensorRole r : {TensorRole::kMlpGate, TensorRole::kMlpUp}) add({l.layer, -1, r}, l.mlp_in_sq.data(), H, l.tokens);
+      for (TensorRole r : {TensorRole::kMlpGate, TensorRole::kMlpUp}) add({l.layer, -1, r}, l.mlp_in_sq.data(), H, l.tokens, nullptr, 0, mlp_gram);
       continue;
     }
-    add({l.layer, -1, TensorRole::kRouter}, l.mlp_in_sq.data(), H, l.tokens);
+    add({l.layer, -1, TensorRole::kRouter}, l.mlp_in_sq.data(), H, l.tokens, nullptr, 0, mlp_gram);
     const int64_t ff = static_cast<int64_t>(l.expert_act_sq.size() / l.experts.size());
+    // Pooled down-projection input: all experts' activations.
+    std::vector<double> act_pool(static_cast<size_t>(ff), 0.0), act_pool_gram;
+    int64_t act_n = 0;
+    for (size_t e = 0; e < l.experts.size(); ++e) {
+      act_n += l.experts[e].count;
+      for (int64_t i = 0; i < ff; ++i) act_pool[static_cast<size_t>(i)] += l.expert_act_sq[e * static_cast<size_t>(ff) + static_cast<size_t>(i)];
+    }
+    if (!l.expert_act_gram.empty()) {
+      act_pool_gram.assign(static_cast<size_t>(ff * ff), 0.0);
+      for (size_t e = 0; e < l.experts.size(); ++e)
+        for (size_t i = 0; i < act_pool_gram.size(); ++i) act_pool_gram[i] += l.expert_act_gram[e * act_pool_gram.size() + i];
+    }
     for (size_t e = 0; e < l.experts.size(); ++e) {
       const int64_t n = l.experts[e].count;
       const int ei = static_cast<int>(e);
-      add({l.layer, ei, TensorRole::kExpertGate}, l.expert_in_sq.data() + static_cast<int64_t>(e) * H, H, n);
-      add({l.layer, ei, TensorRole::kExpertUp}, l.expert_in_sq.data() + static_cast<int64_t>(e) * H, H, n);
-      add({l.layer, ei, TensorRole::kExpertDown}, l.expert_act_sq.data() + static_cast<int64_t>(e) * ff, ff, n);
+      const std::string ep = lp + ".experts." + std::to_string(e);
+      const std::string in_gram = add_gram(ep + ".in", l.expert_in_gram, e, H, n, l.mlp_in_gram.data(), l.tokens);
+      const std::string act_gram = add_gram(ep + ".act", l.expert_act_gram, e, ff, n, act_pool_gram.data(), act_n);
+      add({l.layer, ei, TensorRole::kExpertGate}, l.expert_in_sq.data() + static_cast<int64_t>(e) * H, H, n, l.mlp_in_sq.data(), l.tokens, in_gram);
+      add({l.layer, ei, TensorRole::kExpertUp}, l.expert_in_sq.data() + static_cast<int64_t>(e) * H, H, n, l.mlp_in_sq.data(), l.tokens, in_gram);
+      add({l.layer, ei, TensorRole::kExpertDown}, l.expert_act_sq.data() + static_cast<int64_t>(e) * ff, ff, n, act_pool.data(), act_n, act_gram);
     }
   }
   std::vector<TensorInfo> infos;
+  nlohmann::json gram_of = nlohmann::json::object();
   for (const Entry& e : entries) {
     infos.push_back({e.name + ".in_sq_mean", DType::kF32, {static_cast<int64_t>(e.mean.size())}});
+    infos.push_back({e.name + ".importance", DType::kF32, {static_cast<int64_t>(e.importance.size())}});
     infos.push_back({e.name + ".count", DType::kI64, {1}});
+    if (!e.gram.empty()) gram_of[e.name] = e.gram;
   }
-  MOEQ_ASSIGN_OR_RETURN(auto w, SafetensorsWriter::Create(path, infos, {{"format", "pt"}, {"moeq_schema", "moeq.activation_stats"}}));
+  for (const Gram& g : grams) infos.push_back({g.name, DType::kF32, {g.width, g.width}});
+  std::map<std::string, std::string> meta = {{"format", "pt"}, {"moeq_schema", "moeq.activation_stats"},
+                                             {"moeq_shrinkage_tokens", nlohmann::json(k).dump()}};
+  if (!grams.empty()) meta["moeq_gram_of"] = gram_of.dump();
+  MOEQ_ASSIGN_OR_RETURN(auto w, SafetensorsWriter::Create(path, infos, meta));
   for (const Entry& e : entries) {
     MOEQ_RETURN_IF_ERROR(w->Write(e.name + ".in_sq_mean", std::as_bytes(std::span(e.mean))));
+    MOEQ_RETURN_IF_ERROR(w->Write(e.name + ".importance", std::as_bytes(std::span(e.importance))));
     MOEQ_RETURN_IF_ERROR(w->Write(e.name + ".count", std::as_bytes(std::span(&e.count, 1))));
   }
+  for (const Gram& g : grams) MOEQ_RETURN_IF_ERROR(w->Write(g.name, std::as_bytes(std::span(g.mean))));
   return w->Finish();
 }
 

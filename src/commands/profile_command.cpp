@@ -53,6 +53,8 @@ Status RunProfile(const ProfileCommandOptions& o, const ArtifactContext& ctx) {
   if (traces && !o.activation_stats.empty()) {
     return Status::InvalidArgument("--activation-stats needs the model run: a routing trace has no activations");
   }
+  if (o.gram && o.activation_stats.empty()) return Status::InvalidArgument("--gram needs --activation-stats FILE (the Gram matrices are written there)");
+  if (!(o.shrinkage_tokens >= 0)) return Status::InvalidArgument("--shrinkage-tokens must be >= 0");
   if (traces && !o.write_trace.empty()) return Status::InvalidArgument("--write-trace needs the model run, not --trace");
   std::vector<std::string> inputs = {o.model_dir};
   inputs.insert(inputs.end(), files.begin(), files.end());
@@ -64,6 +66,7 @@ Status RunProfile(const ProfileCommandOptions& o, const ArtifactContext& ctx) {
   po.context = o.context;
   po.max_windows = o.max_windows;
   po.activations = !o.activation_stats.empty();
+  po.gram = o.gram;
   po.threads = ctx.threads;
   po.progress = ctx.progress;
   po.top_pairs = o.top_pairs;
@@ -133,7 +136,7 @@ Status RunProfile(const ProfileCommandOptions& o, const ArtifactContext& ctx) {
   nlohmann::json header = MakeArtifactHeader("moeq.routing_profile", 1, ctx, in);
   nlohmann::json j = RoutingProfileToJson(prof, header);
   MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(j)));
-  if (po.activations) MOEQ_RETURN_IF_ERROR(WriteActivationStats(o.activation_stats, prof, ckpt->adapter()));
+  if (po.activations) MOEQ_RETURN_IF_ERROR(WriteActivationStats(o.activation_stats, prof, ckpt->adapter(), {o.shrinkage_tokens}));
   LogSummary(prof, j, o, po.activations);
   return Status::Ok();
 }

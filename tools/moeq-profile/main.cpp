@@ -21,6 +21,8 @@ int main(int argc, char** argv) {
         app.add_option("--max-windows", o.max_windows, "Profile at most N windows of each input (0 = all)");
         app.add_option("-o,--output", o.output, "routing_profile.json to write");
         app.add_option("--activation-stats", o.activation_stats, "Also write per-layer input second moments (safetensors) here");
+        app.add_flag("--gram", o.gram, "With --activation-stats: also the full Gram matrix X^T X of every linear input (gptq, activation-weighted error)");
+        app.add_option("--shrinkage-tokens", o.shrinkage_tokens, "Shrink each expert's statistics toward the layer's pooled ones with the weight of this many tokens (docs/artifacts.md)");
         app.add_option("--tiers", o.tiers, "Tier thresholds (moeq.tiers JSON, e.g. configs/tiers.json; default: the same built in)");
         app.add_option("--hotness", o.hotness, "Hotness parameters (moeq.hotness JSON, e.g. configs/hotness.json; default: the same built in)");
         app.add_option("--top-pairs", o.top_pairs, "Co-activated expert pairs kept per layer");
