@@ -40,6 +40,19 @@ struct AnalyzeCommandOptions {
   int cluster_threshold = 32;  ///< more experts than this per layer → k-means
   /// "i/N" (0 <= i < N): analyse the layers l with l % N == i (model-level tensors in shard 0).
   std::string shard;
+  /// Encoders measured for every affine grid config ("rtn", "weighted", "gptq", comma-separated):
+  /// the grid becomes format × encoder. Data-aware encoders need `activation_stats` (gptq with a
+  /// Gram matrix: moeq-profile --gram); tensors without statistics get only the rtn row.
+  std::string encoders = "rtn";
+  /// "weight": nrmse/sqnr_db are ‖W−Ŵ‖F/‖W‖F (MINT). "activation": for tensors with input
+  /// statistics they are the activation-weighted ‖(W−Ŵ)X‖/‖WX‖ = sqrt(tr(ΔHΔᵀ)/tr(WHWᵀ))
+  /// (H: Gram matrix when present, else its diagonal); other tensors keep the weight error.
+  std::string error = "weight";
+  /// Encoder parameters (quant::EncoderOptions).
+  double gptq_damp = 0.01;
+  int gptq_block = 128;
+  bool gptq_act_order = false;
+  int weighted_steps = 8;
 };
 Status RunAnalyze(const AnalyzeCommandOptions& options, const ArtifactContext& ctx);
 

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "moeq/checkpoint.h"
+#include "moeq/encoders.h"
 #include "moeq/quant_format.h"
 #include "moeq/status.h"
 
@@ -27,6 +28,21 @@ struct QuantPlan {
   std::map<std::string, const quant::FormatTraits*, std::less<>> formats;
   /// Routed-expert tensors the plan prunes (DynaMINT "prunable" with --allow-prune).
   std::set<std::string, std::less<>> pruned;
+  /// Tensor name -> encoder of its codes (allocation.json "encoder"); absent = rtn.
+  std::map<std::string, quant::EncoderKind, std::less<>> encoders;
+
+  /// The encoder of `name` (rtn unless the plan names another).
+  quant::EncoderKind EncoderOf(std::string_view name) const {
+    auto it = encoders.find(name);
+    return it == encoders.end() ? quant::EncoderKind::kRtn : it->second;
+  }
+  /// True when any tensor uses a data-aware encoder.
+  bool DataAware() const {
+    for (const auto& [n, e] : encoders) {
+      if (e != quant::EncoderKind::kRtn) return true;
+    }
+    return false;
+  }
 
   /// The format of `name`, or nullptr when the tensor keeps its source dtype.
   const quant::FormatTraits* FormatOf(std::string_view name) const {

@@ -16,10 +16,13 @@
 #include "moeq/arch.h"
 #include "moeq/artifact.h"
 #include "moeq/checkpoint.h"
+#include "moeq/encoders.h"
 #include "moeq/quant_plan.h"
 #include "moeq/status.h"
 
 namespace moeq {
+
+class InputStatsFile;
 
 /// moeq-quantize's options (one field per flag).
 struct QuantizeCommandOptions {
@@ -39,6 +42,16 @@ struct QuantizeCommandOptions {
   bool mlx_compatible = false;
   /// Largest data bytes per safetensors shard ("5GB", "500MB", ...).
   std::string max_shard_size = "5GB";
+  /// activation_stats.safetensors (moeq-profile --activation-stats [--gram]): required when the
+  /// plan uses a data-aware encoder.
+  std::string stats;
+  /// Encoder for every quantized tensor ("" = the plan's: rtn for uniform plans, the
+  /// allocation's "encoder" fields otherwise).
+  std::string encoder;
+  /// Encoder for routed-expert tensors only (applied after `encoder`; "" = unchanged).
+  std::string expert_encoder;
+  /// Encoder parameters.
+  quant::EncoderOptions encoder_options;
 };
 
 /// Runs moeq-quantize: "mlx" writes the output directory, "gguf" one GGUF v3 file at `output`.
@@ -51,6 +64,10 @@ struct MlxWriteOptions {
   /// highest precision among its experts. Fused input experts are always written stacked.
   bool stacked = false;
   uint64_t max_shard_bytes = 5'000'000'000ULL;
+  /// Input statistics for data-aware encoders (plan.encoders); tensors without statistics in
+  /// it fall back to rtn (recorded per tensor in the manifest).
+  const InputStatsFile* stats = nullptr;
+  quant::EncoderOptions encoder_options;
   int threads = 0;
   bool progress = true;
 };

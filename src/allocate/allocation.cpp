@@ -33,17 +33,21 @@ std::string HumanBytes(uint64_t b) {
 }
 
 // The config of `t` called `format` (a registry name or any spec ParseFormatSpec accepts), or -1.
+// With several encoders per format, the one with the lowest error.
 int FindConfig(const SensitivityTensor& t, const std::string& format) {
-  for (size_t c = 0; c < t.configs.size(); ++c) {
-    if (t.configs[c].format == format) return static_cast<int>(c);
-  }
+  auto best_named = [&](const std::string& name) {
+    int best = -1;
+    for (size_t c = 0; c < t.configs.size(); ++c) {
+      if (t.configs[c].format != name) continue;
+      if (best < 0 || t.configs[c].nrmse < t.configs[static_cast<size_t>(best)].nrmse) best = static_cast<int>(c);
+    }
+    return best;
+  };
+  if (int c = best_named(format); c >= 0) return c;
   const DType src = ParseDType(t.dtype).value_or(DType::kBF16);
   auto f = quant::ParseFormatSpec(format, src);
   if (!f.ok()) return -1;
-  for (size_t c = 0; c < t.configs.size(); ++c) {
-    if (t.configs[c].format == (*f)->name) return static_cast<int>(c);
-  }
-  return -1;
+  return best_named(std::string((*f)->name));
 }
 
 std::string ConfigList(const SensitivityTensor& t) {
@@ -301,6 +305,7 @@ nlohmann::json AllocationToJson(const SensitivityFile& sens, const AllocationRes
                         {"sqnr_db", d.sqnr_db}, {"prior", d.prior},    {"alpha", d.alpha},
                         {"reason", d.reason},   {"prune", d.prune},    {"role", t.role_name},
                         {"layer", t.layer},     {"expert", t.expert},  {"params", t.params}};
+    if (!cfg.encoder.empty()) o["encoder"] = cfg.encoder;
     if (d.exposure != 1.0) o["exposure"] = d.exposure;
     if (!d.tier.empty()) o["tier"] = d.tier;
     if (!d.note.empty()) o["note"] = d.note;
@@ -358,7 +363,8 @@ std::string SummaryTable(const SensitivityFile& sens, const AllocationResult& r)
   for (size_t ti = 0; ti < sens.tensors.size(); ++ti) {
     const auto& t = sens.tensors[ti];
     const auto& cfg = t.configs[static_cast<size_t>(r.decisions[ti].config)];
-    const std::string fmt = cfg.format + (r.decisions[ti].prune ? "(pruned)" : "");
+    const std::string fmt = cfg.format + (cfg.encoder.empty() || cfg.encoder == "rtn" ? "" : "+" + cfg.encoder) +
+                            (r.decisions[ti].prune ? "(pruned)" : "");
     for (Row* row : {&by_format[fmt], &by_role[t.role_name]}) {
       ++row->tensors;
       row->params += t.params;

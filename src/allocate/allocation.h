@@ -24,6 +24,9 @@ namespace moeq::alloc {
 /// One measured grid config of one tensor (the starred fields of docs/artifacts.md).
 struct SensitivityConfig {
   std::string format;  ///< registry name ("q4g64", "bf16")
+  /// Encoder that produced the figures ("rtn", "weighted", "gptq"); "" when the file has no
+  /// encoder field (rtn).
+  std::string encoder;
   int bits = 0;
   int group_size = 0;
   uint64_t bytes = 0;

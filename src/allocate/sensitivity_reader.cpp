@@ -84,6 +84,13 @@ Result<SensitivityFile> ParseSensitivity(std::string_view text, std::string_view
     SensitivityConfig cfg;
     cfg.line = line_no;
     MOEQ_ASSIGN_OR_RETURN(cfg.format, GetString(j, "format", c));
+    if (const auto* enc = Field(j, "encoder"); enc != nullptr) {
+      if (!enc->is_string()) return c.Error("encoder", "expected a string");
+      cfg.encoder = enc->get<std::string>();
+      if (cfg.encoder != "rtn" && cfg.encoder != "weighted" && cfg.encoder != "gptq") {
+        return c.Error("encoder", "unknown encoder '" + cfg.encoder + "' (rtn, weighted or gptq)");
+      }
+    }
     MOEQ_ASSIGN_OR_RETURN(int64_t bits, GetInt(j, "bits", c));
     MOEQ_ASSIGN_OR_RETURN(int64_t group, GetInt(j, "group_size", c));
     if (bits < 1 || bits > 32) return c.Error("bits", "out of range: " + std::to_string(bits));
@@ -136,8 +143,9 @@ Result<SensitivityFile> ParseSensitivity(std::string_view text, std::string_view
     }
     auto& t = f.tensors.back();
     for (const auto& other : t.configs) {
-      if (other.format == cfg.format) {
-        return c.Error("format", "'" + cfg.format + "' of tensor '" + name + "' already given at line " +
+      if (other.format == cfg.format && other.encoder == cfg.encoder) {
+        return c.Error("format", "'" + cfg.format + (cfg.encoder.empty() ? "" : "' with encoder '" + cfg.encoder) +
+                                     "' of tensor '" + name + "' already given at line " +
                                      std::to_string(other.line));
       }
     }

@@ -89,6 +89,7 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
   for (const auto& t : sens.tensors) {
     for (const auto& c : t.configs) {
       if (c.format != probe->name) continue;
+      if (!c.encoder.empty() && c.encoder != "rtn") continue;  // the probe quantizes with rtn
       const double x = t.expert >= 0 ? std::min(1.0, static_cast<double>(top_k) / experts_in_layer[t.layer]) : 1.0;
       const ProbeKey key{t.role, o.per_layer ? t.layer : -1};
       RoleProbe& rp = roles[key];

@@ -19,7 +19,9 @@
 #include "moeq/analyze.h"
 #include "moeq/build_info.h"
 #include "moeq/checkpoint.h"
+#include "moeq/encoders.h"
 #include "moeq/file_util.h"
+#include "moeq/input_stats.h"
 #include "moeq/progress.h"
 #include "moeq/quant_format.h"
 #include "moeq/quantizer.h"
@@ -69,6 +71,8 @@ struct GridConfig {
   std::string spec;
   int bits = 0;
   int group_size = 0;
+  quant::EncoderKind encoder = quant::EncoderKind::kRtn;
+  bool affine = false;
 };
 
 Result<std::vector<GridConfig>> LoadGrid(const std::string& path) {
@@ -91,6 +95,7 @@ Result<std::vector<GridConfig>> LoadGrid(const std::string& path) {
     auto f = quant::ParseFormatSpec(g.spec);
     if (!f.ok()) return Status::InvalidArgument(where + ": " + f.status().message());
     g.bits = (*f)->is_affine() ? (*f)->bits : ((*f)->bits == 32 ? 32 : 16);
+    g.affine = (*f)->is_affine();
     g.group_size = (*f)->group_size;
     if (c.contains("bits") && (!c["bits"].is_number_integer() || c["bits"].get<int>() != g.bits)) {
       return Status::InvalidArgument(where + ": field 'bits' does not match format '" + g.spec + "'");
@@ -118,15 +123,38 @@ struct Analysis {
   json features = json::object();
   std::vector<const quant::FormatTraits*> formats;  // parallel to the grid (nullptr: not applicable)
   std::vector<quant::ErrorStats> stats;             // parallel to the grid
+  std::vector<std::optional<quant::WeightedError>> act;  // parallel to the grid (activation error)
+  bool activation_error = false;                    // nrmse/sqnr_db rows report `act`
+  /// The error the rows report for grid entry i.
+  double Error(size_t i) const { return activation_error && act[i] ? act[i]->Relative() : stats[i].Nrmse(); }
+  double Sqnr(size_t i) const { return activation_error && act[i] ? act[i]->SqnrDb() : stats[i].SqnrDb(); }
 };
+
+/// Key of a grid entry in cluster maps: the format name, "+encoder" for data-aware encoders.
+std::string EntryKey(const quant::FormatTraits& f, quant::EncoderKind e) {
+  return std::string(f.name) + (e == quant::EncoderKind::kRtn ? "" : "+" + std::string(quant::EncoderName(e)));
+}
 
 double Finite(double v) { return std::isfinite(v) ? v : (v > 0 ? 1e300 : -1e300); }
 
 class Analyzer {
  public:
   Analyzer(const AnalyzeCommandOptions& o, const Checkpoint& ck, const std::vector<GridConfig>& grid,
-           const SafetensorsFile* act, int threads)
-      : o_(o), ck_(ck), grid_(grid), act_(act), threads_(threads) {}
+           const SafetensorsFile* act, const InputStatsFile* istats, int threads)
+      : o_(o), ck_(ck), grid_(grid), act_(act), istats_(istats), threads_(threads) {
+    enc_.gptq_damp = o.gptq_damp;
+    enc_.gptq_block = o.gptq_block;
+    enc_.gptq_act_order = o.gptq_act_order;
+    enc_.weighted_steps = o.weighted_steps;
+    for (const GridConfig& g : grid) data_aware_ |= g.encoder != quant::EncoderKind::kRtn;
+  }
+
+  /// The per-expert (or plain) weight name of a unit, as the statistics file names it.
+  std::string StatsName(const Unit& u) const {
+    if (u.slice < 0) return u.t->info.name;
+    TensorRole r = u.t->id.role == TensorRole::kExpertDown ? TensorRole::kExpertDown : TensorRole::kExpertGate;
+    return ck_.adapter().Name({u.t->id.layer, u.slice, r});
+  }
 
   /// The tensor view of a unit (a slice of a fused tensor gets its own TensorInfo).
   Result<TensorView> UnitView(const Unit& u, TensorInfo* slice_info) const {
@@ -243,7 +271,7 @@ class Analyzer {
       if (it->is_number_float()) *it = Finite(it->get<double>());
     }
     w = {};
-    MOEQ_RETURN_IF_ERROR(MeasureGrid(view, &a));
+    MOEQ_RETURN_IF_ERROR(MeasureGrid(u, view, &a));
     ck_.Release(name);
     return a;
   }
@@ -254,26 +282,61 @@ class Analyzer {
     TensorInfo slice_info;
     MOEQ_ASSIGN_OR_RETURN(TensorView view, UnitView(u, &slice_info));
     Analysis a;
-    MOEQ_RETURN_IF_ERROR(MeasureGrid(view, &a));
+    MOEQ_RETURN_IF_ERROR(MeasureGrid(u, view, &a));
     if (u.slice < 0) ck_.Release(u.t->info.name);
     return a;
   }
 
-  /// The rate-distortion grid in one pass over the weights.
-  Status MeasureGrid(const TensorView& view, Analysis* a) const {
+  /// The rate-distortion grid: rtn weight errors in one pass over the weights; data-aware
+  /// encoders and activation-weighted errors encode, dequantize and measure per entry.
+  Status MeasureGrid(const Unit& u, const TensorView& view, Analysis* a) const {
     std::vector<const quant::FormatTraits*> fmts;
     a->formats.assign(grid_.size(), nullptr);
+    a->act.assign(grid_.size(), std::nullopt);
+    a->activation_error = o_.error == "activation";
+    std::optional<quant::InputStats> st;
+    if (istats_ && (data_aware_ || a->activation_error)) {
+      MOEQ_ASSIGN_OR_RETURN(st, istats_->Get(StatsName(u), u.cols()));
+    }
+    std::vector<size_t> rtn_entries;
     for (size_t i = 0; i < grid_.size(); ++i) {
       auto fr = quant::ParseFormatSpec(grid_[i].spec, view.info->dtype);
       if (!fr.ok()) continue;
       if (!(*fr)->StorageBytes(view.info->shape, view.info->dtype).ok()) continue;
+      // A data-aware encoder without the statistics it needs would repeat the rtn row.
+      if (quant::EffectiveEncoder(grid_[i].encoder, st ? &*st : nullptr) != grid_[i].encoder) continue;
       a->formats[i] = *fr;
-      fmts.push_back(*fr);
+      if (grid_[i].encoder == quant::EncoderKind::kRtn) {
+        fmts.push_back(*fr);
+        rtn_entries.push_back(i);
+      }
     }
-    MOEQ_ASSIGN_OR_RETURN(std::vector<quant::ErrorStats> st, quant::MeasureFormatErrors(view, fmts, threads_));
+    MOEQ_ASSIGN_OR_RETURN(std::vector<quant::ErrorStats> rs, quant::MeasureFormatErrors(view, fmts, threads_));
     a->stats.resize(grid_.size());
-    for (size_t i = 0, j = 0; i < grid_.size(); ++i) {
-      if (a->formats[i]) a->stats[i] = st[j++];
+    for (size_t j = 0; j < rtn_entries.size(); ++j) a->stats[rtn_entries[j]] = rs[j];
+    const bool need_act = st && a->activation_error;
+    if (!data_aware_ && !need_act) return Status::Ok();
+    const int64_t rows = u.rows(), cols = u.cols();
+    MOEQ_ASSIGN_OR_RETURN(std::vector<float> w, ToF32(view));
+    for (size_t i = 0; i < grid_.size(); ++i) {
+      const quant::FormatTraits* f = a->formats[i];
+      if (!f || !f->is_affine()) continue;
+      const bool rtn = grid_[i].encoder == quant::EncoderKind::kRtn;
+      if (rtn && !need_act) continue;
+      quant::EncoderOptions eo = enc_;
+      eo.kind = grid_[i].encoder;
+      MOEQ_ASSIGN_OR_RETURN(quant::QuantizedTensor q,
+                            quant::EncodeAffine(w, rows, cols, *f, f->ScaleDType(view.info->dtype), eo, st ? &*st : nullptr, threads_));
+      MOEQ_ASSIGN_OR_RETURN(std::vector<float> wh, quant::Dequantize(q, threads_));
+      if (!rtn) {
+        quant::ErrorStats es = quant::CompareTensors(w, wh);
+        es.storage_bytes = q.nbytes();
+        a->stats[i] = es;
+      }
+      if (need_act) {
+        MOEQ_ASSIGN_OR_RETURN(quant::WeightedError we, quant::MeasureWeightedError(w, wh, rows, cols, *st, threads_));
+        a->act[i] = we;
+      }
     }
     return Status::Ok();
   }
@@ -314,8 +377,13 @@ class Analyzer {
       r["group_size"] = grid_[i].group_size;
       auto bytes = fmt->StorageBytes(shape, info.dtype);
       r["bytes"] = bytes.ok() ? *bytes : 0;
-      r["nrmse"] = Finite(a.stats[i].Nrmse());
-      r["sqnr_db"] = Finite(a.stats[i].SqnrDb());
+      r["nrmse"] = Finite(a.Error(i));
+      r["sqnr_db"] = Finite(a.Sqnr(i));
+      if (data_aware_ || a.activation_error) {
+        r["encoder"] = std::string(quant::EncoderName(grid_[i].encoder));
+        r["error"] = a.activation_error && a.act[i] ? "activation" : "weight";
+        r["weight_nrmse"] = Finite(a.stats[i].Nrmse());
+      }
       r["features"] = a.features;
       if (cluster) {
         json c = *cluster;
@@ -324,7 +392,7 @@ class Analyzer {
           c.erase("bytes_by_format");
         }
         if (c.contains("worst_by_format")) {
-          c["worst_member"] = c["worst_by_format"][std::string(fmt->name)];
+          c["worst_member"] = c["worst_by_format"][EntryKey(*fmt, grid_[i].encoder)];
           c.erase("worst_by_format");
         }
         r["cluster"] = c;
@@ -339,7 +407,10 @@ class Analyzer {
   const Checkpoint& ck_;
   const std::vector<GridConfig>& grid_;
   const SafetensorsFile* act_;
+  const InputStatsFile* istats_;
   int threads_;
+  quant::EncoderOptions enc_;
+  bool data_aware_ = false;
 };
 
 std::string CsvField(const json& v) {
@@ -428,6 +499,35 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
   }
   const std::string grid_path = o.grid.empty() ? std::string(kSourceDir) + "/configs/mint_grid.json" : o.grid;
   MOEQ_ASSIGN_OR_RETURN(std::vector<GridConfig> grid, LoadGrid(grid_path));
+  auto encoders = quant::ParseEncoderList(o.encoders);
+  if (!encoders.ok()) return Status::InvalidArgument("--encoders: " + encoders.status().message());
+  const bool data_aware = *encoders != std::vector<quant::EncoderKind>{quant::EncoderKind::kRtn};
+  if (o.error != "weight" && o.error != "activation") {
+    return Status::InvalidArgument("--error '" + o.error + "': expected weight or activation");
+  }
+  if ((data_aware || o.error == "activation") && o.activation_stats.empty()) {
+    return Status::InvalidArgument(std::string(data_aware ? "--encoders " + o.encoders : "--error activation") +
+                                   " needs --activation-stats FILE (moeq-profile --activation-stats, with --gram for gptq)");
+  }
+  if (o.gptq_damp < 0 || o.gptq_block < 1 || o.weighted_steps < 0) {
+    return Status::InvalidArgument("--gptq-damp must be >= 0, --gptq-block >= 1, --weighted-steps >= 0");
+  }
+  {
+    // The grid becomes format × encoder: every affine config once per encoder, float configs once.
+    std::vector<GridConfig> expanded;
+    for (const GridConfig& g : grid) {
+      for (quant::EncoderKind e : *encoders) {
+        if (!g.affine && e != quant::EncoderKind::kRtn) continue;
+        GridConfig x = g;
+        x.encoder = e;
+        expanded.push_back(x);
+      }
+      if (!g.affine && std::find(encoders->begin(), encoders->end(), quant::EncoderKind::kRtn) == encoders->end()) {
+        expanded.push_back(g);
+      }
+    }
+    grid = std::move(expanded);
+  }
   const std::vector<std::string> inputs = {o.model_dir, grid_path, o.activation_stats};
   MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.output, inputs, ctx.force));
   if (!o.csv.empty()) MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.csv, inputs, ctx.force));
@@ -486,7 +586,11 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
 
   // Header: options that change results only, so that shards merge into an unsharded file.
   json grid_json = json::array();
-  for (const GridConfig& g : grid) grid_json.push_back({{"format", g.spec}, {"bits", g.bits}, {"group_size", g.group_size}});
+  for (const GridConfig& g : grid) {
+    json e = {{"format", g.spec}, {"bits", g.bits}, {"group_size", g.group_size}};
+    if (data_aware) e["encoder"] = std::string(quant::EncoderName(g.encoder));
+    grid_json.push_back(e);
+  }
   json opts = {{"rank", o.rank},
                {"oversampling", o.oversampling},
                {"power_iterations", o.power_iterations},
@@ -497,6 +601,14 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
                {"cluster_threshold", o.cluster_threshold},
                {"noise_format", "q4g64"},
                {"grid", grid_json}};
+  if (data_aware || o.error != "weight") {
+    json el = json::array();
+    for (quant::EncoderKind e : *encoders) el.push_back(std::string(quant::EncoderName(e)));
+    opts["encoders"] = el;
+    opts["error"] = o.error;
+    opts["encoder_options"] = {{"gptq_damp", o.gptq_damp}, {"gptq_block", o.gptq_block},
+                               {"gptq_act_order", o.gptq_act_order}, {"weighted_steps", o.weighted_steps}};
+  }
   if (!o.shard.empty()) opts["shard"] = std::to_string(shard.first) + "/" + std::to_string(shard.second);
   MOEQ_ASSIGN_OR_RETURN(std::string grid_sha, Sha256File(grid_path));
   json in = {{"model", o.model_dir}, {"model_fingerprint", ck->fingerprint()}, {"grid", grid_path}, {"grid_sha256", grid_sha}};
@@ -535,7 +647,15 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
   spdlog::info("analyzing {} of {} matrices of {} ({}; shard {}/{}; {} grid configs)", units.size(), model_units,
                o.model_dir, ck->config().model_type, shard.first, shard.second, grid.size());
   const auto t0 = std::chrono::steady_clock::now();
-  Analyzer az(o, *ck, grid, act.get(), ctx.threads);
+  std::unique_ptr<InputStatsFile> istats;
+  if (act && (data_aware || o.error == "activation")) {
+    MOEQ_ASSIGN_OR_RETURN(istats, InputStatsFile::Open(o.activation_stats));
+    if (std::find(encoders->begin(), encoders->end(), quant::EncoderKind::kGptq) != encoders->end() && !istats->has_gram()) {
+      spdlog::warn("{}: no Gram matrices (moeq-profile --gram); gptq uses the diagonal, which propagates no error (= rtn)",
+                   o.activation_stats);
+    }
+  }
+  Analyzer az(o, *ck, grid, act.get(), istats.get(), ctx.threads);
   std::unique_ptr<Progress> progress;
   if (ctx.progress) progress = std::make_unique<Progress>("analyze", static_cast<int64_t>(units.size()), "matrices");
   int64_t clusters_total = 0;
@@ -602,7 +722,7 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
       // representative's), so no member is the weak link.
       json worst_by = json::object();
       for (size_t k = 0; k < a.formats.size(); ++k) {
-        if (a.formats[k]) worst_by[std::string(a.formats[k]->name)] = ru.expert();
+        if (a.formats[k]) worst_by[EntryKey(*a.formats[k], grid[k].encoder)] = ru.expert();
       }
       for (int i : members) {
         if (i == rep) continue;
@@ -610,9 +730,10 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
         MOEQ_ASSIGN_OR_RETURN(Analysis mg, az.Grid(mu));
         for (size_t k = 0; k < a.formats.size() && k < mg.formats.size(); ++k) {
           if (!a.formats[k] || mg.formats[k] != a.formats[k]) continue;
-          if (mg.stats[k].Nrmse() > a.stats[k].Nrmse()) {
+          if (mg.Error(k) > a.Error(k)) {
             a.stats[k] = mg.stats[k];
-            worst_by[std::string(a.formats[k]->name)] = mu.expert();
+            a.act[k] = mg.act[k];
+            worst_by[EntryKey(*a.formats[k], grid[k].encoder)] = mu.expert();
           }
         }
       }

@@ -7,10 +7,12 @@
 #include <csignal>
 #include <filesystem>
 #include <random>
+#include <tuple>
 
 #include "moeq/checkpoint.h"
 #include "moeq/file_util.h"
 #include "moeq/gguf.h"
+#include "moeq/input_stats.h"
 #include "moeq/quant_plan.h"
 #include "moeq/quantize.h"
 
@@ -118,6 +120,7 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
   if (max_shard == 0) return Status::InvalidArgument("--max-shard-size must be positive");
   std::vector<std::string> inputs = {o.model_dir};
   if (!o.allocation.empty()) inputs.push_back(o.allocation);
+  if (!o.stats.empty()) inputs.push_back(o.stats);
   MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.output, inputs, ctx.force));
   {
     // The output must not lie inside the input directory either.
@@ -131,6 +134,37 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
 
   MOEQ_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(o.model_dir));
   MOEQ_ASSIGN_OR_RETURN(QuantPlan plan, MakePlan(o, *ckpt));
+  // Encoder overrides: --encoder for every quantized tensor, then --expert-encoder for routed experts.
+  for (const auto& [flag, value, experts_only] :
+       {std::tuple<const char*, const std::string*, bool>{"--encoder", &o.encoder, false},
+        std::tuple<const char*, const std::string*, bool>{"--expert-encoder", &o.expert_encoder, true}}) {
+    if (value->empty()) continue;
+    auto k = quant::ParseEncoder(*value);
+    if (!k.ok()) return Status::InvalidArgument(std::string(flag) + ": " + k.status().message());
+    for (const auto& [name, fmt] : plan.formats) {
+      if (!fmt->is_affine()) continue;
+      const CheckpointTensor* t = ckpt->Find(name);
+      if (experts_only && (t == nullptr || !IsExpertRole(t->id.role))) continue;
+      if (*k == quant::EncoderKind::kRtn) {
+        plan.encoders.erase(name);
+      } else {
+        plan.encoders[name] = *k;
+      }
+    }
+  }
+  std::unique_ptr<InputStatsFile> stats;
+  if (!o.stats.empty()) {
+    MOEQ_ASSIGN_OR_RETURN(stats, InputStatsFile::Open(o.stats));
+  }
+  if (plan.DataAware()) {
+    if (!stats) {
+      return Status::InvalidArgument("the plan uses data-aware encoders (weighted/gptq): give --stats activation_stats.safetensors "
+                                     "(moeq-profile --activation-stats, with --gram for gptq)");
+    }
+    if (o.format == "gguf") {
+      return Status::Unsupported("--format gguf: the data-aware encoders write MLX affine codes only; use --format mlx or rtn");
+    }
+  }
   // A file-size limit or a full disk must become an error we can clean up after, not a signal.
   std::signal(SIGXFSZ, SIG_IGN);
   if (o.format == "gguf") return RunGguf(o, ctx, *ckpt, plan, start);
@@ -146,6 +180,8 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
   wo.max_shard_bytes = max_shard;
   wo.threads = ctx.threads;
   wo.progress = ctx.progress;
+  wo.stats = stats.get();
+  wo.encoder_options = o.encoder_options;
   MOEQ_ASSIGN_OR_RETURN(nlohmann::json body, WriteMlxCheckpoint(*ckpt, plan, tmp, wo));
 
   nlohmann::json inputs_json = {{"model", o.model_dir}, {"model_fingerprint", ckpt->fingerprint()}};
@@ -157,6 +193,20 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
   for (auto& [k, v] : body.items()) manifest[k] = v;
   manifest["plan"] = {{"source", plan.source}, {"allocation_sha256", plan.allocation_sha256},
                       {"pruned", plan.pruned.size()}};
+  if (stats) {
+    manifest["inputs"]["stats"] = o.stats;
+    manifest["inputs"]["stats_sha256"] = stats->sha256();
+  }
+  if (plan.DataAware()) {
+    std::map<std::string, int64_t> by_encoder;
+    for (const auto& [name, fmt] : plan.formats) {
+      if (fmt->is_affine()) ++by_encoder[std::string(quant::EncoderName(plan.EncoderOf(name)))];
+    }
+    const quant::EncoderOptions& eo = o.encoder_options;
+    manifest["plan"]["encoders"] = by_encoder;
+    manifest["plan"]["encoder_options"] = {{"gptq_damp", eo.gptq_damp}, {"gptq_block", eo.gptq_block},
+                                           {"gptq_act_order", eo.gptq_act_order}, {"weighted_steps", eo.weighted_steps}};
+  }
   MOEQ_RETURN_IF_ERROR(WriteFileAtomic((fs::path(tmp) / "quant_manifest.json").string(), DumpJson(manifest)));
 
   // Move into place: an existing output (--force) is replaced only now that the new one is complete.

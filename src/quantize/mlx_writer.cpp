@@ -13,11 +13,14 @@
 #include <map>
 #include <numeric>
 #include <optional>
+#include <set>
+#include <optional>
 
 #include "moeq/file_util.h"
 #include "moeq/half.h"
 #include "moeq/progress.h"
 #include "moeq/quantize.h"
+#include "moeq/input_stats.h"
 #include "moeq/quantizer.h"
 #include "moeq/safetensors.h"
 
@@ -264,10 +267,25 @@ void AppendFloats(std::vector<std::byte>* out, std::span<const float> v, DType d
 struct ModuleData {
   std::vector<std::byte> weight, scales, biases;
   quant::ErrorStats error;
+  /// Encoders that produced the pieces' codes (data-aware plans only), e.g. {"gptq"} or
+  /// {"gptq", "rtn"} when some pieces had no statistics.
+  std::set<std::string> encoders;
 };
 
+/// The per-expert (or plain) weight name of a piece, as the statistics file names it.
+std::string PieceStatsName(const Checkpoint& ckpt, const Piece& p) {
+  const CheckpointTensor& t = *p.src;
+  if (!t.fused_experts || p.rows <= 0) return t.info.name;
+  const int64_t out = t.info.shape.size() >= 3 ? t.info.shape[t.info.shape.size() - 2] : p.rows;
+  const int expert = static_cast<int>(p.first_row / std::max<int64_t>(1, out));
+  const TensorRole r = t.id.role == TensorRole::kExpertDown ? TensorRole::kExpertDown : TensorRole::kExpertGate;
+  return ckpt.adapter().Name({t.id.layer, expert, r});
+}
+
 /// Quantizes / converts / copies one module's pieces.
-Result<ModuleData> BuildModule(const Checkpoint& ckpt, const Module& m, int threads) {
+Result<ModuleData> BuildModule(const Checkpoint& ckpt, const QuantPlan& plan, const Module& m,
+                               const MlxWriteOptions& options) {
+  const int threads = options.threads;
   ModuleData d;
   const int64_t in = m.shape.empty() ? 1 : m.shape.back();
   std::vector<float> src, rec;
@@ -280,10 +298,23 @@ Result<ModuleData> BuildModule(const Checkpoint& ckpt, const Module& m, int thre
     if (m.affine()) {
       std::vector<float> zeros;
       if (p.zero) zeros.assign(static_cast<size_t>(n), 0.0f);
+      const quant::EncoderKind enc = p.zero ? quant::EncoderKind::kRtn : plan.EncoderOf(p.src->info.name);
+      std::optional<quant::InputStats> stats;
+      if (enc != quant::EncoderKind::kRtn && options.stats != nullptr) {
+        auto st = options.stats->Get(PieceStatsName(ckpt, p), in);
+        if (!st.ok()) return st.status().WithContext("tensor '" + p.src->info.name + "'");
+        stats = std::move(*st);
+      }
+      const quant::EncoderKind used = quant::EffectiveEncoder(enc, stats ? &*stats : nullptr);
+      if (plan.DataAware()) d.encoders.insert(std::string(quant::EncoderName(used)));
+      quant::EncoderOptions eo = options.encoder_options;
+      eo.kind = used;
       Result<quant::QuantizedTensor> q =
           p.zero ? quant::QuantizeAffine(zeros, p.rows, in, m.format->bits, m.format->group_size,
                                          m.format->ScaleDType(m.source_dtype), threads)
-                 : quant::QuantizeTensor(pv.view, *m.format, threads);
+          : used != quant::EncoderKind::kRtn
+              ? quant::EncodeAffine(src, p.rows, in, *m.format, m.format->ScaleDType(m.source_dtype), eo, &*stats, threads)
+              : quant::QuantizeTensor(pv.view, *m.format, threads);
       if (!q.ok()) return q.status().WithContext(ckpt.dir() + ": tensor '" + p.src->info.name + "'");
       MOEQ_ASSIGN_OR_RETURN(rec, quant::Dequantize(*q, threads));
       AppendBytes(&d.weight, q->packed.data(), q->packed.size() * sizeof(uint32_t));
@@ -351,7 +382,7 @@ Result<nlohmann::json> WriteMlxCheckpoint(const Checkpoint& ckpt, const QuantPla
   std::optional<Progress> progress;
   if (options.progress) progress.emplace("quantize", static_cast<int64_t>(modules.size()), "tensors");
   for (const Module& m : modules) {
-    MOEQ_ASSIGN_OR_RETURN(ModuleData d, BuildModule(ckpt, m, options.threads));
+    MOEQ_ASSIGN_OR_RETURN(ModuleData d, BuildModule(ckpt, plan, m, options));
     const auto out_infos = OutputInfos(m);
     MOEQ_RETURN_IF_ERROR(writer->Write(out_infos[0].name, d.weight));
     if (m.affine()) {
@@ -387,6 +418,11 @@ Result<nlohmann::json> WriteMlxCheckpoint(const Checkpoint& ckpt, const QuantPla
     if (m.id.layer >= 0) e["layer"] = m.id.layer;
     if (m.id.expert >= 0) e["expert"] = m.id.expert;
     if (m.pruned > 0) e["pruned_experts"] = m.pruned;
+    if (!d.encoders.empty()) {
+      std::string enc;
+      for (const auto& x : d.encoders) enc += (enc.empty() ? "" : ",") + x;
+      e["encoder"] = enc;
+    }
     if (m.stacked) {
       e["sources"] = sources;
       projections.push_back({{"module", m.module},

@@ -82,6 +82,16 @@ Result<QuantPlan> LoadAllocationPlan(const std::string& path, const Checkpoint& 
     if (!plan.formats.emplace(name, format).second) {
       return Status::InvalidArgument(at + ": listed twice");
     }
+    if (auto enc = e.find("encoder"); enc != e.end() && !enc->is_null()) {
+      if (!enc->is_string()) return Status::InvalidArgument(at + ": field 'encoder' must be a string");
+      auto k = quant::ParseEncoder(enc->get<std::string>());
+      if (!k.ok()) return Status::InvalidArgument(at + ": field 'encoder': " + k.status().message());
+      if (*k != quant::EncoderKind::kRtn && !format->is_affine()) {
+        return Status::InvalidArgument(at + ": field 'encoder': " + enc->get<std::string>() + " for the float format " +
+                                       std::string(format->name));
+      }
+      if (*k != quant::EncoderKind::kRtn) plan.encoders[name] = *k;
+    }
     if (auto p = e.find("prune"); p != e.end() && !p->is_null()) {
       if (!p->is_boolean()) return Status::InvalidArgument(at + ": field 'prune' must be a boolean");
       if (p->get<bool>()) {

@@ -24,6 +24,13 @@ int main(int argc, char** argv) {
         app.add_flag("--all-experts", o.all_experts, "Analyse every routed expert (no k-means above the threshold)");
         app.add_option("--cluster-threshold", o.cluster_threshold, "Cluster the experts of layers with more than this many");
         app.add_option("--shard", o.shard, "i/N: analyse layers l with l % N == i (model-level tensors in shard 0)");
+        app.add_option("--encoders", o.encoders, "Encoders measured per affine config: rtn,weighted,gptq (comma-separated; needs --activation-stats for weighted/gptq)");
+        app.add_option("--error", o.error, "Error the grid reports: weight (||W-Q||/||W||) or activation (||(W-Q)X||/||WX||, needs --activation-stats)")
+            ->check(CLI::IsMember({"weight", "activation"}));
+        app.add_option("--gptq-damp", o.gptq_damp, "gptq dampening: lambda = damp * mean(diag H)");
+        app.add_option("--gptq-block", o.gptq_block, "gptq lazy-batch columns");
+        app.add_flag("--gptq-act-order", o.gptq_act_order, "gptq: process columns in decreasing diag H");
+        app.add_option("--weighted-steps", o.weighted_steps, "weighted: range-shrink steps per side of the scale/bias search");
         merge = app.add_subcommand("merge", "Combine --shard outputs into one sensitivity.jsonl");
         merge->fallthrough();  // --force, -q, ... may follow the subcommand
         merge->add_option("out", m.output, "Merged sensitivity.jsonl to write")->required();

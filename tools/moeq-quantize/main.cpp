@@ -16,6 +16,13 @@ int main(int argc, char** argv) {
         app.add_option("--group", o.group_size, "Group size for --uniform (32, 64, 128)");
         app.add_option("--format", o.format, "Output format: mlx (safetensors) or gguf")->check(CLI::IsMember({"mlx", "gguf"}));
         app.add_flag("--mlx-compatible", o.mlx_compatible, "Stack experts into mlx-lm's switch_mlp tensors, one format per layer and projection (the highest precision among its experts)");
+        app.add_option("--stats", o.stats, "activation_stats.safetensors from moeq-profile (--gram for gptq): needed by weighted/gptq encoders");
+        app.add_option("--encoder", o.encoder, "Encoder of every quantized tensor: rtn, weighted or gptq (default: the allocation's, else rtn)");
+        app.add_option("--expert-encoder", o.expert_encoder, "Encoder of the routed-expert tensors only (applied after --encoder)");
+        app.add_option("--gptq-damp", o.encoder_options.gptq_damp, "gptq dampening: lambda = damp * mean(diag H)");
+        app.add_option("--gptq-block", o.encoder_options.gptq_block, "gptq lazy-batch columns");
+        app.add_flag("--gptq-act-order", o.encoder_options.gptq_act_order, "gptq: process columns in decreasing diag H");
+        app.add_option("--weighted-steps", o.encoder_options.weighted_steps, "weighted: range-shrink steps per side of the scale/bias search");
         app.add_option("--max-shard-size", o.max_shard_size, "Largest safetensors shard (data bytes), e.g. 5GB, 500MB");
       },
       [&](const moeq::tool::ToolContext& ctx) { return moeq::RunQuantize(o, ctx.artifact); });
