@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moeq/arch.h"
+#include "moeq/atomic_file.h"
 #include "moeq/engine.h"
 #include "moeq/expert_tiers.h"
 #include "moeq/model_config.h"
@@ -157,6 +158,8 @@ struct ProfileOptions {
   /// header object as its first line.
   std::string trace_output;
   nlohmann::json trace_header;
+  /// Replace an existing trace_output (--force).
+  bool overwrite_trace = false;
 };
 
 /// A calibration text: its domain name and tokens (plus where it came from, for the output).
@@ -203,6 +206,6 @@ Result<RoutingProfile> RoutingProfileFromJson(const nlohmann::json& j, std::stri
 /// "<W name>.in_sq_mean" (F32 [in_features]) and "<W name>.count" (I64 [1]); expert inputs
 /// are averaged only over the tokens routed to that expert. Atomic (temp file + rename).
 Status WriteActivationStats(const std::string& path, const RoutingProfile& profile,
-                            const ArchAdapter& adapter);
+                            const ArchAdapter& adapter, AtomicWriteOptions options = {});
 
 }  // namespace moeq
