@@ -19,9 +19,9 @@ Result<std::string> ReadFile(const std::string& path);
 /// Parses a JSON file through ParseJson (moeq/json_reader.h: depth limit, no exception escapes);
 /// errors name the file and the position of a syntax error.
 Result<nlohmann::json> ReadJsonFile(const std::string& path);
-/// Writes `contents` through an AtomicFile (moeq/atomic_file.h) without overwriting: a `path`
-/// that exists when the new file is complete is an AlreadyExists error. Pass
-/// AtomicWriteOptions{.overwrite = force} (the other overload) to replace it.
+/// Writes `contents` through an AtomicFile (moeq/atomic_file.h), replacing an existing `path`.
+/// Outputs of a command use the other overload with AtomicWriteOptions{.overwrite = ctx.force},
+/// so that a file that appears while the command runs is not replaced without --force.
 Status WriteFileAtomic(const std::string& path, std::string_view contents);
 /// The useful part of a JSON parse error ("line 1, column 28: syntax error while parsing ..."),
 /// without nlohmann's "[json.exception.parse_error.101] parse error at" prefix.

@@ -206,6 +206,6 @@ Result<RoutingProfile> RoutingProfileFromJson(const nlohmann::json& j, std::stri
 /// "<W name>.in_sq_mean" (F32 [in_features]) and "<W name>.count" (I64 [1]); expert inputs
 /// are averaged only over the tokens routed to that expert. Atomic (temp file + rename).
 Status WriteActivationStats(const std::string& path, const RoutingProfile& profile,
-                            const ArchAdapter& adapter, AtomicWriteOptions options = {});
+                            const ArchAdapter& adapter, AtomicWriteOptions options = {.overwrite = true});
 
 }  // namespace moeq

@@ -84,7 +84,8 @@ class SafetensorsWriter {
 
   static Result<std::unique_ptr<SafetensorsWriter>> Create(
       const std::string& path, std::vector<TensorInfo> tensors,
-      std::map<std::string, std::string> metadata = {{"format", "pt"}}, AtomicWriteOptions options = {});
+      std::map<std::string, std::string> metadata = {{"format", "pt"}},
+      AtomicWriteOptions options = {.overwrite = true});
 
   /// Writes the whole data of tensor `name`; `data.size()` must equal its nbytes(). Thread-safe.
   Status Write(std::string_view name, std::span<const std::byte> data);

@@ -56,7 +56,7 @@ Result<nlohmann::json> ReadJsonFile(const std::string& path) {
 }
 
 Status WriteFileAtomic(const std::string& path, std::string_view contents) {
-  return WriteFileAtomic(path, contents, AtomicWriteOptions{});
+  return WriteFileAtomic(path, contents, AtomicWriteOptions{.overwrite = true});
 }
 
 std::string JsonParseErrorText(const nlohmann::json::parse_error& e) {

@@ -185,7 +185,7 @@ Status AtomicFile::Write(std::string_view data) {
   if (fd_ < 0) return Status::Internal(path_ + ": write after commit");
   if (stream_) {
     if (!data.empty() && std::fwrite(data.data(), 1, data.size(), stream_) != data.size()) {
-      return Status::Io(tmp_ + ": write failed: " + ErrnoText(errno));
+      return Status::Io(path_ + ": write failed (temporary " + tmp_ + "): " + ErrnoText(errno));
     }
     return Status::Ok();
   }
@@ -193,7 +193,7 @@ Status AtomicFile::Write(std::string_view data) {
   while (done < data.size()) {
     const ssize_t r = ::write(fd_, data.data() + done, std::min<size_t>(data.size() - done, size_t{1} << 30));
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return Status::Io(tmp_ + ": write failed: " + ErrnoText(errno));
+    if (r < 0) return Status::Io(path_ + ": write failed (temporary " + tmp_ + "): " + ErrnoText(errno));
     done += static_cast<size_t>(r);
   }
   return Status::Ok();
@@ -206,7 +206,7 @@ Status AtomicFile::WriteAt(uint64_t offset, const void* data, size_t n) {
     const size_t chunk = std::min<size_t>(n - done, size_t{1} << 30);
     const ssize_t r = ::pwrite(fd_, p + done, chunk, static_cast<off_t>(offset + done));
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return Status::Io(tmp_ + ": write failed: " + ErrnoText(errno));
+    if (r < 0) return Status::Io(path_ + ": write failed (temporary " + tmp_ + "): " + ErrnoText(errno));
     done += static_cast<size_t>(r);
   }
   return Status::Ok();
@@ -225,9 +225,12 @@ Status AtomicFile::Commit() {
     errno = 0;
     const bool flushed = std::fflush(stream_) == 0 && !std::ferror(stream_);
     const int e = errno;
-    if (!flushed) return Status::Io(tmp_ + ": write failed: " + (e ? ErrnoText(e) : std::string("stream error")));
+    if (!flushed) {
+      return Status::Io(path_ + ": write failed (temporary " + tmp_ + "): " +
+                        (e ? ErrnoText(e) : std::string("stream error")));
+    }
   }
-  if (::fsync(fd_) != 0) return Status::Io(tmp_ + ": fsync failed: " + ErrnoText(errno));
+  if (::fsync(fd_) != 0) return Status::Io(path_ + ": fsync failed (temporary " + tmp_ + "): " + ErrnoText(errno));
   int close_rc;
   if (stream_) {
     close_rc = std::fclose(stream_);
