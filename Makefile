@@ -1,7 +1,8 @@
 # moeq: two entry points for a fresh Debian machine.
 #   make demo   builds a Release binary set and runs the main job on the bundled model
 #   make test   installs missing Debian packages, builds and runs the test suite
-# Other targets: test-sanitize (ASan+UBSan build and tests), bench, clean.
+# Other targets: test-sanitize (ASan+UBSan build and tests), test-tsan (determinism tests under
+# ThreadSanitizer), fuzz / fuzz-run (libFuzzer targets, clang), bench, clean.
 
 BUILD         ?= build
 BUILD_RELEASE ?= build-release
@@ -10,7 +11,13 @@ SANITIZE      ?= OFF
 BUILD_TYPE    ?= RelWithDebInfo
 CMAKE_FLAGS   ?=
 
-.PHONY: all deps test-deps build test test-sanitize release demo bench clean
+FUZZ_BUILD    ?= build-fuzz
+FUZZ_SECONDS  ?= 60
+FUZZ_TARGETS  ?= safetensors_header gguf_reader config_adapter tokenizer_json sensitivity_jsonl allocation_json routing_trace token_ids
+# Labels the sanitizer pass skips (tests too slow under ASan; they run in the plain pass).
+SANITIZE_SKIP ?= slow
+
+.PHONY: all deps test-deps build test test-sanitize test-tsan fuzz fuzz-run release demo bench clean
 
 all: build
 
@@ -28,8 +35,30 @@ test-deps:
 test: test-deps build
 	ctest --test-dir $(BUILD) --output-on-failure --no-tests=error -j $(JOBS)
 
-test-sanitize:
-	$(MAKE) test BUILD=build-asan SANITIZE=ON BUILD_TYPE=Debug
+# ASan+UBSan, optimised (-O1) so the suite stays within CI's time; tests labelled slow are skipped.
+test-sanitize: test-deps
+	cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
+	  -DMOEQ_SANITIZE=ON -DMOEQ_BUILD_BENCH=OFF $(CMAKE_FLAGS)
+	cmake --build build-asan -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --test-dir build-asan --output-on-failure --no-tests=error -j $(JOBS) -LE '$(SANITIZE_SKIP)'
+
+# ThreadSanitizer on the determinism tests (any thread count gives the same bytes).
+test-tsan: deps
+	cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
+	  -DMOEQ_TSAN=ON -DMOEQ_BUILD_BENCH=OFF $(CMAKE_FLAGS)
+	cmake --build build-tsan -j $(JOBS) --target moeq_tests
+	TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/moeq_tests --gtest_filter='*Determinis*:*ThreadCount*:*Threads*'
+
+# libFuzzer targets (clang++): build-fuzz/fuzz/fuzz_<target>. fuzz-run runs each for
+# FUZZ_SECONDS on a copy of its seed corpus; crash inputs land in build-fuzz/artifacts/<target>/.
+fuzz:
+	cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_CXX_FLAGS_RELEASE="-O1" -DMOEQ_FUZZ=ON -DMOEQ_BUILD_TESTS=OFF -DMOEQ_BUILD_BENCH=OFF $(CMAKE_FLAGS)
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzzers
+
+fuzz-run: fuzz
+	scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 release: deps
 	cmake -S . -B $(BUILD_RELEASE) -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOEQ_BUILD_TESTS=OFF -DMOEQ_BUILD_BENCH=ON $(CMAKE_FLAGS)
@@ -42,4 +71,4 @@ bench: release
 	scripts/bench.sh $(BUILD_RELEASE)/bin
 
 clean:
-	rm -rf $(BUILD) $(BUILD_RELEASE) build-asan
+	rm -rf $(BUILD) $(BUILD_RELEASE) build-asan build-tsan $(FUZZ_BUILD)

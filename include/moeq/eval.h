@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "moeq/atomic_file.h"
 #include "moeq/engine.h"
 #include "moeq/status.h"
 
@@ -83,7 +84,8 @@ struct SavedLogits {
 
 /// Writes `s` as safetensors (tensors ids, logprobs, rest_logprob, targets, target_logprob;
 /// metadata moeq_schema = moeq.reference_logits, moeq_header = the header JSON). Atomic.
-Status WriteSavedLogits(const std::string& path, const SavedLogits& s);
+Status WriteSavedLogits(const std::string& path, const SavedLogits& s,
+                        AtomicWriteOptions options = {.overwrite = true});
 /// Reads and validates a saved-logits file (shapes, schema, header); errors name the file and field.
 Result<SavedLogits> ReadSavedLogits(const std::string& path);
 

@@ -8,15 +8,20 @@
 
 #include <nlohmann/json.hpp>
 
+#include "moeq/atomic_file.h"
+#include "moeq/json_reader.h"
 #include "moeq/status.h"
 
 namespace moeq {
 
 /// Reads a whole file.
 Result<std::string> ReadFile(const std::string& path);
-/// Parses a JSON file; errors name the file and the byte offset of a syntax error.
+/// Parses a JSON file through ParseJson (moeq/json_reader.h: depth limit, no exception escapes);
+/// errors name the file and the position of a syntax error.
 Result<nlohmann::json> ReadJsonFile(const std::string& path);
-/// Writes `contents` to "<path>.tmp", flushes it, and renames it to `path`.
+/// Writes `contents` through an AtomicFile (moeq/atomic_file.h), replacing an existing `path`.
+/// Outputs of a command use the other overload with AtomicWriteOptions{.overwrite = ctx.force},
+/// so that a file that appears while the command runs is not replaced without --force.
 Status WriteFileAtomic(const std::string& path, std::string_view contents);
 /// The useful part of a JSON parse error ("line 1, column 28: syntax error while parsing ..."),
 /// without nlohmann's "[json.exception.parse_error.101] parse error at" prefix.

@@ -172,13 +172,15 @@ struct GgufWriteOptions {
   bool require_tokenizer = false;
   /// Filled when not null.
   GgufWriteReport* report = nullptr;
+  /// Replace an existing `path` (--force); without it an output that appears while writing is
+  /// not replaced (AlreadyExists).
+  bool overwrite = false;
 };
 
 /// Writes one GGUF v3 file for `ckpt` with per-tensor types chosen from `plan` (plan.FormatOf of
 /// each checkpoint tensor; experts of one layer and projection are merged into one 3-D tensor of
 /// the highest precision among them). Streams tensor by tensor; the file appears atomically
-/// (written as "<path>.tmp", then renamed). Does not check whether `path` exists (the caller's
-/// CheckOutputPath does). Supported architectures: qwen3_moe, qwen2_moe, mixtral, olmoe, llama,
+/// (through an AtomicFile: a unique temporary renamed into place; see options.overwrite). Supported architectures: qwen3_moe, qwen2_moe, mixtral, olmoe, llama,
 /// qwen2, qwen3.
 Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::string& path,
                  const GgufWriteOptions& options);

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moeq/arch.h"
+#include "moeq/atomic_file.h"
 #include "moeq/engine.h"
 #include "moeq/expert_tiers.h"
 #include "moeq/model_config.h"
@@ -165,6 +166,8 @@ struct ProfileOptions {
   /// header object as its first line.
   std::string trace_output;
   nlohmann::json trace_header;
+  /// Replace an existing trace_output (--force).
+  bool overwrite_trace = false;
 };
 
 /// A calibration text: its domain name and tokens (plus where it came from, for the output).
@@ -222,6 +225,7 @@ struct ActivationStatsOptions {
 /// "<input>.gram" (F32 [in, in], mean x xᵀ, shrunk) per distinct input, and metadata
 /// "moeq_gram_of" (JSON object: weight name → gram tensor name). Atomic (temp file + rename).
 Status WriteActivationStats(const std::string& path, const RoutingProfile& profile,
-                            const ArchAdapter& adapter, const ActivationStatsOptions& options = {});
+                            const ArchAdapter& adapter, const ActivationStatsOptions& options = {},
+                            AtomicWriteOptions write_options = {.overwrite = true});
 
 }  // namespace moeq

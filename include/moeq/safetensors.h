@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "moeq/atomic_file.h"
 #include "moeq/status.h"
 #include "moeq/tensor.h"
 
@@ -74,7 +75,7 @@ class SafetensorsFile {
 /// tensor's offset) is known before any data is written; tensor data can then be written in
 /// any order, from any thread. The layout is deterministic: tensors sorted by descending
 /// element size, then name (so each starts aligned to its element size), header padded with
-/// spaces to a multiple of 8. Data goes to "<path>.tmp" and is renamed to `path` by Finish().
+/// spaces to a multiple of 8. Data goes to an AtomicFile (moeq/atomic_file.h) renamed to `path` by Finish().
 class SafetensorsWriter {
  public:
   ~SafetensorsWriter();  ///< removes the temporary file if Finish() was not reached
@@ -83,7 +84,8 @@ class SafetensorsWriter {
 
   static Result<std::unique_ptr<SafetensorsWriter>> Create(
       const std::string& path, std::vector<TensorInfo> tensors,
-      std::map<std::string, std::string> metadata = {{"format", "pt"}});
+      std::map<std::string, std::string> metadata = {{"format", "pt"}},
+      AtomicWriteOptions options = {.overwrite = true});
 
   /// Writes the whole data of tensor `name`; `data.size()` must equal its nbytes(). Thread-safe.
   Status Write(std::string_view name, std::span<const std::byte> data);
@@ -96,9 +98,8 @@ class SafetensorsWriter {
 
  private:
   SafetensorsWriter() = default;
-  std::string path_, tmp_path_;
-  int fd_ = -1;
-  bool finished_ = false;
+  std::string path_;
+  std::unique_ptr<AtomicFile> file_;
   uint64_t data_start_ = 0, data_bytes_ = 0;
   std::map<std::string, size_t, std::less<>> index_;
   std::vector<TensorInfo> infos_;

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "moeq/json_reader.h"
 #include "allocate/allocation.h"
 #include "moeq/artifact.h"
 #include "moeq/quant_format.h"
@@ -14,16 +15,16 @@ Status Bad(std::string_view path, const std::string& field, const std::string& w
 }
 
 Result<double> NonNegative(const nlohmann::json& v, std::string_view path, const std::string& field) {
-  if (!v.is_number()) return Bad(path, field, "expected a number, got " + v.dump());
+  if (!v.is_number()) return Bad(path, field, "expected a number, got " + JsonExcerpt(v));
   const double x = v.get<double>();
-  if (!(x >= 0) || !std::isfinite(x)) return Bad(path, field, "expected a finite number ≥ 0, got " + v.dump());
+  if (!(x >= 0) || !std::isfinite(x)) return Bad(path, field, "expected a finite number ≥ 0, got " + JsonExcerpt(v));
   return x;
 }
 
 Result<int> SmallInt(const nlohmann::json& v, std::string_view path, const std::string& field, int lo, int hi) {
-  if (!v.is_number_integer()) return Bad(path, field, "expected an integer, got " + v.dump());
+  if (!v.is_number_integer()) return Bad(path, field, "expected an integer, got " + JsonExcerpt(v));
   const int64_t x = v.get<int64_t>();
-  if (x < lo || x > hi) return Bad(path, field, "out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]: " + v.dump());
+  if (x < lo || x > hi) return Bad(path, field, "out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]: " + JsonExcerpt(v));
   return static_cast<int>(x);
 }
 
@@ -47,7 +48,7 @@ Result<AllocRule> RuleFromJson(const nlohmann::json& r, std::string_view path, c
             return Bad(path, mf, "expected a role name or a list of role names");
           }
           for (const auto& n : names) {
-            if (!n.is_string()) return Bad(path, mf, "expected role names, got " + n.dump());
+            if (!n.is_string()) return Bad(path, mf, "expected role names, got " + JsonExcerpt(n));
             auto role = ParseRole(n.get<std::string>());
             if (!role) return Bad(path, mf, "unknown role '" + n.get<std::string>() + "'");
             rule.roles.push_back(*role);
@@ -120,7 +121,7 @@ bool AllocRule::Matches(const SensitivityTensor& t) const {
   return true;
 }
 
-Result<PriorsConfig> PriorsFromJson(const nlohmann::json& j, std::string_view path) {
+Result<PriorsConfig> PriorsFromJson(const nlohmann::json& j, std::string_view path) try {
   if (!j.is_object()) return Status::InvalidArgument(std::string(path) + ": expected a JSON object");
   MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.priors", 1, path));
   PriorsConfig cfg;
@@ -165,9 +166,11 @@ Result<PriorsConfig> PriorsFromJson(const nlohmann::json& j, std::string_view pa
     }
   }
   return cfg;
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(std::string(path) + ": " + JsonExceptionText(e));
 }
 
-Status AppendRulesFromJson(const nlohmann::json& j, std::string_view path, PriorsConfig* cfg) {
+Status AppendRulesFromJson(const nlohmann::json& j, std::string_view path, PriorsConfig* cfg) try {
   if (!j.is_object()) return Status::InvalidArgument(std::string(path) + ": expected a JSON object");
   MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.allocate_rules", 1, path));
   for (const auto& [key, value] : j.items()) {
@@ -180,6 +183,8 @@ Status AppendRulesFromJson(const nlohmann::json& j, std::string_view path, Prior
     MOEQ_RETURN_IF_ERROR(RulesFromArray(value, path, cfg));
   }
   return Status::Ok();
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(std::string(path) + ": " + JsonExceptionText(e));
 }
 
 nlohmann::json PriorsToJson(const PriorsConfig& cfg) {

@@ -1,9 +1,12 @@
 // sensitivity.jsonl reader for moeq-allocate: only the fields marked * in docs/artifacts.md.
 #include <cmath>
+#include <optional>
 #include <unordered_map>
 
+#include "moeq/json_reader.h"
 #include "allocate/allocation.h"
 #include "moeq/artifact.h"
+#include "moeq/checked_math.h"
 #include "moeq/file_util.h"
 
 namespace moeq::alloc {
@@ -26,21 +29,21 @@ const nlohmann::json* Field(const nlohmann::json& j, const char* key) {
 Result<std::string> GetString(const nlohmann::json& j, const char* key, const LineCtx& c) {
   const auto* v = Field(j, key);
   if (v == nullptr) return c.Error(key, "missing");
-  if (!v->is_string()) return c.Error(key, "expected a string, got " + v->dump());
+  if (!v->is_string()) return c.Error(key, "expected a string, got " + JsonExcerpt(*v));
   return v->get<std::string>();
 }
 
 Result<int64_t> GetInt(const nlohmann::json& j, const char* key, const LineCtx& c) {
   const auto* v = Field(j, key);
   if (v == nullptr) return c.Error(key, "missing");
-  if (!v->is_number_integer()) return c.Error(key, "expected an integer, got " + v->dump());
+  if (!v->is_number_integer()) return c.Error(key, "expected an integer, got " + JsonExcerpt(*v));
   return v->get<int64_t>();
 }
 
 Result<double> GetNumber(const nlohmann::json& j, const char* key, const LineCtx& c) {
   const auto* v = Field(j, key);
   if (v == nullptr) return c.Error(key, "missing");
-  if (!v->is_number()) return c.Error(key, "expected a number, got " + v->dump());
+  if (!v->is_number()) return c.Error(key, "expected a number, got " + JsonExcerpt(*v));
   const double x = v->get<double>();
   if (!std::isfinite(x)) return c.Error(key, "not finite");
   return x;
@@ -48,7 +51,7 @@ Result<double> GetNumber(const nlohmann::json& j, const char* key, const LineCtx
 
 }  // namespace
 
-Result<SensitivityFile> ParseSensitivity(std::string_view text, std::string_view path) {
+Result<SensitivityFile> ParseSensitivity(std::string_view text, std::string_view path) try {
   SensitivityFile f;
   f.path = std::string(path);
   f.sha256 = Sha256Hex(text);
@@ -65,12 +68,7 @@ Result<SensitivityFile> ParseSensitivity(std::string_view text, std::string_view
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
     const LineCtx c{path, line_no};
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      return Status::Corruption(std::string(path) + ":" + std::to_string(line_no) + ": " + JsonParseErrorText(e));
-    }
+    MOEQ_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(line, std::string(path) + ":" + std::to_string(line_no)));
     if (!j.is_object()) {
       return Status::Corruption(std::string(path) + ":" + std::to_string(line_no) + ": expected a JSON object");
     }
@@ -128,15 +126,14 @@ Result<SensitivityFile> ParseSensitivity(std::string_view text, std::string_view
       if (shape == nullptr) return c.Error("shape", "missing");
       if (!shape->is_array()) return c.Error("shape", "expected an array of integers");
       for (const auto& d : *shape) {
-        if (!d.is_number_integer() || d.get<int64_t>() < 0) return c.Error("shape", "expected non-negative integers, got " + shape->dump());
+        if (!d.is_number_integer() || d.get<int64_t>() < 0) return c.Error("shape", "expected non-negative integers, got " + JsonExcerpt(*shape));
         t.shape.push_back(d.get<int64_t>());
       }
       MOEQ_ASSIGN_OR_RETURN(t.params, GetInt(j, "params", c));
       if (t.params <= 0) return c.Error("params", "must be positive");
-      int64_t prod = 1;
-      for (int64_t d : t.shape) prod *= d;
-      if (!t.shape.empty() && prod != t.params) {
-        return c.Error("params", std::to_string(t.params) + " is not the product of shape " + shape->dump());
+      const std::optional<int64_t> prod = CheckedProduct(t.shape);
+      if (!t.shape.empty() && (!prod || *prod != t.params)) {
+        return c.Error("params", std::to_string(t.params) + " is not the product of shape " + JsonExcerpt(*shape));
       }
       MOEQ_ASSIGN_OR_RETURN(t.dtype, GetString(j, "dtype", c));
       f.tensors.push_back(std::move(t));
@@ -154,6 +151,8 @@ Result<SensitivityFile> ParseSensitivity(std::string_view text, std::string_view
   if (!have_header) return Status::Corruption(std::string(path) + ": empty file: expected the moeq.sensitivity header line");
   if (f.tensors.empty()) return Status::Corruption(std::string(path) + ": no tensor lines after the header");
   return f;
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(std::string(path) + ": " + JsonExceptionText(e));
 }
 
 Result<SensitivityFile> ReadSensitivity(const std::string& path) {

@@ -1,4 +1,5 @@
 // DynaMINT expert tiers (include/moeq/expert_tiers.h).
+#include "moeq/json_reader.h"
 #include "moeq/expert_tiers.h"
 
 #include <algorithm>
@@ -23,7 +24,7 @@ Result<double> ReadFraction(const nlohmann::json& j, std::string_view path, cons
   double x = v.get<double>();
   if (!(x >= 0.0 && x <= 1.0)) {
     return Status::InvalidArgument(std::string(path) + ": field '" + key +
-                                   "' must be between 0 and 1, got " + v.dump());
+                                   "' must be between 0 and 1, got " + JsonExcerpt(v));
   }
   return x;
 }
@@ -39,7 +40,7 @@ std::optional<ExpertTier> ParseTier(std::string_view name) {
   return std::nullopt;
 }
 
-Result<TierThresholds> TierThresholdsFromJson(const nlohmann::json& j, std::string_view path) {
+Result<TierThresholds> TierThresholdsFromJson(const nlohmann::json& j, std::string_view path) try {
   if (!j.is_object()) return Status::InvalidArgument(std::string(path) + ": expected a JSON object");
   if (j.contains("schema")) {
     MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.tiers", 1, path));
@@ -87,6 +88,8 @@ Result<TierThresholds> TierThresholdsFromJson(const nlohmann::json& j, std::stri
                                    ": critical_fraction + standard_fraction exceeds 1");
   }
   return t;
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(std::string(path) + ": " + JsonExceptionText(e));
 }
 
 Result<TierThresholds> LoadTierThresholds(const std::string& path) {

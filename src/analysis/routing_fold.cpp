@@ -1,5 +1,6 @@
 // Routing statistics folded token by token: counts, gate mass, rank, co-activation, per-domain
 // counts, hotness over time (DynaExq-style sliding window with hysteresis) and DynaMINT tiers.
+#include "moeq/json_reader.h"
 #include "analysis/routing_fold.h"
 
 #include <algorithm>
@@ -21,12 +22,12 @@ Result<HotnessOptions> HotnessOptionsFromJson(const nlohmann::json& j, std::stri
     if (key == "schema" || key == "version" || key == "description") continue;
     if (key == "window" || key == "update_every") {
       if (!v.is_number_integer() || v.get<int64_t>() < 1) {
-        return Status::InvalidArgument(p + ": field '" + key + "' must be a positive integer, got " + v.dump());
+        return Status::InvalidArgument(p + ": field '" + key + "' must be a positive integer, got " + JsonExcerpt(v));
       }
       (key == "window" ? h.window : h.update_every) = v.get<int64_t>();
     } else if (key == "promote_above" || key == "demote_below") {
       if (!v.is_number() || !(v.get<double>() >= 0) || !std::isfinite(v.get<double>())) {
-        return Status::InvalidArgument(p + ": field '" + key + "' must be a non-negative number, got " + v.dump());
+        return Status::InvalidArgument(p + ": field '" + key + "' must be a non-negative number, got " + JsonExcerpt(v));
       }
       (key == "promote_above" ? h.promote_above : h.demote_below) = v.get<double>();
     } else {

@@ -4,9 +4,11 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "moeq/atomic_file.h"
 #include "moeq/model_config.h"
 #include "moeq/routing_profile.h"
 
@@ -34,19 +36,18 @@ class RoutingFolder {
   std::vector<HotnessTracker> hot_;
 };
 
-/// Streams a routing trace (JSONL) to "<path>.tmp" and renames it into place on Finish().
+/// Streams a routing trace (JSONL) through an AtomicFile, renamed into place on Finish().
 class TraceWriter {
  public:
-  ~TraceWriter();
   /// Opens the temporary file and writes `header` as the first line.
-  Status Open(const std::string& path, const nlohmann::json& header);
+  Status Open(const std::string& path, const nlohmann::json& header, AtomicWriteOptions options = {});
   /// One line: token `token` at MoE layer `layer` chose `experts` (best first) with `weights`.
   void WriteLine(int layer, int64_t token, int64_t top_k, const int32_t* experts, const float* weights,
                  const std::string& domain);
   Status Finish();
 
  private:
-  std::string path_, tmp_;
+  std::unique_ptr<AtomicFile> file_;
   std::FILE* f_ = nullptr;
 };
 

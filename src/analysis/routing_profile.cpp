@@ -1,4 +1,5 @@
 // Routing profiles: accumulation over windows, JSON and safetensors output.
+#include "moeq/json_reader.h"
 #include "moeq/routing_profile.h"
 
 #include <algorithm>
@@ -167,7 +168,7 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const Cali
   std::optional<internal::TraceWriter> trace;
   if (!options.trace_output.empty()) {
     trace.emplace();
-    MOEQ_RETURN_IF_ERROR(trace->Open(options.trace_output, options.trace_header));
+    MOEQ_RETURN_IF_ERROR(trace->Open(options.trace_output, options.trace_header, {.overwrite = options.overwrite_trace}));
   }
   std::optional<Progress> progress;
   if (options.progress) progress.emplace("profile", static_cast<int64_t>(jobs.size()), "windows");
@@ -325,7 +326,7 @@ nlohmann::json RoutingProfileToJson(const RoutingProfile& p, nlohmann::json head
   return j;
 }
 
-Result<RoutingProfile> RoutingProfileFromJson(const nlohmann::json& j, std::string_view path) {
+Result<RoutingProfile> RoutingProfileFromJson(const nlohmann::json& j, std::string_view path) try {
   const std::string p(path);
   RoutingProfile prof;
   try {
@@ -378,7 +379,7 @@ Result<RoutingProfile> RoutingProfileFromJson(const nlohmann::json& j, std::stri
           if (e.contains("tier")) {
             auto t = ParseTier(e.at("tier").get<std::string>());
             if (!t) return Status::Corruption(p + ": layer " + std::to_string(l.layer) + " expert " + std::to_string(l.experts.size()) +
-                                              ": unknown tier " + e.at("tier").dump());
+                                              ": unknown tier " + JsonExcerpt(e.at("tier")));
             u.tier = *t;
           }
           if (e.contains("domain_counts")) {
@@ -410,10 +411,12 @@ Result<RoutingProfile> RoutingProfileFromJson(const nlohmann::json& j, std::stri
     return Status::Corruption(p + ": not a valid routing profile: " + e.what());
   }
   return prof;
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(std::string(path) + ": " + JsonExceptionText(e));
 }
 
 Status WriteActivationStats(const std::string& path, const RoutingProfile& p, const ArchAdapter& adapter,
-                            const ActivationStatsOptions& options) {
+                            const ActivationStatsOptions& options, AtomicWriteOptions write_options) {
   const double k = std::max(0.0, options.shrinkage_tokens);
   struct Entry {
     std::string name;
@@ -504,7 +507,7 @@ Status WriteActivationStats(const std::string& path, const RoutingProfile& p, co
   std::map<std::string, std::string> meta = {{"format", "pt"}, {"moeq_schema", "moeq.activation_stats"},
                                              {"moeq_shrinkage_tokens", nlohmann::json(k).dump()}};
   if (!grams.empty()) meta["moeq_gram_of"] = gram_of.dump();
-  MOEQ_ASSIGN_OR_RETURN(auto w, SafetensorsWriter::Create(path, infos, meta));
+  MOEQ_ASSIGN_OR_RETURN(auto w, SafetensorsWriter::Create(path, infos, meta, write_options));
   for (const Entry& e : entries) {
     MOEQ_RETURN_IF_ERROR(w->Write(e.name + ".in_sq_mean", std::as_bytes(std::span(e.mean))));
     MOEQ_RETURN_IF_ERROR(w->Write(e.name + ".importance", std::as_bytes(std::span(e.importance))));

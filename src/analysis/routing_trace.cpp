@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <numeric>
 
+#include "moeq/json_reader.h"
 #include "analysis/routing_fold.h"
 #include "moeq/artifact.h"
 #include "moeq/file_util.h"
@@ -13,22 +14,11 @@
 namespace moeq {
 namespace internal {
 
-TraceWriter::~TraceWriter() {
-  if (f_) {
-    std::fclose(f_);
-    std::error_code ec;
-    std::filesystem::remove(tmp_, ec);
-  }
-}
-
-Status TraceWriter::Open(const std::string& path, const nlohmann::json& header) {
-  path_ = path;
-  tmp_ = path + ".tmp";
-  f_ = std::fopen(tmp_.c_str(), "wb");
-  if (!f_) return Status::Io(tmp_ + ": cannot create: " + std::strerror(errno));
-  const std::string h = header.dump() + "\n";
-  std::fwrite(h.data(), 1, h.size(), f_);
-  return Status::Ok();
+Status TraceWriter::Open(const std::string& path, const nlohmann::json& header, AtomicWriteOptions options) {
+  MOEQ_ASSIGN_OR_RETURN(file_, AtomicFile::Create(path, options));
+  f_ = file_->Stream();
+  if (!f_) return Status::Io(file_->temp_path() + ": cannot open a stream: " + std::strerror(errno));
+  return file_->Write(header.dump() + "\n");
 }
 
 void TraceWriter::WriteLine(int layer, int64_t token, int64_t top_k, const int32_t* experts, const float* weights,
@@ -42,18 +32,10 @@ void TraceWriter::WriteLine(int layer, int64_t token, int64_t top_k, const int32
 }
 
 Status TraceWriter::Finish() {
-  const bool bad = std::ferror(f_) != 0;
-  const bool closed = std::fclose(f_) == 0;
   f_ = nullptr;
-  if (bad || !closed) {
-    std::error_code ec;
-    std::filesystem::remove(tmp_, ec);
-    return Status::Io(tmp_ + ": write failed");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp_, path_, ec);
-  if (ec) return Status::Io(path_ + ": cannot rename " + tmp_ + ": " + ec.message());
-  return Status::Ok();
+  Status s = file_->Commit();
+  file_.reset();
+  return s;
 }
 
 }  // namespace internal
@@ -71,7 +53,7 @@ struct TraceRecord {
 }  // namespace
 
 Result<RoutingProfile> ProfileRoutingTraces(const ModelConfig& config, std::span<const TraceInput> traces,
-                                            const ProfileOptions& options) {
+                                            const ProfileOptions& options) try {
   if (!config.is_moe()) return Status::InvalidArgument("a dense model has no routing to read from a trace");
   if (traces.empty()) return Status::InvalidArgument("no routing trace given");
   const int64_t k = config.top_k, E = config.num_experts;
@@ -97,8 +79,8 @@ Result<RoutingProfile> ProfileRoutingTraces(const ModelConfig& config, std::span
       if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
       if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
       const std::string where = path + ":" + std::to_string(line_no);
-      nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_discarded() || !j.is_object()) return Status::Corruption(where + ": not a JSON object");
+      MOEQ_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(line, where));
+      if (!j.is_object()) return Status::Corruption(where + ": not a JSON object");
       if (first_line && j.contains("schema")) {
         MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.routing_trace", 1, where));
         first_line = false;
@@ -108,7 +90,7 @@ Result<RoutingProfile> ProfileRoutingTraces(const ModelConfig& config, std::span
       auto field_int = [&](const char* key, int64_t* out) -> Status {
         auto it = j.find(key);
         if (it == j.end()) return Status::Corruption(where + ": missing field '" + key + "'");
-        if (!it->is_number_integer()) return Status::Corruption(where + ": field '" + key + "' must be an integer, got " + it->dump());
+        if (!it->is_number_integer()) return Status::Corruption(where + ": field '" + key + "' must be an integer, got " + JsonExcerpt(*it));
         *out = it->get<int64_t>();
         return Status::Ok();
       };
@@ -127,19 +109,19 @@ Result<RoutingProfile> ProfileRoutingTraces(const ModelConfig& config, std::span
       if (ex == j.end()) return Status::Corruption(where + ": missing field 'experts'");
       if (!ex->is_array() || static_cast<int64_t>(ex->size()) != k) {
         return Status::Corruption(where + ": field 'experts' must be an array of top_k = " + std::to_string(k) +
-                                  " expert ids, got " + ex->dump());
+                                  " expert ids, got " + JsonExcerpt(*ex));
       }
       auto wt = j.find("weights");
       if (wt == j.end()) return Status::Corruption(where + ": missing field 'weights'");
       if (!wt->is_array() || static_cast<int64_t>(wt->size()) != k) {
         return Status::Corruption(where + ": field 'weights' must be an array of " + std::to_string(k) +
-                                  " numbers (one per expert), got " + wt->dump());
+                                  " numbers (one per expert), got " + JsonExcerpt(*wt));
       }
       const size_t off = ids.size();
       for (int64_t q = 0; q < k; ++q) {
         const auto& e = (*ex)[static_cast<size_t>(q)];
         if (!e.is_number_integer() || e.get<int64_t>() < 0 || e.get<int64_t>() >= E) {
-          return Status::Corruption(where + ": field 'experts': " + e.dump() + " is not an expert id in [0, " +
+          return Status::Corruption(where + ": field 'experts': " + JsonExcerpt(e) + " is not an expert id in [0, " +
                                     std::to_string(E) + ")");
         }
         const auto id = static_cast<int32_t>(e.get<int64_t>());
@@ -148,7 +130,7 @@ Result<RoutingProfile> ProfileRoutingTraces(const ModelConfig& config, std::span
         }
         const auto& w = (*wt)[static_cast<size_t>(q)];
         if (!w.is_number() || !std::isfinite(w.get<double>())) {
-          return Status::Corruption(where + ": field 'weights': " + w.dump() + " is not a finite number");
+          return Status::Corruption(where + ": field 'weights': " + JsonExcerpt(w) + " is not a finite number");
         }
         ids.push_back(id);
         weights.push_back(static_cast<float>(w.get<double>()));
@@ -156,7 +138,7 @@ Result<RoutingProfile> ProfileRoutingTraces(const ModelConfig& config, std::span
       std::string domain_name = traces[fi].domain;
       if (auto d = j.find("domain"); d != j.end()) {
         if (!d->is_string() || d->get<std::string>().empty()) {
-          return Status::Corruption(where + ": field 'domain' must be a non-empty string, got " + d->dump());
+          return Status::Corruption(where + ": field 'domain' must be a non-empty string, got " + JsonExcerpt(*d));
         }
         domain_name = d->get<std::string>();
       }
@@ -208,6 +190,8 @@ Result<RoutingProfile> ProfileRoutingTraces(const ModelConfig& config, std::span
   }
   folder.Finish();
   return prof;
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(std::string("routing trace") + ": " + JsonExceptionText(e));
 }
 
 }  // namespace moeq

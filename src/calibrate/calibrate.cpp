@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -157,12 +160,12 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
     plan.formats.clear();
     for (const std::string& n : it->second) plan.formats[n] = uniform.formats.at(n);
     rp.tensors = static_cast<int64_t>(it->second.size());
-    ScopedDir tmp{(fs::temp_directory_path() / ("moeq-calibrate-" + std::to_string(::getpid()) + "-" +
-                                                group))
-                      .string()};
-    std::error_code ec;
-    fs::remove_all(tmp.path, ec);
-    if (!fs::create_directory(tmp.path, ec) || ec) return Status::Io(tmp.path + ": cannot create a probe directory: " + ec.message());
+    // A private probe directory (mkdtemp: unique name, mode 0700, never an existing path).
+    std::string templ = (fs::temp_directory_path() / ("moeq-calibrate-" + group + "-XXXXXX")).string();
+    if (::mkdtemp(templ.data()) == nullptr) {
+      return Status::Io(templ + ": cannot create a probe directory: " + std::strerror(errno));
+    }
+    ScopedDir tmp{templ};
     MlxWriteOptions wo;
     wo.threads = ctx.threads;
     wo.progress = false;
@@ -208,7 +211,7 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
   }
   j["rules"] = rules;
   j["measurements"] = measured;
-  MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(j)));
+  MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(j), {.overwrite = ctx.force}));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("calibrated {} roles of {} on {} windows in {:.1f} s; wrote {}", rules.size(), o.model_dir, windows, secs, o.output);
   return Status::Ok();

@@ -139,19 +139,20 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
                    {"allow_prune", o.allow_prune},
                    {"policy", std::string(PolicyName(settings.policy))},
                    {"objective", std::string(ObjectiveName(settings.objective))}};
-  MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(j)));
+  MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(j), {.overwrite = ctx.force}));
 
   std::fputs(SummaryTable(sens, result).c_str(), stdout);
   std::fflush(stdout);
 
   if (o.curve > 0) {
     MOEQ_ASSIGN_OR_RETURN(std::vector<CurvePoint> curve, BudgetCurve(model, o.curve, settings.solver));
-    MOEQ_RETURN_IF_ERROR(WriteFileAtomic(csv_path, CurveCsv(curve, model.total_params)));
+    MOEQ_RETURN_IF_ERROR(WriteFileAtomic(csv_path, CurveCsv(curve, model.total_params), {.overwrite = ctx.force}));
     MOEQ_RETURN_IF_ERROR(WriteFileAtomic(
         svg_path, CurveSvg(curve, model.total_params,
                            "moeq-allocate budget curve (" + std::string(PolicyName(settings.policy)) + "): " +
                                std::filesystem::path(o.sensitivity).filename().string(),
-                           settings.objective == Objective::kMse ? "Σ π²·α·x·NRMSE²" : "Σ π·α·NRMSE")));
+                           settings.objective == Objective::kMse ? "Σ π²·α·x·NRMSE²" : "Σ π·α·NRMSE"),
+        {.overwrite = ctx.force}));
     const auto& k = curve[CurveKnee(curve)];
     spdlog::info("budget curve: {} points from {} to {} bytes; knee at {} bytes (objective {:.6g}); wrote {} and {}",
                  curve.size(), curve.front().budget, curve.back().budget, k.budget, k.objective, csv_path, svg_path);

@@ -4,7 +4,9 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -32,39 +34,19 @@ namespace {
 
 using nlohmann::json;
 
-/// A file written through "<path>.tmp" and renamed into place by Commit().
-class AtomicFile {
+/// A results file written through moeq::AtomicFile (unique temporary, renamed by Commit()).
+class OutputFile {
  public:
-  ~AtomicFile() {
-    if (f_) {
-      std::fclose(f_);
-      std::remove(tmp_.c_str());
-    }
-  }
-  Status Open(const std::string& path) {
-    path_ = path;
-    tmp_ = path + ".tmp";
-    f_ = std::fopen(tmp_.c_str(), "wb");
-    if (!f_) return Status::Io(tmp_ + ": cannot create");
+  Status Open(const std::string& path, bool overwrite) {
+    MOEQ_ASSIGN_OR_RETURN(file_, AtomicFile::Create(path, {.overwrite = overwrite}));
+    if (!file_->Stream()) return Status::Io(file_->temp_path() + ": cannot open a stream: " + std::strerror(errno));
     return Status::Ok();
   }
-  Status Write(std::string_view s) {
-    if (std::fwrite(s.data(), 1, s.size(), f_) != s.size()) return Status::Io(tmp_ + ": write failed");
-    return Status::Ok();
-  }
-  Status Commit() {
-    if (std::fflush(f_) != 0 || ::fsync(fileno(f_)) != 0) return Status::Io(tmp_ + ": flush failed");
-    std::fclose(f_);
-    f_ = nullptr;
-    std::error_code ec;
-    std::filesystem::rename(tmp_, path_, ec);
-    if (ec) return Status::Io(path_ + ": rename failed: " + ec.message());
-    return Status::Ok();
-  }
+  Status Write(std::string_view s) { return file_->Write(s); }
+  Status Commit() { return file_->Commit(); }
 
  private:
-  std::string path_, tmp_;
-  FILE* f_ = nullptr;
+  std::unique_ptr<AtomicFile> file_;
 };
 
 struct GridConfig {
@@ -75,7 +57,7 @@ struct GridConfig {
   bool affine = false;
 };
 
-Result<std::vector<GridConfig>> LoadGrid(const std::string& path) {
+Result<std::vector<GridConfig>> LoadGrid(const std::string& path) try {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return Status::InvalidArgument("--grid " + path + ": no such file");
   MOEQ_ASSIGN_OR_RETURN(json j, ReadJsonFile(path));
@@ -106,6 +88,8 @@ Result<std::vector<GridConfig>> LoadGrid(const std::string& path) {
     grid.push_back(g);
   }
   return grid;
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(path + ": " + JsonExceptionText(e));
 }
 
 /// One analysed matrix: a 2-D tensor, or expert slice `slice` of a fused 3-D tensor.
@@ -627,11 +611,11 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
   hctx.command_line = "moeq-analyze " + o.model_dir;  // canonical: argv is logged, not recorded
   const json header = MakeArtifactHeader("moeq.sensitivity", 1, hctx, in);
 
-  AtomicFile out, csv;
-  MOEQ_RETURN_IF_ERROR(out.Open(o.output));
+  OutputFile out, csv;
+  MOEQ_RETURN_IF_ERROR(out.Open(o.output, ctx.force));
   MOEQ_RETURN_IF_ERROR(out.Write(header.dump() + "\n"));
   if (!o.csv.empty()) {
-    MOEQ_RETURN_IF_ERROR(csv.Open(o.csv));
+    MOEQ_RETURN_IF_ERROR(csv.Open(o.csv, ctx.force));
     MOEQ_RETURN_IF_ERROR(csv.Write(CsvHeader()));
   }
   int64_t nrows = 0, analysed = 0;
@@ -797,12 +781,7 @@ Status RunAnalyzeMerge(const AnalyzeMergeOptions& o, const ArtifactContext& ctx)
       if (!l.empty()) ls.push_back(std::move(l));
     }
     if (ls.empty()) return Status::Corruption(path + ": empty file, expected a moeq.sensitivity header line");
-    json h;
-    try {
-      h = json::parse(ls[0]);
-    } catch (const json::parse_error& e) {
-      return Status::Corruption(path + ": line 1: " + JsonParseErrorText(e));
-    }
+    MOEQ_ASSIGN_OR_RETURN(json h, ParseJson(ls[0], path + ": line 1"));
     MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(h, "moeq.sensitivity", 1, path));
     std::pair<int, int> sh{0, 1};
     if (h.contains("options") && h["options"].contains("shard")) {
@@ -856,8 +835,8 @@ Status RunAnalyzeMerge(const AnalyzeMergeOptions& o, const ArtifactContext& ctx)
     }
   }
   std::stable_sort(lines.begin(), lines.end(), [](const Line& a, const Line& b) { return a.unit < b.unit; });
-  AtomicFile out;
-  MOEQ_RETURN_IF_ERROR(out.Open(o.output));
+  OutputFile out;
+  MOEQ_RETURN_IF_ERROR(out.Open(o.output, ctx.force));
   MOEQ_RETURN_IF_ERROR(out.Write(merged_header.dump() + "\n"));
   for (const Line& l : lines) MOEQ_RETURN_IF_ERROR(out.Write(files[l.file][l.pos] + "\n"));
   MOEQ_RETURN_IF_ERROR(out.Commit());

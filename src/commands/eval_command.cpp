@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "moeq/json_reader.h"
 #include "commands/text_input.h"
 #include "moeq/checkpoint.h"
 #include "moeq/commands.h"
@@ -98,15 +99,15 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
   if (saved) {
     // Refuse a reference from another text or protocol before spending time on the model.
     const auto& h = saved->header;
-    const std::string theirs = h.contains("text_sha256") ? h["text_sha256"].dump() : "none";
+    const std::string theirs = h.contains("text_sha256") ? JsonExcerpt(h["text_sha256"]) : "none";
     if (!h.contains("text_sha256") || h["text_sha256"] != tokens.sha256) {
       return Status::InvalidArgument(o.reference_logits + ": saved for another text (text_sha256 " + theirs +
                                      ", this run's \"" + tokens.sha256 + "\")");
     }
     if (!h.contains("protocol") || h["protocol"] != protocol_json) {
       return Status::InvalidArgument(o.reference_logits + ": saved under another protocol (" +
-                                     (h.contains("protocol") ? h["protocol"].dump() : std::string("none")) +
-                                     ", this run's " + protocol_json.dump() + ")");
+                                     (h.contains("protocol") ? JsonExcerpt(h["protocol"]) : std::string("none")) +
+                                     ", this run's " + JsonExcerpt(protocol_json) + ")");
     }
   }
 
@@ -140,7 +141,7 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
                                         {"text", tokens.source}, {"text_sha256", tokens.sha256}});
     record.header["protocol"] = protocol_json;
     record.header["text_sha256"] = tokens.sha256;
-    MOEQ_RETURN_IF_ERROR(WriteSavedLogits(o.save_logits, record));
+    MOEQ_RETURN_IF_ERROR(WriteSavedLogits(o.save_logits, record, {.overwrite = ctx.force}));
     spdlog::info("saved the distribution of {} scored tokens (top {} of {} per token) to {}", record.tokens,
                  record.top_k, record.vocab, o.save_logits);
   }
@@ -170,7 +171,7 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
   if (o.output.empty()) {
     std::fputs(DumpJson(j).c_str(), stdout);
   } else {
-    MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(j)));
+    MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(j), {.overwrite = ctx.force}));
   }
   if (r.has_reference) {
     spdlog::info("ppl {:.4f} ± {:.4f} over {} tokens ({} windows of {}), reference ppl {:.4f} ({:+.3f}%), "

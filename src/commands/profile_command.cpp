@@ -118,6 +118,7 @@ Status RunProfile(const ProfileCommandOptions& o, const ArtifactContext& ctx) {
     in["texts"] = text_list;
     if (!o.write_trace.empty()) {
       po.trace_output = o.write_trace;
+      po.overwrite_trace = ctx.force;
       po.trace_header = MakeArtifactHeader("moeq.routing_trace", 1, ctx, in);
       po.trace_header["model"] = {{"num_layers", ckpt->config().num_layers}, {"num_experts", ckpt->config().num_experts},
                                   {"top_k", ckpt->config().top_k}};
@@ -135,8 +136,9 @@ Status RunProfile(const ProfileCommandOptions& o, const ArtifactContext& ctx) {
   }
   nlohmann::json header = MakeArtifactHeader("moeq.routing_profile", 1, ctx, in);
   nlohmann::json j = RoutingProfileToJson(prof, header);
-  MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(j)));
-  if (po.activations) MOEQ_RETURN_IF_ERROR(WriteActivationStats(o.activation_stats, prof, ckpt->adapter(), {o.shrinkage_tokens}));
+  MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(j), {.overwrite = ctx.force}));
+  if (po.activations)
+    MOEQ_RETURN_IF_ERROR(WriteActivationStats(o.activation_stats, prof, ckpt->adapter(), {o.shrinkage_tokens}, {.overwrite = ctx.force}));
   LogSummary(prof, j, o, po.activations);
   return Status::Ok();
 }

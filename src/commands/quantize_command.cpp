@@ -21,32 +21,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-/// Removes a directory tree on scope exit unless released.
-class DirGuard {
- public:
-  explicit DirGuard(std::string path) : path_(std::move(path)) {}
-  ~DirGuard() {
-    if (path_.empty()) return;
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  void Release() { path_.clear(); }
-
- private:
-  std::string path_;
-};
-
-/// "OUT.tmp-<pid>-<random>" next to OUT (same filesystem, so the final rename is atomic).
-std::string TempSibling(const std::string& output, std::string_view tag) {
-  std::random_device rd;
-  const std::string parent = fs::path(output).parent_path().string();
-  std::string base = fs::path(output).filename().string();
-  if (base.empty()) base = fs::path(output).parent_path().filename().string();
-  char suffix[32];
-  std::snprintf(suffix, sizeof suffix, "%d-%08x", static_cast<int>(::getpid()), rd());
-  return (fs::path(parent.empty() ? "." : parent) / ("." + base + "." + std::string(tag) + "-" + suffix)).string();
-}
-
 Result<QuantPlan> MakePlan(const QuantizeCommandOptions& o, const Checkpoint& ckpt) {
   if (!o.allocation.empty()) return LoadAllocationPlan(o.allocation, ckpt);
   DType source = DType::kBF16;
@@ -82,6 +56,7 @@ Status RunGguf(const QuantizeCommandOptions& o, const ArtifactContext& ctx, cons
   wo.progress = ctx.progress;
   wo.context = &ctx;
   wo.require_tokenizer = true;
+  wo.overwrite = ctx.force;
   GgufWriteReport report;
   wo.report = &report;
   MOEQ_RETURN_IF_ERROR(WriteGguf(ckpt, plan, o.output, wo));
@@ -168,12 +143,10 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
   // A file-size limit or a full disk must become an error we can clean up after, not a signal.
   std::signal(SIGXFSZ, SIG_IGN);
   if (o.format == "gguf") return RunGguf(o, ctx, *ckpt, plan, start);
-  const std::string tmp = TempSibling(o.output, "tmp");
-  std::error_code ec;
-  if (!fs::create_directory(tmp, ec) || ec) {
-    return Status::Io(tmp + ": cannot create the temporary output directory: " + ec.message());
-  }
-  DirGuard guard(tmp);
+  // The checkpoint is built in a unique temporary sibling directory (AtomicDir) and renamed into
+  // place only once complete, manifest last; --force swaps an existing output out atomically.
+  MOEQ_ASSIGN_OR_RETURN(auto out_dir, AtomicDir::Create(o.output, {.overwrite = ctx.force}));
+  const std::string& tmp = out_dir->temp_path();
 
   MlxWriteOptions wo;
   wo.stacked = o.mlx_compatible;
@@ -209,21 +182,8 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
   }
   MOEQ_RETURN_IF_ERROR(WriteFileAtomic((fs::path(tmp) / "quant_manifest.json").string(), DumpJson(manifest)));
 
-  // Move into place: an existing output (--force) is replaced only now that the new one is complete.
-  std::string old;
-  if (fs::exists(o.output, ec)) {
-    old = TempSibling(o.output, "old");
-    fs::rename(o.output, old, ec);
-    if (ec) return Status::Io(o.output + ": cannot move the existing output aside: " + ec.message());
-  }
-  fs::rename(tmp, o.output, ec);
-  if (ec) {
-    std::error_code ec2;
-    if (!old.empty()) fs::rename(old, o.output, ec2);
-    return Status::Io(tmp + ": cannot rename to " + o.output + ": " + ec.message());
-  }
-  guard.Release();
-  if (!old.empty()) fs::remove_all(old, ec);
+  // Into place: an existing output (--force) is replaced only now that the new one is complete.
+  MOEQ_RETURN_IF_ERROR(out_dir->Commit());
 
   const auto& totals = manifest["totals"];
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -8,6 +8,7 @@
 
 #include "moeq/file_util.h"
 #include "moeq/tokenizer.h"
+#include "tokenizer/unicode_text.h"
 
 namespace moeq {
 
@@ -23,6 +24,11 @@ Result<LoadedTokens> LoadTokens(const TextInput& input, const std::string& model
     if (!input.text_file.empty()) {
       if (!tok.ok()) return tok.status();
       MOEQ_ASSIGN_OR_RETURN(std::string text, ReadFile(input.text_file));
+      // The text's fault, not the tokenizer's: name the text file.
+      if (const size_t bad = tokenizer_internal::FindInvalidUtf8(text); bad != tokenizer_internal::kNoError) {
+        return Status::Corruption(input.text_file + ": not valid UTF-8 at byte " + std::to_string(bad) +
+                                  " (--text takes UTF-8 text)");
+      }
       const auto t0 = std::chrono::steady_clock::now();
       MOEQ_ASSIGN_OR_RETURN(out.ids, (*tok)->Encode(text));
       spdlog::info("tokenized {} ({} bytes) into {} tokens in {:.2f} s", input.text_file, text.size(), out.ids.size(),

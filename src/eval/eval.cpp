@@ -1,4 +1,5 @@
 // Perplexity and KL evaluation over windows of a token stream, and the CI gate.
+#include "moeq/json_reader.h"
 #include "moeq/eval.h"
 
 #include <algorithm>
@@ -305,7 +306,7 @@ nlohmann::json EvalResultToJson(const EvalResult& r) {
 }
 
 Status CheckGate(const EvalResult& result, const nlohmann::json& eval_json,
-                 const nlohmann::json* baseline, const GateOptions& gate) {
+                 const nlohmann::json* baseline, const GateOptions& gate) try {
   std::vector<std::string> failures;
   if (gate.max_ppl_delta_pct || gate.max_ppl_delta_abs) {
     if (!baseline) return Status::InvalidArgument("--max-ppl-delta needs --baseline eval.json");
@@ -315,8 +316,8 @@ Status CheckGate(const EvalResult& result, const nlohmann::json& eval_json,
       }
       if ((*baseline)[key] != eval_json[key]) {
         return Status::InvalidArgument(std::string("baseline: field '") + key +
-                                       "' differs from this run's (" + (*baseline)[key].dump() + " vs " +
-                                       eval_json[key].dump() + "); perplexities are not comparable");
+                                       "' differs from this run's (" + JsonExcerpt((*baseline)[key]) + " vs " +
+                                       JsonExcerpt(eval_json[key]) + "); perplexities are not comparable");
       }
     }
     if (!baseline->contains("ppl") || !(*baseline)["ppl"].is_number()) {
@@ -349,6 +350,8 @@ Status CheckGate(const EvalResult& result, const nlohmann::json& eval_json,
   std::string msg = "quality gate failed: ";
   for (size_t i = 0; i < failures.size(); ++i) msg += (i ? "; " : "") + failures[i];
   return Status::GateFailed(msg);
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(std::string("eval baseline") + ": " + JsonExceptionText(e));
 }
 
 }  // namespace moeq

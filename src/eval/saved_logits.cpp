@@ -4,6 +4,7 @@
 
 #include "moeq/artifact.h"
 #include "moeq/eval.h"
+#include "moeq/json_reader.h"
 #include "moeq/safetensors.h"
 
 namespace moeq {
@@ -33,7 +34,7 @@ Status ReadTensor(const SafetensorsFile& f, const char* name, DType dtype, std::
 
 }  // namespace
 
-Status WriteSavedLogits(const std::string& path, const SavedLogits& s) {
+Status WriteSavedLogits(const std::string& path, const SavedLogits& s, AtomicWriteOptions options) {
   const size_t n = static_cast<size_t>(s.tokens), k = static_cast<size_t>(s.top_k);
   if (s.ids.size() != n * k || s.logprobs.size() != n * k || s.rest_logprob.size() != n || s.targets.size() != n ||
       s.target_logprob.size() != n) {
@@ -49,7 +50,8 @@ Status WriteSavedLogits(const std::string& path, const SavedLogits& s) {
                                    {"targets", DType::kI32, {s.tokens}},
                                    {"target_logprob", DType::kF32, {s.tokens}}};
   MOEQ_ASSIGN_OR_RETURN(auto w, SafetensorsWriter::Create(path, infos, {{"format", "pt"}, {"moeq_schema", kSchema},
-                                                                        {"moeq_header", header.dump()}}));
+                                                                        {"moeq_header", header.dump()}},
+                                                          options));
   MOEQ_RETURN_IF_ERROR(w->Write("ids", Bytes(s.ids)));
   MOEQ_RETURN_IF_ERROR(w->Write("logprobs", Bytes(s.logprobs)));
   MOEQ_RETURN_IF_ERROR(w->Write("rest_logprob", Bytes(s.rest_logprob)));
@@ -58,7 +60,7 @@ Status WriteSavedLogits(const std::string& path, const SavedLogits& s) {
   return w->Finish();
 }
 
-Result<SavedLogits> ReadSavedLogits(const std::string& path) {
+Result<SavedLogits> ReadSavedLogits(const std::string& path) try {
   MOEQ_ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open(path));
   const auto& meta = f->metadata();
   auto schema = meta.find("moeq_schema");
@@ -69,8 +71,10 @@ Result<SavedLogits> ReadSavedLogits(const std::string& path) {
   auto h = meta.find("moeq_header");
   if (h == meta.end()) return Status::Corruption(path + ": metadata 'moeq_header' missing");
   SavedLogits s;
-  s.header = nlohmann::json::parse(h->second, nullptr, false);
-  if (s.header.is_discarded() || !s.header.is_object()) return Status::Corruption(path + ": metadata 'moeq_header' is not a JSON object");
+  auto parsed = ParseJson(h->second, path + ": metadata 'moeq_header'");
+  if (!parsed.ok()) return parsed.status();
+  s.header = std::move(*parsed);
+  if (!s.header.is_object()) return Status::Corruption(path + ": metadata 'moeq_header' is not a JSON object");
   MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(s.header, kSchema, 1, path));
   for (const char* key : {"vocab_size", "top_k", "scored_tokens"}) {
     if (!s.header.contains(key) || !s.header[key].is_number_integer() || s.header[key].get<int64_t>() < 0) {
@@ -95,6 +99,8 @@ Result<SavedLogits> ReadSavedLogits(const std::string& path) {
     }
   }
   return s;
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(path + ": " + JsonExceptionText(e));
 }
 
 }  // namespace moeq

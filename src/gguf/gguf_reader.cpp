@@ -1,6 +1,8 @@
 // GgufFile: a validating, memory-mapped GGUF v3 reader (formats.md §3.1).
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <vector>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -8,6 +10,7 @@
 #include <unistd.h>
 
 #include "gguf/gguf_internal.h"
+#include "moeq/checked_math.h"
 
 namespace moeq {
 namespace {
@@ -81,12 +84,17 @@ Result<nlohmann::json> ReadScalar(Cursor& c, GgufValueType t, const std::string&
   }
 }
 
+std::string ShapeText(const std::vector<int64_t>& ne) {
+  std::string s = "[";
+  for (size_t i = 0; i < ne.size(); ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
+  return s + "]";
+}
+
 }  // namespace
 
 int64_t GgufTensorInfo::numel() const {
-  int64_t n = 1;
-  for (int64_t d : ne) n *= d;
-  return n;
+  // The reader rejects dimensions whose product overflows; -1 for an info built elsewhere.
+  return CheckedProduct(ne).value_or(-1);
 }
 
 GgufFile::~GgufFile() {
@@ -186,20 +194,34 @@ Result<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path) {
     MOEQ_ASSIGN_OR_RETURN(t.offset, c.Get<uint64_t>(twhat + " offset"));
     auto row = GgmlRowBytes(t.type, t.ne[0]);
     if (!row.ok()) return Status::Corruption(twhat + ": " + row.status().message());
-    t.nbytes = *row * static_cast<uint64_t>(t.numel() / std::max<int64_t>(t.ne[0], 1));
-    if (t.ne[0] == 0) t.nbytes = 0;
+    // All size arithmetic checked: dimensions up to 2^40 each overflow int64 when multiplied.
+    const std::optional<int64_t> numel = CheckedProduct(t.ne);
+    if (!numel) return Status::Corruption(twhat + ": element count " + ShapeText(t.ne) + " overflows 64 bits");
+    const uint64_t rows = t.ne[0] == 0 ? 0 : static_cast<uint64_t>(*numel / t.ne[0]);
+    const std::optional<uint64_t> nbytes = CheckedMul<uint64_t>(*row, rows);
+    if (!nbytes || *nbytes > f->size_) {
+      return Status::Corruption(twhat + ": " + ShapeText(t.ne) + " of " + GgmlTypeName(t.type) + " needs more bytes than the " +
+                                std::to_string(f->size_) + "-byte file holds");
+    }
+    t.nbytes = *nbytes;
     if (t.offset != expected_offset) {
       return Status::Corruption(twhat + ": offset " + std::to_string(t.offset) + ", expected " +
                                 std::to_string(expected_offset) + " (tensors must follow each other, aligned to " +
                                 std::to_string(f->alignment_) + ")");
     }
-    expected_offset += (t.nbytes + f->alignment_ - 1) / f->alignment_ * f->alignment_;
+    // nbytes <= file size < 2^63, so rounding up cannot overflow; the running offset can.
+    const std::optional<uint64_t> next =
+        CheckedAdd<uint64_t>(expected_offset, (t.nbytes + f->alignment_ - 1) / f->alignment_ * f->alignment_);
+    if (!next || *next > f->size_) return Status::Corruption(twhat + ": data runs past the end of the file");
+    expected_offset = *next;
     f->by_name_[t.name] = f->tensors_.size();
     f->tensors_.push_back(std::move(t));
   }
   f->data_offset_ = (c.pos() + f->alignment_ - 1) / f->alignment_ * f->alignment_;
   for (const auto& t : f->tensors_) {
-    if (f->data_offset_ + t.offset + t.nbytes > f->size_) {
+    const std::optional<uint64_t> start = CheckedAdd<uint64_t>(f->data_offset_, t.offset);
+    const std::optional<uint64_t> end = start ? CheckedAdd<uint64_t>(*start, t.nbytes) : std::nullopt;
+    if (!end || *end > f->size_) {
       return Status::Corruption(path + ": tensor '" + t.name + "': data ends at byte " +
                                 std::to_string(f->data_offset_ + t.offset + t.nbytes) + ", past the end of the file (" +
                                 std::to_string(f->size_) + " bytes)");

@@ -3,7 +3,7 @@
 // Tensors are planned first (GGUF names, ne, ggml types, the checkpoint slices that make them
 // up), so the header with every offset is written before any data; then each tensor is converted
 // to float32 slice by slice, encoded in parallel over rows and appended, padded to 32 bytes.
-// The file is written as "<path>.tmp", synced and renamed.
+// The file is written through an AtomicFile (unique temporary, fsync, rename).
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "gguf/gguf_internal.h"
+#include "moeq/atomic_file.h"
 #include "moeq/build_info.h"
 #include "moeq/parallel.h"
 #include "moeq/progress.h"
@@ -372,21 +373,18 @@ void PermuteRows(const std::vector<float>& in, int64_t rows, int64_t cols, int64
   }
 }
 
+/// The output file: an AtomicFile (unique O_EXCL|O_NOFOLLOW temporary, renamed by Commit())
+/// that counts the bytes written, for the alignment padding.
 class TempFile {
  public:
-  explicit TempFile(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {}
-  ~TempFile() {
-    if (f_) std::fclose(f_);
-    if (!committed_) std::remove(tmp_.c_str());
-  }
+  TempFile(std::string path, AtomicWriteOptions options) : path_(std::move(path)), options_(options) {}
   Status Open() {
-    f_ = std::fopen(tmp_.c_str(), "wb");
-    if (!f_) return Status::Io(tmp_ + ": cannot create: " + std::strerror(errno));
-    std::setvbuf(f_, nullptr, _IOFBF, 1 << 20);
+    MOEQ_ASSIGN_OR_RETURN(file_, AtomicFile::Create(path_, options_));
+    if (!file_->Stream()) return Status::Io(file_->temp_path() + ": cannot open a stream: " + std::strerror(errno));
     return Status::Ok();
   }
   Status Write(const void* data, size_t n) {
-    if (n && std::fwrite(data, 1, n, f_) != n) return Status::Io(tmp_ + ": write failed: " + std::strerror(errno));
+    MOEQ_RETURN_IF_ERROR(file_->Write(data, n));
     written_ += n;
     return Status::Ok();
   }
@@ -395,28 +393,14 @@ class TempFile {
     const uint64_t pad = (alignment - written_ % alignment) % alignment;
     return Write(zeros, static_cast<size_t>(pad));
   }
-  Status Commit() {
-    if (std::fflush(f_) != 0 || ::fsync(fileno(f_)) != 0) {
-      return Status::Io(tmp_ + ": flush failed: " + std::strerror(errno));
-    }
-    if (std::fclose(f_) != 0) {
-      f_ = nullptr;
-      return Status::Io(tmp_ + ": close failed: " + std::strerror(errno));
-    }
-    f_ = nullptr;
-    if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
-      return Status::Io(path_ + ": cannot rename " + tmp_ + ": " + std::strerror(errno));
-    }
-    committed_ = true;
-    return Status::Ok();
-  }
+  Status Commit() { return file_->Commit(); }
   uint64_t written() const { return written_; }
 
  private:
-  std::string path_, tmp_;
-  std::FILE* f_ = nullptr;
+  std::string path_;
+  AtomicWriteOptions options_;
+  std::unique_ptr<AtomicFile> file_;
   uint64_t written_ = 0;
-  bool committed_ = false;
 };
 
 void AppendU32(std::string* s, uint32_t v) { s->append(reinterpret_cast<const char*>(&v), 4); }
@@ -580,7 +564,7 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
     AppendU64(&header, t.offset);
   }
 
-  TempFile file(path);
+  TempFile file(path, {.overwrite = options.overwrite});
   MOEQ_RETURN_IF_ERROR(file.Open());
   MOEQ_RETURN_IF_ERROR(file.Write(header.data(), header.size()));
   MOEQ_RETURN_IF_ERROR(file.Pad(gguf_internal::kAlignment));

@@ -101,7 +101,7 @@ struct ShardPlan {
   bool from_index = false;
 };
 
-Result<ShardPlan> ReadIndex(const std::string& dir) {
+Result<ShardPlan> ReadIndex(const std::string& dir) try {
   const std::string index_path = JoinPath(dir, kIndexName);
   MOEQ_ASSIGN_OR_RETURN(nlohmann::json index, ReadJsonFile(index_path));
   auto wm = index.is_object() ? index.find("weight_map") : index.end();
@@ -130,6 +130,8 @@ Result<ShardPlan> ReadIndex(const std::string& dir) {
   if (files.empty()) return Status::Corruption(index_path + ": 'weight_map' is empty");
   plan.files.assign(files.begin(), files.end());
   return plan;
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(dir + "/model.safetensors.index.json" + ": " + JsonExceptionText(e));
 }
 
 /// model.safetensors (as transformers prefers it), else the index, else every
@@ -202,6 +204,27 @@ Status CheckShardTables(const std::string& dir, const ShardPlan& plan,
 Status CheckAgainstConfig(const std::string& dir, const ModelConfig& config,
                           const ArchAdapter& adapter, const std::vector<CheckpointTensor>& tensors,
                           const std::vector<std::string>& shard_files) {
+  // Bounds against the tensors actually present, before the expected list (layers x experts
+  // entries) is built: a config.json that claims more layers or experts than the files hold is
+  // rejected here, cheaply, whatever it claims (docs/limits.md).
+  int64_t max_layer = -1, experts_present = 0;
+  for (const auto& t : tensors) {
+    if (t.id.role == TensorRole::kUnknown || t.id.role == TensorRole::kBuffer) continue;
+    max_layer = std::max<int64_t>(max_layer, t.id.layer);
+    if (t.id.expert >= 0) experts_present = std::max<int64_t>(experts_present, int64_t{t.id.expert} + 1);
+    if (t.fused_experts && !t.info.shape.empty()) experts_present = std::max(experts_present, t.info.shape[0]);
+  }
+  if (config.num_layers > max_layer + 1) {
+    return Status::Corruption(JoinPath(dir, kConfigName) + ": num_hidden_layers is " +
+                              std::to_string(config.num_layers) + " but the checkpoint's tensors cover " +
+                              (max_layer < 0 ? std::string("no layer")
+                                             : "layers 0.." + std::to_string(max_layer) + " only"));
+  }
+  if (config.is_moe() && config.num_experts > experts_present) {
+    return Status::Corruption(JoinPath(dir, kConfigName) + ": the config has " + std::to_string(config.num_experts) +
+                              " experts per MoE layer but the checkpoint's tensors hold " +
+                              std::to_string(experts_present));
+  }
   std::map<TensorId, std::vector<int64_t>> expected;
   for (auto& [id, shape] : adapter.ExpectedTensors()) expected.emplace(id, std::move(shape));
 
@@ -463,7 +486,7 @@ std::map<std::string, TensorId, std::less<>> StackedExpertNames(const ModelConfi
 }  // namespace
 
 Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir,
-                                                     const CheckpointOptions& options) {
+                                                     const CheckpointOptions& options) try {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return Status::NotFound(dir + ": not a directory");
   const std::string config_path = JoinPath(dir, kConfigName);
@@ -553,6 +576,8 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir,
   ckpt->fingerprint_ =
       Fingerprint(config_bytes, ckpt->tensors_, ckpt->shards_, ckpt->shard_files_);
   return ckpt;
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(dir + ": " + JsonExceptionText(e));
 }
 
 const CheckpointTensor* Checkpoint::Find(std::string_view name) const {

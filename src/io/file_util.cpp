@@ -10,6 +10,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include "moeq/json_reader.h"
+
 namespace moeq {
 namespace {
 
@@ -50,40 +52,11 @@ Result<std::string> ReadFile(const std::string& path) {
 
 Result<nlohmann::json> ReadJsonFile(const std::string& path) {
   MOEQ_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    return Status::Corruption(BaseName(path) + ": invalid JSON: " + JsonParseErrorText(e));
-  }
+  return ParseJson(text, BaseName(path));
 }
 
 Status WriteFileAtomic(const std::string& path, std::string_view contents) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Status::Io(tmp + ": cannot create: " + Errno());
-  size_t done = 0;
-  while (done < contents.size()) {
-    ssize_t r = ::write(fd, contents.data() + done, contents.size() - done);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      Status s = Status::Io(tmp + ": write failed: " + Errno());
-      close(fd);
-      ::unlink(tmp.c_str());
-      return s;
-    }
-    done += static_cast<size_t>(r);
-  }
-  if (fsync(fd) != 0 || close(fd) != 0) {
-    Status s = Status::Io(tmp + ": cannot flush: " + Errno());
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    Status s = Status::Io(path + ": cannot rename from " + tmp + ": " + Errno());
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  return Status::Ok();
+  return WriteFileAtomic(path, contents, AtomicWriteOptions{.overwrite = true});
 }
 
 std::string JsonParseErrorText(const nlohmann::json::parse_error& e) {

@@ -118,7 +118,7 @@ SafetensorsFile::~SafetensorsFile() {
   if (fd_ >= 0) close(fd_);
 }
 
-Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
+Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) try {
   std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
   const std::string name = BaseName(path);
@@ -156,20 +156,16 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string
   // Parse, rejecting duplicate keys at the top level (nlohmann would keep the last one).
   std::set<std::string> seen;
   std::string duplicate;
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(
-        hp, hp + n,
-        [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
-          if (depth == 1 && ev == nlohmann::json::parse_event_t::key) {
-            const auto& k = parsed.get_ref<const std::string&>();
-            if (!seen.insert(k).second && duplicate.empty()) duplicate = k;
-          }
-          return true;
-        });
-  } catch (const nlohmann::json::parse_error& e) {
-    return Status::Corruption(name + ": header is not valid JSON: " + JsonParseErrorText(e));
-  }
+  auto parsed = ParseJson(std::string_view(hp, n), name + ": header",
+                          [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& value) {
+                            if (depth == 1 && ev == nlohmann::json::parse_event_t::key) {
+                              const auto& k = value.get_ref<const std::string&>();
+                              if (!seen.insert(k).second && duplicate.empty()) duplicate = k;
+                            }
+                            return true;
+                          });
+  if (!parsed.ok()) return parsed.status();
+  nlohmann::json header = std::move(*parsed);
   if (!duplicate.empty()) return Status::Corruption(name + ": tensor '" + duplicate + "' appears twice in the header");
   if (!header.is_object()) return Status::Corruption(name + ": header is not a JSON object");
 
@@ -216,6 +212,8 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string
   }
   madvise(const_cast<std::byte*>(f->base_), f->size_, MADV_SEQUENTIAL);
   return f;
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(path + ": " + JsonExceptionText(e));
 }
 
 const TensorInfo* SafetensorsFile::Find(std::string_view name) const {
@@ -275,17 +273,13 @@ void SafetensorsFile::Release(std::string_view name) const {
 // ---------------------------------------------------------------------------------------------
 // Writer
 
-SafetensorsWriter::~SafetensorsWriter() {
-  if (fd_ >= 0) close(fd_);
-  if (!finished_ && !tmp_path_.empty()) ::unlink(tmp_path_.c_str());
-}
+SafetensorsWriter::~SafetensorsWriter() = default;
 
 Result<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
     const std::string& path, std::vector<TensorInfo> tensors,
-    std::map<std::string, std::string> metadata) {
+    std::map<std::string, std::string> metadata, AtomicWriteOptions options) {
   std::unique_ptr<SafetensorsWriter> w(new SafetensorsWriter());
   w->path_ = path;
-  w->tmp_path_ = path + ".tmp";
   // Largest element size first, then name: every tensor starts aligned to its element size.
   std::sort(tensors.begin(), tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
     if (DTypeSize(a.dtype) != DTypeSize(b.dtype)) return DTypeSize(a.dtype) > DTypeSize(b.dtype);
@@ -321,21 +315,12 @@ Result<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
     if (w->infos_[i].nbytes() == 0) w->written_[i] = 1;
   }
 
-  w->fd_ = ::open(w->tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (w->fd_ < 0) return Status::Io(w->tmp_path_ + ": cannot create: " + Errno());
+  MOEQ_ASSIGN_OR_RETURN(w->file_, AtomicFile::Create(path, options));
   std::string head(8, '\0');
   const uint64_t n = text.size();
   std::memcpy(head.data(), &n, 8);
   head += text;
-  size_t done = 0;
-  while (done < head.size()) {
-    ssize_t r = ::pwrite(w->fd_, head.data() + done, head.size() - done, static_cast<off_t>(done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return Status::Io(w->tmp_path_ + ": cannot write header: " + Errno());
-    }
-    done += static_cast<size_t>(r);
-  }
+  MOEQ_RETURN_IF_ERROR(w->file_->WriteAt(0, head.data(), head.size()).WithContext("header"));
   return w;
 }
 
@@ -350,17 +335,9 @@ Status SafetensorsWriter::Write(std::string_view name, std::span<const std::byte
                             std::to_string(data.size()) + " bytes, expected " +
                             std::to_string(infos_[i].nbytes()));
   }
-  uint64_t pos = data_start_ + begin_[i];
-  size_t done = 0;
-  while (done < data.size()) {
-    const size_t chunk = std::min<size_t>(data.size() - done, size_t{1} << 30);
-    ssize_t r = ::pwrite(fd_, data.data() + done, chunk, static_cast<off_t>(pos + done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return Status::Io(tmp_path_ + ": cannot write tensor '" + std::string(name) + "': " + Errno());
-    }
-    done += static_cast<size_t>(r);
-  }
+  if (!file_) return Status::Internal(path_ + ": write after Finish()");
+  MOEQ_RETURN_IF_ERROR(file_->WriteAt(data_start_ + begin_[i], data.data(), data.size())
+                           .WithContext("tensor '" + std::string(name) + "'"));
   std::lock_guard<std::mutex> lock(mu_);
   written_[i] = 1;
   return Status::Ok();
@@ -371,20 +348,11 @@ Status SafetensorsWriter::Finish() {
     if (!written_[i]) return Status::Internal(path_ + ": tensor '" + infos_[i].name + "' was never written");
   }
   // A file that holds only empty tensors still needs its full length.
-  if (ftruncate(fd_, static_cast<off_t>(file_size())) != 0) {
-    return Status::Io(tmp_path_ + ": cannot set size: " + Errno());
-  }
-  if (fsync(fd_) != 0) return Status::Io(tmp_path_ + ": cannot flush: " + Errno());
-  if (close(fd_) != 0) {
-    fd_ = -1;
-    return Status::Io(tmp_path_ + ": cannot close: " + Errno());
-  }
-  fd_ = -1;
-  if (std::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
-    return Status::Io(path_ + ": cannot rename from " + tmp_path_ + ": " + Errno());
-  }
-  finished_ = true;
-  return Status::Ok();
+  if (!file_) return Status::Internal(path_ + ": Finish() called twice");
+  MOEQ_RETURN_IF_ERROR(file_->Truncate(file_size()));
+  Status s = file_->Commit();
+  file_.reset();
+  return s;
 }
 
 // ---------------------------------------------------------------------------------------------

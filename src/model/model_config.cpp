@@ -5,7 +5,9 @@
 #include <cmath>
 #include <string>
 
+#include "moeq/json_reader.h"
 #include "moeq/arch.h"
+#include "moeq/limits.h"
 #include "moeq/model_config.h"
 
 namespace moeq {
@@ -82,7 +84,7 @@ class ConfigReader {
   Status WrongType(std::string_view key, std::string_view expected) const {
     return Status::Corruption(path_ + ": key '" + std::string(key) + "' must be " +
                               std::string(expected) + ", got " + JsonTypeName(json_.at(key)) +
-                              " " + json_.at(key).dump());
+                              " " + JsonExcerpt(json_.at(key)));
   }
 
   Result<int64_t> Int(std::string_view key) const {
@@ -155,6 +157,16 @@ Status RequirePositive(const ConfigReader& r, std::string_view key, int64_t v) {
   return Status::Ok();
 }
 
+/// v in [lo, hi]: the upper bounds are moeq's limits (include/moeq/limits.h, docs/limits.md),
+/// checked before anything is sized by the value.
+Status RequireRange(const ConfigReader& r, std::string_view key, int64_t v, int64_t lo, int64_t hi) {
+  if (v < lo || v > hi) {
+    return r.Invalid(key, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]" +
+                              (v > hi ? " (moeq's limit, docs/limits.md)" : "") + ", got " + std::to_string(v));
+  }
+  return Status::Ok();
+}
+
 /// Fills num_experts, top_k, widths and shared experts for MoE families.
 Status ParseMoe(const ConfigReader& r, const FamilyTraits& f, ModelConfig& c) {
   std::string_view count_key;
@@ -168,7 +180,7 @@ Status ParseMoe(const ConfigReader& r, const FamilyTraits& f, ModelConfig& c) {
     return r.Missing(kExpertCountKeys[0], "or num_local_experts / n_routed_experts");
   }
   MOEQ_ASSIGN_OR_RETURN(c.num_experts, r.Int(count_key));
-  MOEQ_RETURN_IF_ERROR(RequirePositive(r, count_key, c.num_experts));
+  MOEQ_RETURN_IF_ERROR(RequireRange(r, count_key, c.num_experts, 1, limits::kMaxExperts));
   MOEQ_ASSIGN_OR_RETURN(c.top_k, r.Int("num_experts_per_tok"));
   if (c.top_k <= 0 || c.top_k > c.num_experts) {
     return r.Invalid("num_experts_per_tok", "must be in [1, " + std::to_string(c.num_experts) +
@@ -177,26 +189,25 @@ Status ParseMoe(const ConfigReader& r, const FamilyTraits& f, ModelConfig& c) {
   if (f.expert_width == ExpertWidth::kIntermediate) {
     // Mixtral and OLMoE have no dense MLP: intermediate_size is the expert width.
     MOEQ_ASSIGN_OR_RETURN(c.moe_intermediate_size, r.Int("intermediate_size"));
-    MOEQ_RETURN_IF_ERROR(RequirePositive(r, "intermediate_size", c.moe_intermediate_size));
+    MOEQ_RETURN_IF_ERROR(RequireRange(r, "intermediate_size", c.moe_intermediate_size, 1, limits::kMaxIntermediateSize));
     c.intermediate_size = 0;
   } else {
     MOEQ_ASSIGN_OR_RETURN(c.moe_intermediate_size, r.Int("moe_intermediate_size"));
-    MOEQ_RETURN_IF_ERROR(RequirePositive(r, "moe_intermediate_size", c.moe_intermediate_size));
+    MOEQ_RETURN_IF_ERROR(RequireRange(r, "moe_intermediate_size", c.moe_intermediate_size, 1, limits::kMaxIntermediateSize));
   }
   switch (f.shared) {
     case SharedExperts::kNone: break;
     case SharedExperts::kTotalWidth: {
       MOEQ_ASSIGN_OR_RETURN(c.shared_expert_intermediate_size,
                             r.Int("shared_expert_intermediate_size", 0));
-      if (c.shared_expert_intermediate_size < 0) {
-        return r.Invalid("shared_expert_intermediate_size", "must not be negative");
-      }
+      MOEQ_RETURN_IF_ERROR(RequireRange(r, "shared_expert_intermediate_size", c.shared_expert_intermediate_size, 0,
+                                        limits::kMaxIntermediateSize));
       c.num_shared_experts = c.shared_expert_intermediate_size > 0 ? 1 : 0;
       break;
     }
     case SharedExperts::kCountTimesWidth: {
       MOEQ_ASSIGN_OR_RETURN(c.num_shared_experts, r.Int("n_shared_experts", 0));
-      if (c.num_shared_experts < 0) return r.Invalid("n_shared_experts", "must not be negative");
+      MOEQ_RETURN_IF_ERROR(RequireRange(r, "n_shared_experts", c.num_shared_experts, 0, limits::kMaxSharedExperts));
       c.shared_expert_intermediate_size = c.num_shared_experts * c.moe_intermediate_size;
       break;
     }
@@ -243,17 +254,17 @@ Status ParseMla(const ConfigReader& r, ModelConfig& c) {
   MOEQ_ASSIGN_OR_RETURN(c.qk_nope_head_dim, r.Int("qk_nope_head_dim"));
   MOEQ_ASSIGN_OR_RETURN(c.qk_rope_head_dim, r.Int("qk_rope_head_dim"));
   MOEQ_ASSIGN_OR_RETURN(c.v_head_dim, r.Int("v_head_dim"));
-  if (c.q_lora_rank < 0) return r.Invalid("q_lora_rank", "must not be negative");
-  MOEQ_RETURN_IF_ERROR(RequirePositive(r, "kv_lora_rank", c.kv_lora_rank));
-  MOEQ_RETURN_IF_ERROR(RequirePositive(r, "qk_nope_head_dim", c.qk_nope_head_dim));
-  MOEQ_RETURN_IF_ERROR(RequirePositive(r, "qk_rope_head_dim", c.qk_rope_head_dim));
-  MOEQ_RETURN_IF_ERROR(RequirePositive(r, "v_head_dim", c.v_head_dim));
+  MOEQ_RETURN_IF_ERROR(RequireRange(r, "q_lora_rank", c.q_lora_rank, 0, limits::kMaxHiddenSize));
+  MOEQ_RETURN_IF_ERROR(RequireRange(r, "kv_lora_rank", c.kv_lora_rank, 1, limits::kMaxHiddenSize));
+  MOEQ_RETURN_IF_ERROR(RequireRange(r, "qk_nope_head_dim", c.qk_nope_head_dim, 1, limits::kMaxHiddenSize));
+  MOEQ_RETURN_IF_ERROR(RequireRange(r, "qk_rope_head_dim", c.qk_rope_head_dim, 1, limits::kMaxHiddenSize));
+  MOEQ_RETURN_IF_ERROR(RequireRange(r, "v_head_dim", c.v_head_dim, 1, limits::kMaxHiddenSize));
   return Status::Ok();
 }
 
 }  // namespace
 
-Result<ModelConfig> ParseModelConfig(const nlohmann::json& json, std::string_view path) {
+Result<ModelConfig> ParseModelConfig(const nlohmann::json& json, std::string_view path) try {
   const std::string file(path);
   if (!json.is_object()) {
     return Status::Corruption(file + ": expected a JSON object, got " + JsonTypeName(json));
@@ -280,12 +291,12 @@ Result<ModelConfig> ParseModelConfig(const nlohmann::json& json, std::string_vie
   MOEQ_ASSIGN_OR_RETURN(c.num_layers, r.Int("num_hidden_layers"));
   MOEQ_ASSIGN_OR_RETURN(c.num_heads, r.Int("num_attention_heads"));
   MOEQ_ASSIGN_OR_RETURN(c.vocab_size, r.Int("vocab_size"));
-  MOEQ_RETURN_IF_ERROR(RequirePositive(r, "hidden_size", c.hidden_size));
-  MOEQ_RETURN_IF_ERROR(RequirePositive(r, "num_hidden_layers", c.num_layers));
-  MOEQ_RETURN_IF_ERROR(RequirePositive(r, "num_attention_heads", c.num_heads));
-  MOEQ_RETURN_IF_ERROR(RequirePositive(r, "vocab_size", c.vocab_size));
+  MOEQ_RETURN_IF_ERROR(RequireRange(r, "hidden_size", c.hidden_size, 1, limits::kMaxHiddenSize));
+  MOEQ_RETURN_IF_ERROR(RequireRange(r, "num_hidden_layers", c.num_layers, 1, limits::kMaxLayers));
+  MOEQ_RETURN_IF_ERROR(RequireRange(r, "num_attention_heads", c.num_heads, 1, limits::kMaxHeads));
+  MOEQ_RETURN_IF_ERROR(RequireRange(r, "vocab_size", c.vocab_size, 1, limits::kMaxVocab));
   MOEQ_ASSIGN_OR_RETURN(c.num_kv_heads, r.Int("num_key_value_heads", c.num_heads));
-  MOEQ_RETURN_IF_ERROR(RequirePositive(r, "num_key_value_heads", c.num_kv_heads));
+  MOEQ_RETURN_IF_ERROR(RequireRange(r, "num_key_value_heads", c.num_kv_heads, 1, limits::kMaxHeads));
   if (c.num_heads % c.num_kv_heads != 0) {
     return r.Invalid("num_key_value_heads", "(" + std::to_string(c.num_kv_heads) +
                                                 ") must divide num_attention_heads (" +
@@ -298,7 +309,7 @@ Result<ModelConfig> ParseModelConfig(const nlohmann::json& json, std::string_vie
     c.head_dim = c.qk_nope_head_dim + c.qk_rope_head_dim;
   } else if (r.Has("head_dim")) {
     MOEQ_ASSIGN_OR_RETURN(c.head_dim, r.Int("head_dim"));
-    MOEQ_RETURN_IF_ERROR(RequirePositive(r, "head_dim", c.head_dim));
+    MOEQ_RETURN_IF_ERROR(RequireRange(r, "head_dim", c.head_dim, 1, limits::kMaxHiddenSize));
   } else {
     if (c.hidden_size % c.num_heads != 0) {
       return r.Missing("head_dim", "hidden_size " + std::to_string(c.hidden_size) +
@@ -319,9 +330,10 @@ Result<ModelConfig> ParseModelConfig(const nlohmann::json& json, std::string_vie
                          f.plan == LayerPlan::kDense ? "" : "the model has dense layers");
       }
       MOEQ_ASSIGN_OR_RETURN(c.intermediate_size, r.Int("intermediate_size"));
-      MOEQ_RETURN_IF_ERROR(RequirePositive(r, "intermediate_size", c.intermediate_size));
+      MOEQ_RETURN_IF_ERROR(RequireRange(r, "intermediate_size", c.intermediate_size, 1, limits::kMaxIntermediateSize));
     } else {
       MOEQ_ASSIGN_OR_RETURN(c.intermediate_size, r.Int("intermediate_size", 0));
+      MOEQ_RETURN_IF_ERROR(RequireRange(r, "intermediate_size", c.intermediate_size, 0, limits::kMaxIntermediateSize));
     }
   }
   if (f.plan != LayerPlan::kDense) MOEQ_RETURN_IF_ERROR(ParseMoe(r, f, c));
@@ -332,8 +344,11 @@ Result<ModelConfig> ParseModelConfig(const nlohmann::json& json, std::string_vie
   MOEQ_ASSIGN_OR_RETURN(c.rope_theta, r.Number("rope_theta", 10000.0));
   MOEQ_ASSIGN_OR_RETURN(c.rms_norm_eps, r.Number("rms_norm_eps", 1e-6));
   MOEQ_ASSIGN_OR_RETURN(c.max_position_embeddings, r.Int("max_position_embeddings", 0));
+  MOEQ_RETURN_IF_ERROR(RequireRange(r, "max_position_embeddings", c.max_position_embeddings, 0, limits::kMaxPositions));
   c.raw = json;
   return c;
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(std::string(path) + ": " + JsonExceptionText(e));
 }
 
 }  // namespace moeq

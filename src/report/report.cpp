@@ -67,11 +67,11 @@ Result<T> Field(const nlohmann::json& obj, const char* key, const std::string& w
     return it->template get<T>();
   } catch (const nlohmann::json::exception&) {
     return Status::InvalidArgument(where + ": field '" + key + "' has the wrong type (" +
-                                   it->dump() + ")");
+                                   JsonExcerpt(*it) + ")");
   }
 }
 
-Result<SensitivityData> ReadSensitivity(const std::string& path) {
+Result<SensitivityData> ReadSensitivity(const std::string& path) try {
   MOEQ_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   SensitivityData d;
   std::istringstream in(text);
@@ -81,12 +81,7 @@ Result<SensitivityData> ReadSensitivity(const std::string& path) {
   while (std::getline(in, line)) {
     ++n;
     if (line.empty()) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      return Status::InvalidArgument(Where(path, n) + ": " + JsonParseErrorText(e));
-    }
+    MOEQ_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(line, Where(path, n)));
     if (n == 1) {
       MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.sensitivity", 1, path));
       continue;
@@ -109,9 +104,11 @@ Result<SensitivityData> ReadSensitivity(const std::string& path) {
   }
   if (n == 0) return Status::InvalidArgument(path + ": empty file (expected a moeq.sensitivity header line)");
   return d;
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(path + ": " + JsonExceptionText(e));
 }
 
-Result<std::vector<AllocEntry>> ReadAllocation(const std::string& path, nlohmann::json* header) {
+Result<std::vector<AllocEntry>> ReadAllocation(const std::string& path, nlohmann::json* header) try {
   MOEQ_ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(path));
   MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.allocation", 1, path));
   auto ts = j.find("tensors");
@@ -142,6 +139,8 @@ Result<std::vector<AllocEntry>> ReadAllocation(const std::string& path, nlohmann
   j.erase("tensors");
   *header = std::move(j);
   return out;
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(path + ": " + JsonExceptionText(e));
 }
 
 struct CurveData {
@@ -149,7 +148,7 @@ struct CurveData {
   std::optional<size_t> knee;
 };
 
-Result<CurveData> ReadCurve(const std::string& path) {
+Result<CurveData> ReadCurve(const std::string& path) try {
   MOEQ_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   std::istringstream in(text);
   std::string line;
@@ -230,6 +229,8 @@ Result<CurveData> ReadCurve(const std::string& path) {
     }
   }
   return c;
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(path + ": " + JsonExceptionText(e));
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -709,7 +710,7 @@ Status RunReport(const ReportCommandOptions& o, const ArtifactContext& ctx) {
   }
   MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.output, inputs, ctx.force));
   MOEQ_ASSIGN_OR_RETURN(std::string html, BuildReportHtml(o, ctx));
-  MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, html));
+  MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, html, {.overwrite = ctx.force}));
   size_t charts = 0;
   for (size_t pos = 0; (pos = html.find("<svg ", pos)) != std::string::npos; ++pos) ++charts;
   spdlog::info("wrote {} ({} charts, {:.1f} KiB)", o.output, charts, static_cast<double>(html.size()) / 1024.0);

@@ -1,5 +1,6 @@
 // BPE merging: rank-ordered merges over a linked list of symbols with a heap (O(n log n) per word),
 // score-ordered merges for SentencePiece, and a bounded word cache shared by all threads.
+#include "moeq/json_reader.h"
 #include "tokenizer/bpe_model.h"
 
 #include <algorithm>
@@ -33,7 +34,7 @@ Result<std::pair<std::string, std::string>> ParseMerge(const json& m, const std:
     return std::make_pair(m[0].get<std::string>(), m[1].get<std::string>());
   }
   return Status::Corruption(where + ": expected a string \"a b\" or a pair [\"a\", \"b\"], got " +
-                            m.dump());
+                            JsonExcerpt(m));
 }
 
 std::string ByteTokenText(int b) {
@@ -48,7 +49,7 @@ Result<std::unique_ptr<BpeModel>> BpeModel::FromJson(const json& model, const st
   std::unique_ptr<BpeModel> m(new BpeModel());
   if (!model.is_object()) return Status::Corruption(where + ": expected an object");
   if (model.contains("type") && model["type"] != "BPE") {
-    return Status::Unsupported(where + ".type: model type " + model["type"].dump() +
+    return Status::Unsupported(where + ".type: model type " + JsonExcerpt(model["type"]) +
                                " is not supported (only BPE)");
   }
   const auto vocab_it = model.find("vocab");
@@ -59,7 +60,7 @@ Result<std::unique_ptr<BpeModel>> BpeModel::FromJson(const json& model, const st
   for (const auto& [token, id] : vocab_it->items()) {
     if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxVocabSize) {
       return Status::Corruption(where + ".vocab[\"" + token + "\"]: id must be an integer in [0, " +
-                                std::to_string(kMaxVocabSize) + "), got " + id.dump());
+                                std::to_string(kMaxVocabSize) + "), got " + JsonExcerpt(id));
     }
     max_id = std::max(max_id, id.get<int64_t>());
   }

@@ -74,15 +74,19 @@ Result<Decoder> Decoder::LlamaSpm(bool strip_leading_space) {
   return d;
 }
 
-Status Decoder::Parse(const json& j, const std::string& where) {
+Status Decoder::Parse(const json& j, const std::string& where, int depth) {
   MOEQ_ASSIGN_OR_RETURN(const std::string type, GetType(j, where));
   Step step{};
   if (type == "Sequence") {
     const auto it = j.find("decoders");
     if (it == j.end() || !it->is_array())
       return Status::Corruption(where + ".decoders: expected an array");
+    if (depth >= kMaxSequenceDepth) {
+      return Status::Corruption(where + ": Sequence nested deeper than " + std::to_string(kMaxSequenceDepth) +
+                                " levels");
+    }
     for (size_t i = 0; i < it->size(); ++i) {
-      MOEQ_RETURN_IF_ERROR(Parse((*it)[i], where + ".decoders[" + std::to_string(i) + "]"));
+      MOEQ_RETURN_IF_ERROR(Parse((*it)[i], where + ".decoders[" + std::to_string(i) + "]", depth + 1));
     }
     return Status::Ok();
   } else if (type == "ByteLevel") {

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "moeq/json_reader.h"
 #include "moeq/status.h"
 
 namespace moeq::tokenizer_internal {
@@ -15,7 +16,7 @@ inline Result<bool> GetBool(const nlohmann::json& obj, const char* key, bool fal
   const auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) return fallback;
   if (!it->is_boolean())
-    return Status::Corruption(where + "." + key + ": expected true or false, got " + it->dump());
+    return Status::Corruption(where + "." + key + ": expected true or false, got " + JsonExcerpt(*it));
   return it->get<bool>();
 }
 
@@ -25,7 +26,7 @@ inline Result<std::string> GetString(const nlohmann::json& obj, const char* key,
   const auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) return fallback;
   if (!it->is_string())
-    return Status::Corruption(where + "." + key + ": expected a string, got " + it->dump());
+    return Status::Corruption(where + "." + key + ": expected a string, got " + JsonExcerpt(*it));
   return it->get<std::string>();
 }
 
@@ -36,7 +37,7 @@ inline Result<int64_t> GetCount(const nlohmann::json& obj, const char* key, int6
   if (it == obj.end() || it->is_null()) return fallback;
   if (!it->is_number_integer() || it->get<int64_t>() < 0) {
     return Status::Corruption(where + "." + key + ": expected a non-negative integer, got " +
-                              it->dump());
+                              JsonExcerpt(*it));
   }
   return it->get<int64_t>();
 }
@@ -44,7 +45,7 @@ inline Result<int64_t> GetCount(const nlohmann::json& obj, const char* key, int6
 /// The "type" string of a pipeline component.
 inline Result<std::string> GetType(const nlohmann::json& obj, const std::string& where) {
   if (!obj.is_object())
-    return Status::Corruption(where + ": expected an object, got " + obj.dump());
+    return Status::Corruption(where + ": expected an object, got " + JsonExcerpt(obj));
   const auto it = obj.find("type");
   if (it == obj.end() || !it->is_string())
     return Status::Corruption(where + ".type: missing or not a string");

@@ -1,5 +1,6 @@
 // Patterns, normalizers and pre-tokenizers of tokenizer.json, with Hugging Face tokenizers'
 // semantics (split behaviors, invert, ByteLevel prefix space, Metaspace prepend schemes).
+#include "moeq/json_reader.h"
 #include "tokenizer/pipeline.h"
 
 #include <algorithm>
@@ -18,7 +19,7 @@ constexpr std::string_view kGpt2Pattern =
 constexpr std::string_view kMetaspace = "\xE2\x96\x81";  // U+2581 "▁"
 
 Result<SplitBehavior> ParseBehavior(const json& j, const std::string& where) {
-  if (!j.is_string()) return Status::Corruption(where + ": expected a string, got " + j.dump());
+  if (!j.is_string()) return Status::Corruption(where + ": expected a string, got " + JsonExcerpt(j));
   const std::string& s = j.get_ref<const std::string&>();
   if (s == "Removed") return SplitBehavior::kRemoved;
   if (s == "Isolated") return SplitBehavior::kIsolated;
@@ -124,16 +125,16 @@ std::string ReplaceLiteral(std::string_view text, std::string_view from, std::st
 Result<Pattern> Pattern::FromJson(const json& j, const std::string& where) {
   if (!j.is_object() || j.size() != 1) {
     return Status::Corruption(where + ": expected {\"String\": ...} or {\"Regex\": ...}, got " +
-                              j.dump());
+                              JsonExcerpt(j));
   }
   const bool literal = j.contains("String");
   if (!literal && !j.contains("Regex")) {
     return Status::Corruption(where + ": expected {\"String\": ...} or {\"Regex\": ...}, got " +
-                              j.dump());
+                              JsonExcerpt(j));
   }
   const json& p = literal ? j["String"] : j["Regex"];
   if (!p.is_string())
-    return Status::Corruption(where + ": pattern must be a string, got " + p.dump());
+    return Status::Corruption(where + ": pattern must be a string, got " + JsonExcerpt(p));
   auto regex = Regex::Compile(p.get<std::string>(), literal);
   if (!regex.ok()) return regex.status().WithContext(where);
   Pattern out;
@@ -165,15 +166,19 @@ Result<Normalizer> Normalizer::FromJson(const json& j, const std::string& where)
   return n;
 }
 
-Status Normalizer::Parse(const json& j, const std::string& where) {
+Status Normalizer::Parse(const json& j, const std::string& where, int depth) {
   MOEQ_ASSIGN_OR_RETURN(const std::string type, GetType(j, where));
   Step step{};
   if (type == "Sequence") {
     const auto it = j.find("normalizers");
     if (it == j.end() || !it->is_array())
       return Status::Corruption(where + ".normalizers: expected an array");
+    if (depth >= kMaxSequenceDepth) {
+      return Status::Corruption(where + ": Sequence nested deeper than " + std::to_string(kMaxSequenceDepth) +
+                                " levels");
+    }
     for (size_t i = 0; i < it->size(); ++i) {
-      MOEQ_RETURN_IF_ERROR(Parse((*it)[i], where + ".normalizers[" + std::to_string(i) + "]"));
+      MOEQ_RETURN_IF_ERROR(Parse((*it)[i], where + ".normalizers[" + std::to_string(i) + "]", depth + 1));
     }
     return Status::Ok();
   } else if (type == "NFC") {
@@ -297,14 +302,18 @@ Status PreTokenizer::AddRegexSplit(std::string_view pattern, bool literal, Split
   return Status::Ok();
 }
 
-Status PreTokenizer::Parse(const json& j, const std::string& where) {
+Status PreTokenizer::Parse(const json& j, const std::string& where, int depth) {
   MOEQ_ASSIGN_OR_RETURN(const std::string type, GetType(j, where));
   if (type == "Sequence") {
     const auto it = j.find("pretokenizers");
     if (it == j.end() || !it->is_array())
       return Status::Corruption(where + ".pretokenizers: expected an array");
+    if (depth >= kMaxSequenceDepth) {
+      return Status::Corruption(where + ": Sequence nested deeper than " + std::to_string(kMaxSequenceDepth) +
+                                " levels");
+    }
     for (size_t i = 0; i < it->size(); ++i) {
-      MOEQ_RETURN_IF_ERROR(Parse((*it)[i], where + ".pretokenizers[" + std::to_string(i) + "]"));
+      MOEQ_RETURN_IF_ERROR(Parse((*it)[i], where + ".pretokenizers[" + std::to_string(i) + "]", depth + 1));
     }
     return Status::Ok();
   }

@@ -14,6 +14,10 @@
 
 namespace moeq::tokenizer_internal {
 
+/// Deepest nesting of Sequence normalizers / pre-tokenizers / decoders accepted (real
+/// tokenizers use 1-2 levels); deeper input fails fast with an error naming the JSON path.
+inline constexpr int kMaxSequenceDepth = 16;
+
 /// A piece of text flowing through the pre-tokenizer (a view into the caller's buffer).
 struct Piece {
   std::string_view text;
@@ -51,7 +55,8 @@ class Normalizer {
     bool left = false;
     bool right = false;  // kStrip
   };
-  Status Parse(const nlohmann::json& j, const std::string& where);
+  /// `depth`: Sequence nesting so far (at most kMaxSequenceDepth).
+  Status Parse(const nlohmann::json& j, const std::string& where, int depth = 0);
   std::vector<Step> steps_;
 };
 
@@ -83,7 +88,8 @@ class PreTokenizer {
     bool prepend_after_added = false;      // llama.cpp: also after every added token
     bool prepend_even_if_present = false;  // llama.cpp: even when the text starts with a space
   };
-  Status Parse(const nlohmann::json& j, const std::string& where);
+  /// `depth`: Sequence nesting so far (at most kMaxSequenceDepth).
+  Status Parse(const nlohmann::json& j, const std::string& where, int depth = 0);
   /// Applies steps_[step...] to `piece`.
   Status Run(size_t step, const Piece& piece, const PieceSink& sink) const;
   Status AddRegexSplit(std::string_view pattern, bool literal, SplitBehavior behavior, bool invert,
@@ -112,7 +118,8 @@ class Decoder {
     size_t start = 0;
     size_t stop = 0;  // kStrip
   };
-  Status Parse(const nlohmann::json& j, const std::string& where);
+  /// `depth`: Sequence nesting so far (at most kMaxSequenceDepth).
+  Status Parse(const nlohmann::json& j, const std::string& where, int depth = 0);
   std::vector<Step> steps_;
 };
 

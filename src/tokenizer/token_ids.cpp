@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 
+#include "moeq/json_reader.h"
 #include "moeq/file_util.h"
 #include "moeq/tokenizer.h"
 
@@ -69,14 +70,8 @@ Result<std::vector<int32_t>> DecodeIntegers(const std::string& path, const char*
   return ids;
 }
 
-Result<std::vector<int32_t>> ParseJsonIds(const std::string& path, const std::string& text) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    return Status::Corruption(path + ": invalid JSON at byte " + std::to_string(e.byte) + ": " +
-                              e.what());
-  }
+Result<std::vector<int32_t>> ParseJsonIds(const std::string& path, const std::string& text) try {
+  MOEQ_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(text, path));
   std::string field;
   const nlohmann::json* list = &j;
   if (j.is_object()) {
@@ -98,11 +93,13 @@ Result<std::vector<int32_t>> ParseJsonIds(const std::string& path, const std::st
         (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t{INT32_MAX}
                                 : (v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX))) {
       return Status::Corruption(path + ": " + field + "[" + std::to_string(i) +
-                                "]: expected an integer in [0, 2^31-1], got " + v.dump());
+                                "]: expected an integer in [0, 2^31-1], got " + JsonExcerpt(v));
     }
     ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
   }
   return ids;
+} catch (const nlohmann::json::exception& e) {
+  return Status::Corruption(path + ": " + JsonExceptionText(e));
 }
 
 Result<std::vector<int32_t>> ParseBinaryIds(const std::string& path, const std::string& data) {

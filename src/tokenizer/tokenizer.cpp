@@ -1,5 +1,6 @@
 // moeq::Tokenizer: loading tokenizer.json (+ tokenizer_config.json), added-token splitting, and
 // the encode pipeline normalizer → pre-tokenizer → BPE model, and decoding.
+#include "moeq/json_reader.h"
 #include "moeq/tokenizer.h"
 
 #include <algorithm>
@@ -57,7 +58,7 @@ Result<std::optional<std::string>> ConfigTokenText(const json& config, const cha
     return std::optional<std::string>((*it)["content"].get<std::string>());
   }
   return Status::Corruption(where + "." + key +
-                            ": expected a string, {\"content\": ...} or null, got " + it->dump());
+                            ": expected a string, {\"content\": ...} or null, got " + JsonExcerpt(*it));
 }
 
 }  // namespace
@@ -148,8 +149,8 @@ Status TokenizerImpl::EncodeSegment(std::string_view text, bool at_start, bool a
 Result<std::vector<int32_t>> TokenizerImpl::Encode(std::string_view text,
                                                    const EncodeOptions& options) const {
   if (const size_t bad = FindInvalidUtf8(text); bad != kNoError) {
-    return Status::InvalidArgument(origin + ": input text is not valid UTF-8 at byte " +
-                                   std::to_string(bad));
+    return Status::InvalidArgument("input text is not valid UTF-8 at byte " + std::to_string(bad) +
+                                   " (tokenizer " + origin + ")");
   }
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 1);
@@ -299,14 +300,10 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
 
 Result<std::unique_ptr<Tokenizer>> Tokenizer::FromJsonText(std::string_view json_text,
                                                            std::string_view origin) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::parse_error& e) {
-    return Status::Corruption(std::string(origin) + ": invalid JSON at byte " +
-                              std::to_string(e.byte) + ": " + e.what());
-  }
-  MOEQ_ASSIGN_OR_RETURN(auto impl, tokenizer_internal::BuildFromJson(j, std::string(origin)));
+  MOEQ_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(json_text, origin));
+  MOEQ_ASSIGN_OR_RETURN(auto impl, CatchJsonErrors(origin, [&] {
+                          return tokenizer_internal::BuildFromJson(j, std::string(origin));
+                        }));
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
 }
 

@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <exception>
+#include <iterator>
 #include <fstream>
 #include <sstream>
 
@@ -11,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "moeq/build_info.h"
+#include "moeq/json_reader.h"
 
 namespace moeq::tool {
 namespace {
@@ -49,13 +51,10 @@ class JsonConfig : public CLI::Config {
   }
 
   std::vector<CLI::ConfigItem> from_config(std::istream& input) const override {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(input);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw CLI::ConfigError(std::string("--config: invalid JSON at byte ") + std::to_string(e.byte),
-                             CLI::ExitCodes::ConfigError);
-    }
+    const std::string text{std::istreambuf_iterator<char>(input), std::istreambuf_iterator<char>()};
+    auto parsed = moeq::ParseJson(text, "--config");
+    if (!parsed.ok()) throw CLI::ConfigError(parsed.status().message(), CLI::ExitCodes::ConfigError);
+    nlohmann::json j = std::move(*parsed);
     if (!j.is_object()) throw CLI::ConfigError("--config: the file must hold a JSON object", CLI::ExitCodes::ConfigError);
     std::vector<CLI::ConfigItem> items;
     for (auto it = j.begin(); it != j.end(); ++it) {
