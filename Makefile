@@ -1,6 +1,8 @@
 # moeq: two entry points for a fresh Debian machine.
 #   make demo   builds a Release binary set and runs the main job on the bundled model
 #   make test   installs missing Debian packages, builds and runs the test suite
+#   make llamacpp-deps  installs node/npm and the pinned llama.cpp (node-llama-cpp) of the
+#                       conformance test (ctest -L llamacpp); `make test` does it too
 # Other targets: test-sanitize (ASan+UBSan build and tests), bench, clean.
 
 BUILD         ?= build
@@ -10,7 +12,7 @@ SANITIZE      ?= OFF
 BUILD_TYPE    ?= RelWithDebInfo
 CMAKE_FLAGS   ?=
 
-.PHONY: all deps test-deps build test test-sanitize release demo bench clean
+.PHONY: all deps test-deps llamacpp-deps build test test-sanitize release demo bench clean
 
 all: build
 
@@ -22,8 +24,13 @@ build: deps
 	cmake --build $(BUILD) -j $(JOBS)
 
 # The report test renders HTML in Debian's chromium (it skips with a message without it).
-test-deps:
+test-deps: llamacpp-deps
 	@scripts/install-deps.sh chromium
+
+# The llama.cpp conformance test loads moeq's GGUF files in node-llama-cpp (prebuilt llama.cpp).
+llamacpp-deps:
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/install-deps.sh nodejs npm
+	@scripts/install-llamacpp.sh
 
 test: test-deps build
 	ctest --test-dir $(BUILD) --output-on-failure --no-tests=error -j $(JOBS)

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
         app.add_option("--group", o.group_size, "Group size for --uniform (32, 64, 128)");
         app.add_option("--format", o.format, "Output format: mlx (safetensors) or gguf")->check(CLI::IsMember({"mlx", "gguf"}));
         app.add_flag("--mlx-compatible", o.mlx_compatible, "Stack experts into mlx-lm's switch_mlp tensors, one format per layer and projection (the highest precision among its experts)");
+        app.add_option("--gguf-type", o.gguf_type, "With --format gguf: store every quantized tensor as this ggml type (q4_0, q4_1, q5_0, q5_1, q8_0, q2_K..q6_K), like llama-quantize's TYPE; rows that do not fit its block fall back as docs/gguf.md says");
         app.add_option("--max-shard-size", o.max_shard_size, "Largest safetensors shard (data bytes), e.g. 5GB, 500MB");
       },
       [&](const moeq::tool::ToolContext& ctx) { return moeq::RunQuantize(o, ctx.artifact); });
