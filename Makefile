@@ -1,6 +1,8 @@
 # moeq: two entry points for a fresh Debian machine.
 #   make demo   builds a Release binary set and runs the main job on the bundled model
 #   make test   installs missing Debian packages, builds and runs the test suite
+#   make llamacpp-deps  installs node/npm and the pinned llama.cpp (node-llama-cpp) of the
+#                       conformance test (ctest -L llamacpp); `make test` does it too
 # Other targets: test-sanitize (ASan+UBSan build and tests), test-tsan (determinism tests under
 # ThreadSanitizer), fuzz / fuzz-run (libFuzzer targets, clang), bench, clean.
 
@@ -17,7 +19,7 @@ FUZZ_TARGETS  ?= safetensors_header gguf_reader config_adapter tokenizer_json se
 # Labels the sanitizer pass skips (tests too slow under ASan; they run in the plain pass).
 SANITIZE_SKIP ?= slow
 
-.PHONY: all deps test-deps build test test-sanitize test-tsan fuzz fuzz-run release demo bench clean
+.PHONY: all deps test-deps llamacpp-deps build test test-sanitize test-tsan fuzz fuzz-run release demo bench clean
 
 all: build
 
@@ -29,8 +31,13 @@ build: deps
 	cmake --build $(BUILD) -j $(JOBS)
 
 # The report test renders HTML in Debian's chromium (it skips with a message without it).
-test-deps:
+test-deps: llamacpp-deps
 	@scripts/install-deps.sh chromium
+
+# The llama.cpp conformance test loads moeq's GGUF files in node-llama-cpp (prebuilt llama.cpp).
+llamacpp-deps:
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/install-deps.sh nodejs npm
+	@scripts/install-llamacpp.sh
 
 test: test-deps build
 	ctest --test-dir $(BUILD) --output-on-failure --no-tests=error -j $(JOBS)

@@ -16,6 +16,10 @@
 
 namespace moeq {
 
+namespace checkpoint_internal {
+struct GgufBacking;
+}  // namespace checkpoint_internal
+
 /// How a tensor stored in MLX's quantized layout is held (docs/quantized-format.md): a packed
 /// uint32 `.weight`, `.scales` and `.biases`, with bits and group size from config.json
 /// "quantization" (defaults and per-module overrides, as mlx-lm reads them).
@@ -53,10 +57,25 @@ struct CheckpointOptions {
 
 /// An opened model directory. Shards are mmapped and validated on Open; tensor bytes are only
 /// touched through View().
+///
+/// Open also accepts a GGUF file ("model.gguf", as moeq-quantize --format gguf writes it;
+/// docs/gguf.md "Reading GGUF"): the config comes from the architecture metadata, tensors are
+/// presented with their Hugging Face names and shapes (each layer's experts as one fused
+/// [experts, out, in] tensor named like mlx-lm's stacked switch_mlp), and ReadF32 decodes the
+/// ggml blocks to float32 (undoing llama.cpp's q/k rotary permutation for Mixtral/Llama).
+/// Such a checkpoint has no shards and no float bytes to View.
 class Checkpoint {
  public:
   static Result<std::unique_ptr<Checkpoint>> Open(const std::string& dir,
                                                   const CheckpointOptions& options = {});
+  ~Checkpoint();
+  Checkpoint(const Checkpoint&) = delete;
+  Checkpoint& operator=(const Checkpoint&) = delete;
+
+  /// True when opened from a GGUF file (dir() is then the file's path).
+  bool is_gguf() const { return gguf_ != nullptr; }
+  /// The ggml type name ("q4_K", "f32", ...) a GGUF-backed tensor is stored as; "" otherwise.
+  std::string GgufStorageType(std::string_view name) const;
 
   const std::string& dir() const { return dir_; }
   const ModelConfig& config() const { return config_; }
@@ -90,7 +109,8 @@ class Checkpoint {
   const std::string& fingerprint() const { return fingerprint_; }
 
  private:
-  Checkpoint() = default;
+  Checkpoint();
+  static Result<std::unique_ptr<Checkpoint>> OpenGguf(const std::string& path, const CheckpointOptions& options);
   std::string dir_;
   ModelConfig config_;
   std::unique_ptr<ArchAdapter> adapter_;
@@ -102,6 +122,7 @@ class Checkpoint {
   std::string fingerprint_;
   int64_t quantized_tensors_ = 0;
   std::map<std::string, int, std::less<>> part_shard_;  // stored part name -> shard (quantized)
+  std::unique_ptr<checkpoint_internal::GgufBacking> gguf_;  // set when opened from a .gguf file
 };
 
 }  // namespace moeq

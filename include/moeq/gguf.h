@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -101,6 +102,10 @@ struct GgmlTypeChoice {
 /// (Q6_K → Q8_0, Q5_K → Q5_1, Q4_K → Q4_1, Q3_K/Q2_K → Q4_0, 32-blocks → F16/BF16).
 GgmlTypeChoice ChooseGgmlType(const quant::FormatTraits* format, DType source, int64_t ne0);
 
+/// `preferred` when ne0 is a multiple of its block size, else the shape fallback above
+/// (K-quants to their legacy neighbour, 32-blocks to F16/BF16).
+GgmlTypeChoice GgmlTypeForShape(GgmlType preferred, DType source, int64_t ne0);
+
 // ---------------------------------------------------------------------------------------------
 // Metadata values
 
@@ -175,6 +180,10 @@ struct GgufWriteOptions {
   /// Replace an existing `path` (--force); without it an output that appears while writing is
   /// not replaced (AlreadyExists).
   bool overwrite = false;
+  /// When set, every tensor the plan quantizes (affine plan format) is stored as this ggml
+  /// type instead of the one its format maps to (shape fallback as GgmlTypeForShape), as
+  /// llama-quantize's TYPE argument does (moeq-quantize --gguf-type).
+  std::optional<GgmlType> force_type;
 };
 
 /// Writes one GGUF v3 file for `ckpt` with per-tensor types chosen from `plan` (plan.FormatOf of

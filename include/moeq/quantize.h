@@ -52,6 +52,10 @@ struct QuantizeCommandOptions {
   std::string expert_encoder;
   /// Encoder parameters.
   quant::EncoderOptions encoder_options;
+  /// --gguf-type TYPE (format gguf): store every quantized tensor as this ggml type
+  /// ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K".."q6_K"), as llama-quantize's TYPE does;
+  /// without --uniform/--allocation the plan is uniform at the type's bit width. "" = off.
+  std::string gguf_type;
 };
 
 /// Runs moeq-quantize: "mlx" writes the output directory, "gguf" one GGUF v3 file at `output`.

@@ -59,6 +59,7 @@ Status RunGguf(const QuantizeCommandOptions& o, const ArtifactContext& ctx, cons
   wo.overwrite = ctx.force;
   GgufWriteReport report;
   wo.report = &report;
+  if (!o.gguf_type.empty()) wo.force_type = FindGgmlTypeByName(o.gguf_type)->type;
   MOEQ_RETURN_IF_ERROR(WriteGguf(ckpt, plan, o.output, wo));
   std::string types;
   const nlohmann::json summary = report.TypeSummary();
@@ -82,7 +83,22 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
   const auto start = std::chrono::steady_clock::now();
   if (o.model_dir.empty()) return Status::InvalidArgument("a model directory is required");
   if (o.output.empty()) return Status::InvalidArgument("-o/--output OUT_DIR is required");
-  if (o.allocation.empty() == (o.uniform_bits == 0)) {
+  QuantizeCommandOptions with_type = o;
+  if (!o.gguf_type.empty()) {
+    const GgmlTypeTraits* gt = FindGgmlTypeByName(o.gguf_type);
+    if (gt == nullptr || !gt->quantized) {
+      return Status::InvalidArgument("--gguf-type '" + o.gguf_type +
+                                     "': expected one of q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K");
+    }
+    if (o.format != "gguf") return Status::InvalidArgument("--gguf-type applies to --format gguf only");
+    // Without a plan, quantize what a uniform plan at the type's width would (routers excepted).
+    if (o.allocation.empty() && o.uniform_bits == 0) {
+      with_type.uniform_bits = static_cast<int>(gt->BitsPerWeight());
+      if (with_type.uniform_bits > 6) with_type.uniform_bits = 8;
+      with_type.group_size = 32;
+    }
+  }
+  if (with_type.allocation.empty() == (with_type.uniform_bits == 0)) {
     return Status::InvalidArgument("give exactly one of --allocation allocation.json and --uniform BITS");
   }
   if (o.format != "mlx" && o.format != "gguf") {
@@ -108,7 +124,7 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
   }
 
   MOEQ_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(o.model_dir));
-  MOEQ_ASSIGN_OR_RETURN(QuantPlan plan, MakePlan(o, *ckpt));
+  MOEQ_ASSIGN_OR_RETURN(QuantPlan plan, MakePlan(with_type, *ckpt));
   // Encoder overrides: --encoder for every quantized tensor, then --expert-encoder for routed experts.
   for (const auto& [flag, value, experts_only] :
        {std::tuple<const char*, const std::string*, bool>{"--encoder", &o.encoder, false},

@@ -17,7 +17,10 @@ Result<LoadedTokens> LoadTokens(const TextInput& input, const std::string& model
   if (input.text_file.empty() == input.tokens_file.empty()) {
     return Status::InvalidArgument("give exactly one of --text FILE and --tokens FILE");
   }
-  const std::string tok_path = model_dir + "/tokenizer.json";
+  // A GGUF model carries its tokenizer in its metadata (tokenizer.ggml.*).
+  const bool gguf = model_dir.size() > 5 && model_dir.compare(model_dir.size() - 5, 5, ".gguf") == 0 &&
+                    std::filesystem::is_regular_file(model_dir);
+  const std::string tok_path = gguf ? model_dir : model_dir + "/tokenizer.json";
   if (std::filesystem::exists(tok_path)) {
     auto tok = Tokenizer::Load(tok_path);
     if (tok.ok()) out.bos_id = (*tok)->bos_id();

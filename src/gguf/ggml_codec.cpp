@@ -723,7 +723,6 @@ Status DequantizeGgmlRow(GgmlType type, const std::byte* data, int64_t n, float*
 }
 
 GgmlTypeChoice ChooseGgmlType(const quant::FormatTraits* format, DType source, int64_t ne0) {
-  const GgmlType half = source == DType::kF16 ? GgmlType::kF16 : GgmlType::kBF16;
   GgmlType preferred;
   if (format == nullptr) {
     preferred = source == DType::kF16 ? GgmlType::kF16
@@ -744,6 +743,11 @@ GgmlTypeChoice ChooseGgmlType(const quant::FormatTraits* format, DType source, i
       default: preferred = GgmlType::kQ2_K; break;
     }
   }
+  return GgmlTypeForShape(preferred, source, ne0);
+}
+
+GgmlTypeChoice GgmlTypeForShape(GgmlType preferred, DType source, int64_t ne0) {
+  const GgmlType half = source == DType::kF16 ? GgmlType::kF16 : GgmlType::kBF16;
   GgmlTypeChoice choice{preferred, preferred, false};
   auto fits = [ne0](GgmlType t) { return ne0 % FindGgmlType(t)->block_size == 0; };
   if (fits(preferred)) return choice;

@@ -175,9 +175,16 @@ Status AddArchitectureMetadata(const ModelConfig& c, const std::string& arch, Kv
   return Status::Ok();
 }
 
+/// The ggml type of a tensor with plan format `f`: ChooseGgmlType, or the forced type for
+/// tensors the plan quantizes.
+GgmlTypeChoice ChooseType(const quant::FormatTraits* f, DType source, int64_t ne0, const GgufWriteOptions& options) {
+  if (options.force_type && f != nullptr && f->is_affine()) return GgmlTypeForShape(*options.force_type, source, ne0);
+  return ChooseGgmlType(f, source, ne0);
+}
+
 /// Plans every GGUF tensor from the checkpoint tensors.
 Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::string& arch,
-                   std::vector<PlannedTensor>* out) {
+                   const GgufWriteOptions& options, std::vector<PlannedTensor>* out) {
   const ModelConfig& cfg = ckpt.config();
   const bool rope_permute = arch == "llama";
   // Merged experts: (layer, role) -> index into *out; per-expert sources collected first.
@@ -231,7 +238,7 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
           pt.cols = cols;
           pt.sources = 1;
           const quant::FormatTraits* f = plan.FormatOf(hf);
-          const GgmlTypeChoice c = ChooseGgmlType(f, t.info.dtype, cols);
+          const GgmlTypeChoice c = ChooseType(f, t.info.dtype, cols, options);
           pt.type = c.type;
           pt.plan_format = FormatLabel(f);
           if (c.fallback) pt.note = "fallback " + GgmlTypeName(c.preferred) + "->" + GgmlTypeName(c.type);
@@ -268,7 +275,7 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
       pt.type = GgmlType::kF32;
       if (f && f->is_affine()) pt.note = "plan format " + std::string(f->name) + " ignored: stored F32";
     } else {
-      const GgmlTypeChoice c = ChooseGgmlType(f, t.info.dtype, pt.cols);
+      const GgmlTypeChoice c = ChooseType(f, t.info.dtype, pt.cols, options);
       pt.type = c.type;
       pt.plan_format = FormatLabel(f);
       if (c.fallback) {
@@ -340,7 +347,7 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
         best = f;
       }
     }
-    const GgmlTypeChoice c = ChooseGgmlType(best, first->info.dtype, pt.cols);
+    const GgmlTypeChoice c = ChooseType(best, first->info.dtype, pt.cols, options);
     pt.type = c.type;
     pt.plan_format = FormatLabel(best);
     std::vector<std::string> notes;
@@ -507,7 +514,7 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
   MOEQ_ASSIGN_OR_RETURN(const std::string arch, GgufArchitecture(cfg.model_type));
 
   std::vector<PlannedTensor> tensors;
-  MOEQ_RETURN_IF_ERROR(PlanTensors(ckpt, plan, arch, &tensors));
+  MOEQ_RETURN_IF_ERROR(PlanTensors(ckpt, plan, arch, options, &tensors));
   uint64_t offset = 0;
   int64_t n_vocab = cfg.vocab_size;
   for (PlannedTensor& t : tensors) {

@@ -11,7 +11,9 @@
 #include <map>
 #include <set>
 
+#include "io/checkpoint_internal.h"
 #include "moeq/file_util.h"
+#include "moeq/gguf.h"
 #include "moeq/parallel.h"
 #include "moeq/quantize.h"
 
@@ -198,6 +200,10 @@ Status CheckShardTables(const std::string& dir, const ShardPlan& plan,
   return Status::Ok();
 }
 
+}  // namespace
+
+namespace checkpoint_internal {
+
 /// Checks recognised tensors against the adapter's expectations for this config: shapes,
 /// tensors that the config does not call for, duplicates, fused/per-expert mixes, and missing
 /// tensors. Fused [E, out, in] expert tensors stand in for the per-expert ones they hold.
@@ -291,6 +297,14 @@ Status CheckAgainstConfig(const std::string& dir, const ModelConfig& config,
   }
   return Status::Ok();
 }
+
+}  // namespace checkpoint_internal
+
+namespace {
+
+using checkpoint_internal::CheckAgainstConfig;
+using checkpoint_internal::IsGgufPath;
+using checkpoint_internal::ReadGgufF32;
 
 Status CheckAllFinite(const std::vector<CheckpointTensor>& tensors,
                       const std::vector<std::unique_ptr<SafetensorsFile>>& shards,
@@ -485,9 +499,13 @@ std::map<std::string, TensorId, std::less<>> StackedExpertNames(const ModelConfi
 
 }  // namespace
 
+Checkpoint::Checkpoint() = default;
+Checkpoint::~Checkpoint() = default;
+
 Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir,
                                                      const CheckpointOptions& options) try {
   std::error_code ec;
+  if (IsGgufPath(dir) && fs::is_regular_file(dir, ec)) return OpenGguf(dir, options);
   if (!fs::is_directory(dir, ec)) return Status::NotFound(dir + ": not a directory");
   const std::string config_path = JoinPath(dir, kConfigName);
   MOEQ_ASSIGN_OR_RETURN(std::string config_bytes, ReadFile(config_path));
@@ -590,6 +608,10 @@ Result<TensorView> Checkpoint::View(std::string_view name) const {
   if (t == nullptr) {
     return Status::NotFound(dir_ + ": no tensor '" + std::string(name) + "' in the checkpoint");
   }
+  if (gguf_) {
+    return Status::Unsupported(dir_ + ": tensor '" + std::string(name) + "' is stored in a GGUF file as " +
+                               GgufStorageType(name) + "; read it with ReadF32");
+  }
   if (t->quant.quantized()) {
     return Status::Unsupported(dir_ + ": tensor '" + std::string(name) + "' is stored quantized (" +
                                std::to_string(t->quant.bits) + " bits, group " +
@@ -631,6 +653,7 @@ Status Checkpoint::ReadF32(std::string_view name, std::vector<float>* out, int t
   if (t == nullptr) {
     return Status::NotFound(dir_ + ": no tensor '" + std::string(name) + "' in the checkpoint");
   }
+  if (gguf_) return ReadGgufF32(*gguf_, *t, dir_, out);
   if (t->quant.quantized()) {
     MOEQ_ASSIGN_OR_RETURN(quant::QuantizedTensor q, ReadQuantized(name));
     auto deq = quant::Dequantize(q, threads);
@@ -645,7 +668,7 @@ Status Checkpoint::ReadF32(std::string_view name, std::vector<float>* out, int t
 
 void Checkpoint::Release(std::string_view name) const {
   const CheckpointTensor* t = Find(name);
-  if (t == nullptr) return;
+  if (t == nullptr || gguf_) return;
   if (!t->quant.quantized()) {
     shards_[static_cast<size_t>(t->shard)]->Release(name);
     return;

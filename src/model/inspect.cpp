@@ -180,6 +180,9 @@ double Bpw(uint64_t bytes, int64_t params) {
 }  // namespace
 
 Result<nlohmann::json> InspectCheckpoint(const Checkpoint& checkpoint) {
+  if (checkpoint.is_gguf()) {
+    return Status::Unsupported(checkpoint.dir() + ": moeq-inspect reads Hugging Face / MLX model directories, not GGUF files");
+  }
   const ModelConfig& c = checkpoint.config();
   Tally total;
   std::map<std::string, Tally> by_role, by_group, by_dtype, by_format;

@@ -1,7 +1,12 @@
-// llama.cpp vocab-only GGUF → SentencePiece tokenizer (tokenizer.ggml.model "llama"): tokens,
-// scores and token types from the KV section (docs/formats.md §3.1); tensors are not read.
+// llama.cpp GGUF → tokenizer: SentencePiece (tokenizer.ggml.model "llama": tokens, scores and
+// token types) or byte-level BPE ("gpt2": tokens, merges, token types and the pre-tokenizer
+// name, rebuilt as the tokenizer.json moeq's GGUF writer read them) from the KV section
+// (docs/formats.md §3.1); tensors are not read, and of a model file only the header is.
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "moeq/file_util.h"
 #include "tokenizer/tokenizer_impl.h"
@@ -104,6 +109,8 @@ struct GgufVocab {
   std::vector<int32_t> types;
   std::optional<int64_t> bos, eos, unk, pad;
   std::optional<bool> add_bos, add_space_prefix;
+  std::vector<std::string> merges;  ///< "a b" (gpt2)
+  std::string pre;                  ///< tokenizer.ggml.pre (gpt2)
 };
 
 Result<int64_t> ReadInteger(Reader* r, int32_t type, const std::string& key) {
@@ -192,6 +199,16 @@ Status ReadKv(Reader* r, const std::string& path, GgufVocab* v) {
       MOEQ_ASSIGN_OR_RETURN(std::string t, r->ReadString(key + "[" + std::to_string(i) + "]"));
       v->tokens.push_back(std::move(t));
     }
+  } else if (key == "tokenizer.ggml.merges") {
+    MOEQ_ASSIGN_OR_RETURN(const uint64_t count, expect_array_of(kString));
+    v->merges.reserve(count);
+    for (uint64_t i = 0; i < count; ++i) {
+      MOEQ_ASSIGN_OR_RETURN(std::string t, r->ReadString(key + "[" + std::to_string(i) + "]"));
+      v->merges.push_back(std::move(t));
+    }
+  } else if (key == "tokenizer.ggml.pre") {
+    if (type != kString) return Status::Corruption(where + ": expected a string");
+    MOEQ_ASSIGN_OR_RETURN(v->pre, r->ReadString(key));
   } else if (key == "tokenizer.ggml.scores") {
     MOEQ_ASSIGN_OR_RETURN(const uint64_t count, expect_array_of(kF32));
     v->scores.resize(count);
@@ -222,10 +239,88 @@ Status ReadKv(Reader* r, const std::string& path, GgufVocab* v) {
   return Status::Ok();
 }
 
+/// The first `limit` bytes of a file (all of it when shorter).
+Result<std::string> ReadPrefix(const std::string& path, uint64_t limit) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::Io(path + ": cannot open");
+  std::string data(static_cast<size_t>(limit), '\0');
+  in.read(data.data(), static_cast<std::streamsize>(limit));
+  data.resize(static_cast<size_t>(in.gcount()));
+  if (in.bad()) return Status::Io(path + ": read failed");
+  return data;
+}
+
+/// The pre-tokenizer split regex llama.cpp uses for a "gpt2" vocabulary's pre name (the names
+/// moeq's GGUF writer emits); "" = GPT-2's own ByteLevel regex.
+std::string PreRegex(const std::string& pre) {
+  if (pre == "qwen2" || pre == "deepseek-r1-qwen") {
+    return "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+           "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  }
+  if (pre == "llama-bpe" || pre == "llama3") {
+    return "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+           "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  }
+  return "";
+}
+
+/// A byte-level BPE ("gpt2") vocabulary as tokenizer.json: CONTROL tokens become special
+/// added tokens, USER_DEFINED ones plain added tokens, UNUSED ([PAD<i>]) ones are dropped.
+Result<std::unique_ptr<TokenizerImpl>> BuildGpt2(GgufVocab& v, const std::string& path) {
+  using nlohmann::json;
+  json vocab = json::object();
+  json added = json::array();
+  for (size_t i = 0; i < v.tokens.size(); ++i) {
+    const int32_t type = v.types.empty() ? 1 : v.types[i];
+    if (type == 5) continue;  // UNUSED
+    if (type == kTokenControl || type == kTokenUserDefined) {
+      added.push_back({{"id", i}, {"content", v.tokens[i]}, {"single_word", false}, {"lstrip", false},
+                       {"rstrip", false}, {"normalized", false}, {"special", type == kTokenControl}});
+      continue;
+    }
+    vocab[v.tokens[i]] = i;
+  }
+  const std::string regex = PreRegex(v.pre);
+  json pre;
+  if (regex.empty()) {
+    pre = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+  } else {
+    pre = {{"type", "Sequence"},
+           {"pretokenizers",
+            json::array({{{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"}, {"invert", false}},
+                         {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}}})}};
+  }
+  json tok = {{"version", "1.0"},
+              {"added_tokens", added},
+              {"normalizer", v.pre == "qwen2" ? json{{"type", "NFC"}} : json(nullptr)},
+              {"pre_tokenizer", pre},
+              {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}}},
+              {"model", {{"type", "BPE"}, {"byte_fallback", false}, {"vocab", vocab}, {"merges", v.merges}}}};
+  return BuildFromJson(tok, path + " (tokenizer.ggml.*)");
+}
+
 }  // namespace
 
 Result<std::unique_ptr<TokenizerImpl>> LoadGgufVocab(const std::string& path) {
-  MOEQ_ASSIGN_OR_RETURN(const std::string data, ReadFile(path));
+  // The KV section is at the front; a model file's tensors are not needed. Read a prefix and
+  // fall back to the whole file only when the metadata is longer than that.
+  constexpr uint64_t kPrefix = uint64_t{64} << 20;
+  MOEQ_ASSIGN_OR_RETURN(std::string data, ReadPrefix(path, kPrefix));
+  if (data.size() == kPrefix) {
+    GgufVocab probe;
+    Reader pr(data, path);
+    bool fits = true;
+    auto header = [&]() -> Status {
+      MOEQ_RETURN_IF_ERROR(pr.Skip(16, "the header").WithContext(path));
+      MOEQ_ASSIGN_OR_RETURN(const uint64_t n_kv, pr.Read<uint64_t>("n_kv"));
+      for (uint64_t i = 0; i < n_kv; ++i) MOEQ_RETURN_IF_ERROR(ReadKv(&pr, path, &probe));
+      return Status::Ok();
+    };
+    if (!header().ok()) fits = false;
+    if (!fits) {
+      MOEQ_ASSIGN_OR_RETURN(data, ReadFile(path));
+    }
+  }
   Reader r(data, path);
   MOEQ_ASSIGN_OR_RETURN(const uint32_t magic, r.Read<uint32_t>("the magic"));
   if (magic != 0x46554747u) return Status::Corruption(path + ": not a GGUF file (bad magic)");
@@ -241,9 +336,9 @@ Result<std::unique_ptr<TokenizerImpl>> LoadGgufVocab(const std::string& path) {
   GgufVocab v;
   for (uint64_t i = 0; i < n_kv; ++i) MOEQ_RETURN_IF_ERROR(ReadKv(&r, path, &v));
 
-  if (v.model != "llama") {
+  if (v.model != "llama" && v.model != "gpt2") {
     return Status::Unsupported(path + ": tokenizer.ggml.model \"" + v.model +
-                               "\" is not supported (only the SentencePiece \"llama\" vocabulary)");
+                               "\" is not supported (only the SentencePiece \"llama\" and byte-level BPE \"gpt2\" vocabularies)");
   }
   const size_t n = v.tokens.size();
   if (n == 0) return Status::Corruption(path + ": tokenizer.ggml.tokens: missing or empty");
@@ -263,6 +358,16 @@ Result<std::unique_ptr<TokenizerImpl>> LoadGgufVocab(const std::string& path) {
     return std::optional<int32_t>(static_cast<int32_t>(*id));
   };
 
+  if (v.model == "gpt2") {
+    MOEQ_ASSIGN_OR_RETURN(auto impl, BuildGpt2(v, path));
+    impl->origin = path;
+    MOEQ_ASSIGN_OR_RETURN(impl->bos_id, id_of(v.bos, "bos_token_id"));
+    MOEQ_ASSIGN_OR_RETURN(impl->eos_id, id_of(v.eos, "eos_token_id"));
+    MOEQ_ASSIGN_OR_RETURN(impl->unk_id, id_of(v.unk, "unknown_token_id"));
+    MOEQ_ASSIGN_OR_RETURN(impl->pad_id, id_of(v.pad, "padding_token_id"));
+    impl->add_bos_token = v.add_bos.value_or(false);
+    return impl;
+  }
   auto impl = std::make_unique<TokenizerImpl>();
   impl->origin = path;
   MOEQ_ASSIGN_OR_RETURN(impl->bos_id, id_of(v.bos, "bos_token_id"));

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
         app.add_option("--gptq-block", o.encoder_options.gptq_block, "gptq lazy-batch columns");
         app.add_flag("--gptq-act-order", o.encoder_options.gptq_act_order, "gptq: process columns in decreasing diag H");
         app.add_option("--weighted-steps", o.encoder_options.weighted_steps, "weighted: range-shrink steps per side of the scale/bias search");
+        app.add_option("--gguf-type", o.gguf_type, "With --format gguf: store every quantized tensor as this ggml type (q4_0, q4_1, q5_0, q5_1, q8_0, q2_K..q6_K), like llama-quantize's TYPE; rows that do not fit its block fall back as docs/gguf.md says");
         app.add_option("--max-shard-size", o.max_shard_size, "Largest safetensors shard (data bytes), e.g. 5GB, 500MB");
       },
       [&](const moeq::tool::ToolContext& ctx) { return moeq::RunQuantize(o, ctx.artifact); });
