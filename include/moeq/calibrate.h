@@ -37,6 +37,16 @@ struct CalibrateCommandOptions {
   /// Probe every (role, layer) on its own (model-level tensors such as the embeddings are one
   /// group each); false: every role over all layers at once (fewer, coarser probes).
   bool per_layer = true;
+  /// How a probe's KL is obtained (docs/scale.md):
+  ///  "kl": measured — the model runs from the first layer the probe touches (from the cached
+  ///        reference stream) to the logits: Σ over probes of the remaining depth, quadratic in
+  ///        the number of layers with per-layer probes;
+  ///  "local": estimated — only the probed layer runs (from the cached stream); the change of
+  ///        its output, relative to the final residual stream, is converted to KL by a factor
+  ///        measured on the last layer's probes (whose KL is measured): about one forward pass
+  ///        for all probes, whatever the depth;
+  ///  "auto": "kl" when its probes cost at most 10 forward passes, else "local".
+  std::string method = "auto";
   /// moeq.allocate_rules JSON to write.
   std::string output = "calibrated_priors.json";
 };

@@ -72,22 +72,31 @@ class KvCache {
   int64_t length_ = 0;
 };
 
-/// A model loaded for inference. Float weights are held as float32, packed ones packed.
+/// A model loaded for inference. Weights are used where they lie in the memory-mapped
+/// checkpoint (docs/inference.md): bf16/f16 matrices are converted to float32 one tile at a time
+/// inside the products, f32 ones and MLX-packed ones are read in place; no copy of the model is
+/// made. The engine opens its own handle on the checkpoint's directory, so the Checkpoint passed
+/// to Load may be closed before the engine.
 class Engine {
  public:
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  /// Loads every weight the forward pass needs from `checkpoint` (bf16, f16 or f32; F8_E4M3
-  /// is decoded). Unsupported architectures (MLA attention) give Unsupported.
+  /// Prepares every weight the forward pass needs from `checkpoint` (bf16, f16 or f32 in place;
+  /// F8_E4M3 is decoded into memory). Unsupported architectures (MLA attention) give Unsupported.
   static Result<std::unique_ptr<Engine>> Load(const Checkpoint& checkpoint,
                                               const EngineOptions& options = {});
 
   const ModelConfig& config() const;
   int64_t vocab_size() const;
-  /// Bytes of weights held in memory (float32 tensors, packed codes + scales + biases).
+  /// Bytes of weights a forward pass reads: used in place from the mapped checkpoint (bf16/f16/
+  /// f32 matrices, packed codes + scales + biases) plus those the engine owns.
   uint64_t weight_bytes() const;
+  /// Bytes of weights the engine holds in its own memory: norms and biases as float32, and
+  /// tensors that cannot be used in place (F8 or MLX-quantized weights dequantized to float32,
+  /// a packed code stream ending at the very end of a shard).
+  uint64_t owned_weight_bytes() const;
   /// Number of tensors held packed (0 for a float model or packed_weights = false).
   int64_t packed_tensors() const;
   /// Name of the packed kernel path in use: "avx512", "avx2" or "portable".
@@ -106,6 +115,35 @@ class Engine {
   /// projections are the same kernels). Not thread-safe for one cache.
   Status ForwardIncremental(std::span<const int32_t> tokens, KvCache* cache,
                             std::vector<float>* logits, int threads = -1) const;
+
+  /// Offline passes over many windows (eval, profile, calibrate), layer by layer: every window
+  /// goes through layer L before any goes through L + 1, so each weight is read from the
+  /// checkpoint once per pass however many windows there are (a model larger than memory is
+  /// streamed from disk once, not once per window). `hidden` receives each window's residual
+  /// stream after the last layer, [tokens, hidden_size], to be turned into logits by
+  /// LogitsFromHidden; together they give bit-identical logits to Forward on each window.
+  /// `observers` is empty or one per window (each called only for its window, in layer order).
+  Status ForwardHidden(std::span<const std::span<const int32_t>> windows,
+                       std::vector<std::vector<float>>* hidden,
+                       std::span<ForwardObserver* const> observers = {}, int threads = -1) const;
+  /// Final norm (applied in place to `hidden`) and lm_head: logits [tokens, vocab].
+  Status LogitsFromHidden(std::vector<float>* hidden, std::vector<float>* logits, int threads = -1) const;
+  /// The embedding of `tokens`: the residual stream entering layer 0, [tokens, hidden_size].
+  Status Embed(std::span<const int32_t> tokens, std::vector<float>* hidden) const;
+  /// Layers [begin, end) on residual streams `hidden` (one per window, each [tokens,
+  /// hidden_size], positions from 0), in place, layer by layer as ForwardHidden. Starting from
+  /// a cached stream at layer `begin` gives the same bits as the whole pass.
+  Status ForwardLayers(int begin, int end, std::vector<std::vector<float>>* hidden,
+                       std::span<ForwardObserver* const> observers = {}, int threads = -1) const;
+
+  /// Weight overlay (moeq-calibrate's probes): the float weights of checkpoint tensor `name`
+  /// (every linear layer bound to it: all experts of a fused tensor, a tied lm_head) are
+  /// replaced by `values` (its logical elements, row-major, float32) until ClearOverrides.
+  /// Only for engines whose tensor is float (not packed). Must not run concurrently with a
+  /// forward pass.
+  Status OverrideWeights(const std::string& name, std::vector<float> values);
+  /// Restores every weight replaced by OverrideWeights.
+  void ClearOverrides();
 
  private:
   struct Impl;

@@ -101,7 +101,21 @@ struct EvalOptions {
   /// per scored token (0 or >= vocab: the whole vocabulary). The header is left to the caller.
   SavedLogits* record = nullptr;
   int64_t record_top_k = 64;
+  /// Start from cached residual streams instead of the tokens (moeq-calibrate's probes reuse
+  /// the reference pass): `layer_inputs` holds, for every window the protocol plans, the
+  /// stream entering layer `start_layer` (start_layer = num_layers: the stream after the last
+  /// layer, so only the head runs), as CacheLayerInputs returns them. Only layers from
+  /// start_layer on run; with unchanged weights the logits are the same bits as from the tokens.
+  int start_layer = 0;
+  const std::vector<std::vector<float>>* layer_inputs = nullptr;
 };
+
+/// The residual stream entering each layer (index num_layers: after the last layer) for every
+/// window Evaluate plans for `tokens` under options.protocol: [layer][window] -> [tokens,
+/// hidden_size]. One layer-by-layer pass.
+Result<std::vector<std::vector<std::vector<float>>>> CacheLayerInputs(const Engine& model,
+                                                                      std::span<const int32_t> tokens,
+                                                                      const EvalOptions& options);
 
 /// Results of one evaluation (and the comparison with a reference model when one was given).
 struct EvalResult {

@@ -19,6 +19,11 @@
 namespace moeq {
 namespace {
 
+// Batches of windows moeq-profile runs layer by layer: at most this many, and at most this much
+// memory of hidden states and per-window accumulators.
+constexpr int64_t kProfileMaxBatch = 64;
+constexpr int64_t kProfileHiddenBudgetBytes = int64_t{1} << 30;
+
 // Accumulates one window: activation sums and router probability mass, and records the
 // window's routing ([tokens, top_k] per MoE layer) to be folded in text order afterwards.
 // Per-expert activation slots are disjoint, so concurrent OnExpertActivation calls for
@@ -173,7 +178,6 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const Cali
   std::optional<Progress> progress;
   if (options.progress) progress.emplace("profile", static_cast<int64_t>(jobs.size()), "windows");
   internal::RoutingFolder folder(&prof);
-  // Windows run in batches of `threads`, one thread each; batches fold in window order.
   const int threads = ResolveThreads(options.threads);
   RoutingProfile blank = prof;  // zeroed accumulators each window starts from
   for (LayerProfile& l : blank.layers) {  // folded state, not needed per window
@@ -181,24 +185,36 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const Cali
     for (ExpertUsage& u : l.experts) u.domain_counts.clear();
   }
   const int64_t k = c.top_k;
-  for (size_t b0 = 0; b0 < jobs.size(); b0 += static_cast<size_t>(threads)) {
-    const size_t nb = std::min(jobs.size() - b0, static_cast<size_t>(threads));
+  // Windows run in batches layer by layer (Engine::ForwardHidden: each weight is read once per
+  // batch, however many windows), each window with its own observer; batches fold in window
+  // order, so the profile does not depend on the batch size or thread count. No logits are
+  // computed (the profile does not need them).
+  int64_t per_window_bytes = options.context * c.hidden_size * static_cast<int64_t>(sizeof(float));
+  for (const LayerProfile& l : blank.layers) {  // the window's observer (accumulators, routing)
+    per_window_bytes += static_cast<int64_t>(sizeof(double) * (l.attn_in_sq.size() + l.mlp_in_sq.size() +
+                                                              l.expert_in_sq.size() + l.expert_act_sq.size())) +
+                        options.context * c.top_k * 8;
+  }
+  const size_t batch = static_cast<size_t>(std::max<int64_t>(
+      threads, std::min<int64_t>({static_cast<int64_t>(jobs.size()), kProfileMaxBatch,
+                                  kProfileHiddenBudgetBytes / std::max<int64_t>(1, per_window_bytes)})));
+  for (size_t b0 = 0; b0 < jobs.size(); b0 += batch) {
+    const size_t nb = std::min(jobs.size() - b0, batch);
     std::vector<std::unique_ptr<WindowObserver>> obs(nb);
-    std::vector<Status> errors(nb);
-    ParallelFor(
-        static_cast<int64_t>(nb),
-        [&](int64_t i) {
-          const Job& job = jobs[b0 + static_cast<size_t>(i)];
-          obs[static_cast<size_t>(i)] = std::make_unique<WindowObserver>(blank, options.activations);
-          std::vector<float> logits;
-          errors[static_cast<size_t>(i)] =
-              engine.Forward(texts[job.text].tokens.subspan(static_cast<size_t>(job.start), static_cast<size_t>(options.context)),
-                             &logits, obs[static_cast<size_t>(i)].get(), 1);
-          if (progress) progress->Advance(1);
-        },
-        threads);
+    std::vector<ForwardObserver*> obs_ptr(nb);
+    std::vector<std::span<const int32_t>> spans(nb);
     for (size_t i = 0; i < nb; ++i) {
-      MOEQ_RETURN_IF_ERROR(errors[i]);
+      const Job& job = jobs[b0 + i];
+      obs[i] = std::make_unique<WindowObserver>(blank, options.activations);
+      obs_ptr[i] = obs[i].get();
+      spans[i] = texts[job.text].tokens.subspan(static_cast<size_t>(job.start), static_cast<size_t>(options.context));
+    }
+    {
+      std::vector<std::vector<float>> hidden;
+      MOEQ_RETURN_IF_ERROR(engine.ForwardHidden(spans, &hidden, obs_ptr, threads));
+    }
+    if (progress) progress->Advance(static_cast<int64_t>(nb));
+    for (size_t i = 0; i < nb; ++i) {
       const Job& job = jobs[b0 + i];
       const int domain = text_domain[job.text];
       WindowObserver& o = *obs[i];

@@ -1,15 +1,10 @@
 // moeq-calibrate: per-role KL probes and the measured priors (include/moeq/calibrate.h).
 #include "moeq/calibrate.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cerrno>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
-#include <filesystem>
 #include <map>
 #include <memory>
 
@@ -25,20 +20,11 @@
 #include "moeq/quant_format.h"
 #include "moeq/quant_plan.h"
 #include "moeq/quantize.h"
+#include "moeq/quantizer.h"
 
 namespace moeq {
 namespace {
 
-namespace fs = std::filesystem;
-
-/// Removes a directory tree when it goes out of scope.
-struct ScopedDir {
-  std::string path;
-  ~ScopedDir() {
-    std::error_code ec;
-    if (!path.empty()) fs::remove_all(path, ec);
-  }
-};
 
 /// A probed group: a role, or with --per-layer a role in one layer (-1: the whole role, or a
 /// model-level tensor such as the embeddings).
@@ -132,54 +118,207 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
   quiet_eval.threads = ctx.threads;
   quiet_eval.progress = false;
 
-  // The reference distribution, once.
+  // One engine on the source model. The reference pass runs layer by layer once, caching the
+  // residual stream entering every layer; a probe replaces only its group's weights by their
+  // quantize-dequantize (Engine::OverrideWeights: the values moeq-quantize's MLX output
+  // dequantizes to) and runs only the layers from the first one it touches, starting from
+  // the cached stream. No checkpoint is written.
+  MOEQ_ASSIGN_OR_RETURN(auto engine, Engine::Load(*ckpt, {ctx.threads}));
+  const int num_layers = static_cast<int>(ckpt->config().num_layers);
+  MOEQ_ASSIGN_OR_RETURN(auto layer_inputs, CacheLayerInputs(*engine, tokens.ids, quiet_eval));
   SavedLogits reference;
   {
-    MOEQ_ASSIGN_OR_RETURN(auto engine, Engine::Load(*ckpt, {ctx.threads}));
     EvalOptions eo = quiet_eval;
     eo.record = &reference;
     eo.record_top_k = o.top_k;
+    eo.start_layer = num_layers;
+    eo.layer_inputs = &layer_inputs[static_cast<size_t>(num_layers)];
     MOEQ_ASSIGN_OR_RETURN(EvalResult r, Evaluate(*engine, tokens.ids, eo));
     spdlog::info("reference: {} windows of {} tokens, ppl {:.4f}", r.windows, o.context, r.ppl);
   }
 
   // Which tensors the probe quantizes, by role.
   MOEQ_ASSIGN_OR_RETURN(QuantPlan uniform, MakeUniformPlan(*ckpt, *probe));
-  std::map<ProbeKey, std::vector<std::string>> names;
+  std::map<ProbeKey, std::vector<const CheckpointTensor*>> names;
   for (const CheckpointTensor& t : ckpt->tensors()) {
-    if (IsQuantizableRole(t.id.role) && uniform.formats.count(t.info.name)) names[{t.id.role, o.per_layer ? t.id.layer : -1}].push_back(t.info.name);
+    if (IsQuantizableRole(t.id.role) && uniform.formats.count(t.info.name)) names[{t.id.role, o.per_layer ? t.id.layer : -1}].push_back(&t);
   }
+  // Probe order and cost. A group's layers: those its tensors are in (-1: embedding / lm_head).
+  struct Group {
+    std::vector<const CheckpointTensor*> tensors;
+    bool embedding = false, head = false;
+    std::vector<int> layers;  // sorted, distinct
+  };
+  std::map<ProbeKey, Group> groups;
+  double kl_cost = 0;  // layer passes of the "kl" method
+  for (auto& [key, rp] : roles) {
+    auto it = names.find(key);
+    if (it == names.end() || rp.predicted_noise <= 0) continue;
+    Group& g = groups[key];
+    g.tensors = it->second;
+    for (const CheckpointTensor* t : g.tensors) {
+      if (t->id.role == TensorRole::kEmbedding) g.embedding = true;
+      if (t->id.role == TensorRole::kLmHead) g.head = true;
+      if (t->id.layer >= 0) g.layers.push_back(t->id.layer);
+    }
+    std::sort(g.layers.begin(), g.layers.end());
+    g.layers.erase(std::unique(g.layers.begin(), g.layers.end()), g.layers.end());
+    kl_cost += g.embedding ? num_layers : (g.layers.empty() ? 0 : num_layers - g.layers.front());
+  }
+  std::string method = o.method;
+  if (method == "auto") method = kl_cost <= 10.0 * std::max(1, num_layers) ? "kl" : "local";
+  if (method != "kl" && method != "local") {
+    return Status::InvalidArgument("--method '" + o.method + "': expected auto, kl or local");
+  }
+  spdlog::info("calibrate: {} probes, method {} (measured KL would cost {:.1f} forward passes)", groups.size(), method,
+               num_layers > 0 ? kl_cost / num_layers : 0.0);
+
+  auto apply = [&](const Group& g) -> Status {
+    for (const CheckpointTensor* t : g.tensors) {
+      MOEQ_ASSIGN_OR_RETURN(TensorView view, ckpt->View(t->info.name));
+      MOEQ_ASSIGN_OR_RETURN(quant::QuantizedTensor q, quant::QuantizeTensor(view, *uniform.formats.at(t->info.name), ctx.threads));
+      MOEQ_ASSIGN_OR_RETURN(std::vector<float> deq, quant::Dequantize(q, ctx.threads));
+      MOEQ_RETURN_IF_ERROR(engine->OverrideWeights(t->info.name, std::move(deq)));
+    }
+    return Status::Ok();
+  };
+  // Measured KL with the group applied: from the first layer it touches to the logits.
+  double layer_passes = 0;
+  auto measure_kl = [&](const Group& g) -> Result<double> {
+    EvalOptions eo = quiet_eval;
+    eo.saved_reference = &reference;
+    int start = num_layers;
+    if (!g.embedding) {
+      if (!g.layers.empty()) start = g.layers.front();
+      eo.start_layer = start;
+      eo.layer_inputs = &layer_inputs[static_cast<size_t>(start)];
+    } else {
+      start = 0;
+    }
+    layer_passes += num_layers - start;
+    MOEQ_ASSIGN_OR_RETURN(EvalResult r, Evaluate(*engine, tokens.ids, eo));
+    return r.kl_mean;
+  };
+  // Local change: Σ over the group's layers of the change of that layer's output (run alone
+  // from the cached input), per token relative to the final residual stream's energy.
+  std::vector<double> final_energy;  // per window and token: ||x_N||²
+  {
+    const int64_t H = ckpt->config().hidden_size;
+    for (const auto& x : layer_inputs[static_cast<size_t>(num_layers)]) {
+      for (size_t t = 0; t < x.size() / static_cast<size_t>(H); ++t) {
+        double e = 0;
+        for (int64_t i = 0; i < H; ++i) e += double(x[t * H + i]) * x[t * H + i];
+        final_energy.push_back(std::max(e, 1e-30));
+      }
+    }
+  }
+  auto local_change = [&](const Group& g) -> Result<double> {
+    const int64_t H = ckpt->config().hidden_size;
+    double sum = 0;
+    auto add = [&](const std::vector<std::vector<float>>& now, const std::vector<std::vector<float>>& ref) {
+      size_t k = 0;
+      for (size_t w = 0; w < now.size(); ++w) {
+        for (size_t t = 0; t < now[w].size() / static_cast<size_t>(H); ++t, ++k) {
+          double d = 0;
+          for (int64_t i = 0; i < H; ++i) {
+            const double v = double(now[w][t * H + i]) - ref[w][t * H + i];
+            d += v * v;
+          }
+          sum += d / final_energy[k];
+        }
+      }
+    };
+    if (g.embedding) {
+      std::vector<std::vector<float>> x(layer_inputs[0].size());
+      const auto windows_plan = PlanWindows(static_cast<int64_t>(tokens.ids.size()), protocol);
+      for (size_t w = 0; w < x.size(); ++w) {
+        std::vector<int32_t> ids(tokens.ids.begin() + windows_plan[w].start,
+                                 tokens.ids.begin() + windows_plan[w].start + protocol.context);
+        if (protocol.bos_id >= 0) ids[0] = protocol.bos_id;
+        MOEQ_RETURN_IF_ERROR(engine->Embed(ids, &x[w]));
+      }
+      add(x, layer_inputs[0]);
+    }
+    for (int l : g.layers) {
+      std::vector<std::vector<float>> x = layer_inputs[static_cast<size_t>(l)];
+      MOEQ_RETURN_IF_ERROR(engine->ForwardLayers(l, l + 1, &x, {}, ctx.threads));
+      layer_passes += 1;
+      add(x, layer_inputs[static_cast<size_t>(l) + 1]);
+    }
+    return sum / static_cast<double>(std::max<size_t>(1, final_energy.size()));
+  };
+
+  // "local": KL per unit of local change is measured on the last layer's groups (one layer and
+  // the head each) — the (at most) kMeasuredLastLayer groups of largest change, the most signal
+  // — and its median converts every other group's local change; lm_head is measured.
+  constexpr size_t kMeasuredLastLayer = 3;
+  std::map<ProbeKey, double> local;
+  double kl_per_change = 0;
+  if (method == "local") {
+    std::vector<std::pair<double, ProbeKey>> last;
+    for (auto& [key, g] : groups) {
+      if (g.head || g.embedding || g.layers.empty() || g.layers.front() != num_layers - 1) continue;
+      MOEQ_RETURN_IF_ERROR(apply(g));
+      Result<double> change = local_change(g);
+      engine->ClearOverrides();
+      if (!change.ok()) return change.status();
+      last.push_back({*change, key});
+    }
+    std::sort(last.begin(), last.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    if (last.size() > kMeasuredLastLayer) last.resize(kMeasuredLastLayer);
+    std::vector<double> ratios;
+    for (const auto& [change, key] : last) {
+      const Group& g = groups.at(key);
+      MOEQ_RETURN_IF_ERROR(apply(g));
+      Result<double> kl = measure_kl(g);
+      engine->ClearOverrides();
+      if (!kl.ok()) return kl.status();
+      local[key] = change;
+      roles[key].kl_mean = *kl;
+      if (change > 0) ratios.push_back(*kl / change);
+    }
+    if (ratios.empty()) {
+      return Status::InvalidArgument(o.model_dir + ": --method local needs a probed group in the last layer to convert "
+                                     "local changes to KL (use --method kl)");
+    }
+    std::sort(ratios.begin(), ratios.end());
+    kl_per_change = ratios[ratios.size() / 2];
+    spdlog::info("calibrate: KL per unit of relative local change {:.4g} (median of {} last-layer probes, range {:.3g}..{:.3g})",
+                 kl_per_change, ratios.size(), ratios.front(), ratios.back());
+  }
+
   size_t done = 0;
   for (auto& [key, rp] : roles) {
     ++done;
     const TensorRole role = key.first;
     const std::string group = std::string(RoleName(role)) + (rp.layer >= 0 ? "." + std::to_string(rp.layer) : "");
-    auto it = names.find(key);
-    if (it == names.end() || rp.predicted_noise <= 0) continue;
-    QuantPlan plan = uniform;
-    plan.formats.clear();
-    for (const std::string& n : it->second) plan.formats[n] = uniform.formats.at(n);
-    rp.tensors = static_cast<int64_t>(it->second.size());
-    // A private probe directory (mkdtemp: unique name, mode 0700, never an existing path).
-    std::string templ = (fs::temp_directory_path() / ("moeq-calibrate-" + group + "-XXXXXX")).string();
-    if (::mkdtemp(templ.data()) == nullptr) {
-      return Status::Io(templ + ": cannot create a probe directory: " + std::strerror(errno));
+    auto git = groups.find(key);
+    if (git == groups.end()) continue;
+    const Group& g = git->second;
+    rp.tensors = static_cast<int64_t>(g.tensors.size());
+    std::string how = "measured";
+    if (method == "local" && local.count(key)) {
+      // measured above (last layer)
+    } else {
+      MOEQ_RETURN_IF_ERROR(apply(g));
+      Result<double> kl = 0.0;
+      if (method == "kl" || g.head) {
+        kl = measure_kl(g);
+      } else {
+        Result<double> change = local_change(g);
+        kl = change.ok() ? Result<double>(kl_per_change * *change) : Result<double>(change.status());
+        how = "estimated";
+      }
+      engine->ClearOverrides();
+      if (!kl.ok()) return kl.status();
+      rp.kl_mean = *kl;
     }
-    ScopedDir tmp{templ};
-    MlxWriteOptions wo;
-    wo.threads = ctx.threads;
-    wo.progress = false;
-    MOEQ_RETURN_IF_ERROR(WriteMlxCheckpoint(*ckpt, plan, tmp.path, wo).status());
-    MOEQ_ASSIGN_OR_RETURN(auto qckpt, Checkpoint::Open(tmp.path));
-    MOEQ_ASSIGN_OR_RETURN(auto engine, Engine::Load(*qckpt, {ctx.threads}));
-    EvalOptions eo = quiet_eval;
-    eo.saved_reference = &reference;
-    MOEQ_ASSIGN_OR_RETURN(EvalResult r, Evaluate(*engine, tokens.ids, eo));
-    rp.kl_mean = r.kl_mean;
     rp.sensitivity = rp.kl_mean / rp.predicted_noise;
-    spdlog::info("calibrate: {}/{} {}: {} tensors at {}: KL {:.6f}, predicted noise {:.4g}", done, roles.size(),
-                 group, rp.tensors, probe->name, rp.kl_mean, rp.predicted_noise);
+    spdlog::info("calibrate: {}/{} {}: {} tensors at {}: KL {:.6f} ({}), predicted noise {:.4g}", done, roles.size(),
+                 group, rp.tensors, probe->name, rp.kl_mean, how, rp.predicted_noise);
   }
+  spdlog::info("calibrate: probes ran {:.1f} layer passes = {:.2f} forward passes over the text (+1 reference pass)",
+               layer_passes, num_layers > 0 ? layer_passes / num_layers : 0.0);
   std::vector<double> s;
   for (const auto& [key, rp] : roles) {
     if (rp.tensors > 0) s.push_back(rp.sensitivity);
@@ -197,7 +336,8 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
       "that role is quantized with the probe format, over the predicted noise sum(exposure * NRMSE^2); prior = "
       "sqrt(sensitivity / median sensitivity), for moeq-allocate --objective mse --rules this-file.";
   j["probe"] = {{"format", std::string(probe->name)}, {"windows", windows}, {"context", o.context}, {"top_k", o.top_k},
-                {"per_layer", o.per_layer}};
+                {"per_layer", o.per_layer}, {"method", method}};
+  if (method == "local") j["probe"]["kl_per_relative_change"] = kl_per_change;
   nlohmann::json rules = nlohmann::json::array(), measured = nlohmann::json::array();
   for (auto& [key, rp] : roles) {
     if (rp.tensors == 0) continue;

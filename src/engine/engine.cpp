@@ -16,6 +16,7 @@
 #include "engine/qmatmul.h"
 #include "moeq/half.h"
 #include "moeq/parallel.h"
+#include "moeq/safetensors.h"
 
 namespace moeq {
 
@@ -106,11 +107,28 @@ engine::PackedScale ToPackedScale(DType d) {
                           : (d == DType::kF16 ? engine::PackedScale::kF16 : engine::PackedScale::kBF16);
 }
 
-void SetLinear(Linear* lin, int64_t out, int64_t in, const float* data) {
-  lin->out = out;
-  lin->in = in;
-  lin->w.assign(data, data + out * in);
-}
+/// Where a float weight tensor's values come from: the mapping (bf16/f16 or f32) or a
+/// converted/dequantized copy.
+struct FloatSource {
+  const uint16_t* h = nullptr;
+  bool f16 = false;
+  const float* f = nullptr;
+  std::vector<float> owned;
+  bool mapped() const { return h != nullptr || f != nullptr; }
+  /// Points `lin` at elements [offset, offset + out * in) (copies them when not mapped).
+  void Bind(Linear* lin, int64_t offset, int64_t out, int64_t in) const {
+    lin->out = out;
+    lin->in = in;
+    if (h) {
+      lin->wh = h + offset;
+      lin->wh_f16 = f16;
+    } else if (f) {
+      lin->wf = f + offset;
+    } else {
+      lin->w.assign(owned.data() + offset, owned.data() + offset + out * in);
+    }
+  }
+};
 
 }  // namespace
 
@@ -161,13 +179,28 @@ struct Engine::Impl {
   ModelConfig cfg;
   int threads = 0;
   bool normalize_topk = false;
-  std::vector<float> embed;  // [vocab, hidden] (empty when the embedding is packed)
+  /// The checkpoint the weights are used from (the engine's own handle on the directory).
+  std::unique_ptr<Checkpoint> source;
+  Linear embed;              // float embedding [vocab, hidden] (in place or owned)
   Linear embed_packed;       // packed embedding [vocab, hidden] (rows dequantized on lookup)
   Linear lm_head;
   std::vector<float> final_norm;
   std::vector<Layer> layers;
-  uint64_t bytes = 0;
+  uint64_t bytes = 0;         // weights the engine owns (converted, dequantized, copied)
+  uint64_t mapped_bytes = 0;  // weights used in place from the mapped checkpoint
   int64_t packed_count = 0;
+  /// Float-bound linear layers of each checkpoint tensor (several for fused experts or tied
+  /// embeddings), with the element offset of each in the tensor: what OverrideWeights replaces.
+  std::map<std::string, std::vector<std::pair<Linear*, int64_t>>, std::less<>> bindings;
+  struct SavedLinear {
+    Linear* lin;
+    std::vector<float> w;
+    const float* wf;
+    const uint16_t* wh;
+    bool wh_f16;
+  };
+  std::vector<SavedLinear> saved;                      // state before the overrides, in order
+  std::vector<std::unique_ptr<std::vector<float>>> override_values;
   /// Memory of the packed weights: one arena per packed non-expert tensor, one per MoE layer.
   std::vector<std::unique_ptr<uint8_t[]>> arenas;
 
@@ -178,7 +211,11 @@ struct Engine::Impl {
              std::vector<float>* probs, std::vector<int32_t>* chosen, std::vector<float>* weights) const;
   void MoePacked(const Layer& l, int layer_index, const std::vector<float>& h, int64_t T,
                  std::vector<float>* out, ForwardObserver* obs, int threads, ForwardScratch* scratch) const;
-  int64_t vocab() const { return embed_packed.packed() ? embed_packed.out : static_cast<int64_t>(embed.size()) / cfg.hidden_size; }
+  int64_t vocab() const { return embed_packed.packed() ? embed_packed.out : embed.out; }
+  Status Embed(std::span<const int32_t> tokens, std::vector<float>* x) const;
+  void LayerStep(size_t li, std::vector<float>& x, int64_t T, int64_t pos0, KvCache* cache,
+                 ForwardObserver* observer, int threads, ForwardScratch& s) const;
+  void Head(std::vector<float>& x, int64_t T, std::vector<float>* logits, int threads) const;
   void EmbedRow(int32_t id, float* dst) const;
   uint8_t* NewArena(int64_t bytes_needed) {
     arenas.emplace_back(new uint8_t[static_cast<size_t>(bytes_needed)]());
@@ -213,6 +250,57 @@ engine::PackedMatrix PlacePacked(const quant::QuantizedTensor& q, int64_t row0, 
   return m;
 }
 
+/// Zero-copy views of a quantized tensor's stored parts in the mapped shards.
+struct QuantizedView {
+  TensorView weight, scales, biases;
+  /// Bytes of the mapped shard readable after the end of `weight` (the packed kernels' vector
+  /// loads may read up to kPackedPadBytes past the last code).
+  uint64_t weight_tail = 0;
+};
+
+Result<QuantizedView> ViewQuantized(const Checkpoint& ckpt, const CheckpointTensor& t) {
+  QuantizedView v;
+  auto find = [&](const std::string& part, TensorView* view, uint64_t* tail) -> Status {
+    for (int s = 0; s < static_cast<int>(ckpt.shard_files().size()); ++s) {
+      const SafetensorsFile& f = ckpt.shard(s);
+      if (f.Find(part) == nullptr) continue;
+      MOEQ_ASSIGN_OR_RETURN(*view, f.View(part));
+      if (tail) *tail = f.file_size() - (f.data_start() + f.Offsets(part).second);
+      return Status::Ok();
+    }
+    return Status::NotFound(ckpt.dir() + ": tensor '" + t.info.name + "': stored part '" + part + "' is in no shard");
+  };
+  MOEQ_RETURN_IF_ERROR(find(t.quant.weight, &v.weight, &v.weight_tail));
+  MOEQ_RETURN_IF_ERROR(find(t.quant.scales, &v.scales, nullptr));
+  MOEQ_RETURN_IF_ERROR(find(t.quant.biases, &v.biases, nullptr));
+  return v;
+}
+
+// A view of rows [row0, row0 + rows) of a quantized tensor where it lies in the mapping.
+Result<engine::PackedMatrix> ViewPacked(const Checkpoint& ckpt, const CheckpointTensor& t,
+                                        const QuantizedView& v, int64_t row0, int64_t rows) {
+  engine::PackedMatrix m;
+  m.bits = t.quant.bits;
+  m.group = t.quant.group_size;
+  m.scale = ToPackedScale(t.info.dtype);
+  m.out = rows;
+  m.in = t.info.shape.back();
+  const int64_t rb = m.row_bytes();
+  const int64_t sb = m.groups_per_row() * m.scale_bytes();
+  const auto end_rows = static_cast<uint64_t>(row0 + rows);
+  if (v.weight.data.size() < end_rows * static_cast<uint64_t>(rb) ||
+      v.scales.data.size() < end_rows * static_cast<uint64_t>(sb) ||
+      v.biases.data.size() < end_rows * static_cast<uint64_t>(sb)) {
+    return Status::Corruption(ckpt.dir() + ": tensor '" + t.info.name + "': stored parts are smaller than its shape " +
+                              t.info.ShapeString() + " at " + std::to_string(m.bits) + " bits, group " +
+                              std::to_string(m.group));
+  }
+  m.codes = reinterpret_cast<const uint8_t*>(v.weight.data.data()) + row0 * rb;
+  m.scales = v.scales.data.data() + row0 * sb;
+  m.biases = v.biases.data.data() + row0 * sb;
+  return m;
+}
+
 int64_t FootprintOf(const CheckpointTensor& t, int64_t rows) {
   const int64_t sbytes = t.info.dtype == DType::kF32 ? 4 : 2;
   return PackedFootprint(t.quant.bits, t.quant.group_size, sbytes, rows, t.info.shape.back());
@@ -233,7 +321,11 @@ int ProjIndex(TensorRole role) {
 void Engine::Impl::EmbedRow(int32_t id, float* dst) const {
   const int64_t H = cfg.hidden_size;
   if (!embed_packed.packed()) {
-    std::copy_n(embed.data() + static_cast<int64_t>(id) * H, H, dst);
+    if (const float* f = embed.f32()) {
+      std::copy_n(f + static_cast<int64_t>(id) * H, H, dst);
+    } else {
+      engine::HalfRowsToF32(embed.wh, embed.wh_f16, H, id, id + 1, dst);
+    }
     return;
   }
   // Dequantized as MLX does (w = R(R(q * scale) + bias), R = rounding to the scale dtype), so
@@ -271,12 +363,17 @@ Engine::~Engine() = default;
 
 const ModelConfig& Engine::config() const { return impl_->cfg; }
 int64_t Engine::vocab_size() const { return impl_->lm_head.out; }
-uint64_t Engine::weight_bytes() const { return impl_->bytes; }
+uint64_t Engine::weight_bytes() const { return impl_->bytes + impl_->mapped_bytes; }
+uint64_t Engine::owned_weight_bytes() const { return impl_->bytes; }
 int64_t Engine::packed_tensors() const { return impl_->packed_count; }
 std::string Engine::kernel_name() { return std::string(engine::PackedIsaName(engine::DefaultPackedIsa())); }
 
-Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& ckpt, const EngineOptions& options) {
+Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given, const EngineOptions& options) {
   auto impl = std::make_unique<Impl>();
+  // Weights are used where they lie in the mapped files, so the engine keeps its own handle on
+  // the directory: callers may close theirs while the engine lives.
+  MOEQ_ASSIGN_OR_RETURN(impl->source, Checkpoint::Open(given.dir()));
+  const Checkpoint& ckpt = *impl->source;
   const ModelConfig& cfg = ckpt.config();
   impl->cfg = cfg;
   impl->threads = options.threads;
@@ -345,13 +442,25 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& ckpt, const Engin
       std::iota(l.tier_order.begin(), l.tier_order.end(), 0);
       std::stable_sort(l.tier_order.begin(), l.tier_order.end(),
                        [&](int32_t a, int32_t b) { return key(a) > key(b); });
+      // Tensors whose code stream has kPackedPadBytes of the mapping after it are used in
+      // place; the others (a code stream at the very end of a shard) are copied into an arena.
+      std::map<const CheckpointTensor*, QuantizedView> views;
+      for (int64_t e = 0; e < E; ++e) {
+        for (const PackedSource& src : slots[static_cast<size_t>(e)]) {
+          if (!src.tensor || views.count(src.tensor)) continue;
+          MOEQ_ASSIGN_OR_RETURN(views[src.tensor], ViewQuantized(ckpt, *src.tensor));
+        }
+      }
+      auto in_place = [&](const CheckpointTensor* t) {
+        return views.at(t).weight_tail >= static_cast<uint64_t>(engine::kPackedPadBytes);
+      };
       int64_t total = 0;
       for (int64_t e = 0; e < E; ++e) {
         for (const PackedSource& src : slots[static_cast<size_t>(e)]) {
-          if (src.tensor) total += FootprintOf(*src.tensor, src.rows);
+          if (src.tensor && !in_place(src.tensor)) total += FootprintOf(*src.tensor, src.rows);
         }
       }
-      uint8_t* arena = impl->NewArena(total);
+      uint8_t* arena = total > 0 ? impl->NewArena(total) : nullptr;
       // Pointers first (data is copied tensor by tensor below).
       int64_t off = 0;
       std::map<const CheckpointTensor*, std::vector<std::pair<const PackedSource*, uint8_t*>>> dests;
@@ -361,15 +470,29 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& ckpt, const Engin
         l.tiers.back().second = i + 1;
         for (const PackedSource& src : slots[static_cast<size_t>(e)]) {
           if (!src.tensor) continue;
+          if (in_place(src.tensor)) {
+            dests[src.tensor].push_back({&src, nullptr});
+            continue;
+          }
           dests[src.tensor].push_back({&src, arena + off});
           off += FootprintOf(*src.tensor, src.rows);
         }
       }
       for (auto& [t, list] : dests) {
-        MOEQ_ASSIGN_OR_RETURN(quant::QuantizedTensor q, ckpt.ReadQuantized(t->info.name));
-        ckpt.Release(t->info.name);
+        const bool mapped = in_place(t);
+        quant::QuantizedTensor q;
+        if (!mapped) {
+          MOEQ_ASSIGN_OR_RETURN(q, ckpt.ReadQuantized(t->info.name));
+          ckpt.Release(t->info.name);
+        }
         for (auto& [src, dst] : list) {
-          const engine::PackedMatrix m = PlacePacked(q, src->row0, src->rows, dst);
+          engine::PackedMatrix m;
+          if (mapped) {
+            MOEQ_ASSIGN_OR_RETURN(m, ViewPacked(ckpt, *t, views.at(t), src->row0, src->rows));
+            impl->mapped_bytes += static_cast<uint64_t>(m.nbytes());
+          } else {
+            m = PlacePacked(q, src->row0, src->rows, dst);
+          }
           // Which expert/projection: find it back from the slot address.
           for (int64_t e = 0; e < E; ++e) {
             for (int p = 0; p < 3; ++p) {
@@ -415,11 +538,17 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& ckpt, const Engin
         spdlog::debug("engine: ignoring tensor '{}'", t.info.name);
         continue;
       }
-      MOEQ_ASSIGN_OR_RETURN(quant::QuantizedTensor q, ckpt.ReadQuantized(t.info.name));
-      ckpt.Release(t.info.name);
+      MOEQ_ASSIGN_OR_RETURN(QuantizedView qv, ViewQuantized(ckpt, t));
       lin->out = shape[0];
       lin->in = shape[1];
-      lin->q = PlacePacked(q, 0, shape[0], impl->NewArena(FootprintOf(t, shape[0])));
+      if (qv.weight_tail >= static_cast<uint64_t>(engine::kPackedPadBytes)) {
+        MOEQ_ASSIGN_OR_RETURN(lin->q, ViewPacked(ckpt, t, qv, 0, shape[0]));
+        impl->mapped_bytes += static_cast<uint64_t>(lin->q.nbytes());
+      } else {
+        MOEQ_ASSIGN_OR_RETURN(quant::QuantizedTensor q, ckpt.ReadQuantized(t.info.name));
+        ckpt.Release(t.info.name);
+        lin->q = PlacePacked(q, 0, shape[0], impl->NewArena(FootprintOf(t, shape[0])));
+      }
       ++impl->packed_count;
       if (role == TensorRole::kEmbedding && cfg.tie_word_embeddings && impl->lm_head.empty()) {
         impl->lm_head.out = shape[0];
@@ -428,31 +557,61 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& ckpt, const Engin
       }
       continue;
     }
-    // Float tensors are converted, MLX-quantized ones dequantized (bit-exact with MLX).
-    MOEQ_RETURN_IF_ERROR(ckpt.ReadF32(t.info.name, &buf, options.threads));
-    ckpt.Release(t.info.name);
-    impl->bytes += buf.size() * sizeof(float);
+    // Norms and biases are copied as float32. Matrices in bf16, f16 or f32 are used in place
+    // from the mapping; others (F8, MLX-quantized without packed_weights) are converted or
+    // dequantized (bit-exact with MLX) into memory the engine owns.
+    const bool is_vector = role == TensorRole::kFinalNorm ||
+                           (t.id.layer >= 0 && t.id.layer < cfg.num_layers &&
+                            VectorSlot(impl->layers[static_cast<size_t>(t.id.layer)], role) != nullptr);
+    if (is_vector) {
+      MOEQ_RETURN_IF_ERROR(ckpt.ReadF32(t.info.name, &buf, options.threads));
+      impl->bytes += buf.size() * sizeof(float);
+      if (role == TensorRole::kFinalNorm) {
+        impl->final_norm = buf;
+      } else {
+        *VectorSlot(impl->layers[static_cast<size_t>(t.id.layer)], role) = buf;
+      }
+      continue;
+    }
+    FloatSource src;
+    if (!t.quant.quantized()) {
+      MOEQ_ASSIGN_OR_RETURN(TensorView view, ckpt.View(t.info.name));
+      const auto addr = reinterpret_cast<uintptr_t>(view.data.data());
+      if ((t.info.dtype == DType::kBF16 || t.info.dtype == DType::kF16) && addr % 2 == 0) {
+        src.h = reinterpret_cast<const uint16_t*>(view.data.data());
+        src.f16 = t.info.dtype == DType::kF16;
+      } else if (t.info.dtype == DType::kF32 && addr % 4 == 0) {
+        src.f = reinterpret_cast<const float*>(view.data.data());
+      }
+    }
+    if (!src.mapped()) {
+      MOEQ_RETURN_IF_ERROR(ckpt.ReadF32(t.info.name, &src.owned, options.threads));
+      ckpt.Release(t.info.name);
+    }
+    auto bind = [&](Linear* lin, int64_t offset, int64_t out, int64_t in) {
+      src.Bind(lin, offset, out, in);
+      impl->bindings[t.info.name].push_back({lin, offset});
+      (src.mapped() ? impl->mapped_bytes : impl->bytes) += static_cast<uint64_t>(lin->weight_bytes());
+    };
     if (role == TensorRole::kEmbedding) {
-      impl->embed = buf;
-      if (cfg.tie_word_embeddings && impl->lm_head.empty()) SetLinear(&impl->lm_head, shape[0], shape[1], buf.data());
+      if (shape.size() != 2) return Status::Corruption(where() + ": expected a 2-D weight, got " + t.info.ShapeString());
+      bind(&impl->embed, 0, shape[0], shape[1]);
+      if (cfg.tie_word_embeddings && impl->lm_head.empty()) {
+        impl->lm_head = impl->embed;
+        impl->bindings[t.info.name].push_back({&impl->lm_head, 0});
+      }
       continue;
     }
     if (role == TensorRole::kLmHead) {
-      SetLinear(&impl->lm_head, shape[0], shape[1], buf.data());
-      continue;
-    }
-    if (role == TensorRole::kFinalNorm) {
-      impl->final_norm = buf;
+      if (shape.size() != 2) return Status::Corruption(where() + ": expected a 2-D weight, got " + t.info.ShapeString());
+      impl->lm_head = Linear();
+      bind(&impl->lm_head, 0, shape[0], shape[1]);
       continue;
     }
     if (t.id.layer < 0 || t.id.layer >= cfg.num_layers) {
       return Status::Corruption(where() + ": layer index out of range");
     }
     Layer& l = impl->layers[static_cast<size_t>(t.id.layer)];
-    if (std::vector<float>* v = VectorSlot(l, role)) {
-      *v = buf;
-      continue;
-    }
     if (t.fused_experts) {
       // [E, out, in]; gate_up holds gate rows then up rows.
       if (shape.size() != 3 || static_cast<size_t>(shape[0]) != l.experts.size()) {
@@ -461,17 +620,17 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& ckpt, const Engin
       }
       const int64_t out = shape[1], in = shape[2];
       for (int64_t e = 0; e < shape[0]; ++e) {
-        const float* base = buf.data() + e * out * in;
+        const int64_t base = e * out * in;
         Mlp& m = l.experts[static_cast<size_t>(e)];
         if (role == TensorRole::kExpertGateUp) {
-          SetLinear(&m.gate, out / 2, in, base);
-          SetLinear(&m.up, out / 2, in, base + (out / 2) * in);
+          bind(&m.gate, base, out / 2, in);
+          bind(&m.up, base + (out / 2) * in, out / 2, in);
         } else if (role == TensorRole::kExpertGate) {
-          SetLinear(&m.gate, out, in, base);
+          bind(&m.gate, base, out, in);
         } else if (role == TensorRole::kExpertUp) {
-          SetLinear(&m.up, out, in, base);
+          bind(&m.up, base, out, in);
         } else if (role == TensorRole::kExpertDown) {
-          SetLinear(&m.down, out, in, base);
+          bind(&m.down, base, out, in);
         }
       }
       continue;
@@ -485,7 +644,7 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& ckpt, const Engin
       continue;
     }
     if (shape.size() != 2) return Status::Corruption(where() + ": expected a 2-D weight, got " + t.info.ShapeString());
-    SetLinear(lin, shape[0], shape[1], buf.data());
+    bind(lin, 0, shape[0], shape[1]);
   }
   MOEQ_RETURN_IF_ERROR(impl->Check(ckpt.dir()));
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
@@ -753,14 +912,80 @@ Status Engine::ForwardIncremental(std::span<const int32_t> tokens, KvCache* cach
   return Run(tokens, cache, logits, nullptr, threads_override);
 }
 
+Status Engine::Impl::Embed(std::span<const int32_t> tokens, std::vector<float>* x) const {
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  const int64_t H = cfg.hidden_size;
+  const int64_t V = vocab();
+  x->resize(static_cast<size_t>(T * H));
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t id = tokens[static_cast<size_t>(t)];
+    if (id < 0 || id >= V) {
+      return Status::InvalidArgument("token id " + std::to_string(id) + " at position " + std::to_string(t) +
+                                     " is outside the vocabulary of " + std::to_string(V));
+    }
+    EmbedRow(id, x->data() + t * H);
+  }
+  return Status::Ok();
+}
+
+// One decoder layer on the residual stream x [T, hidden] (in place), positions pos0...
+void Engine::Impl::LayerStep(size_t li, std::vector<float>& x, int64_t T, int64_t pos0, KvCache* cache,
+                             ForwardObserver* observer, int threads, ForwardScratch& s) const {
+  const ModelConfig& c = cfg;
+  const int64_t nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  std::vector<float>&h = s.h, &q = s.q, &k = s.k, &v = s.v, &att = s.att, &o = s.o, &mlp = s.mlp;
+  const Layer& l = layers[li];
+  h = x;
+  engine::RmsNormRows(h.data(), T, l.input_norm, eps);
+  if (observer) observer->OnAttentionInput(static_cast<int>(li), T, h);
+  engine::LinearForward(l.q, h.data(), T, &q, threads);
+  engine::LinearForward(l.k, h.data(), T, &k, threads);
+  engine::LinearForward(l.v, h.data(), T, &v, threads);
+  if (!l.q_norm.empty()) {
+    // Per-head norms (qwen3) have head_dim weights; full-width ones (olmoe) cover all heads.
+    const bool per_head = static_cast<int64_t>(l.q_norm.size()) == hd;
+    engine::RmsNormRows(q.data(), per_head ? T * nh : T, l.q_norm, eps);
+    engine::RmsNormRows(k.data(), per_head ? T * nkv : T, l.k_norm, eps);
+  }
+  engine::ApplyRope(q.data(), T, nh, hd, c.rope_theta, pos0);
+  engine::ApplyRope(k.data(), T, nkv, hd, c.rope_theta, pos0);
+  if (cache) {
+    auto& kc = cache->k_[li];
+    auto& vc = cache->v_[li];
+    kc.insert(kc.end(), k.begin(), k.end());
+    vc.insert(vc.end(), v.begin(), v.end());
+    engine::CachedAttention(q, kc.data(), vc.data(), T, pos0, nh, nkv, hd, &att, threads);
+  } else {
+    engine::CausalAttention(q, k, v, T, nh, nkv, hd, &att, threads);
+  }
+  engine::LinearForward(l.o, att.data(), T, &o, threads);
+  for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
+
+  h = x;
+  engine::RmsNormRows(h.data(), T, l.post_attn_norm, eps);
+  if (observer) observer->OnMlpInput(static_cast<int>(li), T, h);
+  if (l.moe && l.packed_experts) {
+    MoePacked(l, static_cast<int>(li), h, T, &mlp, observer, threads, &s);
+  } else if (l.moe) {
+    Moe(l, static_cast<int>(li), h, T, &mlp, observer, threads);
+  } else {
+    engine::SwiGluForward(l.dense.gate, l.dense.up, l.dense.down, h.data(), T, &mlp, threads);
+  }
+  for (size_t i = 0; i < x.size(); ++i) x[i] += mlp[i];
+}
+
+// Final norm (in place on x) and lm_head.
+void Engine::Impl::Head(std::vector<float>& x, int64_t T, std::vector<float>* logits, int threads) const {
+  engine::RmsNormRows(x.data(), T, final_norm, static_cast<float>(cfg.rms_norm_eps));
+  engine::LinearForward(lm_head, x.data(), T, logits, threads);
+}
+
 Status Engine::Run(std::span<const int32_t> tokens, KvCache* cache, std::vector<float>* logits,
                    ForwardObserver* observer, int threads_override) const {
   const Impl& m = *impl_;
   const int threads = threads_override >= 0 ? threads_override : m.threads;
-  const ModelConfig& c = m.cfg;
   const int64_t T = static_cast<int64_t>(tokens.size());
-  const int64_t H = c.hidden_size, nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
-  const int64_t vocab = m.vocab();
   const int64_t pos0 = cache ? cache->length_ : 0;
   if (cache && cache->k_.size() != m.layers.size()) {
     if (cache->length_ != 0) return Status::InvalidArgument("KvCache belongs to a model with another layer count");
@@ -770,60 +995,105 @@ Status Engine::Run(std::span<const int32_t> tokens, KvCache* cache, std::vector<
   ScratchLease lease;
   ForwardScratch& s = *lease;
   std::vector<float>& x = s.x;
-  x.resize(static_cast<size_t>(T * H));
-  for (int64_t t = 0; t < T; ++t) {
-    const int32_t id = tokens[static_cast<size_t>(t)];
-    if (id < 0 || id >= vocab) {
-      return Status::InvalidArgument("token id " + std::to_string(id) + " at position " + std::to_string(t) +
-                                     " is outside the vocabulary of " + std::to_string(vocab));
-    }
-    m.EmbedRow(id, x.data() + t * H);
-  }
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  std::vector<float>&h = s.h, &q = s.q, &k = s.k, &v = s.v, &att = s.att, &o = s.o, &mlp = s.mlp;
-  for (size_t li = 0; li < m.layers.size(); ++li) {
-    const Layer& l = m.layers[li];
-    h = x;
-    engine::RmsNormRows(h.data(), T, l.input_norm, eps);
-    if (observer) observer->OnAttentionInput(static_cast<int>(li), T, h);
-    engine::LinearForward(l.q, h.data(), T, &q, threads);
-    engine::LinearForward(l.k, h.data(), T, &k, threads);
-    engine::LinearForward(l.v, h.data(), T, &v, threads);
-    if (!l.q_norm.empty()) {
-      // Per-head norms (qwen3) have head_dim weights; full-width ones (olmoe) cover all heads.
-      const bool per_head = static_cast<int64_t>(l.q_norm.size()) == hd;
-      engine::RmsNormRows(q.data(), per_head ? T * nh : T, l.q_norm, eps);
-      engine::RmsNormRows(k.data(), per_head ? T * nkv : T, l.k_norm, eps);
-    }
-    engine::ApplyRope(q.data(), T, nh, hd, c.rope_theta, pos0);
-    engine::ApplyRope(k.data(), T, nkv, hd, c.rope_theta, pos0);
-    if (cache) {
-      auto& kc = cache->k_[li];
-      auto& vc = cache->v_[li];
-      kc.insert(kc.end(), k.begin(), k.end());
-      vc.insert(vc.end(), v.begin(), v.end());
-      engine::CachedAttention(q, kc.data(), vc.data(), T, pos0, nh, nkv, hd, &att, threads);
-    } else {
-      engine::CausalAttention(q, k, v, T, nh, nkv, hd, &att, threads);
-    }
-    engine::LinearForward(l.o, att.data(), T, &o, threads);
-    for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
-
-    h = x;
-    engine::RmsNormRows(h.data(), T, l.post_attn_norm, eps);
-    if (observer) observer->OnMlpInput(static_cast<int>(li), T, h);
-    if (l.moe && l.packed_experts) {
-      m.MoePacked(l, static_cast<int>(li), h, T, &mlp, observer, threads, &s);
-    } else if (l.moe) {
-      m.Moe(l, static_cast<int>(li), h, T, &mlp, observer, threads);
-    } else {
-      engine::SwiGluForward(l.dense.gate, l.dense.up, l.dense.down, h.data(), T, &mlp, threads);
-    }
-    for (size_t i = 0; i < x.size(); ++i) x[i] += mlp[i];
-  }
+  MOEQ_RETURN_IF_ERROR(m.Embed(tokens, &x));
+  for (size_t li = 0; li < m.layers.size(); ++li) m.LayerStep(li, x, T, pos0, cache, observer, threads, s);
   if (cache) cache->length_ += T;
-  engine::RmsNormRows(x.data(), T, m.final_norm, eps);
-  engine::LinearForward(m.lm_head, x.data(), T, logits, threads);
+  m.Head(x, T, logits, threads);
+  return Status::Ok();
+}
+
+Status Engine::ForwardHidden(std::span<const std::span<const int32_t>> windows, std::vector<std::vector<float>>* hidden,
+                             std::span<ForwardObserver* const> observers, int threads_override) const {
+  hidden->resize(windows.size());
+  for (size_t w = 0; w < windows.size(); ++w) MOEQ_RETURN_IF_ERROR(impl_->Embed(windows[w], &(*hidden)[w]));
+  return ForwardLayers(0, static_cast<int>(impl_->layers.size()), hidden, observers, threads_override);
+}
+
+Status Engine::ForwardLayers(int begin, int end, std::vector<std::vector<float>>* hidden,
+                             std::span<ForwardObserver* const> observers, int threads_override) const {
+  const Impl& m = *impl_;
+  const int threads = ResolveThreads(threads_override >= 0 ? threads_override : m.threads);
+  const auto W = static_cast<int64_t>(hidden->size());
+  const int64_t H = m.cfg.hidden_size;
+  if (begin < 0 || end > static_cast<int>(m.layers.size()) || begin > end) {
+    return Status::InvalidArgument("ForwardLayers: layers [" + std::to_string(begin) + ", " + std::to_string(end) +
+                                   ") outside the model's " + std::to_string(m.layers.size()));
+  }
+  if (!observers.empty() && static_cast<int64_t>(observers.size()) != W) {
+    return Status::InvalidArgument("ForwardLayers: " + std::to_string(observers.size()) + " observers for " +
+                                   std::to_string(W) + " windows");
+  }
+  for (const auto& x : *hidden) {
+    if (x.size() % static_cast<size_t>(H) != 0) {
+      return Status::InvalidArgument("ForwardLayers: a hidden state of " + std::to_string(x.size()) +
+                                     " values is not whole rows of " + std::to_string(H));
+    }
+  }
+  // With at least as many windows as threads, windows run concurrently one thread each (as
+  // Evaluate always did); otherwise one after the other on all threads. Results are the same.
+  const bool across = W >= threads;
+  for (int li = begin; li < end; ++li) {
+    ParallelFor(
+        W,
+        [&](int64_t w) {
+          ScratchLease lease;
+          std::vector<float>& x = (*hidden)[static_cast<size_t>(w)];
+          m.LayerStep(static_cast<size_t>(li), x, static_cast<int64_t>(x.size()) / H, 0, nullptr,
+                      observers.empty() ? nullptr : observers[static_cast<size_t>(w)], across ? 1 : threads, *lease);
+        },
+        across ? threads : 1);
+  }
+  return Status::Ok();
+}
+
+Status Engine::OverrideWeights(const std::string& name, std::vector<float> values) {
+  Impl& m = *impl_;
+  auto it = m.bindings.find(name);
+  if (it == m.bindings.end()) {
+    return Status::InvalidArgument("OverrideWeights: tensor '" + name + "' is not a float weight of the engine");
+  }
+  for (const auto& [lin, offset] : it->second) {
+    if (offset + lin->out * lin->in > static_cast<int64_t>(values.size())) {
+      return Status::InvalidArgument("OverrideWeights: tensor '" + name + "': " + std::to_string(values.size()) +
+                                     " values, the engine's layers need " + std::to_string(offset + lin->out * lin->in));
+    }
+  }
+  m.override_values.push_back(std::make_unique<std::vector<float>>(std::move(values)));
+  const float* base = m.override_values.back()->data();
+  for (const auto& [lin, offset] : it->second) {
+    m.saved.push_back({lin, std::move(lin->w), lin->wf, lin->wh, lin->wh_f16});
+    lin->w.clear();
+    lin->wf = base + offset;
+    lin->wh = nullptr;
+  }
+  return Status::Ok();
+}
+
+void Engine::ClearOverrides() {
+  Impl& m = *impl_;
+  for (auto it = m.saved.rbegin(); it != m.saved.rend(); ++it) {
+    it->lin->w = std::move(it->w);
+    it->lin->wf = it->wf;
+    it->lin->wh = it->wh;
+    it->lin->wh_f16 = it->wh_f16;
+  }
+  m.saved.clear();
+  m.override_values.clear();
+}
+
+Status Engine::Embed(std::span<const int32_t> tokens, std::vector<float>* hidden) const {
+  return impl_->Embed(tokens, hidden);
+}
+
+Status Engine::LogitsFromHidden(std::vector<float>* hidden, std::vector<float>* logits, int threads_override) const {
+  const Impl& m = *impl_;
+  const int64_t H = m.cfg.hidden_size;
+  if (hidden->size() % static_cast<size_t>(H) != 0) {
+    return Status::InvalidArgument("LogitsFromHidden: " + std::to_string(hidden->size()) +
+                                   " values are not whole rows of " + std::to_string(H));
+  }
+  m.Head(*hidden, static_cast<int64_t>(hidden->size()) / H, logits,
+         threads_override >= 0 ? threads_override : m.threads);
   return Status::Ok();
 }
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <utility>
 
 // GCC 12 reports false "may be used uninitialized" warnings inside its own AVX-512 intrinsics
@@ -11,7 +12,12 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <Eigen/Dense>
 
+#include "moeq/half.h"
 #include "moeq/parallel.h"
+
+#if defined(__F16C__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace moeq::engine {
 namespace {
@@ -23,7 +29,47 @@ using CMapRow = Eigen::Map<const RowMat>;
 // Output features per tile of a linear layer. Fixed: it defines the summation order.
 constexpr int64_t kOutTile = 64;
 
+// Converted tiles of half-precision weights, per thread (at most kOutTile rows, or one
+// LinearRange's rows).
+std::vector<float>& TileBuffer() {
+  thread_local std::vector<float> buf;
+  return buf;
+}
+
+// The float32 weights of rows [o0, o1) of `lin`: in place for float32, converted into this
+// thread's tile buffer for bf16/f16.
+const float* WeightRows(const Linear& lin, int64_t o0, int64_t o1) {
+  if (const float* f = lin.f32()) return f + o0 * lin.in;
+  std::vector<float>& buf = TileBuffer();
+  buf.resize(static_cast<size_t>((o1 - o0) * lin.in));
+  HalfRowsToF32(lin.wh, lin.wh_f16, lin.in, o0, o1, buf.data());
+  return buf.data();
+}
+
 }  // namespace
+
+void HalfRowsToF32(const uint16_t* src, bool f16, int64_t in, int64_t r0, int64_t r1, float* dst) {
+  const uint16_t* s = src + r0 * in;
+  const int64_t n = (r1 - r0) * in;
+  int64_t i = 0;
+  if (!f16) {
+    // bf16 -> f32 is a 16-bit shift; blocks of 16 so the compiler emits one vector op per block.
+    for (; i + 16 <= n; i += 16) {
+      uint32_t u[16];
+      for (int j = 0; j < 16; ++j) u[j] = static_cast<uint32_t>(s[i + j]) << 16;
+      std::memcpy(dst + i, u, sizeof u);
+    }
+    for (; i < n; ++i) dst[i] = Bf16ToF32(s[i]);
+    return;
+  }
+#if defined(__F16C__)
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = F16ToF32(s[i]);
+}
 
 void LinearRange(const Linear& lin, const float* x, int64_t rows, float* y, int64_t y_stride,
                  int64_t o0, int64_t o1) {
@@ -47,7 +93,7 @@ void LinearRange(const Linear& lin, const float* x, int64_t rows, float* y, int6
     FindPackedGemm(w, kIsa)(a);
   } else {
     CMapRow X(x, rows, lin.in);
-    CMapRow W(lin.w.data() + o0 * lin.in, o1 - o0, lin.in);
+    CMapRow W(WeightRows(lin, o0, o1), o1 - o0, lin.in);
     Eigen::Map<RowMat, 0, Eigen::OuterStride<>> Y(y + o0, rows, o1 - o0, Eigen::OuterStride<>(y_stride));
     Y.noalias() = X * W.transpose();
   }
@@ -80,7 +126,7 @@ void LinearForward(const Linear& lin, const float* x, int64_t rows, std::vector<
       [&](int64_t tile) {
         const int64_t o0 = tile * kOutTile;
         const int64_t n = std::min(kOutTile, lin.out - o0);
-        CMapRow W(lin.w.data() + o0 * lin.in, n, lin.in);
+        CMapRow W(WeightRows(lin, o0, o0 + n), n, lin.in);
         Eigen::Map<RowMat, 0, Eigen::OuterStride<>> Y(y->data() + o0, rows, n,
                                                       Eigen::OuterStride<>(lin.out));
         Y.noalias() = X * W.transpose();

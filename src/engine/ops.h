@@ -13,17 +13,34 @@
 namespace moeq::engine {
 
 /// A linear layer's weight W [out, in] row-major, with an optional bias [out]. The weight is
-/// held either as float32 (`w`) or MLX affine-packed (`q`, pointing into memory the engine
-/// owns); products on a packed weight run the packed kernels (qmatmul.h) and never expand it.
+/// one of:
+///  * float32: owned (`w`, converted or dequantized on load) or in the mapped checkpoint (`wf`);
+///  * bf16/f16 in the mapped checkpoint (`wh`): products convert one tile of 64 rows at a time
+///    to float32 (exactly) and run the float32 product on it, so results are bit-identical to
+///    the float32 path on a converted copy, without the copy;
+///  * MLX affine-packed (`q`, pointing into the mapped checkpoint or memory the engine owns):
+///    products run the packed kernels (qmatmul.h) and never expand it.
 struct Linear {
   int64_t out = 0;
   int64_t in = 0;
   std::vector<float> w;
+  const float* wf = nullptr;
+  const uint16_t* wh = nullptr;
+  bool wh_f16 = false;  ///< `wh` holds IEEE f16 (else bf16)
   std::vector<float> b;
   PackedMatrix q;
   bool packed() const { return q.valid(); }
-  bool empty() const { return w.empty() && !q.valid(); }
+  /// float32 weights, wherever they are (nullptr for half or packed weights).
+  const float* f32() const { return w.empty() ? wf : w.data(); }
+  bool empty() const { return w.empty() && wf == nullptr && wh == nullptr && !q.valid(); }
+  /// Bytes of weights a product reads.
+  int64_t weight_bytes() const {
+    return packed() ? q.nbytes() : out * in * (wh ? 2 : 4);
+  }
 };
+
+/// Rows [r0, r1) of a half-precision matrix [*, in] converted to float32 into dst.
+void HalfRowsToF32(const uint16_t* src, bool f16, int64_t in, int64_t r0, int64_t r1, float* dst);
 
 /// Outputs [o0, o1) of x [rows, in] · Wᵀ (+ b) into y[r * y_stride + o], single-threaded:
 /// the packed kernel for a packed weight, Eigen for a float one. A work item of the MoE

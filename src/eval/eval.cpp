@@ -13,6 +13,9 @@
 namespace moeq {
 namespace {
 
+// Hidden states of one batch of windows held at once by Evaluate (model and reference together).
+constexpr int64_t kEvalHiddenBudgetBytes = int64_t{1} << 30;
+
 // Log-softmax of one logits row, in double.
 void LogSoftmax(const float* logits, int64_t n, std::vector<double>* out) {
   out->resize(static_cast<size_t>(n));
@@ -106,6 +109,27 @@ std::vector<EvalWindow> PlanWindows(int64_t n_tokens, const PerplexityProtocol& 
   return all;
 }
 
+Result<std::vector<std::vector<std::vector<float>>>> CacheLayerInputs(const Engine& model,
+                                                                      std::span<const int32_t> tokens,
+                                                                      const EvalOptions& options) {
+  const PerplexityProtocol& p = options.protocol;
+  const auto windows = PlanWindows(static_cast<int64_t>(tokens.size()), p);
+  const int N = static_cast<int>(model.config().num_layers);
+  std::vector<std::vector<std::vector<float>>> cache(static_cast<size_t>(N + 1));
+  std::vector<std::vector<float>> hidden(windows.size());
+  for (size_t w = 0; w < windows.size(); ++w) {
+    std::vector<int32_t> ids(tokens.begin() + windows[w].start, tokens.begin() + windows[w].start + p.context);
+    if (p.bos_id >= 0) ids[0] = p.bos_id;
+    MOEQ_RETURN_IF_ERROR(model.Embed(ids, &hidden[w]));
+  }
+  for (int l = 0; l < N; ++l) {
+    cache[static_cast<size_t>(l)] = hidden;
+    MOEQ_RETURN_IF_ERROR(model.ForwardLayers(l, l + 1, &hidden, {}, options.threads));
+  }
+  cache[static_cast<size_t>(N)] = std::move(hidden);
+  return cache;
+}
+
 Result<EvalResult> Evaluate(const Engine& model, std::span<const int32_t> tokens,
                             const EvalOptions& options, const Engine* reference) {
   const PerplexityProtocol& p = options.protocol;
@@ -124,6 +148,13 @@ Result<EvalResult> Evaluate(const Engine& model, std::span<const int32_t> tokens
     return Status::InvalidArgument("the saved reference logits have a vocabulary of " + std::to_string(saved->vocab) +
                                    ", the model " + std::to_string(model.vocab_size()));
   }
+  if (options.layer_inputs && options.layer_inputs->size() != windows.size()) {
+    return Status::InvalidArgument("cached layer inputs for " + std::to_string(options.layer_inputs->size()) +
+                                   " windows, the protocol plans " + std::to_string(windows.size()));
+  }
+  if (options.layer_inputs && (options.start_layer < 0 || options.start_layer > model.config().num_layers)) {
+    return Status::InvalidArgument("start_layer " + std::to_string(options.start_layer) + " outside the model");
+  }
   const int64_t V = model.vocab_size();
   const int64_t first = p.scored == ScoredTokens::kSecondHalf ? p.context / 2 : 0;
   const int64_t per_window = p.context - 1 - first;  // scored tokens per window
@@ -139,16 +170,45 @@ Result<EvalResult> Evaluate(const Engine& model, std::span<const int32_t> tokens
   if (options.progress) progress.emplace("eval", static_cast<int64_t>(windows.size()), "windows");
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<Status> errors(windows.size());
-  // Windows run concurrently, each single-threaded: the best use of cores for small models.
+  // Windows go through the model layer by layer in batches (Engine::ForwardHidden: each weight
+  // is read once per batch, not once per window); the batch is bounded by the memory of its
+  // hidden states. Then each window's logits and statistics, windows concurrently, each
+  // single-threaded. The logits are bit-identical to Engine::Forward's on each window.
+  const int64_t H = model.config().hidden_size;
+  const int64_t per_window_bytes = p.context * H * static_cast<int64_t>(sizeof(float)) * (reference ? 2 : 1);
+  const int64_t batch = std::max<int64_t>(ResolveThreads(options.threads),
+                                          std::min<int64_t>(static_cast<int64_t>(windows.size()),
+                                                            kEvalHiddenBudgetBytes / std::max<int64_t>(1, per_window_bytes)));
+  for (int64_t b0 = 0; b0 < static_cast<int64_t>(windows.size()); b0 += batch) {
+  const int64_t nb = std::min<int64_t>(batch, static_cast<int64_t>(windows.size()) - b0);
+  std::vector<std::vector<int32_t>> batch_ids(static_cast<size_t>(nb));
+  std::vector<std::span<const int32_t>> spans;
+  for (int64_t i = 0; i < nb; ++i) {
+    const EvalWindow& win = windows[static_cast<size_t>(b0 + i)];
+    auto& ids = batch_ids[static_cast<size_t>(i)];
+    ids.assign(tokens.begin() + win.start, tokens.begin() + win.start + p.context);
+    if (p.bos_id >= 0) ids[0] = p.bos_id;
+    spans.push_back(ids);
+  }
+  std::vector<std::vector<float>> hidden, ref_hidden;
+  if (options.layer_inputs) {
+    hidden.assign(options.layer_inputs->begin() + b0, options.layer_inputs->begin() + b0 + nb);
+    MOEQ_RETURN_IF_ERROR(model.ForwardLayers(options.start_layer, static_cast<int>(model.config().num_layers), &hidden,
+                                             {}, options.threads));
+  } else {
+    MOEQ_RETURN_IF_ERROR(model.ForwardHidden(spans, &hidden, {}, options.threads));
+  }
+  if (reference) MOEQ_RETURN_IF_ERROR(reference->ForwardHidden(spans, &ref_hidden, {}, options.threads));
   ParallelFor(
-      static_cast<int64_t>(windows.size()),
-      [&](int64_t w) {
-        std::vector<int32_t> ids(tokens.begin() + windows[static_cast<size_t>(w)].start,
-                                 tokens.begin() + windows[static_cast<size_t>(w)].start + p.context);
-        if (p.bos_id >= 0) ids[0] = p.bos_id;
+      nb,
+      [&](int64_t bi) {
+        const int64_t w = b0 + bi;
+        const std::vector<int32_t>& ids = batch_ids[static_cast<size_t>(bi)];
         std::vector<float> logits, ref_logits;
-        Status s = model.Forward(ids, &logits, nullptr, 1);
-        if (s.ok() && reference) s = reference->Forward(ids, &ref_logits, nullptr, 1);
+        Status s = model.LogitsFromHidden(&hidden[static_cast<size_t>(bi)], &logits, 1);
+        if (s.ok() && reference) s = reference->LogitsFromHidden(&ref_hidden[static_cast<size_t>(bi)], &ref_logits, 1);
+        hidden[static_cast<size_t>(bi)] = {};
+        if (reference) ref_hidden[static_cast<size_t>(bi)] = {};
         if (!s.ok()) {
           errors[static_cast<size_t>(w)] = s;
           return;
@@ -209,6 +269,7 @@ Result<EvalResult> Evaluate(const Engine& model, std::span<const int32_t> tokens
         if (progress) progress->Advance(1);
       },
       options.threads);
+  }
   for (const Status& s : errors) MOEQ_RETURN_IF_ERROR(s);
   if (progress) progress->Finish();
 

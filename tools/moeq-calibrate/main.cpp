@@ -19,6 +19,10 @@ int main(int argc, char** argv) {
         app.add_option("--probe-format", o.probe_format, "Format each role is probed with (a grid config)");
         app.add_option("--top-k", o.top_k, "Reference entries kept per token for the KL (0 = whole vocabulary)");
         app.add_flag("!--whole-roles", o.per_layer, "Probe each role over all layers at once instead of each (role, layer)");
+        app.add_option("--method", o.method,
+                       "Probe KL: kl (measured to the logits), local (probed layer only, converted to KL), auto "
+                       "(kl when it costs at most 10 forward passes)")
+            ->check(CLI::IsMember({"auto", "kl", "local"}));
         app.add_option("-o,--output", o.output, "moeq.allocate_rules JSON to write (for moeq-allocate --rules)");
       },
       [&](const moeq::tool::ToolContext& ctx) { return moeq::RunCalibrate(o, ctx.artifact); });
