@@ -2,9 +2,9 @@
 #include <algorithm>
 #include <cmath>
 
-#include "allocate/allocation.h"
-#include "moeq/artifact.h"
-#include "moeq/quant_format.h"
+#include "moeq/allocate/allocation.h"
+#include "moeq/base/artifact.h"
+#include "moeq/quant/quant_format.h"
 
 namespace moeq::alloc {
 namespace {

@@ -2,9 +2,9 @@
 #include <cmath>
 #include <unordered_map>
 
-#include "allocate/allocation.h"
-#include "moeq/artifact.h"
-#include "moeq/file_util.h"
+#include "moeq/allocate/allocation.h"
+#include "moeq/base/artifact.h"
+#include "moeq/base/file_util.h"
 
 namespace moeq::alloc {
 namespace {

@@ -11,7 +11,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <Eigen/Dense>
 
-#include "moeq/parallel.h"
+#include "moeq/base/parallel.h"
 
 namespace moeq::engine {
 namespace {

@@ -2,9 +2,9 @@
 #include <cmath>
 #include <cstring>
 
-#include "moeq/artifact.h"
-#include "moeq/eval.h"
-#include "moeq/safetensors.h"
+#include "moeq/base/artifact.h"
+#include "moeq/eval/eval.h"
+#include "moeq/formats/safetensors.h"
 
 namespace moeq {
 namespace {

@@ -5,8 +5,8 @@
 #include <cmath>
 #include <string>
 
-#include "moeq/arch.h"
-#include "moeq/model_config.h"
+#include "moeq/model/arch.h"
+#include "moeq/model/model_config.h"
 
 namespace moeq {
 namespace {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "moeq/file_util.h"
+#include "moeq/base/file_util.h"
 #include "tokenizer/tokenizer_impl.h"
 
 namespace moeq::tokenizer_internal {

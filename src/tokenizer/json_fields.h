@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "moeq/status.h"
+#include "moeq/base/status.h"
 
 namespace moeq::tokenizer_internal {
 

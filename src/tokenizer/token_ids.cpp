@@ -5,8 +5,8 @@
 #include <cstring>
 #include <limits>
 
-#include "moeq/file_util.h"
-#include "moeq/tokenizer.h"
+#include "moeq/base/file_util.h"
+#include "moeq/tokenizer/tokenizer.h"
 
 namespace moeq {
 namespace {

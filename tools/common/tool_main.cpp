@@ -10,7 +10,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include "moeq/build_info.h"
+#include "moeq/base/build_info.h"
 
 namespace moeq::tool {
 namespace {

@@ -1,0 +1,189 @@
+// moeq-quantize: plan (allocation.json or uniform), then an MLX checkpoint written into a
+// temporary sibling directory that is renamed into place only once complete (manifest last).
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <random>
+
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/base/file_util.h"
+#include "moeq/export/gguf_writer.h"
+#include "moeq/export/quant_plan.h"
+#include "moeq-quantize/quantize_command.h"
+
+namespace moeq {
+namespace {
+
+namespace fs = std::filesystem;
+
+/// Removes a directory tree on scope exit unless released.
+class DirGuard {
+ public:
+  explicit DirGuard(std::string path) : path_(std::move(path)) {}
+  ~DirGuard() {
+    if (path_.empty()) return;
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  void Release() { path_.clear(); }
+
+ private:
+  std::string path_;
+};
+
+/// "OUT.tmp-<pid>-<random>" next to OUT (same filesystem, so the final rename is atomic).
+std::string TempSibling(const std::string& output, std::string_view tag) {
+  std::random_device rd;
+  const std::string parent = fs::path(output).parent_path().string();
+  std::string base = fs::path(output).filename().string();
+  if (base.empty()) base = fs::path(output).parent_path().filename().string();
+  char suffix[32];
+  std::snprintf(suffix, sizeof suffix, "%d-%08x", static_cast<int>(::getpid()), rd());
+  return (fs::path(parent.empty() ? "." : parent) / ("." + base + "." + std::string(tag) + "-" + suffix)).string();
+}
+
+Result<QuantPlan> MakePlan(const QuantizeCommandOptions& o, const Checkpoint& ckpt) {
+  if (!o.allocation.empty()) return LoadAllocationPlan(o.allocation, ckpt);
+  DType source = DType::kBF16;
+  for (const auto& t : ckpt.tensors()) {
+    if (IsQuantizableRole(t.id.role) && IsFloatDType(t.info.dtype)) {
+      source = t.info.dtype;
+      break;
+    }
+  }
+  const std::string spec = o.uniform_bits >= 16 ? std::to_string(o.uniform_bits)
+                                                : std::to_string(o.uniform_bits) + "," + std::to_string(o.group_size);
+  auto fmt = quant::ParseFormatSpec(spec, source);
+  if (!fmt.ok()) return fmt.status().WithContext("--uniform " + std::to_string(o.uniform_bits) + " --group " +
+                                                 std::to_string(o.group_size));
+  std::map<std::string, std::string> skipped;
+  MOEQ_ASSIGN_OR_RETURN(QuantPlan plan, MakeUniformPlan(ckpt, **fmt, &skipped));
+  for (const auto& [name, why] : skipped) spdlog::warn("{}: tensor '{}' kept in its dtype: {}", o.model_dir, name, why);
+  return plan;
+}
+
+/// --format gguf: -o names the .gguf file. WriteGguf writes "<file>.tmp" and renames it into
+/// place only once complete (removing it on any error), so an existing file (--force) is
+/// replaced atomically and a kill or a full disk never leaves a complete-looking output.
+Status RunGguf(const QuantizeCommandOptions& o, const ArtifactContext& ctx, const Checkpoint& ckpt,
+               const QuantPlan& plan, std::chrono::steady_clock::time_point start) {
+  std::error_code ec;
+  if (fs::is_directory(o.output, ec)) {
+    return Status::InvalidArgument("--output " + o.output +
+                                   " is a directory; --format gguf writes one file (e.g. -o model.gguf)");
+  }
+  GgufWriteOptions wo;
+  wo.threads = ctx.threads;
+  wo.progress = ctx.progress;
+  wo.context = &ctx;
+  wo.require_tokenizer = true;
+  GgufWriteReport report;
+  wo.report = &report;
+  MOEQ_RETURN_IF_ERROR(WriteGguf(ckpt, plan, o.output, wo));
+  std::string types;
+  const nlohmann::json summary = report.TypeSummary();
+  for (const auto& [type, e] : summary.items()) {
+    if (!types.empty()) types += ", ";
+    types += type + "×" + std::to_string(e["tensors"].get<int64_t>());
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  spdlog::info("quantized {} ({}) to GGUF ({}): {} tensors [{}], {:.1f} MiB, {:.3f} bpw, {} fallbacks, {} promoted "
+               "expert tensors; wrote {} in {:.1f} s",
+               o.model_dir, plan.source, report.architecture, report.tensors.size(), types,
+               report.file_bytes / 1048576.0,
+               report.weights > 0 ? report.tensor_bytes * 8.0 / static_cast<double>(report.weights) : 0.0,
+               report.fallback_tensors, report.promoted_expert_tensors, o.output, secs);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) {
+  const auto start = std::chrono::steady_clock::now();
+  if (o.model_dir.empty()) return Status::InvalidArgument("a model directory is required");
+  if (o.output.empty()) return Status::InvalidArgument("-o/--output OUT_DIR is required");
+  if (o.allocation.empty() == (o.uniform_bits == 0)) {
+    return Status::InvalidArgument("give exactly one of --allocation allocation.json and --uniform BITS");
+  }
+  if (o.format != "mlx" && o.format != "gguf") {
+    return Status::InvalidArgument("--format '" + o.format + "': expected 'mlx' or 'gguf'");
+  }
+  if (o.mlx_compatible && o.format != "mlx") {
+    return Status::InvalidArgument("--mlx-compatible applies to --format mlx only");
+  }
+  MOEQ_ASSIGN_OR_RETURN(uint64_t max_shard, ParseByteSize(o.max_shard_size));
+  if (max_shard == 0) return Status::InvalidArgument("--max-shard-size must be positive");
+  std::vector<std::string> inputs = {o.model_dir};
+  if (!o.allocation.empty()) inputs.push_back(o.allocation);
+  MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.output, inputs, ctx.force));
+  {
+    // The output must not lie inside the input directory either.
+    std::error_code ec;
+    const fs::path in = fs::weakly_canonical(o.model_dir, ec);
+    const fs::path out = fs::weakly_canonical(o.output, ec);
+    if (!ec && out.string().rfind(in.string() + "/", 0) == 0) {
+      return Status::InvalidArgument("--output " + o.output + " lies inside the input model directory " + o.model_dir);
+    }
+  }
+
+  MOEQ_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(o.model_dir));
+  MOEQ_ASSIGN_OR_RETURN(QuantPlan plan, MakePlan(o, *ckpt));
+  // A file-size limit or a full disk must become an error we can clean up after, not a signal.
+  std::signal(SIGXFSZ, SIG_IGN);
+  if (o.format == "gguf") return RunGguf(o, ctx, *ckpt, plan, start);
+  const std::string tmp = TempSibling(o.output, "tmp");
+  std::error_code ec;
+  if (!fs::create_directory(tmp, ec) || ec) {
+    return Status::Io(tmp + ": cannot create the temporary output directory: " + ec.message());
+  }
+  DirGuard guard(tmp);
+
+  MlxWriteOptions wo;
+  wo.stacked = o.mlx_compatible;
+  wo.max_shard_bytes = max_shard;
+  wo.threads = ctx.threads;
+  wo.progress = ctx.progress;
+  MOEQ_ASSIGN_OR_RETURN(nlohmann::json body, WriteMlxCheckpoint(*ckpt, plan, tmp, wo));
+
+  nlohmann::json inputs_json = {{"model", o.model_dir}, {"model_fingerprint", ckpt->fingerprint()}};
+  if (!o.allocation.empty()) {
+    inputs_json["allocation"] = o.allocation;
+    inputs_json["allocation_sha256"] = plan.allocation_sha256;
+  }
+  nlohmann::json manifest = MakeArtifactHeader("moeq.quant_manifest", 1, ctx, inputs_json);
+  for (auto& [k, v] : body.items()) manifest[k] = v;
+  manifest["plan"] = {{"source", plan.source}, {"allocation_sha256", plan.allocation_sha256},
+                      {"pruned", plan.pruned.size()}};
+  MOEQ_RETURN_IF_ERROR(WriteFileAtomic((fs::path(tmp) / "quant_manifest.json").string(), DumpJson(manifest)));
+
+  // Move into place: an existing output (--force) is replaced only now that the new one is complete.
+  std::string old;
+  if (fs::exists(o.output, ec)) {
+    old = TempSibling(o.output, "old");
+    fs::rename(o.output, old, ec);
+    if (ec) return Status::Io(o.output + ": cannot move the existing output aside: " + ec.message());
+  }
+  fs::rename(tmp, o.output, ec);
+  if (ec) {
+    std::error_code ec2;
+    if (!old.empty()) fs::rename(old, o.output, ec2);
+    return Status::Io(tmp + ": cannot rename to " + o.output + ": " + ec.message());
+  }
+  guard.Release();
+  if (!old.empty()) fs::remove_all(old, ec);
+
+  const auto& totals = manifest["totals"];
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  spdlog::info("quantized {} ({}): {} of {} tensors quantized, {:.1f} MiB -> {:.1f} MiB ({:.3f} bpw, NRMSE {:.4f}), "
+               "{} layout, wrote {} in {:.1f} s",
+               o.model_dir, plan.source, totals["quantized_tensors"].get<int64_t>(), totals["tensors"].get<int64_t>(),
+               totals["source_bytes"].get<double>() / 1048576.0, totals["bytes"].get<double>() / 1048576.0,
+               totals["bpw"].get<double>(), totals["nrmse"].get<double>(), body["layout"].get<std::string>(), o.output,
+               secs);
+  return Status::Ok();
+}
+
+}  // namespace moeq
