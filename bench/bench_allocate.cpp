@@ -11,7 +11,7 @@
 #include <random>
 #include <vector>
 
-#include "moeq/allocate.h"
+#include "moeq/allocate/mckp.h"
 
 namespace {
 

@@ -21,12 +21,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "moeq/analyze.h"
-#include "moeq/build_info.h"
-#include "moeq/checkpoint.h"
-#include "moeq/parallel.h"
-#include "moeq/quant_format.h"
-#include "moeq/quantizer.h"
+#include "moeq-analyze/analyze_command.h"
+#include "moeq/base/build_info.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/base/parallel.h"
+#include "moeq/quant/quant_format.h"
+#include "moeq/quant/quantizer.h"
 
 namespace {
 

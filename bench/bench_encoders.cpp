@@ -24,8 +24,8 @@
 #include <Eigen/Core>
 #include <nlohmann/json.hpp>
 
-#include "moeq/encoders.h"
-#include "moeq/parallel.h"
+#include "moeq/quant/encoders.h"
+#include "moeq/base/parallel.h"
 
 namespace {
 

@@ -23,13 +23,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "moeq/build_info.h"
-#include "moeq/checkpoint.h"
-#include "moeq/engine.h"
-#include "moeq/eval.h"
-#include "moeq/file_util.h"
-#include "moeq/parallel.h"
-#include "moeq/tokenizer.h"
+#include "moeq/base/build_info.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/engine/engine.h"
+#include "moeq/eval/eval.h"
+#include "moeq/base/file_util.h"
+#include "moeq/base/parallel.h"
+#include "moeq/tokenizer/tokenizer.h"
 
 namespace {
 

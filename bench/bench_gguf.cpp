@@ -18,10 +18,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "moeq/build_info.h"
-#include "moeq/checkpoint.h"
-#include "moeq/gguf.h"
-#include "moeq/quant_plan.h"
+#include "moeq/base/build_info.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/export/gguf_writer.h"
+#include "moeq/export/quant_plan.h"
 
 namespace {
 

@@ -36,14 +36,14 @@
 
 #include <nlohmann/json.hpp>
 
-#include "moeq/arch.h"
-#include "moeq/build_info.h"
-#include "moeq/checkpoint.h"
-#include "moeq/engine.h"
-#include "moeq/parallel.h"
-#include "moeq/quant_format.h"
-#include "moeq/quant_plan.h"
-#include "moeq/quantize.h"
+#include "moeq/model/arch.h"
+#include "moeq/base/build_info.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/engine/engine.h"
+#include "moeq/base/parallel.h"
+#include "moeq/quant/quant_format.h"
+#include "moeq/export/quant_plan.h"
+#include "moeq/export/mlx_writer.h"
 #include "testing/synthetic_checkpoint.h"
 
 namespace fs = std::filesystem;

@@ -20,11 +20,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "moeq/build_info.h"
-#include "moeq/half.h"
-#include "moeq/parallel.h"
-#include "moeq/quantizer.h"
-#include "moeq/safetensors.h"
+#include "moeq/base/build_info.h"
+#include "moeq/base/half.h"
+#include "moeq/base/parallel.h"
+#include "moeq/quant/quantizer.h"
+#include "moeq/formats/safetensors.h"
 
 namespace {
 

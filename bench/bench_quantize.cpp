@@ -18,8 +18,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "moeq/build_info.h"
-#include "moeq/quantize.h"
+#include "moeq/base/build_info.h"
+#include "moeq-quantize/quantize_command.h"
 
 namespace fs = std::filesystem;
 

@@ -1,13 +1,13 @@
 // Allocation policies (MINT MCKP, hotness-weighted MCKP, DynaMINT tiers), the SQNR veto, pins and
 // bounds, and the allocation.json / summary outputs.
-#include "allocate/allocation.h"
+#include "moeq/allocate/allocation.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <map>
 
-#include "moeq/quant_format.h"
+#include "moeq/quant/quant_format.h"
 
 namespace moeq::alloc {
 namespace {

@@ -3,8 +3,8 @@
 #include <cmath>
 #include <cstdio>
 
-#include "allocate/allocation.h"
-#include "report/svg.h"
+#include "moeq/allocate/allocation.h"
+#include "moeq/base/svg.h"
 
 namespace moeq::alloc {
 namespace {

@@ -6,7 +6,7 @@
 #include <limits>
 #include <numeric>
 
-#include "moeq/allocate.h"
+#include "moeq/allocate/mckp.h"
 
 namespace moeq::alloc {
 namespace {

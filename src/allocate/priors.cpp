@@ -2,10 +2,10 @@
 #include <algorithm>
 #include <cmath>
 
-#include "moeq/json_reader.h"
-#include "allocate/allocation.h"
-#include "moeq/artifact.h"
-#include "moeq/quant_format.h"
+#include "moeq/allocate/allocation.h"
+#include "moeq/base/artifact.h"
+#include "moeq/quant/quant_format.h"
+#include "moeq/base/json_reader.h"
 
 namespace moeq::alloc {
 namespace {

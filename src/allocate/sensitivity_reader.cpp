@@ -3,11 +3,11 @@
 #include <optional>
 #include <unordered_map>
 
-#include "moeq/json_reader.h"
-#include "allocate/allocation.h"
-#include "moeq/artifact.h"
-#include "moeq/checked_math.h"
-#include "moeq/file_util.h"
+#include "moeq/allocate/allocation.h"
+#include "moeq/base/artifact.h"
+#include "moeq/base/file_util.h"
+#include "moeq/base/json_reader.h"
+#include "moeq/base/checked_math.h"
 
 namespace moeq::alloc {
 namespace {

@@ -1,6 +1,6 @@
 // Engine: loads a checkpoint's weights (float32, or MLX affine-packed) and runs the decoder
 // forward pass.
-#include "moeq/engine.h"
+#include "moeq/engine/engine.h"
 
 #include <algorithm>
 #include <cmath>
@@ -14,9 +14,9 @@
 
 #include "engine/ops.h"
 #include "engine/qmatmul.h"
-#include "moeq/half.h"
-#include "moeq/parallel.h"
-#include "moeq/safetensors.h"
+#include "moeq/base/half.h"
+#include "moeq/base/parallel.h"
+#include "moeq/formats/safetensors.h"
 
 namespace moeq {
 

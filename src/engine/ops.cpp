@@ -12,8 +12,8 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <Eigen/Dense>
 
-#include "moeq/half.h"
-#include "moeq/parallel.h"
+#include "moeq/base/parallel.h"
+#include "moeq/base/half.h"
 
 #if defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <string>
 
-#include "moeq/parallel.h"
+#include "moeq/base/parallel.h"
 
 namespace moeq::engine {
 

@@ -1,14 +1,14 @@
 // Perplexity and KL evaluation over windows of a token stream, and the CI gate.
-#include "moeq/json_reader.h"
-#include "moeq/eval.h"
+#include "moeq/eval/eval.h"
+#include "moeq/base/json_reader.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <random>
 
-#include "moeq/parallel.h"
-#include "moeq/progress.h"
+#include "moeq/base/parallel.h"
+#include "moeq/base/progress.h"
 
 namespace moeq {
 namespace {

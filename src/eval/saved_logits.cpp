@@ -2,10 +2,10 @@
 #include <cmath>
 #include <cstring>
 
-#include "moeq/artifact.h"
-#include "moeq/eval.h"
-#include "moeq/json_reader.h"
-#include "moeq/safetensors.h"
+#include "moeq/base/artifact.h"
+#include "moeq/eval/eval.h"
+#include "moeq/formats/safetensors.h"
+#include "moeq/base/json_reader.h"
 
 namespace moeq {
 namespace {

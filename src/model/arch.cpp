@@ -1,6 +1,6 @@
 // Tensor roles (the one table of role names and properties), TensorId ordering, and the registry
 // of architecture adapters keyed by config.json's model_type.
-#include "moeq/arch.h"
+#include "moeq/model/arch.h"
 
 #include <algorithm>
 #include <tuple>

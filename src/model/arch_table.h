@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "moeq/arch.h"
+#include "moeq/model/arch.h"
 
 namespace moeq::arch {
 

@@ -5,10 +5,10 @@
 #include <cmath>
 #include <string>
 
-#include "moeq/json_reader.h"
-#include "moeq/arch.h"
-#include "moeq/limits.h"
-#include "moeq/model_config.h"
+#include "moeq/model/arch.h"
+#include "moeq/model/model_config.h"
+#include "moeq/base/json_reader.h"
+#include "moeq/base/limits.h"
 
 namespace moeq {
 namespace {

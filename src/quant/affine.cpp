@@ -8,9 +8,9 @@
 #include <cstring>
 #include <string>
 
-#include "moeq/half.h"
-#include "moeq/parallel.h"
-#include "moeq/quantizer.h"
+#include "moeq/base/half.h"
+#include "moeq/base/parallel.h"
+#include "moeq/quant/quantizer.h"
 #include "quant/affine_internal.h"
 #include "quant/row_blocks.h"
 

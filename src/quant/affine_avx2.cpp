@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "moeq/half.h"
+#include "moeq/base/half.h"
 #include "quant/affine_internal.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

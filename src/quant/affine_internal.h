@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "moeq/tensor.h"
+#include "moeq/base/tensor.h"
 
 namespace moeq::quant::internal {
 

@@ -1,6 +1,6 @@
 // Encoders of the MLX affine layout: rtn (QuantizeAffine), importance-weighted scale/bias
 // search, and GPTQ error-compensating rounding. See include/moeq/encoders.h for the maths.
-#include "moeq/encoders.h"
+#include "moeq/quant/encoders.h"
 
 #include <algorithm>
 #include <cmath>
@@ -12,8 +12,8 @@
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
 
-#include "moeq/half.h"
-#include "moeq/parallel.h"
+#include "moeq/base/half.h"
+#include "moeq/base/parallel.h"
 
 // MLX dequantizes with a separate multiply and add (each rounded to the scale dtype); no fma.
 #pragma GCC optimize("fp-contract=off")

@@ -3,7 +3,7 @@
 #include <charconv>
 #include <string>
 
-#include "moeq/quant_format.h"
+#include "moeq/quant/quant_format.h"
 
 namespace moeq::quant {
 namespace {

@@ -1,12 +1,12 @@
 // Reading moeq-profile's activation statistics for the encoders (see input_stats.h).
-#include "moeq/input_stats.h"
+#include "moeq/quant/input_stats.h"
 
 #include <cstring>
 
 #include <nlohmann/json.hpp>
 
-#include "moeq/file_util.h"
-#include "moeq/safetensors.h"
+#include "moeq/base/file_util.h"
+#include "moeq/formats/safetensors.h"
 
 namespace moeq {
 

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "moeq/quantizer.h"
-#include "moeq/status.h"
-#include "moeq/tensor.h"
+#include "moeq/quant/quantizer.h"
+#include "moeq/base/status.h"
+#include "moeq/base/tensor.h"
 
 namespace moeq::quant::internal {
 

@@ -14,7 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "moeq/status.h"
+#include "moeq/base/status.h"
 
 namespace moeq::tokenizer_internal {
 

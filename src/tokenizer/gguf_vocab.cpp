@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "moeq/file_util.h"
+#include "moeq/base/file_util.h"
 #include "tokenizer/tokenizer_impl.h"
 
 namespace moeq::tokenizer_internal {

@@ -5,8 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "moeq/json_reader.h"
-#include "moeq/status.h"
+#include "moeq/base/status.h"
+#include "moeq/base/json_reader.h"
 
 namespace moeq::tokenizer_internal {
 

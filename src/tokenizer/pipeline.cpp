@@ -1,6 +1,6 @@
 // Patterns, normalizers and pre-tokenizers of tokenizer.json, with Hugging Face tokenizers'
 // semantics (split behaviors, invert, ByteLevel prefix space, Metaspace prepend schemes).
-#include "moeq/json_reader.h"
+#include "moeq/base/json_reader.h"
 #include "tokenizer/pipeline.h"
 
 #include <algorithm>

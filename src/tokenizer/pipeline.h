@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "moeq/status.h"
+#include "moeq/base/status.h"
 #include "tokenizer/regex.h"
 
 namespace moeq::tokenizer_internal {

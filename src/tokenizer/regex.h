@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "moeq/status.h"
+#include "moeq/base/status.h"
 
 struct pcre2_real_code_8;
 

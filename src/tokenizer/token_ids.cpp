@@ -5,9 +5,9 @@
 #include <cstring>
 #include <limits>
 
-#include "moeq/json_reader.h"
-#include "moeq/file_util.h"
-#include "moeq/tokenizer.h"
+#include "moeq/base/file_util.h"
+#include "moeq/tokenizer/tokenizer.h"
+#include "moeq/base/json_reader.h"
 
 namespace moeq {
 namespace {

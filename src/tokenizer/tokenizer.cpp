@@ -1,12 +1,12 @@
 // moeq::Tokenizer: loading tokenizer.json (+ tokenizer_config.json), added-token splitting, and
 // the encode pipeline normalizer → pre-tokenizer → BPE model, and decoding.
-#include "moeq/json_reader.h"
-#include "moeq/tokenizer.h"
+#include "moeq/tokenizer/tokenizer.h"
+#include "moeq/base/json_reader.h"
 
 #include <algorithm>
 #include <filesystem>
 
-#include "moeq/file_util.h"
+#include "moeq/base/file_util.h"
 #include "tokenizer/json_fields.h"
 #include "tokenizer/tokenizer_impl.h"
 #include "tokenizer/unicode_text.h"

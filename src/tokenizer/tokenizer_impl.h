@@ -10,8 +10,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "moeq/status.h"
-#include "moeq/tokenizer.h"
+#include "moeq/base/status.h"
+#include "moeq/tokenizer/tokenizer.h"
 #include "tokenizer/bpe_model.h"
 #include "tokenizer/pipeline.h"
 

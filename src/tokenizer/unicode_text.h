@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "moeq/status.h"
+#include "moeq/base/status.h"
 
 namespace moeq::tokenizer_internal {
 

@@ -20,8 +20,8 @@
 #include <thread>
 #include <vector>
 
-#include "moeq/build_info.h"
-#include "moeq/file_util.h"
+#include "moeq/base/build_info.h"
+#include "moeq/base/file_util.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 #include "testing/tool_testing.h"

@@ -1,8 +1,8 @@
 // Fuzz target: allocation.json text through LoadAllocationPlan against a small synthetic
 // checkpoint (generated once per process).
 #include "fuzz/fuzz_common.h"
-#include "moeq/checkpoint.h"
-#include "moeq/quant_plan.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/export/quant_plan.h"
 #include "testing/synthetic_checkpoint.h"
 
 namespace moeq::fuzz {

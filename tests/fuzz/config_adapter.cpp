@@ -3,9 +3,9 @@
 #include <algorithm>
 
 #include "fuzz/fuzz_common.h"
-#include "moeq/arch.h"
-#include "moeq/json_reader.h"
-#include "moeq/model_config.h"
+#include "moeq/model/arch.h"
+#include "moeq/base/json_reader.h"
+#include "moeq/model/model_config.h"
 
 namespace moeq::fuzz {
 

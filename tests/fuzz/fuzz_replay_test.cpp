@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "fuzz/fuzz_common.h"
-#include "moeq/file_util.h"
+#include "moeq/base/file_util.h"
 
 namespace moeq::fuzz {
 namespace {

@@ -1,7 +1,7 @@
 // Fuzz target: a whole GGUF file through GgufFile::Open, then every (small enough) tensor
 // dequantized to float.
 #include "fuzz/fuzz_common.h"
-#include "moeq/gguf.h"
+#include "moeq/export/gguf_writer.h"
 
 namespace moeq::fuzz {
 

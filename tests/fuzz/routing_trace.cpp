@@ -1,7 +1,7 @@
 // Fuzz target: a routing trace (JSONL) profiled for a small MoE config.
 #include "fuzz/fuzz_common.h"
-#include "moeq/model_config.h"
-#include "moeq/routing_profile.h"
+#include "moeq/model/model_config.h"
+#include "moeq/profile/routing_profile.h"
 
 namespace moeq::fuzz {
 

@@ -1,7 +1,7 @@
 // Fuzz target: a whole .safetensors file (8-byte header length, JSON header, data) through
 // SafetensorsFile::Open, then a view of every tensor.
 #include "fuzz/fuzz_common.h"
-#include "moeq/safetensors.h"
+#include "moeq/formats/safetensors.h"
 
 namespace moeq::fuzz {
 

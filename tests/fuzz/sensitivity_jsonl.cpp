@@ -1,5 +1,5 @@
 // Fuzz target: sensitivity.jsonl text through the allocator's reader.
-#include "allocate/allocation.h"
+#include "moeq/allocate/allocation.h"
 #include "fuzz/fuzz_common.h"
 
 namespace moeq::fuzz {

@@ -1,7 +1,7 @@
 // Fuzz target: a --tokens file; the first byte picks the file name's extension (.json, .npy,
 // .u16, .u32, or none: detected from the content), the rest is the file.
 #include "fuzz/fuzz_common.h"
-#include "moeq/tokenizer.h"
+#include "moeq/tokenizer/tokenizer.h"
 
 namespace moeq::fuzz {
 

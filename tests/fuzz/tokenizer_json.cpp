@@ -1,7 +1,7 @@
 // Fuzz target: tokenizer.json text through Tokenizer::FromJsonText, then encode and decode a
 // fixed multilingual text.
 #include "fuzz/fuzz_common.h"
-#include "moeq/tokenizer.h"
+#include "moeq/tokenizer/tokenizer.h"
 
 namespace moeq::fuzz {
 

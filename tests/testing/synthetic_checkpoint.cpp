@@ -8,11 +8,11 @@
 #include <cstring>
 #include <filesystem>
 
-#include "moeq/arch.h"
-#include "moeq/file_util.h"
-#include "moeq/half.h"
-#include "moeq/model_config.h"
-#include "moeq/safetensors.h"
+#include "moeq/model/arch.h"
+#include "moeq/base/file_util.h"
+#include "moeq/base/half.h"
+#include "moeq/model/model_config.h"
+#include "moeq/formats/safetensors.h"
 
 namespace moeq::test {
 namespace {

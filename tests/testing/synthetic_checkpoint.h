@@ -13,8 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "moeq/status.h"
-#include "moeq/tensor.h"
+#include "moeq/base/status.h"
+#include "moeq/base/tensor.h"
 
 namespace moeq::test {
 

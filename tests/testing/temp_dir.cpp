@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <vector>
 
-#include "moeq/status.h"
+#include "moeq/base/status.h"
 
 namespace moeq::test {
 

@@ -5,7 +5,7 @@
 #include <limits>
 #include <random>
 
-#include "moeq/allocate.h"
+#include "moeq/allocate/mckp.h"
 
 namespace moeq::alloc {
 namespace {

@@ -10,10 +10,10 @@
 #include <fstream>
 #include <random>
 
-#include "allocate/allocation.h"
-#include "moeq/allocate.h"
-#include "moeq/build_info.h"
-#include "moeq/file_util.h"
+#include "moeq/allocate/allocation.h"
+#include "moeq-allocate/allocate_command.h"
+#include "moeq/base/build_info.h"
+#include "moeq/base/file_util.h"
 #include "testing/temp_dir.h"
 
 namespace moeq::alloc {

@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "moeq/file_util.h"
+#include "moeq/base/file_util.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 #include "testing/tool_testing.h"

@@ -9,9 +9,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "moeq/analyze.h"
-#include "moeq/build_info.h"
-#include "moeq/file_util.h"
+#include "moeq-analyze/analyze_command.h"
+#include "moeq/base/build_info.h"
+#include "moeq/base/file_util.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

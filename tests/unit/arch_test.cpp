@@ -1,6 +1,6 @@
 // Architecture adapters: roles, TensorId order, and name ↔ TensorId round trips for every
 // supported model_type (per-expert and fused expert tensors).
-#include "moeq/arch.h"
+#include "moeq/model/arch.h"
 
 #include <gtest/gtest.h>
 

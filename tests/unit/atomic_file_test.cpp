@@ -1,6 +1,6 @@
 // AtomicFile / AtomicDir: unique temporaries never follow links, the destination is checked again
 // at rename time, dead processes' temporaries are cleaned, concurrent writers never mix.
-#include "moeq/atomic_file.h"
+#include "moeq/base/atomic_file.h"
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "moeq/file_util.h"
+#include "moeq/base/file_util.h"
 #include "testing/temp_dir.h"
 
 namespace moeq {

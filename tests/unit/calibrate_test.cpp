@@ -1,6 +1,6 @@
 // moeq-calibrate on a synthetic MoE: one measured prior per quantizable role, the median role at
 // 1, the file accepted by moeq-allocate, errors for mismatched inputs.
-#include "moeq/calibrate.h"
+#include "moeq-calibrate/calibrate_command.h"
 
 #include <gtest/gtest.h>
 
@@ -9,10 +9,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "moeq/allocate.h"
-#include "moeq/analyze.h"
-#include "moeq/file_util.h"
-#include "moeq/tokenizer.h"
+#include "moeq-allocate/allocate_command.h"
+#include "moeq-analyze/analyze_command.h"
+#include "moeq/base/file_util.h"
+#include "moeq/tokenizer/tokenizer.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

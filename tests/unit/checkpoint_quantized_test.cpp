@@ -3,11 +3,11 @@
 // moeq-inspect's report shows formats and bits per weight.
 #include <gtest/gtest.h>
 
-#include "moeq/checkpoint.h"
-#include "moeq/file_util.h"
-#include "moeq/inspect.h"
-#include "moeq/quantize.h"
-#include "moeq/quantizer.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/base/file_util.h"
+#include "moeq/report/inspect.h"
+#include "moeq-quantize/quantize_command.h"
+#include "moeq/quant/quantizer.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

@@ -1,7 +1,7 @@
 // Checkpoint::Open on synthetic checkpoints of every family: single file, sharded with and
 // without index, fused experts, and every error path (missing shard, bad config, unknown and
 // missing tensors, shape mismatches, duplicates, non-finite weights).
-#include "moeq/checkpoint.h"
+#include "moeq/checkpoint/checkpoint.h"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "moeq/file_util.h"
+#include "moeq/base/file_util.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

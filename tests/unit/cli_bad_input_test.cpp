@@ -11,7 +11,7 @@
 #include <fstream>
 #include <functional>
 
-#include "moeq/file_util.h"
+#include "moeq/base/file_util.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 #include "testing/tool_testing.h"

@@ -9,10 +9,10 @@
 #include <map>
 #include <sstream>
 
-#include "moeq/checkpoint.h"
-#include "moeq/engine.h"
-#include "moeq/file_util.h"
-#include "moeq/safetensors.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/engine/engine.h"
+#include "moeq/base/file_util.h"
+#include "moeq/formats/safetensors.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 #include "testing/tool_testing.h"

@@ -4,7 +4,7 @@
 // with H = I is RTN byte for byte, matches a direct (OBS-form, unblocked, double precision)
 // reference, and leaves less output error ‖(W − Ŵ)X‖ than RTN on correlated inputs;
 // MeasureWeightedError equals the direct ‖(W − Ŵ)X‖² / ‖WX‖²; thread-count independence.
-#include "moeq/encoders.h"
+#include "moeq/quant/encoders.h"
 
 #include <gtest/gtest.h>
 
@@ -12,7 +12,7 @@
 #include <random>
 #include <vector>
 
-#include "moeq/half.h"
+#include "moeq/base/half.h"
 
 namespace moeq::quant {
 namespace {

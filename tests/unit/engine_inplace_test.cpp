@@ -4,10 +4,10 @@
 
 #include <filesystem>
 
-#include "moeq/checkpoint.h"
-#include "moeq/engine.h"
-#include "moeq/file_util.h"
-#include "moeq/safetensors.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/engine/engine.h"
+#include "moeq/base/file_util.h"
+#include "moeq/formats/safetensors.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

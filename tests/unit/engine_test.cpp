@@ -1,6 +1,6 @@
 // Engine: reference logits of the bundled/shared models, thread-count determinism, and every
 // architecture family against a naive per-token implementation written independently here.
-#include "moeq/engine.h"
+#include "moeq/engine/engine.h"
 
 #include <gtest/gtest.h>
 
@@ -8,9 +8,9 @@
 #include <filesystem>
 #include <numeric>
 
-#include "moeq/build_info.h"
-#include "moeq/checkpoint.h"
-#include "moeq/safetensors.h"
+#include "moeq/base/build_info.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/formats/safetensors.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

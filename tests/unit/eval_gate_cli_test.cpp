@@ -8,8 +8,8 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "moeq/build_info.h"
-#include "moeq/file_util.h"
+#include "moeq/base/build_info.h"
+#include "moeq/base/file_util.h"
 #include "testing/temp_dir.h"
 #include "testing/tool_testing.h"
 

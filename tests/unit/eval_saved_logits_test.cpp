@@ -5,8 +5,8 @@
 
 #include <cmath>
 
-#include "moeq/checkpoint.h"
-#include "moeq/eval.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/eval/eval.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

@@ -1,6 +1,6 @@
 // Evaluation: window planning per protocol, perplexity against a direct computation, KL of a
 // model with itself, and the CI gate.
-#include "moeq/eval.h"
+#include "moeq/eval/eval.h"
 
 #include <gtest/gtest.h>
 
@@ -8,10 +8,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "moeq/checkpoint.h"
-#include "moeq/commands.h"
-#include "moeq/file_util.h"
-#include "moeq/tokenizer.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq-eval/eval_command.h"
+#include "moeq/base/file_util.h"
+#include "moeq/tokenizer/tokenizer.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

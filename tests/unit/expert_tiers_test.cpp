@@ -1,8 +1,8 @@
-#include "moeq/expert_tiers.h"
+#include "moeq/profile/expert_tiers.h"
 
 #include <gtest/gtest.h>
 
-#include "moeq/build_info.h"
+#include "moeq/base/build_info.h"
 
 namespace moeq {
 namespace {

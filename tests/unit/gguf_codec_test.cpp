@@ -2,7 +2,7 @@
 // blocks against the documented element→bits formulas (written here independently of the
 // decoders, element by element), encode→decode error bounds on Gaussian data, and the plan
 // format → ggml type mapping with its shape fallbacks.
-#include "moeq/gguf.h"
+#include "moeq/export/gguf_writer.h"
 
 #include <gtest/gtest.h>
 
@@ -11,8 +11,8 @@
 #include <random>
 #include <vector>
 
-#include "moeq/half.h"
-#include "moeq/quant_format.h"
+#include "moeq/base/half.h"
+#include "moeq/quant/quant_format.h"
 
 namespace moeq {
 namespace {

@@ -3,7 +3,7 @@
 // per-expert source rows after dequantization, exact float round trips, Mixtral's q/k
 // permutation, expert promotion, shape fallbacks, tokenizer metadata, atomic output and reader
 // validation. The shared models, when present, are written and read back too.
-#include "moeq/gguf.h"
+#include "moeq/export/gguf_writer.h"
 
 #include <gtest/gtest.h>
 
@@ -11,10 +11,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include "moeq/build_info.h"
-#include "moeq/checkpoint.h"
-#include "moeq/file_util.h"
-#include "moeq/quant_plan.h"
+#include "moeq/base/build_info.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/base/file_util.h"
+#include "moeq/export/quant_plan.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

@@ -7,16 +7,16 @@
 #include <filesystem>
 #include <fstream>
 
-#include "allocate/allocation.h"
-#include "moeq/arch.h"
-#include "moeq/checked_math.h"
-#include "moeq/checkpoint.h"
-#include "moeq/file_util.h"
-#include "moeq/gguf.h"
-#include "moeq/json_reader.h"
-#include "moeq/model_config.h"
-#include "moeq/quant_plan.h"
-#include "moeq/tokenizer.h"
+#include "moeq/allocate/allocation.h"
+#include "moeq/model/arch.h"
+#include "moeq/base/checked_math.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/base/file_util.h"
+#include "moeq/export/gguf_writer.h"
+#include "moeq/base/json_reader.h"
+#include "moeq/model/model_config.h"
+#include "moeq/export/quant_plan.h"
+#include "moeq/tokenizer/tokenizer.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

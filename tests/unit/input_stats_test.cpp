@@ -1,16 +1,16 @@
 // moeq-profile's Gram matrices (--gram) against a brute-force recomputation from the raw
 // per-token inputs, identical for any thread count; the written statistics (shrinkage of
 // few-token experts toward the layer's pooled statistics) read back through InputStatsFile.
-#include "moeq/input_stats.h"
+#include "moeq/quant/input_stats.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <map>
 
-#include "moeq/checkpoint.h"
-#include "moeq/engine.h"
-#include "moeq/routing_profile.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/engine/engine.h"
+#include "moeq/profile/routing_profile.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

@@ -1,11 +1,11 @@
 // InspectCheckpoint / FormatInspectTable on synthetic checkpoints and on the shared tiny models.
-#include "moeq/inspect.h"
+#include "moeq/report/inspect.h"
 
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
-#include "moeq/build_info.h"
+#include "moeq/base/build_info.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

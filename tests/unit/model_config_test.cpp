@@ -1,9 +1,9 @@
 // ParseModelConfig: key aliases per family, defaults, MoE layer plans, and precise errors.
-#include "moeq/model_config.h"
+#include "moeq/model/model_config.h"
 
 #include <gtest/gtest.h>
 
-#include "moeq/arch.h"
+#include "moeq/model/arch.h"
 
 namespace moeq {
 namespace {

@@ -10,13 +10,13 @@
 #include <random>
 
 #include "engine/qmatmul.h"
-#include "moeq/arch.h"
-#include "moeq/checkpoint.h"
-#include "moeq/engine.h"
-#include "moeq/quant_format.h"
-#include "moeq/quant_plan.h"
-#include "moeq/quantize.h"
-#include "moeq/quantizer.h"
+#include "moeq/model/arch.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/engine/engine.h"
+#include "moeq/quant/quant_format.h"
+#include "moeq/export/quant_plan.h"
+#include "moeq/export/mlx_writer.h"
+#include "moeq/quant/quantizer.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

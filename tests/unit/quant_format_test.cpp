@@ -1,13 +1,13 @@
 // The format table: lookups, spec parsing, storage sizes, bits per weight, the MINT grid file.
-#include "moeq/quant_format.h"
+#include "moeq/quant/quant_format.h"
 
 #include <gtest/gtest.h>
 
 #include <set>
 #include <string>
 
-#include "moeq/build_info.h"
-#include "moeq/file_util.h"
+#include "moeq/base/build_info.h"
+#include "moeq/base/file_util.h"
 
 namespace moeq::quant {
 namespace {

@@ -1,5 +1,5 @@
 // Uniform-quantization report: byte totals, monotone error, and the 16-bit passthrough.
-#include "moeq/quant_report.h"
+#include "moeq/report/quant_report.h"
 
 #include <gtest/gtest.h>
 

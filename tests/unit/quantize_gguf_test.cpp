@@ -9,9 +9,9 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "moeq/build_info.h"
-#include "moeq/gguf.h"
-#include "moeq/quantize.h"
+#include "moeq/base/build_info.h"
+#include "moeq/export/gguf_writer.h"
+#include "moeq-quantize/quantize_command.h"
 #include "testing/temp_dir.h"
 #include "testing/tool_testing.h"
 

@@ -1,7 +1,7 @@
 // MLX affine quantization: hand-checked reference values, bit packing, an independent scalar
 // reference on random data, kernel-set equality, error statistics and their properties,
 // determinism across thread counts, tensor-view entry points and error messages.
-#include "moeq/quantizer.h"
+#include "moeq/quant/quantizer.h"
 
 #include <gtest/gtest.h>
 
@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "moeq/half.h"
+#include "moeq/base/half.h"
 #include "quant/affine_internal.h"
 
 namespace moeq::quant {

@@ -1,6 +1,6 @@
 // moeq-report: HTML content from synthetic artefacts, errors on bad input, and rendering in a
 // real headless browser (Debian's chromium) checked from the DOM and a screenshot.
-#include "moeq/report.h"
+#include "moeq-report/report_command.h"
 
 #include <gtest/gtest.h>
 
@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <zlib.h>
 
-#include "moeq/file_util.h"
+#include "moeq/base/file_util.h"
 #include "testing/temp_dir.h"
 
 namespace moeq {

@@ -6,11 +6,11 @@
 #include <fstream>
 #include <map>
 
-#include "moeq/build_info.h"
-#include "moeq/checkpoint.h"
-#include "moeq/engine.h"
-#include "moeq/file_util.h"
-#include "moeq/routing_profile.h"
+#include "moeq/base/build_info.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/engine/engine.h"
+#include "moeq/base/file_util.h"
+#include "moeq/profile/routing_profile.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

@@ -1,13 +1,13 @@
 // Routing profiles: the bundled model's counts against its independent reference, determinism
 // across thread counts, and the JSON/safetensors outputs.
-#include "moeq/routing_profile.h"
+#include "moeq/profile/routing_profile.h"
 
 #include <gtest/gtest.h>
 
-#include "moeq/build_info.h"
-#include "moeq/checkpoint.h"
-#include "moeq/file_util.h"
-#include "moeq/safetensors.h"
+#include "moeq/base/build_info.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/base/file_util.h"
+#include "moeq/formats/safetensors.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

@@ -1,5 +1,5 @@
 // safetensors reader and writer: round trips, determinism, sharding and header validation.
-#include "moeq/safetensors.h"
+#include "moeq/formats/safetensors.h"
 
 #include <gtest/gtest.h>
 
@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "moeq/file_util.h"
-#include "moeq/half.h"
+#include "moeq/base/file_util.h"
+#include "moeq/base/half.h"
 #include "testing/file_testing.h"
 #include "testing/temp_dir.h"
 

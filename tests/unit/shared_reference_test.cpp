@@ -9,13 +9,13 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "commands/text_input.h"
-#include "moeq/build_info.h"
-#include "moeq/checkpoint.h"
-#include "moeq/engine.h"
-#include "moeq/eval.h"
-#include "moeq/file_util.h"
-#include "moeq/routing_profile.h"
+#include "moeq/tokenizer/text_input.h"
+#include "moeq/base/build_info.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/engine/engine.h"
+#include "moeq/eval/eval.h"
+#include "moeq/base/file_util.h"
+#include "moeq/profile/routing_profile.h"
 
 namespace moeq {
 namespace {

@@ -1,5 +1,5 @@
 // moeq-synth: real-architecture checkpoints, on shrunken sizes of the presets.
-#include "moeq/synth.h"
+#include "moeq/checkpoint/synth.h"
 
 #include <gtest/gtest.h>
 
@@ -7,11 +7,11 @@
 #include <filesystem>
 #include <set>
 
-#include "moeq/checkpoint.h"
-#include "moeq/engine.h"
-#include "moeq/file_util.h"
-#include "moeq/half.h"
-#include "moeq/tokenizer.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/engine/engine.h"
+#include "moeq/base/file_util.h"
+#include "moeq/base/half.h"
+#include "moeq/tokenizer/tokenizer.h"
 #include "testing/temp_dir.h"
 #include "testing/tool_testing.h"
 

@@ -1,7 +1,7 @@
 // Tokenizer: byte-level and SentencePiece-style BPE built from small in-test tokenizer.json files
 // (expected ids worked out by hand), pre-tokenized id files, errors, and fixture tests against the
 // bundled model, the shared models and the llama.cpp tokenizer test vectors.
-#include "moeq/tokenizer.h"
+#include "moeq/tokenizer/tokenizer.h"
 
 #include <gtest/gtest.h>
 
@@ -13,8 +13,8 @@
 #include <thread>
 #include <tuple>
 
-#include "moeq/build_info.h"
-#include "moeq/file_util.h"
+#include "moeq/base/build_info.h"
+#include "moeq/base/file_util.h"
 #include "testing/file_testing.h"
 #include "tokenizer/unicode_text.h"
 

@@ -11,8 +11,8 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include "moeq/build_info.h"
-#include "moeq/json_reader.h"
+#include "moeq/base/build_info.h"
+#include "moeq/base/json_reader.h"
 
 namespace moeq::tool {
 namespace {

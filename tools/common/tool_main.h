@@ -21,8 +21,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "moeq/artifact.h"
-#include "moeq/status.h"
+#include "moeq/base/artifact.h"
+#include "moeq/base/status.h"
 
 namespace moeq::tool {
 

@@ -1,6 +1,6 @@
 // moeq-allocate: choose each tensor's quantization config for a memory budget (MINT MCKP with the
 // SQNR veto; DynaMINT expert tiers).
-#include "moeq/allocate.h"
+#include "moeq-allocate/allocate_command.h"
 #include "tool_main.h"
 
 int main(int argc, char** argv) {

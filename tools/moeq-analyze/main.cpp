@@ -1,6 +1,6 @@
 // moeq-analyze: per-tensor sensitivity features and the rate-distortion grid (sensitivity.jsonl);
 // `moeq-analyze merge OUT SHARD...` combines --shard outputs.
-#include "moeq/analyze.h"
+#include "moeq-analyze/analyze_command.h"
 #include "tool_main.h"
 
 int main(int argc, char** argv) {

@@ -1,6 +1,6 @@
 // moeq-calibrate: measure per-role quantization sensitivity (KL on calibration text) and write
 // the priors moeq-allocate takes with --rules.
-#include "moeq/calibrate.h"
+#include "moeq-calibrate/calibrate_command.h"
 #include "tool_main.h"
 
 int main(int argc, char** argv) {

@@ -1,6 +1,6 @@
 // moeq-eval: perplexity of a model on a text, KL divergence from a reference model, and a CI
 // gate that exits 3 when quality got worse than allowed.
-#include "moeq/commands.h"
+#include "moeq-eval/eval_command.h"
 #include "tool_main.h"
 
 int main(int argc, char** argv) {

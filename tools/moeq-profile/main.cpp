@@ -1,7 +1,7 @@
 // moeq-profile: how often the router picks each expert on calibration text (per domain and
 // combined, with rank, co-activation, hotness over time and a tier per expert), and the second
 // moments of every linear layer's input; or the same routing statistics from routing traces.
-#include "moeq/commands.h"
+#include "moeq-profile/profile_command.h"
 #include "tool_main.h"
 
 int main(int argc, char** argv) {

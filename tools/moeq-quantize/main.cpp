@@ -1,6 +1,6 @@
 // moeq-quantize: writes a mixed-precision quantized checkpoint (MLX safetensors) from a model
 // directory and an allocation.json, or with one uniform format.
-#include "moeq/quantize.h"
+#include "moeq-quantize/quantize_command.h"
 #include "tool_main.h"
 
 int main(int argc, char** argv) {

@@ -1,5 +1,5 @@
 // moeq-report: one self-contained HTML report (inline SVG) of a quantization run.
-#include "moeq/report.h"
+#include "moeq-report/report_command.h"
 #include "tool_main.h"
 
 int main(int argc, char** argv) {

@@ -4,8 +4,8 @@
 #include <cstdio>
 #include <string>
 
-#include "moeq/file_util.h"
-#include "moeq/synth.h"
+#include "moeq/base/file_util.h"
+#include "moeq/checkpoint/synth.h"
 #include "tool_main.h"
 
 namespace {

@@ -1,0 +1,48 @@
+// Internal helpers of the GGUF writer (not part of the public API).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/export/gguf_writer.h"
+#include "moeq/formats/gguf.h"
+#include "moeq/base/status.h"
+
+namespace moeq::gguf_internal {
+
+inline constexpr uint32_t kMagic = kGgufMagic;
+inline constexpr uint32_t kVersion = kGgufVersion;
+inline constexpr uint32_t kAlignment = kGgufAlignment;
+
+using KvList = std::vector<std::pair<std::string, GgufValue>>;
+
+inline void AddU32(KvList* kv, std::string key, uint64_t v) {
+  kv->push_back({std::move(key), GgufValue{GgufValueType::kU32, GgufValueType::kU8, v}});
+}
+inline void AddF32(KvList* kv, std::string key, double v) {
+  kv->push_back({std::move(key), GgufValue{GgufValueType::kF32, GgufValueType::kU8, v}});
+}
+inline void AddBool(KvList* kv, std::string key, bool v) {
+  kv->push_back({std::move(key), GgufValue{GgufValueType::kBool, GgufValueType::kU8, v}});
+}
+inline void AddString(KvList* kv, std::string key, std::string v) {
+  kv->push_back({std::move(key), GgufValue{GgufValueType::kString, GgufValueType::kU8, std::move(v)}});
+}
+inline void AddArray(KvList* kv, std::string key, GgufValueType elem, nlohmann::json values) {
+  kv->push_back({std::move(key), GgufValue{GgufValueType::kArray, elem, std::move(values)}});
+}
+
+/// Appends one metadata entry (key, type, value) in GGUF encoding to `out`.
+Status AppendKv(const std::string& key, const GgufValue& value, std::string* out);
+
+/// Tokenizer metadata (tokenizer.ggml.*) from the checkpoint's tokenizer.json and
+/// tokenizer_config.json (formats.md §3.1, §4.5). Sets *found to false, adding nothing, when
+/// there is no tokenizer.json or its vocabulary is empty. `n_vocab` is the embedding row count:
+/// the token list is padded to it with "[PAD<i>]" UNUSED tokens.
+Status AddTokenizerMetadata(const Checkpoint& ckpt, int64_t n_vocab, KvList* kv, bool* found);
+
+}  // namespace moeq::gguf_internal

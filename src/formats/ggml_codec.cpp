@@ -1,0 +1,725 @@
+// ggml block codecs: the type table, encoders and decoders of F32, F16, BF16, Q4_0, Q4_1, Q5_0,
+// Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (layouts: ../shared/docs/formats.md §3.2).
+//
+// Decoders follow ggml's dequantization formulas exactly (float32 arithmetic in the same order).
+// Encoders are moeq's own: round-to-nearest codes with per-(sub-)block scales chosen by a short
+// search over candidate scales, each refined by least squares; super-block scales of the
+// K-quants are fp16, sub-block scales are quantized against them and codes are recomputed with
+// the quantized scales.
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cmath>
+#include <cstring>
+
+#include "moeq/base/half.h"
+#include "moeq/formats/gguf.h"
+
+namespace moeq {
+namespace {
+
+constexpr int64_t kQK = 32;    // legacy block
+constexpr int64_t kQKK = 256;  // K-quant super-block
+
+constexpr GgmlTypeTraits kTypes[] = {
+    {GgmlType::kF32, "f32", 1, 4, false},
+    {GgmlType::kF16, "f16", 1, 2, false},
+    {GgmlType::kQ4_0, "q4_0", 32, 18, true},
+    {GgmlType::kQ4_1, "q4_1", 32, 20, true},
+    {GgmlType::kQ5_0, "q5_0", 32, 22, true},
+    {GgmlType::kQ5_1, "q5_1", 32, 24, true},
+    {GgmlType::kQ8_0, "q8_0", 32, 34, true},
+    {GgmlType::kQ2_K, "q2_K", 256, 84, true},
+    {GgmlType::kQ3_K, "q3_K", 256, 110, true},
+    {GgmlType::kQ4_K, "q4_K", 256, 144, true},
+    {GgmlType::kQ5_K, "q5_K", 256, 176, true},
+    {GgmlType::kQ6_K, "q6_K", 256, 210, true},
+    {GgmlType::kBF16, "bf16", 1, 2, false},
+};
+
+inline uint8_t* U8(std::byte* p) { return reinterpret_cast<uint8_t*>(p); }
+inline const uint8_t* U8(const std::byte* p) { return reinterpret_cast<const uint8_t*>(p); }
+
+inline void PutF16(uint8_t* p, float v) {
+  const uint16_t h = F32ToF16(v);
+  p[0] = static_cast<uint8_t>(h & 0xff);
+  p[1] = static_cast<uint8_t>(h >> 8);
+}
+inline float GetF16(const uint8_t* p) {
+  return F16ToF32(static_cast<uint16_t>(p[0] | (p[1] << 8)));
+}
+/// fp16 rounding of a float (what the decoder will see).
+inline float RoundF16(float v) { return F16ToF32(F32ToF16(v)); }
+
+/// Round half away from zero to int (like roundf); inputs are bounded by the callers.
+inline int RoundInt(float v) { return static_cast<int>(std::lround(v)); }
+inline int Clamp(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+// --- scale search ----------------------------------------------------------------------------
+
+/// Asymmetric fit x ≈ scale*q - m with q in [0, nmax], m >= 0 (so the minimum is <= 0, as the
+/// K-quant decoders need a non-negative min). Tries candidate inverse scales around
+/// nmax/(max-min), refines each by weighted least squares, keeps the best. Writes q.
+void FitAsymmetric(const float* x, const float* w, int n, int nmax, int nstep, float* scale,
+                   float* m, uint8_t* q) {
+  float mn = x[0], mx = x[0];
+  for (int i = 1; i < n; ++i) {
+    mn = std::min(mn, x[i]);
+    mx = std::max(mx, x[i]);
+  }
+  if (mn > 0) mn = 0;
+  if (mx <= mn) {
+    for (int i = 0; i < n; ++i) q[i] = 0;
+    *scale = 0;
+    *m = -mn;
+    return;
+  }
+  std::array<uint8_t, 32> cand{};
+  float best_err = INFINITY, best_scale = (mx - mn) / nmax, best_min = mn;
+  for (int s = 0; s <= nstep; ++s) {
+    // s = 0: the plain min/max scale; s >= 1: nmax - 0.6 + 0.1 s levels over the range.
+    const float levels = s == 0 ? static_cast<float>(nmax) : static_cast<float>(nmax) - 0.6f + 0.1f * static_cast<float>(s);
+    const float is = levels / (mx - mn);
+    float sw = 0, sq = 0, sqq = 0, sx = 0, sqx = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = Clamp(RoundInt(is * (x[i] - mn)), 0, nmax);
+      cand[static_cast<size_t>(i)] = static_cast<uint8_t>(l);
+      sw += w[i];
+      sq += w[i] * l;
+      sqq += w[i] * l * l;
+      sx += w[i] * x[i];
+      sqx += w[i] * l * x[i];
+    }
+    // Least squares for x ≈ a*q + b.
+    const float det = sw * sqq - sq * sq;
+    float a, b;
+    if (det > 1e-6f * sw * sqq) {
+      a = (sw * sqx - sq * sx) / det;
+      b = (sqq * sx - sq * sqx) / det;
+    } else {  // all codes (nearly) equal: keep the minimum, fit the scale
+      b = mn;
+      a = sqq > 0 ? (sqx - b * sq) / sqq : 0;
+    }
+    if (b > 0) {  // the minimum must stay <= 0
+      b = 0;
+      a = sqq > 0 ? sqx / sqq : 0;
+    }
+    if (a < 0) continue;
+    float err = 0;
+    for (int i = 0; i < n; ++i) {
+      const float d = a * cand[static_cast<size_t>(i)] + b - x[i];
+      err += w[i] * d * d;
+    }
+    if (err < best_err) {
+      best_err = err;
+      best_scale = a;
+      best_min = b;
+      std::memcpy(q, cand.data(), static_cast<size_t>(n));
+    }
+  }
+  if (!std::isfinite(best_err)) {
+    best_scale = (mx - mn) / nmax;
+    best_min = mn;
+    for (int i = 0; i < n; ++i) q[i] = static_cast<uint8_t>(Clamp(RoundInt((x[i] - mn) / best_scale), 0, nmax));
+  }
+  *scale = best_scale;
+  *m = -best_min;
+}
+
+/// Symmetric fit x ≈ scale*q with q in [-nmax, nmax-1]. The scale maps the element of largest
+/// magnitude to -nmax (as ggml does); candidates around it are refined by least squares.
+float FitSymmetric(const float* x, const float* w, int n, int nmax) {
+  float amax = 0, max = 0;
+  for (int i = 0; i < n; ++i) {
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  }
+  if (amax == 0) return 0;
+  float best_err = INFINITY, best = max / -static_cast<float>(nmax);
+  for (int s = -8; s <= 8; ++s) {
+    const float iscale = -(static_cast<float>(nmax) + 0.1f * static_cast<float>(s)) / max;
+    float sqx = 0, sqq = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = Clamp(RoundInt(iscale * x[i]), -nmax, nmax - 1);
+      sqx += w[i] * l * x[i];
+      sqq += w[i] * l * l;
+    }
+    if (sqq <= 0) continue;
+    const float scale = sqx / sqq;
+    float err = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = Clamp(RoundInt(x[i] / scale), -nmax, nmax - 1);
+      const float d = scale * l - x[i];
+      err += w[i] * d * d;
+    }
+    if (err < best_err) {
+      best_err = err;
+      best = scale;
+    }
+  }
+  return best;
+}
+
+/// Importance weights of a sub-block: w = rms + |x| (emphasises large weights, never zero).
+void Weights(const float* x, int n, float* w) {
+  float s2 = 0;
+  for (int i = 0; i < n; ++i) s2 += x[i] * x[i];
+  const float rms = std::sqrt(s2 / static_cast<float>(n));
+  for (int i = 0; i < n; ++i) w[i] = rms + std::fabs(x[i]) + 1e-30f;
+}
+
+// --- legacy 32-element blocks ----------------------------------------------------------------
+
+void EncodeQ8_0(const float* x, uint8_t* b) {
+  float amax = 0;
+  for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
+  const float d = RoundF16(amax / 127.0f);
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  PutF16(b, d);
+  for (int j = 0; j < kQK; ++j) {
+    b[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(Clamp(RoundInt(x[j] * id), -127, 127)));
+  }
+}
+void DecodeQ8_0(const uint8_t* b, float* y) {
+  const float d = GetF16(b);
+  for (int j = 0; j < kQK; ++j) y[j] = static_cast<float>(static_cast<int8_t>(b[2 + j])) * d;
+}
+
+/// Symmetric 4/5-bit: d = max/-half, q = round(x/d) + half in [0, 2*half-1].
+void EncodeSym(const float* x, int half, uint8_t* q, float* dout) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < kQK; ++j) {
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  const float d = RoundF16(max / -static_cast<float>(half));
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  for (int j = 0; j < kQK; ++j) q[j] = static_cast<uint8_t>(Clamp(RoundInt(x[j] * id) + half, 0, 2 * half - 1));
+  *dout = d;
+}
+
+/// Asymmetric 4/5-bit: x ≈ q*d + m with q in [0, nmax].
+void EncodeAsym(const float* x, int nmax, uint8_t* q, float* dout, float* mout) {
+  float mn = x[0], mx = x[0];
+  for (int j = 1; j < kQK; ++j) {
+    mn = std::min(mn, x[j]);
+    mx = std::max(mx, x[j]);
+  }
+  const float m = RoundF16(mn);
+  const float d = RoundF16((mx - m) / static_cast<float>(nmax));
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  for (int j = 0; j < kQK; ++j) q[j] = static_cast<uint8_t>(Clamp(RoundInt((x[j] - m) * id), 0, nmax));
+  *dout = d;
+  *mout = m;
+}
+
+void PackNibbles(const uint8_t* q, uint8_t* qs) {
+  for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>((q[j] & 15) | ((q[j + 16] & 15) << 4));
+}
+void PackHighBits(const uint8_t* q, uint8_t* qh4) {
+  uint32_t qh = 0;
+  for (int j = 0; j < kQK; ++j) qh |= static_cast<uint32_t>((q[j] >> 4) & 1) << j;
+  for (int k = 0; k < 4; ++k) qh4[k] = static_cast<uint8_t>(qh >> (8 * k));
+}
+uint32_t GetU32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+}
+
+void EncodeQ4_0(const float* x, uint8_t* b) {
+  uint8_t q[kQK];
+  float d;
+  EncodeSym(x, 8, q, &d);
+  PutF16(b, d);
+  PackNibbles(q, b + 2);
+}
+void DecodeQ4_0(const uint8_t* b, float* y) {
+  const float d = GetF16(b);
+  const uint8_t* qs = b + 2;
+  for (int j = 0; j < 16; ++j) {
+    y[j] = static_cast<float>((qs[j] & 0x0F) - 8) * d;
+    y[j + 16] = static_cast<float>((qs[j] >> 4) - 8) * d;
+  }
+}
+void EncodeQ4_1(const float* x, uint8_t* b) {
+  uint8_t q[kQK];
+  float d, m;
+  EncodeAsym(x, 15, q, &d, &m);
+  PutF16(b, d);
+  PutF16(b + 2, m);
+  PackNibbles(q, b + 4);
+}
+void DecodeQ4_1(const uint8_t* b, float* y) {
+  const float d = GetF16(b), m = GetF16(b + 2);
+  const uint8_t* qs = b + 4;
+  for (int j = 0; j < 16; ++j) {
+    y[j] = static_cast<float>(qs[j] & 0x0F) * d + m;
+    y[j + 16] = static_cast<float>(qs[j] >> 4) * d + m;
+  }
+}
+void EncodeQ5_0(const float* x, uint8_t* b) {
+  uint8_t q[kQK];
+  float d;
+  EncodeSym(x, 16, q, &d);
+  PutF16(b, d);
+  PackHighBits(q, b + 2);
+  PackNibbles(q, b + 6);
+}
+void DecodeQ5_0(const uint8_t* b, float* y) {
+  const float d = GetF16(b);
+  const uint32_t qh = GetU32(b + 2);
+  const uint8_t* qs = b + 6;
+  for (int j = 0; j < 16; ++j) {
+    const int h0 = static_cast<int>(((qh >> j) << 4) & 0x10);
+    const int h1 = static_cast<int>((qh >> (j + 12)) & 0x10);
+    y[j] = static_cast<float>(((qs[j] & 0x0F) | h0) - 16) * d;
+    y[j + 16] = static_cast<float>(((qs[j] >> 4) | h1) - 16) * d;
+  }
+}
+void EncodeQ5_1(const float* x, uint8_t* b) {
+  uint8_t q[kQK];
+  float d, m;
+  EncodeAsym(x, 31, q, &d, &m);
+  PutF16(b, d);
+  PutF16(b + 2, m);
+  PackHighBits(q, b + 4);
+  PackNibbles(q, b + 8);
+}
+void DecodeQ5_1(const uint8_t* b, float* y) {
+  const float d = GetF16(b), m = GetF16(b + 2);
+  const uint32_t qh = GetU32(b + 4);
+  const uint8_t* qs = b + 8;
+  for (int j = 0; j < 16; ++j) {
+    const int h0 = static_cast<int>(((qh >> j) << 4) & 0x10);
+    const int h1 = static_cast<int>((qh >> (j + 12)) & 0x10);
+    y[j] = static_cast<float>((qs[j] & 0x0F) | h0) * d + m;
+    y[j + 16] = static_cast<float>((qs[j] >> 4) | h1) * d + m;
+  }
+}
+
+// --- K-quants ----------------------------------------------------------------------------------
+
+/// Sub-block (scale, min) pairs of an asymmetric K-quant, quantized to `bits`-bit integers
+/// against fp16 super-block d and dmin. Returns d, dmin; writes the integer scales and mins.
+void QuantizeScaleMins(const float* scales, const float* mins, int nsub, int levels, float* d,
+                       float* dmin, uint8_t* ls, uint8_t* lm) {
+  float max_scale = 0, max_min = 0;
+  for (int j = 0; j < nsub; ++j) {
+    max_scale = std::max(max_scale, scales[j]);
+    max_min = std::max(max_min, mins[j]);
+  }
+  *d = RoundF16(max_scale / static_cast<float>(levels));
+  *dmin = RoundF16(max_min / static_cast<float>(levels));
+  for (int j = 0; j < nsub; ++j) {
+    ls[j] = static_cast<uint8_t>(*d > 0 ? Clamp(RoundInt(scales[j] / *d), 0, levels) : 0);
+    lm[j] = static_cast<uint8_t>(*dmin > 0 ? Clamp(RoundInt(mins[j] / *dmin), 0, levels) : 0);
+  }
+}
+
+/// Codes of an asymmetric sub-block for the quantized scale dl and min ml: q = round((x+ml)/dl).
+void RecodeAsym(const float* x, int n, float dl, float ml, int nmax, uint8_t* q) {
+  for (int i = 0; i < n; ++i) {
+    q[i] = static_cast<uint8_t>(dl > 0 ? Clamp(RoundInt((x[i] + ml) / dl), 0, nmax) : 0);
+  }
+}
+
+void EncodeQ2_K(const float* x, uint8_t* b) {
+  float scales[16], mins[16], w[16];
+  uint8_t q[kQKK];
+  for (int j = 0; j < 16; ++j) {
+    for (int i = 0; i < 16; ++i) w[i] = std::fabs(x[16 * j + i]) + 1e-30f;
+    FitAsymmetric(x + 16 * j, w, 16, 3, 15, &scales[j], &mins[j], q + 16 * j);
+  }
+  float d, dmin;
+  uint8_t ls[16], lm[16];
+  QuantizeScaleMins(scales, mins, 16, 15, &d, &dmin, ls, lm);
+  for (int j = 0; j < 16; ++j) {
+    b[j] = static_cast<uint8_t>(ls[j] | (lm[j] << 4));
+    RecodeAsym(x + 16 * j, 16, d * ls[j], dmin * lm[j], 3, q + 16 * j);
+  }
+  uint8_t* qs = b + 16;
+  std::memset(qs, 0, 64);
+  for (int e = 0; e < kQKK; ++e) {
+    const int h = e / 128, r = e % 128, jj = r / 32, l = r % 32;
+    qs[32 * h + l] |= static_cast<uint8_t>(q[e] << (2 * jj));
+  }
+  PutF16(b + 80, d);
+  PutF16(b + 82, dmin);
+}
+void DecodeQ2_K(const uint8_t* b, float* y) {
+  const float d = GetF16(b + 80), min = GetF16(b + 82);
+  const uint8_t* q = b + 16;
+  int is = 0;
+  for (int n = 0; n < kQKK; n += 128) {
+    int shift = 0;
+    for (int j = 0; j < 4; ++j) {
+      uint8_t sc = b[is++];
+      float dl = d * static_cast<float>(sc & 0xF), ml = min * static_cast<float>(sc >> 4);
+      for (int l = 0; l < 16; ++l) *y++ = dl * static_cast<float>((q[l] >> shift) & 3) - ml;
+      sc = b[is++];
+      dl = d * static_cast<float>(sc & 0xF);
+      ml = min * static_cast<float>(sc >> 4);
+      for (int l = 0; l < 16; ++l) *y++ = dl * static_cast<float>((q[l + 16] >> shift) & 3) - ml;
+      shift += 2;
+    }
+    q += 32;
+  }
+}
+
+/// 6-bit value k (0..15) of Q3_K's packed scales.
+int Q3Scale(const uint8_t* scales, int k) {
+  const int low = k < 8 ? (scales[k] & 15) : (scales[k - 8] >> 4);
+  const int high = (scales[8 + k % 4] >> (2 * (k / 4))) & 3;
+  return low | (high << 4);
+}
+
+void EncodeQ3_K(const float* x, uint8_t* b) {
+  float scales[16], w[16];
+  for (int j = 0; j < 16; ++j) {
+    Weights(x + 16 * j, 16, w);
+    scales[j] = FitSymmetric(x + 16 * j, w, 16, 4);
+  }
+  float amax = 0, max = 0;
+  for (int j = 0; j < 16; ++j) {
+    if (std::fabs(scales[j]) > amax) {
+      amax = std::fabs(scales[j]);
+      max = scales[j];
+    }
+  }
+  std::memset(b, 0, 110);
+  uint8_t* hmask = b;
+  uint8_t* qs = b + 32;
+  uint8_t* sc = b + 96;
+  const float d = amax > 0 ? RoundF16(max / -32.0f) : 0.0f;
+  int ls[16];
+  for (int k = 0; k < 16; ++k) {
+    ls[k] = d != 0 ? Clamp(RoundInt(scales[k] / d), -32, 31) : 0;
+    const int v = ls[k] + 32;
+    if (k < 8) {
+      sc[k] |= static_cast<uint8_t>(v & 15);
+    } else {
+      sc[k - 8] |= static_cast<uint8_t>((v & 15) << 4);
+    }
+    sc[8 + k % 4] |= static_cast<uint8_t>((v >> 4) << (2 * (k / 4)));
+  }
+  PutF16(b + 108, d);
+  for (int e = 0; e < kQKK; ++e) {
+    const float dl = d * static_cast<float>(ls[e / 16]);
+    const int q = dl != 0 ? Clamp(RoundInt(x[e] / dl), -4, 3) : 0;
+    const int stored = q + 4;  // 0..7: low 2 bits in qs, bit 2 in hmask
+    const int h = e / 128, r = e % 128, jj = r / 32, l = r % 32;
+    qs[32 * h + l] |= static_cast<uint8_t>((stored & 3) << (2 * jj));
+    if (stored & 4) hmask[l] |= static_cast<uint8_t>(1u << (4 * h + jj));
+  }
+}
+void DecodeQ3_K(const uint8_t* b, float* y) {
+  const float d_all = GetF16(b + 108);
+  const uint8_t* hm = b;
+  const uint8_t* q = b + 32;
+  int8_t scales[16];
+  for (int k = 0; k < 16; ++k) scales[k] = static_cast<int8_t>(Q3Scale(b + 96, k) - 32);
+  int is = 0;
+  uint8_t m = 1;
+  for (int n = 0; n < kQKK; n += 128) {
+    int shift = 0;
+    for (int j = 0; j < 4; ++j) {
+      float dl = d_all * static_cast<float>(scales[is++]);
+      for (int l = 0; l < 16; ++l) {
+        *y++ = dl * static_cast<float>(static_cast<int8_t>((q[l] >> shift) & 3) - ((hm[l] & m) ? 0 : 4));
+      }
+      dl = d_all * static_cast<float>(scales[is++]);
+      for (int l = 0; l < 16; ++l) {
+        *y++ = dl * static_cast<float>(static_cast<int8_t>((q[l + 16] >> shift) & 3) - ((hm[l + 16] & m) ? 0 : 4));
+      }
+      shift += 2;
+      m = static_cast<uint8_t>(m << 1);
+    }
+    q += 32;
+  }
+}
+
+/// Q4_K/Q5_K 6-bit scale and min of sub-block j (ggml get_scale_min_k4).
+void GetScaleMinK4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
+  if (j < 4) {
+    *d = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *d = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+    *m = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
+  }
+}
+void PutScaleMinK4(const uint8_t* ls, const uint8_t* lm, uint8_t* q) {
+  std::memset(q, 0, 12);
+  for (int j = 0; j < 8; ++j) {
+    if (j < 4) {
+      q[j] |= ls[j];
+      q[j + 4] |= lm[j];
+    } else {
+      q[j + 4] = static_cast<uint8_t>((ls[j] & 0xF) | ((lm[j] & 0xF) << 4));
+      q[j - 4] |= static_cast<uint8_t>((ls[j] >> 4) << 6);
+      q[j] |= static_cast<uint8_t>((lm[j] >> 4) << 6);
+    }
+  }
+}
+
+/// Shared part of Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins.
+void EncodeK4K5(const float* x, int nmax, uint8_t* b, uint8_t* q) {
+  float scales[8], mins[8], w[32];
+  for (int j = 0; j < 8; ++j) {
+    Weights(x + 32 * j, 32, w);
+    FitAsymmetric(x + 32 * j, w, 32, nmax, 20, &scales[j], &mins[j], q + 32 * j);
+  }
+  float d, dmin;
+  uint8_t ls[8], lm[8];
+  QuantizeScaleMins(scales, mins, 8, 63, &d, &dmin, ls, lm);
+  PutF16(b, d);
+  PutF16(b + 2, dmin);
+  PutScaleMinK4(ls, lm, b + 4);
+  for (int j = 0; j < 8; ++j) RecodeAsym(x + 32 * j, 32, d * ls[j], dmin * lm[j], nmax, q + 32 * j);
+}
+
+void EncodeQ4_K(const float* x, uint8_t* b) {
+  uint8_t q[kQKK];
+  EncodeK4K5(x, 15, b, q);
+  uint8_t* qs = b + 16;
+  for (int c = 0; c < 4; ++c) {
+    for (int l = 0; l < 32; ++l) {
+      qs[32 * c + l] = static_cast<uint8_t>(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+    }
+  }
+}
+void DecodeQ4_K(const uint8_t* b, float* y) {
+  const float d = GetF16(b), min = GetF16(b + 2);
+  const uint8_t* scales = b + 4;
+  const uint8_t* q = b + 16;
+  int is = 0;
+  uint8_t sc, m;
+  for (int j = 0; j < kQKK; j += 64) {
+    GetScaleMinK4(is + 0, scales, &sc, &m);
+    const float d1 = d * sc, m1 = min * m;
+    GetScaleMinK4(is + 1, scales, &sc, &m);
+    const float d2 = d * sc, m2 = min * m;
+    for (int l = 0; l < 32; ++l) *y++ = d1 * static_cast<float>(q[l] & 0xF) - m1;
+    for (int l = 0; l < 32; ++l) *y++ = d2 * static_cast<float>(q[l] >> 4) - m2;
+    q += 32;
+    is += 2;
+  }
+}
+
+void EncodeQ5_K(const float* x, uint8_t* b) {
+  uint8_t q[kQKK];
+  EncodeK4K5(x, 31, b, q);
+  uint8_t* qh = b + 16;
+  uint8_t* qs = b + 48;
+  std::memset(qh, 0, 32);
+  for (int c = 0; c < 4; ++c) {
+    for (int l = 0; l < 32; ++l) {
+      const uint8_t lo = q[64 * c + l], hi = q[64 * c + 32 + l];
+      qs[32 * c + l] = static_cast<uint8_t>((lo & 15) | ((hi & 15) << 4));
+      if (lo & 16) qh[l] |= static_cast<uint8_t>(1u << (2 * c));
+      if (hi & 16) qh[l] |= static_cast<uint8_t>(1u << (2 * c + 1));
+    }
+  }
+}
+void DecodeQ5_K(const uint8_t* b, float* y) {
+  const float d = GetF16(b), min = GetF16(b + 2);
+  const uint8_t* scales = b + 4;
+  const uint8_t* qh = b + 16;
+  const uint8_t* ql = b + 48;
+  int is = 0;
+  uint8_t sc, m;
+  uint8_t u1 = 1, u2 = 2;
+  for (int j = 0; j < kQKK; j += 64) {
+    GetScaleMinK4(is + 0, scales, &sc, &m);
+    const float d1 = d * sc, m1 = min * m;
+    GetScaleMinK4(is + 1, scales, &sc, &m);
+    const float d2 = d * sc, m2 = min * m;
+    for (int l = 0; l < 32; ++l) *y++ = d1 * static_cast<float>((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+    for (int l = 0; l < 32; ++l) *y++ = d2 * static_cast<float>((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+    ql += 32;
+    is += 2;
+    u1 = static_cast<uint8_t>(u1 << 2);
+    u2 = static_cast<uint8_t>(u2 << 2);
+  }
+}
+
+void EncodeQ6_K(const float* x, uint8_t* b) {
+  float scales[16], w[16];
+  for (int j = 0; j < 16; ++j) {
+    Weights(x + 16 * j, 16, w);
+    scales[j] = FitSymmetric(x + 16 * j, w, 16, 32);
+  }
+  float amax = 0, max = 0;
+  for (int j = 0; j < 16; ++j) {
+    if (std::fabs(scales[j]) > amax) {
+      amax = std::fabs(scales[j]);
+      max = scales[j];
+    }
+  }
+  std::memset(b, 0, 210);
+  uint8_t* ql = b;
+  uint8_t* qh = b + 128;
+  int8_t* sc = reinterpret_cast<int8_t*>(b + 192);
+  const float d = amax > 0 ? RoundF16(max / -128.0f) : 0.0f;
+  for (int k = 0; k < 16; ++k) sc[k] = static_cast<int8_t>(d != 0 ? Clamp(RoundInt(scales[k] / d), -128, 127) : 0);
+  PutF16(b + 208, d);
+  for (int e = 0; e < kQKK; ++e) {
+    const float dl = d * static_cast<float>(sc[e / 16]);
+    const int q = (dl != 0 ? Clamp(RoundInt(x[e] / dl), -32, 31) : 0) + 32;  // 0..63
+    const int h = e / 128, r = e % 128, k = r / 32, l = r % 32;
+    uint8_t& lo = ql[64 * h + l + ((k & 1) ? 32 : 0)];
+    lo |= static_cast<uint8_t>((q & 15) << (k >= 2 ? 4 : 0));
+    qh[32 * h + l] |= static_cast<uint8_t>((q >> 4) << (2 * k));
+  }
+}
+void DecodeQ6_K(const uint8_t* b, float* y) {
+  const float d = GetF16(b + 208);
+  const uint8_t* ql = b;
+  const uint8_t* qh = b + 128;
+  const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+  for (int n = 0; n < kQKK; n += 128) {
+    for (int l = 0; l < 32; ++l) {
+      const int is = l / 16;
+      const int8_t q1 = static_cast<int8_t>(((ql[l + 0] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+      const int8_t q2 = static_cast<int8_t>(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+      const int8_t q3 = static_cast<int8_t>(((ql[l + 0] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+      const int8_t q4 = static_cast<int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+      y[l + 0] = d * static_cast<float>(sc[is + 0]) * static_cast<float>(q1);
+      y[l + 32] = d * static_cast<float>(sc[is + 2]) * static_cast<float>(q2);
+      y[l + 64] = d * static_cast<float>(sc[is + 4]) * static_cast<float>(q3);
+      y[l + 96] = d * static_cast<float>(sc[is + 6]) * static_cast<float>(q4);
+    }
+    y += 128;
+    ql += 64;
+    qh += 32;
+    sc += 8;
+  }
+}
+
+using BlockEncoder = void (*)(const float*, uint8_t*);
+using BlockDecoder = void (*)(const uint8_t*, float*);
+
+struct BlockCodec {
+  BlockEncoder encode;
+  BlockDecoder decode;
+};
+
+const BlockCodec* CodecOf(GgmlType t) {
+  static const BlockCodec q4_0{EncodeQ4_0, DecodeQ4_0}, q4_1{EncodeQ4_1, DecodeQ4_1},
+      q5_0{EncodeQ5_0, DecodeQ5_0}, q5_1{EncodeQ5_1, DecodeQ5_1}, q8_0{EncodeQ8_0, DecodeQ8_0},
+      q2_k{EncodeQ2_K, DecodeQ2_K}, q3_k{EncodeQ3_K, DecodeQ3_K}, q4_k{EncodeQ4_K, DecodeQ4_K},
+      q5_k{EncodeQ5_K, DecodeQ5_K}, q6_k{EncodeQ6_K, DecodeQ6_K};
+  switch (t) {
+    case GgmlType::kQ4_0: return &q4_0;
+    case GgmlType::kQ4_1: return &q4_1;
+    case GgmlType::kQ5_0: return &q5_0;
+    case GgmlType::kQ5_1: return &q5_1;
+    case GgmlType::kQ8_0: return &q8_0;
+    case GgmlType::kQ2_K: return &q2_k;
+    case GgmlType::kQ3_K: return &q3_k;
+    case GgmlType::kQ4_K: return &q4_k;
+    case GgmlType::kQ5_K: return &q5_k;
+    case GgmlType::kQ6_K: return &q6_k;
+    default: return nullptr;
+  }
+}
+
+}  // namespace
+
+std::span<const GgmlTypeTraits> AllGgmlTypes() { return kTypes; }
+
+const GgmlTypeTraits* FindGgmlType(GgmlType type) { return FindGgmlTypeById(static_cast<int32_t>(type)); }
+
+const GgmlTypeTraits* FindGgmlTypeById(int32_t id) {
+  for (const auto& t : kTypes) {
+    if (static_cast<int32_t>(t.type) == id) return &t;
+  }
+  return nullptr;
+}
+
+const GgmlTypeTraits* FindGgmlTypeByName(std::string_view name) {
+  for (const auto& t : kTypes) {
+    if (t.name.size() != name.size()) continue;
+    bool eq = true;
+    for (size_t i = 0; i < name.size() && eq; ++i) {
+      eq = std::tolower(static_cast<unsigned char>(name[i])) ==
+           std::tolower(static_cast<unsigned char>(t.name[i]));
+    }
+    if (eq) return &t;
+  }
+  return nullptr;
+}
+
+std::string GgmlTypeName(GgmlType type) {
+  const GgmlTypeTraits* t = FindGgmlType(type);
+  return t ? std::string(t->name) : "type" + std::to_string(static_cast<int32_t>(type));
+}
+
+Result<uint64_t> GgmlRowBytes(GgmlType type, int64_t n) {
+  const GgmlTypeTraits* t = FindGgmlType(type);
+  if (!t) return Status::Unsupported("ggml type " + GgmlTypeName(type) + " is not supported");
+  if (n < 0 || n % t->block_size != 0) {
+    return Status::InvalidArgument("row of " + std::to_string(n) + " elements is not a multiple of " +
+                                   std::string(t->name) + "'s block size " + std::to_string(t->block_size));
+  }
+  return static_cast<uint64_t>(n / t->block_size) * static_cast<uint64_t>(t->type_size);
+}
+
+Status QuantizeGgmlRow(GgmlType type, const float* x, int64_t n, std::byte* out) {
+  MOEQ_ASSIGN_OR_RETURN(const uint64_t bytes, GgmlRowBytes(type, n));
+  (void)bytes;
+  switch (type) {
+    case GgmlType::kF32:
+      std::memcpy(out, x, static_cast<size_t>(n) * 4);
+      return Status::Ok();
+    case GgmlType::kF16:
+    case GgmlType::kBF16:
+      for (int64_t i = 0; i < n; ++i) {
+        const uint16_t h = type == GgmlType::kF16 ? F32ToF16(x[i]) : F32ToBf16(x[i]);
+        U8(out)[2 * i] = static_cast<uint8_t>(h & 0xff);
+        U8(out)[2 * i + 1] = static_cast<uint8_t>(h >> 8);
+      }
+      return Status::Ok();
+    default:
+      break;
+  }
+  const BlockCodec* codec = CodecOf(type);
+  const GgmlTypeTraits* t = FindGgmlType(type);
+  if (!codec || !t) return Status::Unsupported("ggml type " + GgmlTypeName(type) + " has no encoder");
+  for (int64_t i = 0; i < n / t->block_size; ++i) {
+    codec->encode(x + i * t->block_size, U8(out) + i * t->type_size);
+  }
+  return Status::Ok();
+}
+
+Status DequantizeGgmlRow(GgmlType type, const std::byte* data, int64_t n, float* out) {
+  MOEQ_ASSIGN_OR_RETURN(const uint64_t bytes, GgmlRowBytes(type, n));
+  (void)bytes;
+  const uint8_t* p = U8(data);
+  switch (type) {
+    case GgmlType::kF32:
+      std::memcpy(out, data, static_cast<size_t>(n) * 4);
+      return Status::Ok();
+    case GgmlType::kF16:
+      for (int64_t i = 0; i < n; ++i) out[i] = F16ToF32(static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8)));
+      return Status::Ok();
+    case GgmlType::kBF16:
+      for (int64_t i = 0; i < n; ++i) out[i] = Bf16ToF32(static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8)));
+      return Status::Ok();
+    default:
+      break;
+  }
+  const BlockCodec* codec = CodecOf(type);
+  const GgmlTypeTraits* t = FindGgmlType(type);
+  if (!codec || !t) return Status::Unsupported("ggml type " + GgmlTypeName(type) + " has no decoder");
+  for (int64_t i = 0; i < n / t->block_size; ++i) {
+    codec->decode(p + i * t->type_size, out + i * t->block_size);
+  }
+  return Status::Ok();
+}
+
+}  // namespace moeq

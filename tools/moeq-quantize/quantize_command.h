@@ -1,0 +1,51 @@
+// moeq-quantize's command: writes a quantized checkpoint ("mlx" directory or "gguf" file) from
+// a model directory and an allocation.json or a uniform format.
+#pragma once
+
+#include <string>
+
+#include "moeq/base/artifact.h"
+#include "moeq/base/status.h"
+#include "moeq/export/mlx_writer.h"
+#include "moeq/model/mlx_names.h"
+
+namespace moeq {
+
+/// moeq-quantize's options (one field per flag).
+struct QuantizeCommandOptions {
+  std::string model_dir;
+  /// Output directory ("mlx") or .gguf file ("gguf"); must not exist unless --force; never the input.
+  std::string output;
+  /// allocation.json from moeq-allocate (exclusive with uniform_bits).
+  std::string allocation;
+  /// --uniform BITS: 2, 3, 4, 5, 6, 8 (affine with `group_size`), 16 (no quantization: the
+  /// source's 16-bit dtype) or 32 (f32). 0 = not given.
+  int uniform_bits = 0;
+  /// --group G for --uniform (32, 64, 128).
+  int group_size = 64;
+  /// Output format: "mlx" (safetensors, default) or "gguf".
+  std::string format = "mlx";
+  /// Stack experts into mlx-lm's `switch_mlp` tensors, one format per (layer, projection).
+  bool mlx_compatible = false;
+  /// Largest data bytes per safetensors shard ("5GB", "500MB", ...).
+  std::string max_shard_size = "5GB";
+  /// activation_stats.safetensors (moeq-profile --activation-stats [--gram]): required when the
+  /// plan uses a data-aware encoder.
+  std::string stats;
+  /// Encoder for every quantized tensor ("" = the plan's: rtn for uniform plans, the
+  /// allocation's "encoder" fields otherwise).
+  std::string encoder;
+  /// Encoder for routed-expert tensors only (applied after `encoder`; "" = unchanged).
+  std::string expert_encoder;
+  /// Encoder parameters.
+  quant::EncoderOptions encoder_options;
+  /// --gguf-type TYPE (format gguf): store every quantized tensor as this ggml type
+  /// ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K".."q6_K"), as llama-quantize's TYPE does;
+  /// without --uniform/--allocation the plan is uniform at the type's bit width. "" = off.
+  std::string gguf_type;
+};
+
+/// Runs moeq-quantize: "mlx" writes the output directory, "gguf" one GGUF v3 file at `output`.
+Status RunQuantize(const QuantizeCommandOptions& options, const ArtifactContext& ctx);
+
+}  // namespace moeq
