@@ -416,7 +416,7 @@ double WeightedError::Relative() const {
 }
 
 double WeightedError::SqnrDb() const {
-  if (!(output_error > 0)) return output_power > 0 ? kSqnrCapDb : kSqnrCapDb;
+  if (!(output_error > 0)) return kSqnrCapDb;
   if (!(output_power > 0)) return -kSqnrCapDb;
   return std::clamp(10.0 * std::log10(output_power / output_error), -kSqnrCapDb, kSqnrCapDb);
 }
