@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Data-aware encoders in the allocation loop (issue 17): KL from bf16 on the in-domain valid
-# split, calibration (routing profile, activation statistics with Gram matrices, measured priors)
+# split and on WikiText-2 test, calibration (routing profile, activation statistics with Gram matrices, measured priors)
 # on data/moe-corpus/calib.txt (a slice of the TRAIN split) only. Rows, per budget:
 #   4.5 bpw (the bytes of uniform q4g64):
 #     uniform-q4g64 | moeq (today: --objective mse with moeq-calibrate priors, RTN codes) |
@@ -24,13 +24,14 @@ chunks=${QUALITY_CHUNKS:-32}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 calib=$root/data/moe-corpus/calib.txt
 valid=$root/data/moe-corpus/valid.txt
+wiki=$root/data/wikitext-2-raw/wiki.test.raw
 mkdir -p "$out"
 results=$out/results.md
 {
   echo "# moeq data-aware encoders (issue 17)"
   echo
   echo "Produced by \`bench/quality/encoders.sh $bin $out $*\` ($chunks windows of 512 tokens of the"
-  echo "moe-corpus valid split, protocol \`reference\`; KL(P_bf16 ‖ P_quant) in nats per token)."
+  echo "moe-corpus valid split and of WikiText-2 test, protocol \`reference\`; KL(P_bf16 ‖ P_quant) in nats per token)."
   echo "Calibration on data/moe-corpus/calib.txt (TRAIN split slice) only."
 } > "$results"
 
@@ -92,24 +93,29 @@ for model in "$@"; do
   plan moeq@3.0 "$d/sens.jsonl" "$d/cal.json" 3.0
   plan moeq-da@3.0 "$d/sens_da.jsonl" "$d/cal_da.json" 3.0
 
-  echo "== $name: eval"
-  "$bin/moeq-eval" "$model" --text "$valid" --chunks "$chunks" -o "$d/eval_bf16.json" --force -q
-  evals=(--eval "bf16=$d/eval_bf16.json")
-  for label in "${labels[@]}"; do
-    "$bin/moeq-eval" "$d/$label" --text "$valid" --chunks "$chunks" --reference "$model" \
-      -o "$d/eval_$label.json" --force -q
-    evals+=(--eval "$label=$d/eval_$label.json")
-  done
-  {
-    echo
-    echo "## $name — in domain (moe-corpus valid split)"
-    echo
-    "$bin/moeq-report" --no-html --table markdown --table-baseline uniform-q4g64 "${evals[@]}"
-    if [ ${#notes[@]} -gt 0 ]; then
+  for text in valid wiki; do
+    file=${!text}
+    echo "== $name: eval on $text"
+    "$bin/moeq-eval" "$model" --text "$file" --chunks "$chunks" -o "$d/eval_${text}_bf16.json" --force -q
+    evals=(--eval "bf16=$d/eval_${text}_bf16.json")
+    for label in "${labels[@]}"; do
+      "$bin/moeq-eval" "$d/$label" --text "$file" --chunks "$chunks" --reference "$model" \
+        -o "$d/eval_${text}_$label.json" --force -q
+      evals+=(--eval "$label=$d/eval_${text}_$label.json")
+    done
+    {
       echo
-      for n in "${notes[@]}"; do echo "- $n"; done
-    fi
-  } >> "$results"
+      case $text in
+        valid) echo "## $name — in domain (moe-corpus valid split)" ;;
+        wiki) echo "## $name — WikiText-2 test" ;;
+      esac
+      echo
+      "$bin/moeq-report" --no-html --table markdown --table-baseline uniform-q4g64 "${evals[@]}"
+    } >> "$results"
+  done
+  if [ ${#notes[@]} -gt 0 ]; then
+    { echo; for n in "${notes[@]}"; do echo "- $n"; done; } >> "$results"
+  fi
 done
 echo
 cat "$results"

@@ -13,7 +13,9 @@
 #
 # Usage: bench/quality/run.sh BIN_DIR OUT_DIR MODEL_DIR...
 #   e.g. bench/quality/run.sh build-release/bin out/quality models/tiny-qwen3moe ../shared/models/tiny-mixtral
-# Environment: QUALITY_CHUNKS (windows of 512 tokens per text, default 64).
+# Environment: QUALITY_CHUNKS (windows of 512 tokens per text, default 64); QUALITY_ENCODERS=0 skips
+# the data-aware encoder rows (bench/quality/encoders.sh, written to OUT_DIR/encoders/results.md
+# and appended to OUT_DIR/results.md).
 # Writes OUT_DIR/results.md (the tables) and every artefact under OUT_DIR/<model>/.
 set -euo pipefail
 bin=${1:?usage: run.sh BIN_DIR OUT_DIR MODEL_DIR...}
@@ -116,5 +118,9 @@ for model in "$@"; do
     { echo; echo "Infeasible plans for $name:"; echo; for n in "${notes[@]}"; do echo "- $n"; done; } >> "$results"
   fi
 done
+if [ "${QUALITY_ENCODERS:-1}" != 0 ]; then
+  "$(dirname "$0")/encoders.sh" "$bin" "$out/encoders" "$@" > /dev/null
+  { echo; sed -e '2,$s/^## /### /' -e '1s/^# /## /' "$out/encoders/results.md"; } >> "$results"
+fi
 echo
 cat "$results"
