@@ -67,7 +67,7 @@ int Wait(const Proc& p) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-int Run(const std::vector<std::string>& args, const std::string& err, rlim_t fsize_limit = RLIM_INFINITY) {
+int RunTool(const std::vector<std::string>& args, const std::string& err, rlim_t fsize_limit = RLIM_INFINITY) {
   return Wait(Start(args, err, fsize_limit));
 }
 
@@ -120,7 +120,7 @@ class Fault : public ::testing::Test {
   void KillAtSeveralMoments(std::vector<std::string> args, const std::string& output,
                             const std::function<void(const std::string&)>& check_complete) {
     const auto t0 = Clock::now();
-    ASSERT_EQ(Run(args, Err()), 0) << *ReadFile(Err());
+    ASSERT_EQ(RunTool(args, Err()), 0) << *ReadFile(Err());
     const auto full = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0);
     check_complete(output);
     std::error_code ec;
@@ -139,7 +139,7 @@ class Fault : public ::testing::Test {
     }
     EXPECT_GE(killed, 3) << "the run was too fast to be killed mid-way (" << full.count() << " us)";
     // Leftovers of the killed runs exist now; the next run removes them.
-    ASSERT_EQ(Run(args, Err()), 0) << *ReadFile(Err());
+    ASSERT_EQ(RunTool(args, Err()), 0) << *ReadFile(Err());
     check_complete(output);
     EXPECT_EQ(Entries(out_.path()), (std::vector<std::string>{fs::path(output).filename().string(), "stderr.txt"}));
   }
@@ -194,7 +194,7 @@ TEST_F(Fault, DiskFullLeavesNothingAndSaysWhy) {
   for (const auto& args : std::vector<std::vector<std::string>>{
            {"moeq-quantize", Model(), "-o", out_.Join("q4"), "--uniform", "4", "--group", "32", "-q"},
            {"moeq-analyze", Model(), "--rank", "8", "-q", "-o", out_.Join("sens.jsonl")}}) {
-    EXPECT_EQ(Run(args, Err(), 16 * 1024), 1) << args[0];
+    EXPECT_EQ(RunTool(args, Err(), 16 * 1024), 1) << args[0];
     const std::string err = *ReadFile(Err());
     EXPECT_NE(err.find("File too large"), std::string::npos) << args[0] << ": " << err;
     EXPECT_EQ(Entries(out_.path()), std::vector<std::string>{"stderr.txt"}) << args[0];
@@ -209,12 +209,12 @@ TEST_F(Fault, SymlinksAtTemporaryNamesAreNeverFollowed) {
   fs::create_symlink(victim, out_.Join("sens.jsonl.tmp"));
   fs::create_symlink(victim, out_.Join(".m.gguf.moeq-tmp-999999999-0000000000000000"));
   if (!fs::exists(GgufModel() + "/config.json")) GTEST_SKIP() << "bundled model not found";
-  ASSERT_EQ(Run({"moeq-quantize", GgufModel(), "-o", out_.Join("m.gguf"), "--format", "gguf", "--uniform", "8", "--group",
+  ASSERT_EQ(RunTool({"moeq-quantize", GgufModel(), "-o", out_.Join("m.gguf"), "--format", "gguf", "--uniform", "8", "--group",
                  "32", "-q"},
                 Err()),
             0)
       << *ReadFile(Err());
-  ASSERT_EQ(Run({"moeq-analyze", Model(), "--rank", "8", "-q", "-o", out_.Join("sens.jsonl")}, Err()), 0)
+  ASSERT_EQ(RunTool({"moeq-analyze", Model(), "--rank", "8", "-q", "-o", out_.Join("sens.jsonl")}, Err()), 0)
       << *ReadFile(Err());
   EXPECT_EQ(*ReadFile(victim), before);
   EXPECT_TRUE(fs::is_symlink(out_.Join("m.gguf.tmp")));
@@ -229,9 +229,9 @@ TEST_F(Fault, ConcurrentWritersLastRenameWinsNeverAMix) {
     return std::vector<std::string>{"moeq-quantize", GgufModel(), "-o", out, "--format", "gguf", "--uniform", bits,
                                     "--group", "32", "-q", "--force"};
   };
-  ASSERT_EQ(Run(args("8"), Err()), 0) << *ReadFile(Err());
+  ASSERT_EQ(RunTool(args("8"), Err()), 0) << *ReadFile(Err());
   const std::string a = *ReadFile(out);
-  ASSERT_EQ(Run(args("4"), Err()), 0) << *ReadFile(Err());
+  ASSERT_EQ(RunTool(args("4"), Err()), 0) << *ReadFile(Err());
   const std::string b = *ReadFile(out);
   ASSERT_NE(a, b);
   for (int round = 0; round < 3; ++round) {
@@ -250,9 +250,9 @@ TEST_F(Fault, ConcurrentWritersLastRenameWinsNeverAMix) {
     return std::vector<std::string>{"moeq-quantize", Model(), "-o", dir, "--uniform", bits, "--group", "32", "-q",
                                     "--force"};
   };
-  ASSERT_EQ(Run(margs("8"), Err()), 0) << *ReadFile(Err());
+  ASSERT_EQ(RunTool(margs("8"), Err()), 0) << *ReadFile(Err());
   const auto ta = Tree(dir);
-  ASSERT_EQ(Run(margs("4"), Err()), 0) << *ReadFile(Err());
+  ASSERT_EQ(RunTool(margs("4"), Err()), 0) << *ReadFile(Err());
   const auto tb = Tree(dir);
   const Proc p1 = Start(margs("8"), out_.Join("e1.txt"));
   const Proc p2 = Start(margs("4"), out_.Join("e2.txt"));

@@ -5,7 +5,7 @@
 namespace moeq::fuzz {
 
 int SensitivityJsonl(const uint8_t* data, size_t size) {
-  auto f = ParseSensitivity(std::string_view(reinterpret_cast<const char*>(data), size), "sensitivity.jsonl");
+  auto f = alloc::ParseSensitivity(std::string_view(reinterpret_cast<const char*>(data), size), "sensitivity.jsonl");
   (void)f;
   return 0;
 }

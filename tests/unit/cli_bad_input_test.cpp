@@ -146,7 +146,7 @@ INSTANTIATE_TEST_SUITE_P(
                    f.seekp(9);
                    f.write("\x01\x02\x03", 3);
                  },
-                 "model.safetensors", "not valid JSON"},
+                 "model.safetensors", "invalid JSON"},
         BadInput{"invalid_config_json", nullptr,
                  [](const std::string& d) { std::ofstream(d + "/config.json") << "{\"model_type\": \"qwen3_moe\","; },
                  "config.json", "invalid JSON"},

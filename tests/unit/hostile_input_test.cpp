@@ -183,7 +183,7 @@ TEST(SensitivityLimits, ShapeProductOverflowIsAnError) {
       "{\"tensor\": \"t\", \"role\": \"attn_q\", \"layer\": 0, \"expert\": -1, \"shape\": [4294967296, 4294967296, 16], "
       "\"params\": 1, \"dtype\": \"bf16\", \"format\": \"q4g64\", \"bits\": 4, \"group_size\": 64, \"bytes\": 1, "
       "\"nrmse\": 0.1, \"sqnr_db\": 1}\n";
-  auto r = ParseSensitivity(text, "s.jsonl");
+  auto r = alloc::ParseSensitivity(text, "s.jsonl");
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("params"), std::string::npos) << r.status().message();
 }

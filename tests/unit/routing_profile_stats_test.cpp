@@ -259,7 +259,7 @@ TEST_F(RoutingStats, BadTraceLinesNameFileLineAndField) {
       {R"({"layer":0,"token":"a","experts":[1,2],"weights":[0.5,0.5]})", ":1: field 'token'"},
       {R"({"layer":0,"token":0,"experts":[1,2],"weights":[0.5]})", ":1: field 'weights'"},
       {R"({"layer":0,"token":0,"experts":[3,3],"weights":[0.5,0.5]})", ":1: field 'experts'"},
-      {"{\"layer\":0,", ":1: not a JSON object"},
+      {"{\"layer\":0,", ":1: invalid JSON"},
       {R"({"layer":1,"token":4,"experts":[1,2],"weights":[0.5,0.5]})" "\n\n" R"({"layer":1,"token":4,"experts":[1,3],"weights":[0.5,0.5]})",
        ":3: field 'token'"},
   };

@@ -160,7 +160,7 @@ TEST_P(SafetensorsBadHeader, IsRejectedWithAPreciseMessage) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, SafetensorsBadHeader,
     ::testing::Values(
-        BadCase{"invalid json", R"({"a": {"dtype": "F32", )", 0, "not valid JSON"},
+        BadCase{"invalid json", R"({"a": {"dtype": "F32", )", 0, "invalid JSON"},
         BadCase{"not an object", R"([1,2])", 0, "does not start with '{'"},
         BadCase{"unknown dtype", R"({"a":{"dtype":"Q9","shape":[1],"data_offsets":[0,4]}})", 4,
                 "tensor 'a': unsupported dtype 'Q9'"},
