@@ -42,11 +42,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Tolerances, from the measured figures in README.md "llama.cpp conformance" (largest measured
-// mean |Δ log p| 0.0xx, lowest top-1 agreement yy%), with margin for llama.cpp's own precision
-// choices (it quantizes activations to 8 bits for quantized dot products).
-constexpr double kMaxMeanAbsDeltaLogp = 0.05;
-constexpr double kMinTop1 = 0.90;
+// Tolerances, from the measured figures in README.md "llama.cpp conformance" (36 files: mean
+// |Δ log p| 0.0013–0.0115, top-1 agreement 91.7–100 %, KL 0.000002–0.00049 nats), with margin
+// for llama.cpp's own precision choices (it quantizes activations to 8 bits for quantized dot
+// products; the synthetic models' next-token distributions are flat, so a top-1 flip needs
+// only a tiny logit difference).
+constexpr double kMaxMeanAbsDeltaLogp = 0.03;
+constexpr double kMinTop1 = 0.85;
+constexpr double kMaxKl = 0.002;
 
 const std::string kLlamaDir = std::string(kSourceDir) + "/tests/llamacpp";
 const std::string kTokenizerDir = std::string(kSourceDir) + "/models/tiny-qwen3moe";
@@ -74,6 +77,8 @@ std::string LlamaUnavailable() {
 struct LlamaOutput {
   std::vector<std::vector<std::pair<int32_t, double>>> positions;  // (id, log p), best first
   std::vector<std::vector<int32_t>> tokenized;
+  std::vector<std::vector<int32_t>> tokenized_nfc;  // of the NFC-normalised strings
+  std::vector<bool> nfc_changes;                    // NFC(string) != string
 };
 
 /// Runs llama.cpp (tests/llamacpp/llamacpp_logprobs.mjs) once on every file of `ggufs`.
@@ -100,6 +105,8 @@ Result<std::vector<LlamaOutput>> RunLlama(const std::vector<std::string>& ggufs,
       out.positions.push_back(std::move(top));
     }
     for (const auto& t : m.at("tokenized")) out.tokenized.push_back(t.get<std::vector<int32_t>>());
+    for (const auto& t : m.at("tokenized_nfc")) out.tokenized_nfc.push_back(t.get<std::vector<int32_t>>());
+    for (const auto& t : m.at("nfc_changes")) out.nfc_changes.push_back(t.get<bool>());
     all.push_back(std::move(out));
   }
   if (all.size() != ggufs.size()) return Status::Internal("llama.cpp returned " + std::to_string(all.size()) + " results");
@@ -301,6 +308,7 @@ TEST_P(LlamaCppConformance, EveryGgufFlavourAgreesWithMoeqEngine) {
                 a.max_abs_dlogp, 100.0 * a.top1, a.kl, type_list.c_str());
     EXPECT_LE(a.mean_abs_dlogp, kMaxMeanAbsDeltaLogp);
     EXPECT_GE(a.top1, kMinTop1);
+    EXPECT_LE(a.kl, kMaxKl);
 
     // Tokenizer: llama.cpp's, loaded from this GGUF, and moeq's own read back from the GGUF
     // metadata give the ids of moeq's tokenizer.json tokenizer.
@@ -308,14 +316,25 @@ TEST_P(LlamaCppConformance, EveryGgufFlavourAgreesWithMoeqEngine) {
     if (k == 0) {
       auto gguf_tok = Tokenizer::Load(gguf);
       ASSERT_TRUE(gguf_tok.ok()) << gguf_tok.status().ToString();
+      int nfc_only = 0;
       for (size_t i = 0; i < strings.size(); ++i) {
         auto mine = (*tok)->Encode(strings[i]);
         ASSERT_TRUE(mine.ok());
+        if (out.nfc_changes.at(i) && out.tokenized[i] != *mine) {
+          // llama.cpp does not run tokenizer.json's NFC normalizer (the Qwen2 tokenizer has
+          // one): on non-NFC text it must agree once the text is normalised.
+          EXPECT_EQ(out.tokenized_nfc[i], *mine) << "llama.cpp tokenizer differs on NFC(test string " << i << ")";
+          ++nfc_only;
+          continue;
+        }
         EXPECT_EQ(out.tokenized[i], *mine) << "llama.cpp tokenizer differs on test string " << i << ": " << strings[i];
         auto from_gguf = (*gguf_tok)->Encode(strings[i]);
         ASSERT_TRUE(from_gguf.ok());
         EXPECT_EQ(*from_gguf, *mine) << "moeq's tokenizer read from the GGUF differs on test string " << i;
       }
+      std::printf("llamacpp-conformance %s tokenizer: %zu strings, llama.cpp ids == moeq ids on %zu, on the NFC form "
+                  "only for %d (llama.cpp does not NFC-normalise)\n",
+                  family.c_str(), strings.size(), strings.size() - static_cast<size_t>(nfc_only), nfc_only);
     }
   }
 }

@@ -4,7 +4,8 @@
 // JOB.json: {"models": ["a.gguf", ...], "ids": [token ids], "strings": ["text", ...]}
 // OUT.json: {"node_llama_cpp": version, "llama_cpp": release, "models": [{"path": ...,
 //   "positions": [{"top": [[id, log p], ...]}, ...]   (every token with p > 0, best first)
-//   "tokenized": [[ids], ...]}, ...]}                  (no BOS, special tokens parsed)
+//   "tokenized": [[ids], ...],                         (no BOS, special tokens parsed)
+//   "tokenized_nfc": [[ids], ...], "nfc_changes": [bool, ...]}, ...]}  (the same on NFC(text))
 // Used by tests/llamacpp/llamacpp_conformance_test.cpp; exits 1 with a message on any error.
 import fs from "node:fs";
 import {getLlama, LlamaLogLevel} from "node-llama-cpp";
@@ -27,9 +28,12 @@ async function evaluate(llama, modelPath, ids, strings) {
     positions.push({top});
   }
   const tokenized = strings.map((s) => Array.from(model.tokenize(s, true)));
+  // llama.cpp does not apply a tokenizer.json's NFC normalizer; the test compares these too.
+  const tokenized_nfc = strings.map((s) => Array.from(model.tokenize(s.normalize("NFC"), true)));
+  const nfc_changes = strings.map((s) => s.normalize("NFC") !== s);
   await context.dispose();
   await model.dispose();
-  return {path: modelPath, positions, tokenized};
+  return {path: modelPath, positions, tokenized, tokenized_nfc, nfc_changes};
 }
 
 async function main() {
