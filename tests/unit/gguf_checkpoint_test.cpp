@@ -9,13 +9,13 @@
 #include <cmath>
 #include <filesystem>
 
-#include "moeq/build_info.h"
-#include "moeq/checkpoint.h"
-#include "moeq/engine.h"
-#include "moeq/file_util.h"
-#include "moeq/gguf.h"
-#include "moeq/quant_plan.h"
-#include "moeq/tokenizer.h"
+#include "moeq/base/build_info.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/engine/engine.h"
+#include "moeq/base/file_util.h"
+#include "moeq/export/gguf_writer.h"
+#include "moeq/export/quant_plan.h"
+#include "moeq/tokenizer/tokenizer.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 
