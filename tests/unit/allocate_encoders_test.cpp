@@ -6,7 +6,7 @@
 
 #include <cmath>
 
-#include "allocate/allocation.h"
+#include "moeq/allocate/allocation.h"
 
 namespace moeq::alloc {
 namespace {
