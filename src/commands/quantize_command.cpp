@@ -135,6 +135,7 @@ Status RunGguf(const QuantizeCommandOptions& o, const ArtifactContext& ctx, cons
     ModelCardInput card = CardInput(o, ctx, ckpt, plan);
     card.output_bytes = report.file_bytes;
     card.written_bpw = report.weights > 0 ? report.tensor_bytes * 8.0 / static_cast<double>(report.weights) : 0.0;
+    card.gguf_types = report.TypeSummary();
     if (!o.eval.empty()) {
       MOEQ_ASSIGN_OR_RETURN(card.eval, ReadJsonFile(o.eval));
       card.eval_name = fs::path(o.eval).filename().string();

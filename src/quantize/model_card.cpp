@@ -110,6 +110,17 @@ std::string RenderModelCard(const ModelCardInput& in) {
   md += "| bits per weight (plan, all tensors) | " + Fixed(total.weights > 0 ? total.bits / total.weights : 0, 3) + " |\n";
   md += "| weights | " + std::to_string(static_cast<int64_t>(total.weights)) + " |\n";
   if (!plan.pruned.empty()) md += "| pruned expert tensors | " + std::to_string(plan.pruned.size()) + " |\n";
+  if (in.gguf_types && in.gguf_types->is_object()) {
+    md += "\nggml tensor types as written (what llama.cpp loads):\n\n| type | tensors | weights | bytes | bpw |\n|---|---:|---:|---:|---:|\n";
+    for (const auto& [type, e] : in.gguf_types->items()) {
+      const double w = e.value("weights", 0.0), b = e.value("bytes", 0.0);
+      md += "| " + type + " | " + std::to_string(e.value("tensors", 0)) + " | " + std::to_string(static_cast<int64_t>(w)) +
+            " | " + std::to_string(static_cast<uint64_t>(b)) + " | " + Fixed(w > 0 ? b * 8 / w : 0, 3) + " |\n";
+    }
+    md += "\nThe plan behind it";
+    md += (in.plan->source.empty() ? std::string() : " (" + in.plan->source + ")");
+    md += ", in moeq's MLX format names:\n";
+  }
   md += "\nBits by role (bits per weight including scales and biases; formats × tensors):\n\n";
   md += "| role | weights | bpw | formats |\n|---|---:|---:|---|\n";
   for (const auto& [role, t] : by_role) {

@@ -24,6 +24,8 @@ struct ModelCardInput {
   double written_bpw = 0;       ///< bits per weight of the written tensors (0 = unknown)
   /// The commands that produced the output, in order (allocation first when known).
   std::vector<std::string> commands;
+  /// GGUF only: GgufWriteReport::TypeSummary() of the written file (what llama.cpp loads).
+  std::optional<nlohmann::json> gguf_types;
   /// eval.json (moeq-eval) of the quantized model, when given.
   std::optional<nlohmann::json> eval;
   std::string eval_name;
