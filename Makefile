@@ -32,7 +32,7 @@ build: deps
 
 # The report test renders HTML in Debian's chromium (it skips with a message without it).
 test-deps: llamacpp-deps
-	@scripts/install-deps.sh chromium
+	@scripts/install-deps.sh chromium help2man
 
 # The llama.cpp conformance test loads moeq's GGUF files in node-llama-cpp (prebuilt llama.cpp).
 llamacpp-deps:

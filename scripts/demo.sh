@@ -38,7 +38,7 @@ step "4/7 moeq-calibrate + moeq-allocate: plans at the bytes of uniform 4-bit g6
   -o "$out/allocation_moeq.json" --force > "$out/allocation_moeq.txt"
 echo "(moeq plan summary in $out/allocation_moeq.txt)"
 
-step "5/7 moeq-quantize: uniform q4g64, MINT plan, moeq plan (MLX safetensors)"
+step "5/7 moeq-quantize: uniform q4g64 (mlx-lm rule: routers 8-bit), MINT plan, moeq plan (MLX safetensors)"
 "$bin/moeq-quantize" "$model" --uniform 4 --group 64 -o "$out/q4g64" --force
 "$bin/moeq-quantize" "$model" --allocation "$out/allocation_mint.json" -o "$out/mint" --force
 "$bin/moeq-quantize" "$model" --allocation "$out/allocation_moeq.json" -o "$out/moeq" --force

@@ -63,9 +63,13 @@ for model in "$@"; do
     "3.0bpw-noveto|--bpw 3.0 --objective nrmse --min-sqnr -200"
   )
   notes=()
-  labels=(uniform-q4g64)
+  labels=(uniform-q4g64 uniform-q2g32 uniform-q3g128)
   echo "== $name: quantize"
+  # Uniform baselines follow mlx-lm (routers and shared-expert gates 8-bit; moeq-quantize --help).
   "$bin/moeq-quantize" "$model" --uniform 4 --group 64 -o "$d/uniform-q4g64" --force -q
+  # Below 4 bits: uniform 2-bit g32 (3.0 bpw, the bytes of the 3.0bpw plans) and 3-bit g128 (3.25 bpw).
+  "$bin/moeq-quantize" "$model" --uniform 2 --group 32 -o "$d/uniform-q2g32" --force -q
+  "$bin/moeq-quantize" "$model" --uniform 3 --group 128 -o "$d/uniform-q3g128" --force -q
   for p in "${plans[@]}"; do
     IFS='|' read -r label args fallback <<< "$p"
     fallback=${fallback:-min}  # the budget to evaluate an infeasible plan at: bpw or "min"

@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
       argc, argv, "moeq-calibrate",
       "Measured priors: KL of quantizing one tensor role at a time, as moeq-allocate rules",
       [&](CLI::App& app) {
+        app.footer("Examples:\n  moeq-calibrate models/tiny-qwen3moe --sensitivity sensitivity.jsonl \\\n      --text data/moe-corpus/calib.txt -o calibrated_priors.json\n\nDocumentation: README.md and docs/ of the moeq sources; man moeq-calibrate");
         app.add_option("model", o.model_dir, "Model directory (Hugging Face layout, unquantized)")->required();
         app.add_option("--sensitivity", o.sensitivity, "sensitivity.jsonl of this model (moeq-analyze)")->required();
         auto* text = app.add_option("--text", o.input.text_file, "Calibration text (not the evaluation text)");

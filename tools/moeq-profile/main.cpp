@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
   return moeq::tool::RunTool(
       argc, argv, "moeq-profile", "Expert routing and activation statistics on calibration text",
       [&](CLI::App& app) {
+        app.footer("Examples:\n  moeq-profile models/tiny-qwen3moe --text data/moe-corpus/valid.txt -o routing_profile.json \\\n      --activation-stats activation_stats.safetensors\n\nDocumentation: README.md and docs/ of the moeq sources; man moeq-profile");
         app.add_option("model", o.model_dir, "Model directory (Hugging Face layout); with --trace only its config.json is read")
             ->required();
         auto* text = app.add_option("--text", o.text_files, "Calibration text, tokenized with the model's tokenizer.json (repeatable)");

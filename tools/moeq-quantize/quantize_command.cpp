@@ -14,12 +14,31 @@
 #include "moeq/export/gguf_writer.h"
 #include "moeq/export/quant_plan.h"
 #include "moeq-quantize/quantize_command.h"
+#include "moeq/export/model_card.h"
 #include "moeq/quant/input_stats.h"
 
 namespace moeq {
 namespace {
 
 namespace fs = std::filesystem;
+
+/// mlx-lm's MoE quant_predicate: the router (`mlp.gate`, Mixtral's `block_sparse_moe.gate`) and
+/// qwen2_moe's `shared_expert_gate` are quantized at 8 bits, group 64, whatever the uniform
+/// width (they are tiny and steer every token). Tensors whose rows do not fit group 64 keep
+/// the uniform plan's choice.
+Status ApplyMlxLmGateRule(const Checkpoint& ckpt, QuantPlan* plan) {
+  const quant::FormatTraits* q8 = quant::FindFormat("q8g64");
+  if (q8 == nullptr) return Status::Internal("format q8g64 is not registered");
+  int n = 0;
+  for (const auto& t : ckpt.tensors()) {
+    if (t.id.role != TensorRole::kRouter && t.id.role != TensorRole::kSharedExpertGate) continue;
+    if (t.info.shape.empty() || t.info.shape.back() % 64 != 0) continue;
+    plan->formats[t.info.name] = q8;
+    ++n;
+  }
+  if (n > 0) plan->source += " (mlx-lm rule: routers and shared-expert gates q8g64)";
+  return Status::Ok();
+}
 
 Result<QuantPlan> MakePlan(const QuantizeCommandOptions& o, const Checkpoint& ckpt) {
   if (!o.allocation.empty()) return LoadAllocationPlan(o.allocation, ckpt);
@@ -38,7 +57,35 @@ Result<QuantPlan> MakePlan(const QuantizeCommandOptions& o, const Checkpoint& ck
   std::map<std::string, std::string> skipped;
   MOEQ_ASSIGN_OR_RETURN(QuantPlan plan, MakeUniformPlan(ckpt, **fmt, &skipped));
   for (const auto& [name, why] : skipped) spdlog::warn("{}: tensor '{}' kept in its dtype: {}", o.model_dir, name, why);
+  if (!o.uniform_all && (*fmt)->is_affine()) MOEQ_RETURN_IF_ERROR(ApplyMlxLmGateRule(ckpt, &plan));
   return plan;
+}
+
+/// The model card's path for --format gguf: "dir/model.gguf" -> "dir/model.README.md".
+std::string GgufCardPath(const std::string& output) {
+  fs::path p(output);
+  std::string stem = p.filename().string();
+  if (stem.size() > 5 && stem.compare(stem.size() - 5, 5, ".gguf") == 0) stem.resize(stem.size() - 5);
+  return (p.parent_path() / (stem + ".README.md")).string();
+}
+
+ModelCardInput CardInput(const QuantizeCommandOptions& o, const ArtifactContext& ctx, const Checkpoint& ckpt,
+                         const QuantPlan& plan) {
+  ModelCardInput in;
+  in.checkpoint = &ckpt;
+  in.plan = &plan;
+  in.format = o.format;
+  in.mlx_stacked = o.mlx_compatible;
+  in.output_name = fs::path(o.output).filename().string();
+  if (!o.allocation.empty()) {
+    auto a = ReadJsonFile(o.allocation);
+    if (a.ok() && a->contains("producer") && (*a)["producer"].contains("command") &&
+        (*a)["producer"]["command"].is_string()) {
+      in.commands.push_back((*a)["producer"]["command"].get<std::string>());
+    }
+  }
+  in.commands.push_back(ctx.command_line.empty() ? "moeq-quantize (library call)" : ctx.command_line);
+  return in;
 }
 
 /// --format gguf: -o names the .gguf file. WriteGguf writes "<file>.tmp" and renames it into
@@ -61,6 +108,17 @@ Status RunGguf(const QuantizeCommandOptions& o, const ArtifactContext& ctx, cons
   wo.report = &report;
   if (!o.gguf_type.empty()) wo.force_type = FindGgmlTypeByName(o.gguf_type)->type;
   MOEQ_RETURN_IF_ERROR(WriteGguf(ckpt, plan, o.output, wo));
+  if (!o.no_model_card) {
+    ModelCardInput card = CardInput(o, ctx, ckpt, plan);
+    card.output_bytes = report.file_bytes;
+    card.written_bpw = report.weights > 0 ? report.tensor_bytes * 8.0 / static_cast<double>(report.weights) : 0.0;
+    card.gguf_types = report.TypeSummary();
+    if (!o.eval.empty()) {
+      MOEQ_ASSIGN_OR_RETURN(card.eval, ReadJsonFile(o.eval));
+      card.eval_name = fs::path(o.eval).filename().string();
+    }
+    MOEQ_RETURN_IF_ERROR(WriteFileAtomic(GgufCardPath(o.output), RenderModelCard(card)));
+  }
   std::string types;
   const nlohmann::json summary = report.TypeSummary();
   for (const auto& [type, e] : summary.items()) {
@@ -83,6 +141,7 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
   const auto start = std::chrono::steady_clock::now();
   if (o.model_dir.empty()) return Status::InvalidArgument("a model directory is required");
   if (o.output.empty()) return Status::InvalidArgument("-o/--output OUT_DIR is required");
+  if (o.uniform_all && o.uniform_bits == 0) return Status::InvalidArgument("--uniform-all needs --uniform BITS");
   QuantizeCommandOptions with_type = o;
   if (!o.gguf_type.empty()) {
     const GgmlTypeTraits* gt = FindGgmlTypeByName(o.gguf_type);
@@ -113,6 +172,10 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
   if (!o.allocation.empty()) inputs.push_back(o.allocation);
   if (!o.stats.empty()) inputs.push_back(o.stats);
   MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.output, inputs, ctx.force));
+  if (!o.eval.empty()) inputs.push_back(o.eval);
+  if (o.format == "gguf" && !o.no_model_card) {
+    MOEQ_RETURN_IF_ERROR(CheckOutputPath(GgufCardPath(o.output), inputs, ctx.force).WithContext("model card"));
+  }
   {
     // The output must not lie inside the input directory either.
     std::error_code ec;
@@ -195,6 +258,17 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
     manifest["plan"]["encoders"] = by_encoder;
     manifest["plan"]["encoder_options"] = {{"gptq_damp", eo.gptq_damp}, {"gptq_block", eo.gptq_block},
                                            {"gptq_act_order", eo.gptq_act_order}, {"weighted_steps", eo.weighted_steps}};
+  }
+  if (!o.no_model_card) {
+    ModelCardInput card = CardInput(o, ctx, *ckpt, plan);
+    const auto& totals = manifest["totals"];
+    card.output_bytes = totals.contains("bytes") ? totals["bytes"].get<uint64_t>() : 0;
+    card.written_bpw = totals.contains("bpw") ? totals["bpw"].get<double>() : 0.0;
+    if (!o.eval.empty()) {
+      MOEQ_ASSIGN_OR_RETURN(card.eval, ReadJsonFile(o.eval));
+      card.eval_name = fs::path(o.eval).filename().string();
+    }
+    MOEQ_RETURN_IF_ERROR(WriteFileAtomic((fs::path(tmp) / "README.md").string(), RenderModelCard(card)));
   }
   MOEQ_RETURN_IF_ERROR(WriteFileAtomic((fs::path(tmp) / "quant_manifest.json").string(), DumpJson(manifest)));
 

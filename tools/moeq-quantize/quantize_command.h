@@ -29,6 +29,15 @@ struct QuantizeCommandOptions {
   bool mlx_compatible = false;
   /// Largest data bytes per safetensors shard ("5GB", "500MB", ...).
   std::string max_shard_size = "5GB";
+  /// --uniform follows mlx-lm's MoE rule by default: routers (`mlp.gate`) and shared-expert
+  /// gates stay at 8 bits, group 64 (mlx-lm's quant_predicate). --uniform-all (true) drops the
+  /// rule: routers at BITS, the shared-expert gate (not a quantizable role) unquantized.
+  bool uniform_all = false;
+  /// --eval eval.json: quality figures (moeq-eval of the quantized model) for the model card.
+  std::string eval;
+  /// --no-model-card: do not write the model card (README.md in the output directory; for
+  /// --format gguf, "<output minus .gguf>.README.md" beside the file).
+  bool no_model_card = false;
   /// activation_stats.safetensors (moeq-profile --activation-stats [--gram]): required when the
   /// plan uses a data-aware encoder.
   std::string stats;
