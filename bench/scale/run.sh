@@ -33,7 +33,7 @@ if (( avail_gb < need_gb + 10 )); then echo "not enough free disk (keep 10 GB fo
 run() { local name=$1; shift; python3 "$m" "$name" "$res" -- "$@"; }
 
 run synth "$bin/moeq-synth" --preset "$preset" --layers "$layers" --seed "${SEED:-1}" -o "$d/model" --force
-du -sb "$d/model" | awk '{printf "{\"tool\": \"checkpoint_bytes\", \"bytes\": %d}\n", $1}' >> "$res"
+du -sb "$d/model" | awk '{printf "{\"tool\": \"checkpoint_bytes\", \"bytes\": %.0f}\n", $1}' >> "$res"
 run cp cp -r "$d/model" "$d/model-copy"
 rm -rf "$d/model-copy"
 run inspect "$bin/moeq-inspect" "$d/model"
@@ -42,12 +42,12 @@ run profile "$bin/moeq-profile" "$d/model" --text "$repo/data/moe-corpus/calib.t
 run analyze "$bin/moeq-analyze" "$d/model" --activation-stats "$d/activation_stats.safetensors" \
   -o "$d/sensitivity.jsonl" --force
 run calibrate "$bin/moeq-calibrate" "$d/model" --sensitivity "$d/sensitivity.jsonl" \
-  --text "$repo/data/moe-corpus/calib.txt" --windows "$windows" --context "$context" ${CALIBRATE_FLAGS:-} \
+  --text "$repo/data/moe-corpus/calib.txt" --windows "$windows" --context "$context" ${CALIBRATE_FLAGS:---method local} \
   -o "$d/calibrated_priors.json" --force
 run allocate "$bin/moeq-allocate" "$d/sensitivity.jsonl" --bpw 4.5 --objective mse \
   --rules "$d/calibrated_priors.json" -q -o "$d/allocation.json" --force
 run quantize_mlx "$bin/moeq-quantize" "$d/model" --allocation "$d/allocation.json" -o "$d/mlx" --force
-du -sb "$d/mlx" | awk '{printf "{\"tool\": \"mlx_bytes\", \"bytes\": %d}\n", $1}' >> "$res"
+du -sb "$d/mlx" | awk '{printf "{\"tool\": \"mlx_bytes\", \"bytes\": %.0f}\n", $1}' >> "$res"
 run quantize_gguf "$bin/moeq-quantize" "$d/model" --allocation "$d/allocation.json" --format gguf -o "$d/model.gguf" --force
 rm -f "$d/model.gguf"
 run eval_bf16 "$bin/moeq-eval" "$d/model" --text "$repo/data/moe-corpus/valid.txt" --context "$context" \

@@ -1,11 +1,18 @@
 // moeq-calibrate on a synthetic MoE: one measured prior per quantizable role, the median role at
 // 1, the file accepted by moeq-allocate, errors for mismatched inputs.
 #include "moeq-calibrate/calibrate_command.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq-quantize/quantize_command.h"
+#include "moeq/export/quant_plan.h"
+#include "moeq/quant/quant_format.h"
+#include "moeq/eval/eval.h"
+#include "moeq/engine/engine.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
 #include <nlohmann/json.hpp>
 
@@ -97,6 +104,101 @@ TEST(Calibrate, MeasuresOnePriorPerRoleThatAllocateAccepts) {
   for (const auto& t : a["tensors"]) {
     EXPECT_DOUBLE_EQ(t["prior"].get<double>(), by_role.at(t["role"].get<std::string>())) << t["name"];
   }
+}
+
+// The in-memory probe (weight overlay, resumed from the cached stream) measures the same KL as
+// quantizing the group into a checkpoint and evaluating that; --method local measures the
+// last layer's largest probes and estimates the others, at fewer layer passes.
+TEST(Calibrate, OverlayProbeEqualsCheckpointProbeAndLocalEstimates) {
+  test::ScopedTempDir dir("moeq-calibrate");
+  test::SyntheticCheckpointOptions so;
+  so.moe_ff = 64;
+  so.layers = 3;
+  ASSERT_TRUE(test::WriteSyntheticCheckpoint(dir.Join("m"), so).ok());
+  AnalyzeCommandOptions ao;
+  ao.model_dir = dir.Join("m");
+  ao.output = dir.Join("sens.jsonl");
+  ao.rank = 8;
+  ASSERT_TRUE(RunAnalyze(ao, Ctx()).ok());
+  std::vector<int32_t> ids(600);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 37 + 11) % 256);
+  ASSERT_TRUE(WriteTokenIds(dir.Join("ids.bin"), ids).ok());
+  CalibrateCommandOptions o;
+  o.model_dir = dir.Join("m");
+  o.sensitivity = ao.output;
+  o.input.tokens_file = dir.Join("ids.bin");
+  o.windows = 4;
+  o.context = 128;
+  o.top_k = 0;  // full-vocabulary KL, comparable with a model reference
+  o.output = dir.Join("kl.json");
+  ASSERT_TRUE(RunCalibrate(o, Ctx()).ok());
+  auto kl = nlohmann::json::parse(*ReadFile(o.output));
+  EXPECT_EQ(kl["probe"]["method"], "kl");
+
+  // attn_o of layer 1 quantized into a checkpoint, evaluated against the source model.
+  auto ckpt = Checkpoint::Open(dir.Join("m"));
+  ASSERT_TRUE(ckpt.ok());
+  auto fmt = quant::ParseFormatSpec("q4g64");
+  ASSERT_TRUE(fmt.ok());
+  auto plan = MakeUniformPlan(**ckpt, **fmt);
+  ASSERT_TRUE(plan.ok());
+  const std::string name = "model.layers.1.self_attn.o_proj.weight";
+  QuantPlan one = *plan;
+  one.formats.clear();
+  one.formats[name] = plan->formats.at(name);
+  MlxWriteOptions wo;
+  wo.progress = false;
+  std::filesystem::create_directories(dir.Join("q"));
+  auto written = WriteMlxCheckpoint(**ckpt, one, dir.Join("q"), wo);
+  ASSERT_TRUE(written.ok()) << written.status().ToString();
+  auto qc = Checkpoint::Open(dir.Join("q"));
+  ASSERT_TRUE(qc.ok());
+  auto qe = Engine::Load(**qc, {1});
+  auto re = Engine::Load(**ckpt, {1});
+  ASSERT_TRUE(qe.ok() && re.ok());
+  EvalOptions eo;
+  eo.progress = false;
+  auto proto = ProtocolPreset("reference", (*ckpt)->config(), -1);
+  ASSERT_TRUE(proto.ok());
+  eo.protocol = *proto;
+  eo.protocol.context = 128;
+  eo.protocol.max_chunks = 4;
+  SavedLogits ref;
+  EvalOptions er = eo;
+  er.record = &ref;
+  er.record_top_k = 0;
+  ASSERT_TRUE(Evaluate(**re, ids, er).ok());
+  eo.saved_reference = &ref;
+  auto r = Evaluate(**qe, ids, eo);
+  ASSERT_TRUE(r.ok());
+  double probed = -1;
+  for (const auto& m : kl["measurements"]) {
+    if (m["role"] == "attn_o" && m["layer"] == 1) probed = m["kl_mean"].get<double>();
+  }
+  EXPECT_EQ(probed, r->kl_mean);
+  EXPECT_GT(probed, 0.0);
+
+  // --method local: the same groups, every KL positive, lm_head and (some of) the last
+  // layer's groups measured exactly as above.
+  o.method = "local";
+  o.output = dir.Join("local.json");
+  ASSERT_TRUE(RunCalibrate(o, Ctx()).ok());
+  auto lo = nlohmann::json::parse(*ReadFile(o.output));
+  EXPECT_EQ(lo["probe"]["method"], "local");
+  EXPECT_GT(lo["probe"]["kl_per_relative_change"].get<double>(), 0.0);
+  ASSERT_EQ(lo["measurements"].size(), kl["measurements"].size());
+  int same = 0;
+  for (size_t i = 0; i < kl["measurements"].size(); ++i) {
+    const auto& a = kl["measurements"][i];
+    const auto& b = lo["measurements"][i];
+    EXPECT_EQ(a["role"], b["role"]);
+    EXPECT_GT(b["kl_mean"].get<double>(), 0.0) << b.dump();
+    same += a["kl_mean"] == b["kl_mean"];
+  }
+  EXPECT_GE(same, 2);  // lm_head and at least one last-layer probe are measured
+  o.method = "bogus";
+  o.output = dir.Join("bogus.json");
+  EXPECT_EQ(RunCalibrate(o, Ctx()).code(), StatusCode::kInvalidArgument);
 }
 
 TEST(Calibrate, RefusesMismatchedOrMissingInputs) {

@@ -21,8 +21,9 @@ int main(int argc, char** argv) {
         app.add_option("--top-k", o.top_k, "Reference entries kept per token for the KL (0 = whole vocabulary)");
         app.add_flag("!--whole-roles", o.per_layer, "Probe each role over all layers at once instead of each (role, layer)");
         app.add_option("--method", o.method,
-                       "Probe KL: kl (measured to the logits), local (probed layer only, converted to KL), auto "
-                       "(kl when it costs at most 10 forward passes)")
+                       "Probe KL: kl (measured to the logits; default), local (probed layer only, converted to KL: "
+                       "about one forward pass for all probes, less accurate), auto (kl when it costs at most 10 "
+                       "forward passes, else local)")
             ->check(CLI::IsMember({"auto", "kl", "local"}));
         app.add_option("-o,--output", o.output, "moeq.allocate_rules JSON to write (for moeq-allocate --rules)");
       },
