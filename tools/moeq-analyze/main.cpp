@@ -12,7 +12,7 @@ int main(int argc, char** argv) {
       [&](CLI::App& app) {
         app.add_option("model", o.model_dir, "Model directory (Hugging Face layout)");
         app.add_option("-o,--output", o.output, "sensitivity.jsonl to write");
-        app.add_option("--grid", o.grid, "Rate-distortion grid (moeq.mint_grid JSON; default configs/mint_grid.json)");
+        app.add_option("--grid", o.grid, "Rate-distortion grid (moeq.mint_grid JSON; default: configs/mint_grid.json, compiled in)");
         app.add_option("--csv", o.csv, "Also write a CSV, one row per tensor x config");
         app.add_option("--activation-stats", o.activation_stats, "activation_stats.safetensors from moeq-profile: adds noise_amplification_act");
         app.add_option("--rank", o.rank, "Singular values of the randomized SVD (k)");
