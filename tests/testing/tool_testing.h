@@ -3,9 +3,12 @@
 #pragma once
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <string>
+
+#include <gtest/gtest.h>
 
 namespace moeq::test {
 
@@ -13,6 +16,14 @@ namespace moeq::test {
 inline std::string ToolBinDir() {
   const char* env = std::getenv("MOEQ_BIN_DIR");
   return env ? env : MOEQ_BIN_DIR;
+}
+
+/// Success when BIN_DIR/<tool> exists. Tests that run a tool ASSERT this: the tools are built
+/// with the test target (a missing tool is a failure, not a skip).
+inline ::testing::AssertionResult ToolBuilt(const std::string& tool) {
+  const std::string path = ToolBinDir() + "/" + tool;
+  if (access(path.c_str(), X_OK) == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << path << " is not built (build the tools with the tests, or set MOEQ_BIN_DIR)";
 }
 
 /// Runs "BIN_DIR/<args>" through the shell with a time limit, stdout discarded and stderr sent

@@ -505,7 +505,7 @@ TEST(AllocateCommand, EndToEndIsDeterministicAndNamesTheSmallestFeasibleSize) {
 TEST(AllocateCommand, BinaryExitCodes) {
   const char* env = std::getenv("MOEQ_BIN_DIR");
   const std::string bin = std::string(env ? env : MOEQ_BIN_DIR) + "/moeq-allocate";
-  if (!std::filesystem::exists(bin)) GTEST_SKIP() << bin << " is not built";
+  ASSERT_TRUE(std::filesystem::exists(bin)) << bin << " is not built (the tools are built with the tests)";
   test::ScopedTempDir dir("moeq-allocate-bin");
   const std::string sens = dir.Join("s.jsonl");
   std::ofstream(sens) << Header() + Lines(SmallMoe(1, 2));

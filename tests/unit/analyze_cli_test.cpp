@@ -22,7 +22,7 @@ std::string BinDir() { return test::ToolBinDir(); }
 int RunBin(const std::string& args) { return test::RunToolCommand(args); }
 
 TEST(AnalyzeCli, MergeAcceptsOptionsAfterTheSubcommandAndEqualsUnsharded) {
-  if (!fs::exists(BinDir() + "/moeq-analyze")) GTEST_SKIP() << "moeq-analyze not built in " << BinDir();
+  ASSERT_TRUE(test::ToolBuilt("moeq-analyze"));
   test::ScopedTempDir tmp("moeq-analyze-cli");
   test::SyntheticCheckpointOptions so;
   so.layers = 3;

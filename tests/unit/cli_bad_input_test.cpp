@@ -1,5 +1,6 @@
 // The bad-input corpus: every kind of broken checkpoint makes moeq-inspect exit with status 1
 // and one error message naming the file and the field, never a crash or a hang.
+#include <ostream>
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -62,6 +63,9 @@ struct BadInput {
   const char* extra_flags = "";
 };
 
+/// Printed in test names (gtest_discover_tests shows parameter values): a readable label.
+void PrintTo(const BadInput& c, std::ostream* os) { *os << c.label; }
+
 std::string FirstTensor(const std::string& dir) {
   std::string bytes = *ReadFile(dir + "/model.safetensors");
   uint64_t n;
@@ -77,7 +81,7 @@ class BadInputCorpus : public ::testing::TestWithParam<BadInput> {};
 
 TEST_P(BadInputCorpus, ExitsOneWithAPreciseMessage) {
   const BadInput& c = GetParam();
-  if (!fs::exists(BinDir() + "/moeq-inspect")) GTEST_SKIP() << "moeq-inspect not built in " << BinDir();
+  ASSERT_TRUE(test::ToolBuilt("moeq-inspect"));
   test::ScopedTempDir dir;
   const std::string model = dir.path() + "/model";
   test::SyntheticCheckpointOptions o;

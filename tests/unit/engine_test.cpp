@@ -2,6 +2,7 @@
 // architecture family against a naive per-token implementation written independently here.
 #include "moeq/engine/engine.h"
 
+#include <ostream>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -249,6 +250,9 @@ struct FamilyCase {
   bool fused;
   bool bias;
 };
+
+/// Printed in test names (gtest_discover_tests shows parameter values): a readable label.
+void PrintTo(const FamilyCase& c, std::ostream* os) { *os << c.model_type << (c.fused ? " fused" : "") << (c.dense_layers ? " dense-first" : "") << (c.shared_experts ? " shared" : ""); }
 
 class EngineFamily : public ::testing::TestWithParam<FamilyCase> {};
 

@@ -25,9 +25,8 @@ int RunBin(const std::string& args, const std::string& err_file) { return test::
 TEST(EvalGateCli, DegradedModelFailsTheGateWithExitCode3) {
   const std::string model = std::string(kSourceDir) + "/models/tiny-qwen3moe";
   if (!fs::exists(model + "/config.json")) GTEST_SKIP() << "bundled model not found at " << model;
-  if (!fs::exists(BinDir() + "/moeq-eval") || !fs::exists(BinDir() + "/moeq-quantize")) {
-    GTEST_SKIP() << "moeq-eval / moeq-quantize not built in " << BinDir();
-  }
+  ASSERT_TRUE(test::ToolBuilt("moeq-eval"));
+  ASSERT_TRUE(test::ToolBuilt("moeq-quantize"));
   test::ScopedTempDir tmp("moeq-gate");
   const std::string err = tmp.Join("err.txt");
   const std::string text = tmp.Join("text.txt");

@@ -1,6 +1,7 @@
 // InspectCheckpoint / FormatInspectTable on synthetic checkpoints and on the shared tiny models.
 #include "moeq/report/inspect.h"
 
+#include <ostream>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -124,6 +125,9 @@ struct SharedModel {
   int64_t experts;
   int64_t top_k;
 };
+
+/// Printed in test names (gtest_discover_tests shows parameter values): a readable label.
+void PrintTo(const SharedModel& c, std::ostream* os) { *os << c.dir; }
 
 class SharedModels : public ::testing::TestWithParam<SharedModel> {};
 

@@ -67,7 +67,7 @@ TEST(QuantizeGguf, CommandWritesAFileThatDecodes) {
 }
 
 TEST(QuantizeGguf, FileSizeLimitLeavesNothingCompleteLooking) {
-  if (!fs::exists(BinDir() + "/moeq-quantize")) GTEST_SKIP() << "moeq-quantize not built in " << BinDir();
+  ASSERT_TRUE(test::ToolBuilt("moeq-quantize"));
   if (!fs::exists(kModel + "/config.json")) GTEST_SKIP() << "bundled model not found at " << kModel;
   test::ScopedTempDir tmp("moeq-quantize-gguf");
   const std::string out = tmp.Join("m.gguf");

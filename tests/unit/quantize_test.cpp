@@ -415,7 +415,7 @@ TEST(QuantizeRoundTrip, AllocationErrorsNameTensorAndField) {
 std::string BinDir() { return test::ToolBinDir(); }
 
 TEST(QuantizeTool, FileSizeLimitLeavesNothingCompleteLooking) {
-  if (!fs::exists(BinDir() + "/moeq-quantize")) GTEST_SKIP() << "moeq-quantize not built in " << BinDir();
+  ASSERT_TRUE(test::ToolBuilt("moeq-quantize"));
   Fixture f;
   const std::string out = f.tmp.Join("out");
   const std::string cmd = "/bin/sh -c \"ulimit -f 16; exec " + BinDir() + "/moeq-quantize " + f.model + " -o " + out +

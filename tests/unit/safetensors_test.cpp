@@ -1,6 +1,7 @@
 // safetensors reader and writer: round trips, determinism, sharding and header validation.
 #include "moeq/formats/safetensors.h"
 
+#include <ostream>
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -143,6 +144,9 @@ struct BadCase {
   size_t data_bytes;     // bytes after the header
   const char* expect;    // substring of the error message
 };
+
+/// Printed in test names (gtest_discover_tests shows parameter values): a readable label.
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.label; }
 
 class SafetensorsBadHeader : public ::testing::TestWithParam<BadCase> {};
 

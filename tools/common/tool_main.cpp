@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "moeq/base/build_info.h"
+#include "moeq/base/git_version.h"
 #include "moeq/base/json_reader.h"
 
 namespace moeq::tool {
@@ -155,7 +156,7 @@ int RunTool(int argc, char** argv, std::string_view name, std::string_view descr
   app.allow_config_extras(CLI::config_extras_mode::error);
   app.set_config("--config", "", "JSON file of options; keys are long flag names in snake_case")
       ->check(CLI::ExistingFile);
-  app.set_version_flag("--version", std::string(name) + " " + kVersion);
+  app.set_version_flag("--version", std::string(name) + " " + kVersion + " (" + kGitDescribe + ")");
 
   ToolContext ctx;
   std::string log_level = "info";

@@ -20,6 +20,7 @@
 #include "moeq/sensitivity/streamed_features.h"
 #include "moeq-analyze/analyze_command.h"
 #include "moeq/base/build_info.h"
+#include "moeq/sensitivity/default_grid.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/base/file_util.h"
 #include "moeq/base/progress.h"
@@ -57,10 +58,31 @@ struct GridConfig {
   bool affine = false;
 };
 
-Result<std::vector<GridConfig>> LoadGrid(const std::string& path) try {
+Result<std::vector<GridConfig>> GridFromJson(const json& j, const std::string& path);
+
+/// The grid of --grid PATH, or the built-in one (configs/mint_grid.json compiled in) when `path`
+/// is empty; `*label` and `*sha256` name it in the output header.
+Result<std::vector<GridConfig>> LoadGrid(const std::string& path, std::string* label, std::string* sha256) {
+  if (path.empty()) {
+    *label = kDefaultMintGridLabel;
+    *sha256 = Sha256Hex(std::string_view(kDefaultMintGridJson));
+    json j;
+    try {
+      j = json::parse(kDefaultMintGridJson);
+    } catch (const json::exception& e) {
+      return Status::Internal(std::string("built-in grid: ") + e.what());
+    }
+    return GridFromJson(j, *label);
+  }
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return Status::InvalidArgument("--grid " + path + ": no such file");
+  *label = path;
+  MOEQ_ASSIGN_OR_RETURN(*sha256, Sha256File(path));
   MOEQ_ASSIGN_OR_RETURN(json j, ReadJsonFile(path));
+  return GridFromJson(j, path);
+}
+
+Result<std::vector<GridConfig>> GridFromJson(const json& j, const std::string& path) try {
   MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.mint_grid", 1, path));
   if (!j.contains("configs") || !j["configs"].is_array() || j["configs"].empty()) {
     return Status::InvalidArgument(path + ": 'configs' must be a non-empty array");
@@ -481,8 +503,8 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
   if (!o.shard.empty()) {
     MOEQ_ASSIGN_OR_RETURN(shard, ParseShardSpec(o.shard));
   }
-  const std::string grid_path = o.grid.empty() ? std::string(kSourceDir) + "/configs/mint_grid.json" : o.grid;
-  MOEQ_ASSIGN_OR_RETURN(std::vector<GridConfig> grid, LoadGrid(grid_path));
+  std::string grid_label, grid_sha;
+  MOEQ_ASSIGN_OR_RETURN(std::vector<GridConfig> grid, LoadGrid(o.grid, &grid_label, &grid_sha));
   auto encoders = quant::ParseEncoderList(o.encoders);
   if (!encoders.ok()) return Status::InvalidArgument("--encoders: " + encoders.status().message());
   const bool data_aware = *encoders != std::vector<quant::EncoderKind>{quant::EncoderKind::kRtn};
@@ -512,7 +534,7 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
     }
     grid = std::move(expanded);
   }
-  const std::vector<std::string> inputs = {o.model_dir, grid_path, o.activation_stats};
+  const std::vector<std::string> inputs = {o.model_dir, o.grid, o.activation_stats};
   MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.output, inputs, ctx.force));
   if (!o.csv.empty()) MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.csv, inputs, ctx.force));
   MOEQ_ASSIGN_OR_RETURN(auto ck, Checkpoint::Open(o.model_dir));
@@ -594,8 +616,7 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
                                {"gptq_act_order", o.gptq_act_order}, {"weighted_steps", o.weighted_steps}};
   }
   if (!o.shard.empty()) opts["shard"] = std::to_string(shard.first) + "/" + std::to_string(shard.second);
-  MOEQ_ASSIGN_OR_RETURN(std::string grid_sha, Sha256File(grid_path));
-  json in = {{"model", o.model_dir}, {"model_fingerprint", ck->fingerprint()}, {"grid", grid_path}, {"grid_sha256", grid_sha}};
+  json in = {{"model", o.model_dir}, {"model_fingerprint", ck->fingerprint()}, {"grid", grid_label}, {"grid_sha256", grid_sha}};
   // The routing shape, so that moeq-allocate can weigh a routed expert by the share of tokens
   // that reach it (top_k / num_experts) without a routing profile.
   in["model_type"] = ck->config().model_type;

@@ -25,7 +25,8 @@ namespace moeq {
 struct AnalyzeCommandOptions {
   std::string model_dir;
   std::string output = "sensitivity.jsonl";
-  /// The rate-distortion grid (moeq.mint_grid); "" = configs/mint_grid.json of the source tree.
+  /// The rate-distortion grid (moeq.mint_grid); "" = the built-in grid (configs/mint_grid.json,
+  /// compiled in: an installed moeq-analyze never reads the source tree).
   std::string grid;
   /// Also write a CSV (one row per tensor × config) here.
   std::string csv;
