@@ -30,9 +30,10 @@ build: deps
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DMOEQ_SANITIZE=$(SANITIZE) $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS)
 
-# The report test renders HTML in Debian's chromium (it skips with a message without it).
+# The report test renders HTML in Debian's chromium, the man pages need help2man, the GNU
+# parallel example test needs parallel (each skips with a message without it).
 test-deps: llamacpp-deps
-	@scripts/install-deps.sh chromium help2man
+	@scripts/install-deps.sh chromium help2man parallel
 
 # The llama.cpp conformance test loads moeq's GGUF files in node-llama-cpp (prebuilt llama.cpp).
 llamacpp-deps:
