@@ -23,7 +23,8 @@ build: deps
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DMOEQ_SANITIZE=$(SANITIZE) $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS)
 
-# The report test renders HTML in Debian's chromium (it skips with a message without it).
+# The report test renders HTML in Debian's chromium (it skips with a message without it);
+# help2man generates the man pages at build time (optional, cmake/docs.cmake).
 test-deps: llamacpp-deps
 	@scripts/install-deps.sh chromium help2man
 
