@@ -608,10 +608,7 @@ Result<TensorView> Checkpoint::View(std::string_view name) const {
   if (t == nullptr) {
     return Status::NotFound(dir_ + ": no tensor '" + std::string(name) + "' in the checkpoint");
   }
-  if (gguf_) {
-    return Status::Unsupported(dir_ + ": tensor '" + std::string(name) + "' is stored in a GGUF file as " +
-                               GgufStorageType(name) + "; read it with ReadF32");
-  }
+  if (gguf_) return checkpoint_internal::GgufView(*gguf_, *t, dir_);
   if (t->quant.quantized()) {
     return Status::Unsupported(dir_ + ": tensor '" + std::string(name) + "' is stored quantized (" +
                                std::to_string(t->quant.bits) + " bits, group " +

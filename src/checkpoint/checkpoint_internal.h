@@ -4,6 +4,7 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,7 +34,15 @@ struct GgufSource {
 struct GgufBacking {
   std::unique_ptr<GgufFile> file;
   std::map<std::string, GgufSource, std::less<>> sources;  // presented name -> source
+  /// Tensors decoded for View (ggml blocks or permuted rows), kept for the checkpoint's life:
+  /// a view must stay valid while the Checkpoint lives, as a mapped one does.
+  mutable std::mutex mu;
+  mutable std::map<std::string, std::unique_ptr<std::vector<float>>, std::less<>> decoded;
 };
+
+/// View of a GGUF-backed tensor: the mapped bytes for F32/F16/BF16 tensors stored as
+/// presented, else float32 decoded once (ReadGgufF32) and cached in `backing`.
+Result<TensorView> GgufView(const GgufBacking& backing, const CheckpointTensor& t, const std::string& path);
 
 /// Decodes a GGUF-backed tensor to float32 in its presented (Hugging Face) layout.
 Status ReadGgufF32(const GgufBacking& backing, const CheckpointTensor& t, const std::string& path,

@@ -7,7 +7,8 @@
 //     a layer's experts stay one fused [experts, out, in] tensor, named like mlx-lm's stacked
 //     switch_mlp tensor, which the architecture adapters and the engine already understand;
 //   - ReadF32 decodes the ggml blocks (DequantizeGgmlRow, exact) and undoes llama.cpp's q/k
-//     rotary permutation for the `llama` architecture (Mixtral, Llama).
+//     rotary permutation for the `llama` architecture (Mixtral, Llama); View maps F32/F16/BF16
+//     tensors in place and serves the others as float32 decoded once and kept.
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -289,6 +290,26 @@ Status ReadGgufF32(const GgufBacking& backing, const CheckpointTensor& t, const 
   return Status::Ok();
 }
 
+Result<TensorView> GgufView(const GgufBacking& backing, const CheckpointTensor& t, const std::string& path) {
+  auto it = backing.sources.find(t.info.name);
+  if (it == backing.sources.end()) return Status::Internal(path + ": no GGUF source for tensor '" + t.info.name + "'");
+  const GgufTensorInfo* info = backing.file->FindTensor(it->second.gguf_name);
+  if (!info) return Status::Internal(path + ": GGUF tensor '" + it->second.gguf_name + "' vanished");
+  const bool float_type = info->type == GgmlType::kF32 || info->type == GgmlType::kF16 || info->type == GgmlType::kBF16;
+  if (float_type && it->second.permute_heads == 0 && PresentedDType(info->type) == t.info.dtype) {
+    MOEQ_ASSIGN_OR_RETURN(const auto data, backing.file->TensorData(info->name));
+    return TensorView{&t.info, data};
+  }
+  std::lock_guard<std::mutex> lock(backing.mu);
+  auto& slot = backing.decoded[t.info.name];
+  if (!slot) {
+    auto buf = std::make_unique<std::vector<float>>();
+    MOEQ_RETURN_IF_ERROR(ReadGgufF32(backing, t, path, buf.get()));
+    slot = std::move(buf);
+  }
+  return TensorView{&t.info, std::as_bytes(std::span<const float>(*slot))};
+}
+
 }  // namespace checkpoint_internal
 
 std::string Checkpoint::GgufStorageType(std::string_view name) const {
@@ -351,6 +372,7 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::OpenGguf(const std::string& path
       } else if (rope_permute && (r == TensorRole::kAttnK || r == TensorRole::kAttnKBias)) {
         src.permute_heads = cfg.num_kv_heads > 0 ? cfg.num_kv_heads : cfg.num_heads;
       }
+      if (src.permute_heads > 0) t.info.dtype = DType::kF32;  // View decodes it (rows reordered)
       src.permute_cols = (r == TensorRole::kAttnQBias || r == TensorRole::kAttnKBias) ? 1 : gt.ne[0];
     }
     // The adapter must recognise the name it produced (and agree on the identity).

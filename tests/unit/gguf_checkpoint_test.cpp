@@ -107,7 +107,16 @@ TEST_P(GgufCheckpoint, F32GgufGivesTheSourceLogitsAndConfig) {
   ASSERT_EQ(la.size(), lb.size());
   ASSERT_FALSE(la.empty());
   for (size_t i = 0; i < la.size(); ++i) ASSERT_EQ(la[i], lb[i]) << "logit " << i;
-  EXPECT_EQ((*g)->View((*g)->tensors().front().info.name).status().code(), StatusCode::kUnsupported);
+  // View: mapped float bytes (or decoded float32) equal to ReadF32.
+  for (const auto& t : (*g)->tensors()) {
+    auto v = (*g)->View(t.info.name);
+    ASSERT_TRUE(v.ok()) << t.info.name << ": " << v.status().ToString();
+    auto f = ToF32(*v);
+    ASSERT_TRUE(f.ok());
+    std::vector<float> r;
+    ASSERT_TRUE((*g)->ReadF32(t.info.name, &r).ok());
+    EXPECT_EQ(*f, r) << t.info.name;
+  }
 }
 
 TEST_P(GgufCheckpoint, QuantizedGgufDecodesTheFileAndStaysClose) {
@@ -137,6 +146,10 @@ TEST_P(GgufCheckpoint, QuantizedGgufDecodesTheFileAndStaysClose) {
   EXPECT_EQ((*g)->GgufStorageType(down->info.name), "q5_0");
   std::vector<float> mine;
   ASSERT_TRUE((*g)->ReadF32(down->info.name, &mine).ok());
+  auto view = (*g)->View(down->info.name);  // decoded once, float32
+  ASSERT_TRUE(view.ok()) << view.status().ToString();
+  EXPECT_EQ(view->data.size(), mine.size() * sizeof(float));
+  EXPECT_EQ(*ToF32(*view), mine);
   auto want = (*file)->DequantizeTensor("blk.1.ffn_down_exps.weight");
   ASSERT_TRUE(want.ok());
   EXPECT_EQ(mine, *want);

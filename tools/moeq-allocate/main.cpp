@@ -8,7 +8,7 @@ int main(int argc, char** argv) {
   return moeq::tool::RunTool(
       argc, argv, "moeq-allocate", "Mixed-precision bit allocation for a memory budget (MCKP with an SQNR veto, expert tiers)",
       [&](CLI::App& app) {
-        app.footer("Examples:\n  moeq-allocate sensitivity.jsonl --bpw 4.5 -o allocation.json --curve 24\n  moeq-allocate sensitivity.jsonl --budget 21GB --objective mse -o allocation.json\n  moeq-allocate sensitivity.jsonl --bpw 4.5 --policy tiered --profile routing_profile.json -o allocation.json\n\nDocumentation: README.md and docs/ of the moeq sources; man moeq-allocate");
+        app.footer("Examples:\n  moeq-allocate sensitivity.jsonl --bpw 4.5 -o allocation.json --curve 24\n\n  moeq-allocate sensitivity.jsonl --budget 21GB --objective mse -o allocation.json\n\n  moeq-allocate sensitivity.jsonl --bpw 4.5 --policy tiered --profile routing_profile.json -o allocation.json\n\nDocumentation: README.md and docs/ of the moeq sources; man moeq-allocate");
         app.add_option("sensitivity", o.sensitivity, "sensitivity.jsonl from moeq-analyze")->required();
         app.add_option("--profile", o.profile, "routing_profile.json from moeq-profile (mckp-hotness, tiered)");
         auto* budget = app.add_option("--budget", o.budget, "Bytes of the allocated tensors: 21GB, 19.5GiB, 734MB, or min (the smallest feasible plan)");

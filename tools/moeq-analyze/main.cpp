@@ -10,7 +10,7 @@ int main(int argc, char** argv) {
   return moeq::tool::RunTool(
       argc, argv, "moeq-analyze", "Per-tensor quantization sensitivity features and the rate-distortion grid",
       [&](CLI::App& app) {
-        app.footer("Examples:\n  moeq-analyze models/tiny-qwen3moe --activation-stats activation_stats.safetensors -o sensitivity.jsonl\n  moeq-analyze MODEL --shard 0/4 -o s0.jsonl   # one of 4 layer shards\n  moeq-analyze merge sensitivity.jsonl s0.jsonl s1.jsonl s2.jsonl s3.jsonl\n\nDocumentation: README.md and docs/ of the moeq sources; man moeq-analyze");
+        app.footer("Examples:\n  moeq-analyze models/tiny-qwen3moe --activation-stats activation_stats.safetensors -o sensitivity.jsonl\n\n  moeq-analyze MODEL --shard 0/4 -o s0.jsonl   # one of 4 layer shards\n\n  moeq-analyze merge sensitivity.jsonl s0.jsonl s1.jsonl s2.jsonl s3.jsonl\n\nDocumentation: README.md and docs/ of the moeq sources; man moeq-analyze");
         app.add_option("model", o.model_dir, "Model directory (Hugging Face layout)");
         app.add_option("-o,--output", o.output, "sensitivity.jsonl to write");
         app.add_option("--grid", o.grid, "Rate-distortion grid (moeq.mint_grid JSON; default: configs/mint_grid.json, compiled in)");

@@ -8,7 +8,7 @@ int main(int argc, char** argv) {
   return moeq::tool::RunTool(
       argc, argv, "moeq-eval", "Perplexity, KL divergence from a reference model, and a CI quality gate",
       [&](CLI::App& app) {
-        app.footer("Examples:\n  moeq-eval models/tiny-qwen3moe --text data/moe-corpus/valid.txt -o eval.json\n  moeq-eval out/q --text data/moe-corpus/valid.txt --reference models/tiny-qwen3moe \\\n      --baseline eval.json --max-ppl-delta 2% --max-kl 0.05   # CI gate: exit 3 when exceeded\n  moeq-eval out/model.gguf --text data/moe-corpus/valid.txt -o eval-gguf.json   # a GGUF file\n\nDocumentation: README.md and docs/ of the moeq sources; man moeq-eval");
+        app.footer("Examples:\n  moeq-eval models/tiny-qwen3moe --text data/moe-corpus/valid.txt -o eval.json\n\n  moeq-eval out/q --text data/moe-corpus/valid.txt --reference models/tiny-qwen3moe \\\n      --baseline eval.json --max-ppl-delta 2% --max-kl 0.05   # CI gate: exit 3 when exceeded\n\n  moeq-eval out/model.gguf --text data/moe-corpus/valid.txt -o eval-gguf.json   # a GGUF file\n\nDocumentation: README.md and docs/ of the moeq sources; man moeq-eval");
         app.add_option("model", o.model_dir, "Model directory (Hugging Face layout), or a .gguf file written by moeq-quantize --format gguf")->required();
         auto* text = app.add_option("--text", o.input.text_file, "Text file, tokenized with the model's tokenizer.json (a .gguf model: its tokenizer.ggml metadata)");
         auto* toks = app.add_option("--tokens", o.input.tokens_file, "Pre-tokenized ids (JSON list or .u32/.u16 binary)");

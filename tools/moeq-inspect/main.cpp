@@ -8,7 +8,7 @@ int main(int argc, char** argv) {
   return moeq::tool::RunTool(
       argc, argv, "moeq-inspect", "Describe a Hugging Face MoE checkpoint directory",
       [&](CLI::App& app) {
-        app.footer("Examples:\n  moeq-inspect models/tiny-qwen3moe\n  moeq-inspect models/tiny-qwen3moe --json\n  moeq-inspect models/tiny-qwen3moe --check-finite --quant-report\n\nDocumentation: README.md and docs/ of the moeq sources; man moeq-inspect");
+        app.footer("Examples:\n  moeq-inspect models/tiny-qwen3moe\n\n  moeq-inspect models/tiny-qwen3moe --json\n\n  moeq-inspect models/tiny-qwen3moe --check-finite --quant-report\n\nDocumentation: README.md and docs/ of the moeq sources; man moeq-inspect");
         app.add_option("model", o.model_dir, "Model directory (config.json + *.safetensors)")
             ->required()
             ->check(CLI::ExistingDirectory);

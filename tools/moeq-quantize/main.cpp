@@ -8,7 +8,7 @@ int main(int argc, char** argv) {
   return moeq::tool::RunTool(
       argc, argv, "moeq-quantize", "Write a quantized checkpoint (MLX safetensors or GGUF) from an allocation or a uniform format",
       [&](CLI::App& app) {
-        app.footer("Examples:\n  moeq-quantize models/tiny-qwen3moe --allocation allocation.json -o out/q\n  moeq-quantize models/tiny-qwen3moe --uniform 4 --group 64 -o out/q4g64   # routers 8-bit, as mlx-lm\n  moeq-quantize models/tiny-qwen3moe --allocation allocation.json --format gguf -o out/model.gguf\n  moeq-quantize models/tiny-qwen3moe --format gguf --gguf-type q4_K -o out/q4_K.gguf\n\nDocumentation: README.md and docs/ of the moeq sources; man moeq-quantize");
+        app.footer("Examples:\n  moeq-quantize models/tiny-qwen3moe --allocation allocation.json -o out/q\n\n  moeq-quantize models/tiny-qwen3moe --uniform 4 --group 64 -o out/q4g64   # routers 8-bit, as mlx-lm\n\n  moeq-quantize models/tiny-qwen3moe --allocation allocation.json --format gguf -o out/model.gguf\n\n  moeq-quantize models/tiny-qwen3moe --format gguf --gguf-type q4_K -o out/q4_K.gguf\n\nDocumentation: README.md and docs/ of the moeq sources; man moeq-quantize");
         app.add_option("model", o.model_dir, "Model directory (Hugging Face layout)")->required();
         app.add_option("-o,--output", o.output, "Output directory (mlx) or .gguf file (gguf); --force replaces an existing one")->required();
         auto* alloc = app.add_option("--allocation", o.allocation, "allocation.json from moeq-allocate");

@@ -7,7 +7,7 @@ int main(int argc, char** argv) {
   return moeq::tool::RunTool(
       argc, argv, "moeq-report", "Self-contained HTML report of a quantization run (inline SVG charts)",
       [&](CLI::App& app) {
-        app.footer("Examples:\n  moeq-report --profile routing_profile.json --sensitivity sensitivity.jsonl --allocation allocation.json \\\n      --eval bf16=eval_bf16.json --eval moeq=eval_moeq.json -o report.html\n  moeq-report --no-html --table markdown --table-baseline uniform --eval uniform=eval_q4.json --eval moeq=eval_moeq.json\n\nDocumentation: README.md and docs/ of the moeq sources; man moeq-report");
+        app.footer("Examples:\n  moeq-report --profile routing_profile.json --sensitivity sensitivity.jsonl --allocation allocation.json \\\n      --eval bf16=eval_bf16.json --eval moeq=eval_moeq.json -o report.html\n\n  moeq-report --no-html --table markdown --table-baseline uniform --eval uniform=eval_q4.json --eval moeq=eval_moeq.json\n\nDocumentation: README.md and docs/ of the moeq sources; man moeq-report");
         app.add_option("-o,--output", o.output, "HTML file to write");
         app.add_option("--title", o.title, "Report title");
         app.add_option("--profile", o.profile, "routing_profile.json (moeq-profile): routing hotness heatmap");

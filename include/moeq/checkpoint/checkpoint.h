@@ -63,7 +63,8 @@ struct CheckpointOptions {
 /// presented with their Hugging Face names and shapes (each layer's experts as one fused
 /// [experts, out, in] tensor named like mlx-lm's stacked switch_mlp), and ReadF32 decodes the
 /// ggml blocks to float32 (undoing llama.cpp's q/k rotary permutation for Mixtral/Llama).
-/// Such a checkpoint has no shards and no float bytes to View.
+/// Such a checkpoint has no shards; View maps F32/F16/BF16 tensors in place and serves the
+/// others as float32 decoded once and kept while the Checkpoint lives.
 class Checkpoint {
  public:
   static Result<std::unique_ptr<Checkpoint>> Open(const std::string& dir,
