@@ -141,7 +141,11 @@ class Fault : public ::testing::Test {
     // Leftovers of the killed runs exist now; the next run removes them.
     ASSERT_EQ(RunTool(args, Err()), 0) << *ReadFile(Err());
     check_complete(output);
-    EXPECT_EQ(Entries(out_.path()), (std::vector<std::string>{fs::path(output).filename().string(), "stderr.txt"}));
+    // A GGUF output has its model card beside it ("<stem>.README.md").
+    std::vector<std::string> want = {fs::path(output).filename().string(), "stderr.txt"};
+    if (fs::path(output).extension() == ".gguf") want.push_back(fs::path(output).stem().string() + ".README.md");
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(Entries(out_.path()), want);
   }
 
   test::ScopedTempDir model_{"moeq-fault-model"};
@@ -242,7 +246,7 @@ TEST_F(Fault, ConcurrentWritersLastRenameWinsNeverAMix) {
     const std::string got = *ReadFile(out);
     EXPECT_TRUE(got == a || got == b) << "round " << round << ": the output matches neither run";
   }
-  EXPECT_EQ(Entries(out_.path()), (std::vector<std::string>{"e1.txt", "e2.txt", "m.gguf", "stderr.txt"}));
+  EXPECT_EQ(Entries(out_.path()), (std::vector<std::string>{"e1.txt", "e2.txt", "m.README.md", "m.gguf", "stderr.txt"}));
 
   // MLX directories: the same, compared file by file.
   const std::string dir = out_.Join("q");

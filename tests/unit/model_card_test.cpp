@@ -80,8 +80,17 @@ TEST(ModelCard, GgufCardLiesBesideTheFile) {
   EXPECT_NE(card->find("base_model: \"tiny-qwen3moe\""), std::string::npos);
   EXPECT_NE(card->find("`q.gguf`"), std::string::npos);
   EXPECT_NE(card->find(std::to_string(fs::file_size(o.output))), std::string::npos);
-  // An existing card is not replaced without --force.
+  // Without its .gguf, a card left by an earlier (killed or removed) output is a leftover: the
+  // next run replaces it with its own card.
   fs::remove(o.output);
+  ASSERT_TRUE(fs::exists(tmp.Join("q.README.md")));
+  o.gguf_type = "q8_0";
+  ASSERT_TRUE(RunQuantize(o, Ctx()).ok());
+  auto card2 = ReadFile(tmp.Join("q.README.md"));
+  ASSERT_TRUE(card2.ok());
+  EXPECT_NE(*card2, *card);
+  EXPECT_NE(card2->find(std::to_string(fs::file_size(o.output))), std::string::npos);
+  // With the .gguf present, nothing is replaced without --force.
   EXPECT_EQ(RunQuantize(o, Ctx()).code(), StatusCode::kAlreadyExists);
 }
 

@@ -173,8 +173,11 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
   if (!o.stats.empty()) inputs.push_back(o.stats);
   MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.output, inputs, ctx.force));
   if (!o.eval.empty()) inputs.push_back(o.eval);
+  // The GGUF model card ("<name>.README.md") belongs to the .gguf output: it is replaced with it.
+  // Without the .gguf (a run killed after writing the card, or a removed output) it is a
+  // leftover, so only an input may not be overwritten.
   if (o.format == "gguf" && !o.no_model_card) {
-    MOEQ_RETURN_IF_ERROR(CheckOutputPath(GgufCardPath(o.output), inputs, ctx.force).WithContext("model card"));
+    MOEQ_RETURN_IF_ERROR(CheckOutputPath(GgufCardPath(o.output), inputs, /*force=*/true).WithContext("model card"));
   }
   {
     // The output must not lie inside the input directory either.
