@@ -40,7 +40,7 @@ inline void AddArray(KvList* kv, std::string key, GgufValueType elem, nlohmann::
 Status AppendKv(const std::string& key, const GgufValue& value, std::string* out);
 
 /// Tokenizer metadata (tokenizer.ggml.*) from the checkpoint's tokenizer.json and
-/// tokenizer_config.json (formats.md §3.1, §4.5). Sets *found to false, adding nothing, when
+/// tokenizer_config.json (docs/formats.md §3.1, §4.5). Sets *found to false, adding nothing, when
 /// there is no tokenizer.json or its vocabulary is empty. `n_vocab` is the embedding row count:
 /// the token list is padded to it with "[PAD<i>]" UNUSED tokens.
 Status AddTokenizerMetadata(const Checkpoint& ckpt, int64_t n_vocab, KvList* kv, bool* found);

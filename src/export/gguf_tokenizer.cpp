@@ -1,5 +1,5 @@
 // tokenizer.ggml.* metadata from a Hugging Face tokenizer.json (+ tokenizer_config.json,
-// config.json), the way convert_hf_to_gguf.py fills it (formats.md §3.1, §4.5):
+// config.json), the way convert_hf_to_gguf.py fills it (docs/formats.md §3.1, §4.5):
 //   byte-level BPE (GPT-2/Qwen)  → model "gpt2", tokens, token_type, merges, pre from the
 //                                   pre-tokenizer regex ("qwen2", "llama-bpe", "gpt-2", "default");
 //   SentencePiece-style BPE      → model "llama", tokens, scores, token_type (BYTE for <0xNN>).

@@ -94,7 +94,7 @@ std::string GgufName(const TensorId& id, TensorRole role) {
   return "blk." + std::to_string(id.layer) + "." + base + suffix;
 }
 
-/// Roles stored as F32 whatever the plan says (formats.md §3.4: norms, router, shared gate, 1-D).
+/// Roles stored as F32 whatever the plan says (docs/formats.md §3.4: norms, router, shared gate, 1-D).
 bool ForcedF32(TensorRole r) {
   return IsNormRole(r) || IsBiasRole(r) || r == TensorRole::kRouter || r == TensorRole::kSharedExpertGate;
 }
@@ -143,7 +143,7 @@ uint32_t FileType(const std::vector<PlannedTensor>& tensors) {
   return 0;
 }
 
-/// Architecture metadata (formats.md §3.1).
+/// Architecture metadata (docs/formats.md §3.1).
 Status AddArchitectureMetadata(const ModelConfig& c, const std::string& arch, KvList* kv) {
   using gguf_internal::AddF32;
   using gguf_internal::AddU32;

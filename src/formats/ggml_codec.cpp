@@ -1,5 +1,5 @@
 // ggml block codecs: the type table, encoders and decoders of F32, F16, BF16, Q4_0, Q4_1, Q5_0,
-// Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (layouts: ../shared/docs/formats.md §3.2).
+// Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (layouts: docs/formats.md §3.2).
 //
 // Decoders follow ggml's dequantization formulas exactly (float32 arithmetic in the same order).
 // Encoders are moeq's own: round-to-nearest codes with per-(sub-)block scales chosen by a short

@@ -1,4 +1,4 @@
-// GgufFile: a validating, memory-mapped GGUF v3 reader (formats.md §3.1).
+// GgufFile: a validating, memory-mapped GGUF v3 reader (docs/formats.md §3.1).
 #include <cerrno>
 #include <cstring>
 #include <optional>

@@ -216,7 +216,7 @@ int64_t QuantizeRowsT(const QuantizeRowsArgs& a) {
         w_max[k] = hi;
       }
 
-      // Phase 2: MLX CPU parameters (formats.md §2.2), float32 throughout.
+      // Phase 2: MLX CPU parameters (docs/formats.md §2.2), float32 throughout.
       float scale[kGroupBatch], bias[kGroupBatch], scale_st[kGroupBatch], bias_st[kGroupBatch];
       for (int k = 0; k < nb; ++k) {
         const float lo = w_min[k], hi = w_max[k];

@@ -1,7 +1,7 @@
 // GGUF v3 output for llama.cpp: the plan-format → ggml-type mapping and a streaming writer for a
 // whole checkpoint.
 //
-// Layouts follow formats.md §3 (file layout, block layouts, MoE experts, tensor names); the
+// Layouts follow docs/formats.md §3 (file layout, block layouts, MoE experts, tensor names); the
 // mapping from plan formats to ggml types is documented in docs/gguf.md.
 #pragma once
 

@@ -1,7 +1,7 @@
 // GGUF v3 files: ggml tensor types and their block codecs, metadata values and a reader (used by
 // tests and moeq-inspect). The writer is in moeq/export/gguf_writer.h.
 //
-// Layouts follow ../shared/docs/formats.md §3 (file layout, block layouts, MoE experts, tensor
+// Layouts follow docs/formats.md §3 (file layout, block layouts, MoE experts, tensor
 // names); the mapping from plan formats to ggml types is documented in docs/gguf.md.
 #pragma once
 
@@ -23,7 +23,7 @@
 
 namespace moeq {
 
-/// File constants (formats.md §3): "GGUF" little-endian, version 3, default alignment 32.
+/// File constants (docs/formats.md §3): "GGUF" little-endian, version 3, default alignment 32.
 inline constexpr uint32_t kGgufMagic = 0x46554747u;
 inline constexpr uint32_t kGgufVersion = 3;
 inline constexpr uint32_t kGgufAlignment = 32;
@@ -80,7 +80,7 @@ Result<uint64_t> GgmlRowBytes(GgmlType type, int64_t n);
 /// (GgmlRowBytes(type, n) bytes). Quantized types use round-to-nearest with per-(sub)block
 /// scales chosen by a small least-squares search; deterministic.
 Status QuantizeGgmlRow(GgmlType type, const float* x, int64_t n, std::byte* out);
-/// Decodes `n` values with ggml's dequantization formulas (formats.md §3.2), exactly.
+/// Decodes `n` values with ggml's dequantization formulas (docs/formats.md §3.2), exactly.
 Status DequantizeGgmlRow(GgmlType type, const std::byte* data, int64_t n, float* out);
 
 // ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@
 
 namespace moeq {
 
-/// Hotness over time (DynaExq, mint-spec.md §7.2): a sliding window of the last `window`
+/// Hotness over time (DynaExq, docs/mint-spec.md §7.2): a sliding window of the last `window`
 /// tokens, updated every `update_every` tokens once the window is full. At an update each
 /// expert's windowed frequency f = (tokens of the window that selected it) / window is compared
 /// with thresholds expressed in units of the uniform share top_k / num_experts: a cold expert
