@@ -2,7 +2,8 @@
 // the MINT grid (bytes from the grid formula, NRMSE falling with bits and rising with group size).
 // Reports the Lagrangian-hull solver's time, objective, lower bound and gap, checks it is
 // deterministic (two solves, identical choices), and compares it with a baseline measured in the
-// same run: a plain heap greedy on raw options (no convex hull), and uniform q4g64 at the same size.
+// same run: a plain heap greedy on raw options (no convex hull), and uniform q4g64 at the same
+// size.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -22,15 +23,16 @@ struct GridConfig {
   int bits, group;
   double nrmse;  // Gaussian-weight NRMSE of the format (moeq's measured values, rounded)
 };
-constexpr GridConfig kGrid[] = {{2, 32, 0.40}, {3, 64, 0.19},   {4, 32, 0.080},  {4, 64, 0.089},
+constexpr GridConfig kGrid[] = {{2, 32, 0.40},  {3, 64, 0.19},   {4, 32, 0.080},   {4, 64, 0.089},
                                 {4, 128, 0.10}, {8, 64, 0.0053}, {8, 128, 0.0059}, {16, 0, 0.0}};
 
 MckpProblem MakeInstance(int tensors, uint64_t seed, uint64_t* q4_bytes, double* q4_cost) {
   std::mt19937_64 rng(seed);
   // Shapes of a large MoE: mostly routed experts, some attention, a few embeddings/routers.
-  const int64_t shapes[][2] = {{768, 2048}, {2048, 768}, {4096, 2048}, {512, 2048}, {128, 2048}, {151936, 2048}};
+  const int64_t shapes[][2] = {{768, 2048}, {2048, 768}, {4096, 2048},
+                               {512, 2048}, {128, 2048}, {151936, 2048}};
   std::discrete_distribution<int> pick({60, 30, 6, 3, 0.9, 0.1});
-  std::lognormal_distribution<double> tail(0.0, 0.25);    // per-tensor sensitivity
+  std::lognormal_distribution<double> tail(0.0, 0.25);  // per-tensor sensitivity
   std::uniform_real_distribution<double> jitter(0.97, 1.03);
   MckpProblem p;
   *q4_bytes = 0;
@@ -64,7 +66,8 @@ MckpSolution HeapGreedy(const MckpProblem& p) {
   for (size_t i = 0; i < n; ++i) {
     uint32_t best = p.offsets[i];
     for (uint32_t o = p.offsets[i]; o < p.offsets[i + 1]; ++o) {
-      if (p.bytes[o] < p.bytes[best] || (p.bytes[o] == p.bytes[best] && p.cost[o] < p.cost[best])) best = o;
+      if (p.bytes[o] < p.bytes[best] || (p.bytes[o] == p.bytes[best] && p.cost[o] < p.cost[best]))
+        best = o;
     }
     s.choice[i] = static_cast<int32_t>(best - p.offsets[i]);
     used += p.bytes[best];
@@ -111,7 +114,8 @@ double BestSeconds(int reps, F&& f) {
   for (int r = 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
     f();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    best = std::min(best,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   return best;
 }
@@ -130,7 +134,8 @@ int main() {
     std::fprintf(stderr, "solve failed: %s\n", first.status().ToString().c_str());
     return 1;
   }
-  const bool deterministic = first->choice == second->choice && first->objective == second->objective;
+  const bool deterministic =
+      first->choice == second->choice && first->objective == second->objective;
   const double t_hull = BestSeconds(5, [&] { (void)moeq::alloc::SolveMckpLagrangian(p); });
   MckpSolution greedy;
   const double t_greedy = BestSeconds(3, [&] { greedy = HeapGreedy(p); });
@@ -142,16 +147,27 @@ int main() {
   auto sl = moeq::alloc::SolveMckpLagrangian(loose);
   const double t_tight = BestSeconds(3, [&] { (void)moeq::alloc::SolveMckpLagrangian(tight); });
   const bool ok = t_hull < 0.100 && first->gap < 1e-3 && deterministic && first->bytes <= p.budget;
-  std::printf("{\n  \"instance\": {\"tensors\": %d, \"configs\": 8, \"budget_bytes\": %llu, \"budget\": \"uniform q4g64 size\"},\n",
-              kTensors, static_cast<unsigned long long>(p.budget));
-  std::printf("  \"lagrangian_hull\": {\"seconds\": %.4f, \"objective\": %.6f, \"lower_bound\": %.6f, \"gap\": %.3e, \"bytes\": %llu, \"deterministic\": %s},\n",
-              t_hull, first->objective, first->lower_bound, first->gap, static_cast<unsigned long long>(first->bytes),
-              deterministic ? "true" : "false");
-  std::printf("  \"baseline_heap_greedy\": {\"seconds\": %.4f, \"objective\": %.6f, \"gap_to_lower_bound\": %.3e},\n", t_greedy,
-              greedy.objective, (greedy.objective - first->lower_bound) / greedy.objective);
-  std::printf("  \"baseline_uniform_q4g64\": {\"objective\": %.6f, \"ratio_to_allocated\": %.4f},\n", q4_cost, q4_cost / first->objective);
-  std::printf("  \"tight_budget\": {\"seconds\": %.4f, \"gap\": %.3e}, \"loose_budget\": {\"gap\": %.3e},\n", t_tight,
-              st.ok() ? st->gap : -1.0, sl.ok() ? sl->gap : -1.0);
-  std::printf("  \"speedup_vs_heap_greedy\": %.2f,\n  \"targets_met\": %s\n}\n", t_greedy / t_hull, ok ? "true" : "false");
+  std::printf(
+      "{\n  \"instance\": {\"tensors\": %d, \"configs\": 8, \"budget_bytes\": %llu, \"budget\": "
+      "\"uniform q4g64 size\"},\n",
+      kTensors, static_cast<unsigned long long>(p.budget));
+  std::printf(
+      "  \"lagrangian_hull\": {\"seconds\": %.4f, \"objective\": %.6f, \"lower_bound\": %.6f, "
+      "\"gap\": %.3e, \"bytes\": %llu, \"deterministic\": %s},\n",
+      t_hull, first->objective, first->lower_bound, first->gap,
+      static_cast<unsigned long long>(first->bytes), deterministic ? "true" : "false");
+  std::printf(
+      "  \"baseline_heap_greedy\": {\"seconds\": %.4f, \"objective\": %.6f, "
+      "\"gap_to_lower_bound\": %.3e},\n",
+      t_greedy, greedy.objective, (greedy.objective - first->lower_bound) / greedy.objective);
+  std::printf(
+      "  \"baseline_uniform_q4g64\": {\"objective\": %.6f, \"ratio_to_allocated\": %.4f},\n",
+      q4_cost, q4_cost / first->objective);
+  std::printf(
+      "  \"tight_budget\": {\"seconds\": %.4f, \"gap\": %.3e}, \"loose_budget\": {\"gap\": "
+      "%.3e},\n",
+      t_tight, st.ok() ? st->gap : -1.0, sl.ok() ? sl->gap : -1.0);
+  std::printf("  \"speedup_vs_heap_greedy\": %.2f,\n  \"targets_met\": %s\n}\n", t_greedy / t_hull,
+              ok ? "true" : "false");
   return ok ? 0 : 1;
 }

@@ -16,21 +16,22 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "moeq-analyze/analyze_command.h"
 #include "moeq/base/build_info.h"
-#include "moeq/checkpoint/checkpoint.h"
 #include "moeq/base/parallel.h"
+#include "moeq/checkpoint/checkpoint.h"
 #include "moeq/quant/quant_format.h"
 #include "moeq/quant/quantizer.h"
 
 namespace {
 
-double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 template <class F>
 double BestSeconds(int reps, F&& fn) {
@@ -63,14 +64,18 @@ int main(int argc, char** argv) {
   std::vector<std::string> models;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
-    else models.push_back(a);
+    if (a == "--threads" && i + 1 < argc)
+      threads = std::atoi(argv[++i]);
+    else if (a == "--reps" && i + 1 < argc)
+      reps = std::max(1, std::atoi(argv[++i]));
+    else
+      models.push_back(a);
   }
   if (models.empty()) {
     models.push_back(std::string(moeq::kSourceDir) + "/models/tiny-qwen3moe");
     std::error_code ec;
-    const std::filesystem::path shared = std::filesystem::path(moeq::kSourceDir) / ".." / "shared" / "models";
+    const std::filesystem::path shared =
+        std::filesystem::path(moeq::kSourceDir) / ".." / "shared" / "models";
     if (std::filesystem::is_directory(shared, ec)) {
       std::vector<std::string> found;
       for (const auto& e : std::filesystem::directory_iterator(shared, ec)) {
@@ -80,7 +85,8 @@ int main(int argc, char** argv) {
       models.insert(models.end(), found.begin(), found.end());
     }
   }
-  nlohmann::json report = {{"bench", "analyze"}, {"threads", moeq::ResolveThreads(threads)}, {"reps", reps}};
+  nlohmann::json report = {
+      {"bench", "analyze"}, {"threads", moeq::ResolveThreads(threads)}, {"reps", reps}};
   std::fprintf(stderr, "%-12s %-14s %10s %10s %8s\n", "shape", "family", "ms", "read ms", "ratio");
 
   const std::vector<std::pair<int64_t, int64_t>> shapes = {{2048, 768}, {768, 2048}};
@@ -121,9 +127,13 @@ int main(int argc, char** argv) {
     });
     const std::string key = std::to_string(rows) + "x" + std::to_string(cols);
     nlohmann::json j = {{"read_ms", read * 1e3}};
-    for (const auto& [name, t] : std::vector<std::pair<std::string, double>>{
-             {"spectral", t_spec}, {"distributional", t_dist}, {"functional", t_func}, {"rd_grid", t_rd}}) {
-      std::fprintf(stderr, "%-12s %-14s %10.2f %10.3f %8.1f\n", key.c_str(), name.c_str(), t * 1e3, read * 1e3, t / read);
+    for (const auto& [name, t] :
+         std::vector<std::pair<std::string, double>>{{"spectral", t_spec},
+                                                     {"distributional", t_dist},
+                                                     {"functional", t_func},
+                                                     {"rd_grid", t_rd}}) {
+      std::fprintf(stderr, "%-12s %-14s %10.2f %10.3f %8.1f\n", key.c_str(), name.c_str(), t * 1e3,
+                   read * 1e3, t / read);
       j[name] = {{"ms", t * 1e3}, {"ratio_to_read", t / read}};
     }
     report["tensors"][key] = j;
@@ -165,10 +175,14 @@ int main(int argc, char** argv) {
     std::filesystem::remove(out);
     const std::string name = std::filesystem::path(dir).filename().string() +
                              (dir.find("/shared/") != std::string::npos ? " (shared)" : "");
-    std::fprintf(stderr, "%-26s analyze %8.2f s   read %.3f s (%.1f MB)   ratio %.0f   peak RSS %.0f MiB\n",
+    std::fprintf(stderr,
+                 "%-26s analyze %8.2f s   read %.3f s (%.1f MB)   ratio %.0f   peak RSS %.0f MiB\n",
                  name.c_str(), t_an, t_read, bytes / 1e6, t_an / t_read, PeakRssMiB());
-    report["models"][name] = {{"analyze_s", t_an}, {"read_s", t_read}, {"bytes", bytes},
-                              {"ratio_to_read", t_an / t_read}, {"peak_rss_mib", PeakRssMiB()}};
+    report["models"][name] = {{"analyze_s", t_an},
+                              {"read_s", t_read},
+                              {"bytes", bytes},
+                              {"ratio_to_read", t_an / t_read},
+                              {"peak_rss_mib", PeakRssMiB()}};
   }
   std::printf("%s\n", report.dump().c_str());
   return 0;

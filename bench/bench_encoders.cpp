@@ -11,25 +11,26 @@
 //   bench_encoders [--threads N] [--reps N] [--tokens T]
 #include <sys/resource.h>
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <random>
-#include <tuple>
 #include <string>
+#include <tuple>
 #include <vector>
 
-#include <Eigen/Core>
-#include <nlohmann/json.hpp>
-
-#include "moeq/quant/encoders.h"
 #include "moeq/base/parallel.h"
+#include "moeq/quant/encoders.h"
 
 namespace {
 
-double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 template <class F>
 double BestSeconds(int reps, F&& fn) {
@@ -54,21 +55,26 @@ int main(int argc, char** argv) {
   int64_t tokens = 4096;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
-    else if (a == "--tokens" && i + 1 < argc) tokens = std::max(1, std::atoi(argv[++i]));
+    if (a == "--threads" && i + 1 < argc)
+      threads = std::atoi(argv[++i]);
+    else if (a == "--reps" && i + 1 < argc)
+      reps = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--tokens" && i + 1 < argc)
+      tokens = std::max(1, std::atoi(argv[++i]));
     else {
       std::fprintf(stderr, "usage: bench_encoders [--threads N] [--reps N] [--tokens T]\n");
       return 2;
     }
   }
   const int nthreads = moeq::ResolveThreads(threads);
-  nlohmann::json report = {{"bench", "bench_encoders"}, {"threads", nthreads}, {"reps", reps}, {"tokens", tokens}};
+  nlohmann::json report = {
+      {"bench", "bench_encoders"}, {"threads", nthreads}, {"reps", reps}, {"tokens", tokens}};
   nlohmann::json shapes = nlohmann::json::array();
   std::mt19937 rng(42);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::fprintf(stderr, "%-12s %-18s %10s %12s %10s\n", "shape", "what", "ms", "GFLOP/s", "x GEMM");
-  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{768, 2048}, std::pair<int64_t, int64_t>{2048, 768}}) {
+  for (const auto& [rows, cols] :
+       {std::pair<int64_t, int64_t>{768, 2048}, std::pair<int64_t, int64_t>{2048, 768}}) {
     const std::string shape = std::to_string(rows) + "x" + std::to_string(cols);
     // Correlated inputs (an AR(1) mix along the feature axis) and Gaussian weights.
     RowF x(tokens, cols);
@@ -99,7 +105,8 @@ int main(int argc, char** argv) {
     const double t_diag = BestSeconds(reps, [&] {
       std::fill(diag.begin(), diag.end(), 0.0);
       for (int64_t t = 0; t < tokens; ++t)
-        for (int64_t c = 0; c < cols; ++c) diag[static_cast<size_t>(c)] += static_cast<double>(x(t, c)) * x(t, c);
+        for (int64_t c = 0; c < cols; ++c)
+          diag[static_cast<size_t>(c)] += static_cast<double>(x(t, c)) * x(t, c);
       Clobber(diag.data());
     });
     moeq::quant::InputStats st;
@@ -107,7 +114,8 @@ int main(int argc, char** argv) {
     st.gram.resize(static_cast<size_t>(cols * cols));
     st.diag.resize(static_cast<size_t>(cols));
     for (int64_t i = 0; i < cols; ++i) {
-      for (int64_t j = 0; j < cols; ++j) st.gram[static_cast<size_t>(i * cols + j)] = gram(i, j) / static_cast<double>(tokens);
+      for (int64_t j = 0; j < cols; ++j)
+        st.gram[static_cast<size_t>(i * cols + j)] = gram(i, j) / static_cast<double>(tokens);
       st.diag[static_cast<size_t>(i)] = gram(i, i) / static_cast<double>(tokens);
     }
 
@@ -129,16 +137,18 @@ int main(int argc, char** argv) {
     row("gemm XtX (float)", t_gemm_stats, 2.0 * tokens * cols * cols, t_gemm_stats);
     row("diag", t_diag, 2.0 * tokens * cols, t_gemm_stats);
     row("gemm W*M (float)", t_gemm, gemm_flops, t_gemm);
-    for (const auto& [name, kind, act] : {std::tuple{"rtn", moeq::quant::EncoderKind::kRtn, false},
-                                          std::tuple{"weighted", moeq::quant::EncoderKind::kWeighted, false},
-                                          std::tuple{"gptq", moeq::quant::EncoderKind::kGptq, false},
-                                          std::tuple{"gptq act-order", moeq::quant::EncoderKind::kGptq, true}}) {
+    for (const auto& [name, kind, act] :
+         {std::tuple{"rtn", moeq::quant::EncoderKind::kRtn, false},
+          std::tuple{"weighted", moeq::quant::EncoderKind::kWeighted, false},
+          std::tuple{"gptq", moeq::quant::EncoderKind::kGptq, false},
+          std::tuple{"gptq act-order", moeq::quant::EncoderKind::kGptq, true}}) {
       moeq::quant::EncoderOptions o;
       o.kind = kind;
       o.gptq_act_order = act;
       moeq::quant::QuantizedTensor last;
       const double t = BestSeconds(reps, [&] {
-        auto q = moeq::quant::EncodeAffine(w, rows, cols, *fmt, moeq::DType::kBF16, o, &st, threads);
+        auto q =
+            moeq::quant::EncodeAffine(w, rows, cols, *fmt, moeq::DType::kBF16, o, &st, threads);
         if (!q.ok()) {
           std::fprintf(stderr, "%s\n", q.status().ToString().c_str());
           std::exit(1);
@@ -146,19 +156,22 @@ int main(int argc, char** argv) {
         last = std::move(*q);
       });
       // Not timed: the activation-weighted error of the result.
-      const double err = moeq::quant::MeasureWeightedError(w, *moeq::quant::Dequantize(last, threads), rows, cols, st, threads)->Relative();
+      const double err = moeq::quant::MeasureWeightedError(
+                             w, *moeq::quant::Dequantize(last, threads), rows, cols, st, threads)
+                             ->Relative();
       row(name, t, kind == moeq::quant::EncoderKind::kGptq ? gemm_flops / 2 : 0.0, t_gemm);
       enc[name] = {{"ms", t * 1e3}, {"x_gemm", t / t_gemm}, {"act_rel_error", err}};
     }
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
     shapes.push_back({{"shape", {rows, cols}},
-                      {"stats", {{"gram_ms", t_gram * 1e3},
-                                 {"gemm_xtx_float_ms", t_gemm_stats * 1e3},
-                                 {"gram_x_gemm", t_gram / t_gemm_stats},
-                                 {"diag_ms", t_diag * 1e3},
-                                 {"gram_tokens_per_s", tokens / t_gram},
-                                 {"gram_accumulator_bytes", cols * cols * 8}}},
+                      {"stats",
+                       {{"gram_ms", t_gram * 1e3},
+                        {"gemm_xtx_float_ms", t_gemm_stats * 1e3},
+                        {"gram_x_gemm", t_gram / t_gemm_stats},
+                        {"diag_ms", t_diag * 1e3},
+                        {"gram_tokens_per_s", tokens / t_gram},
+                        {"gram_accumulator_bytes", cols * cols * 8}}},
                       {"gemm_wm_ms", t_gemm * 1e3},
                       {"gemm_wm_gflops", gemm_flops / t_gemm / 1e9},
                       {"encoders_q4g64", enc},

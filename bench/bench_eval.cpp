@@ -18,17 +18,16 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "moeq/base/build_info.h"
+#include "moeq/base/file_util.h"
+#include "moeq/base/parallel.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/engine/engine.h"
 #include "moeq/eval/eval.h"
-#include "moeq/base/file_util.h"
-#include "moeq/base/parallel.h"
 #include "moeq/tokenizer/tokenizer.h"
 
 namespace {
@@ -88,7 +87,8 @@ nlohmann::json BenchModel(const std::string& dir, const Options& opt) {
         n,
         [&](int64_t i) {
           std::vector<float> logits;
-          errors[static_cast<size_t>(i)] = (*engine)->Forward(std::span<const int32_t>(ids->data() + i, 1), &logits, nullptr, 1);
+          errors[static_cast<size_t>(i)] =
+              (*engine)->Forward(std::span<const int32_t>(ids->data() + i, 1), &logits, nullptr, 1);
         },
         opt.threads, 16);
     base_s = std::min(base_s, Now() - t0);
@@ -97,9 +97,12 @@ nlohmann::json BenchModel(const std::string& dir, const Options& opt) {
     }
   }
   const double base_tps = static_cast<double>(n) / base_s;
-  std::fprintf(stderr, "%-28s windowed eval %9.0f tok/s (%lld tokens, ppl %.3f)   per-token Forward %9.0f tok/s (%lld tokens)   ratio %.2fx\n",
-               std::filesystem::path(dir).filename().c_str(), eval_tps, static_cast<long long>(eval_tokens), ppl, base_tps,
-               static_cast<long long>(n), eval_tps / base_tps);
+  std::fprintf(stderr,
+               "%-28s windowed eval %9.0f tok/s (%lld tokens, ppl %.3f)   per-token Forward %9.0f "
+               "tok/s (%lld tokens)   ratio %.2fx\n",
+               std::filesystem::path(dir).filename().c_str(), eval_tps,
+               static_cast<long long>(eval_tokens), ppl, base_tps, static_cast<long long>(n),
+               eval_tps / base_tps);
   return {{"model", dir},
           {"model_type", (*ckpt)->config().model_type},
           {"eval_tokens", eval_tokens},
@@ -122,11 +125,16 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--threads") opt.threads = std::atoi(next().c_str());
-    else if (a == "--windows") opt.windows = std::atoll(next().c_str());
-    else if (a == "--baseline-tokens") opt.baseline_tokens = std::atoll(next().c_str());
+    if (a == "--threads")
+      opt.threads = std::atoi(next().c_str());
+    else if (a == "--windows")
+      opt.windows = std::atoll(next().c_str());
+    else if (a == "--baseline-tokens")
+      opt.baseline_tokens = std::atoll(next().c_str());
     else if (!a.empty() && a[0] == '-') {
-      std::fprintf(stderr, "usage: bench_eval [MODEL_DIR...] [--threads N] [--windows N] [--baseline-tokens N]\n");
+      std::fprintf(
+          stderr,
+          "usage: bench_eval [MODEL_DIR...] [--threads N] [--windows N] [--baseline-tokens N]\n");
       return 2;
     } else {
       opt.models.push_back(a);
@@ -146,7 +154,9 @@ int main(int argc, char** argv) {
   }
   nlohmann::json results = nlohmann::json::array();
   for (const std::string& m : opt.models) results.push_back(BenchModel(m, opt));
-  nlohmann::json out = {{"bench", "bench_eval"}, {"threads", moeq::ResolveThreads(opt.threads)}, {"results", results}};
+  nlohmann::json out = {{"bench", "bench_eval"},
+                        {"threads", moeq::ResolveThreads(opt.threads)},
+                        {"results", results}};
   std::printf("%s\n", out.dump().c_str());
   return 0;
 }

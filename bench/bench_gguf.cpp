@@ -6,17 +6,16 @@
 //   bench_gguf [MODEL_DIR ...] [--formats q4g64,q8g32,...] [--threads N] [--reps N] [--out DIR]
 //
 // MODEL_DIR defaults to <source dir>/models/tiny-qwen3moe plus every ../shared/models/* found.
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <unistd.h>
-
-#include <nlohmann/json.hpp>
 
 #include "moeq/base/build_info.h"
 #include "moeq/checkpoint/checkpoint.h"
@@ -94,8 +93,8 @@ int main(int argc, char** argv) {
   fs::create_directories(out_dir);
 
   nlohmann::json results = nlohmann::json::array();
-  std::fprintf(stderr, "%-16s %-6s %10s %6s %9s %9s %6s %4s %4s  %s\n", "model", "format", "file MB", "bpw",
-               "gguf MB/s", "copy MB/s", "ratio", "fb", "prom", "types");
+  std::fprintf(stderr, "%-16s %-6s %10s %6s %9s %9s %6s %4s %4s  %s\n", "model", "format",
+               "file MB", "bpw", "gguf MB/s", "copy MB/s", "ratio", "fb", "prom", "types");
   for (const std::string& dir : models) {
     auto ck = moeq::Checkpoint::Open(dir);
     if (!ck.ok()) {
@@ -142,13 +141,17 @@ int main(int argc, char** argv) {
       }
       fs::remove(copy);
       const double mb = static_cast<double>(src_bytes) / 1e6;
-      const double bpw = report.weights > 0 ? static_cast<double>(report.tensor_bytes) * 8.0 / static_cast<double>(report.weights) : 0;
+      const double bpw = report.weights > 0 ? static_cast<double>(report.tensor_bytes) * 8.0 /
+                                                  static_cast<double>(report.weights)
+                                            : 0;
       const nlohmann::json types = report.TypeSummary();
       std::string type_list;
-      for (const auto& [t, v] : types.items()) type_list += t + ":" + std::to_string(v["tensors"].get<int>()) + " ";
-      std::fprintf(stderr, "%-16s %-6s %10.3f %6.3f %9.1f %9.1f %6.3f %4d %4d  %s\n", name.c_str(), fmt.c_str(),
-                   static_cast<double>(report.file_bytes) / 1e6, bpw, mb / best_gguf, mb / best_copy,
-                   best_copy / best_gguf, report.fallback_tensors, report.promoted_expert_tensors, type_list.c_str());
+      for (const auto& [t, v] : types.items())
+        type_list += t + ":" + std::to_string(v["tensors"].get<int>()) + " ";
+      std::fprintf(stderr, "%-16s %-6s %10.3f %6.3f %9.1f %9.1f %6.3f %4d %4d  %s\n", name.c_str(),
+                   fmt.c_str(), static_cast<double>(report.file_bytes) / 1e6, bpw, mb / best_gguf,
+                   mb / best_copy, best_copy / best_gguf, report.fallback_tensors,
+                   report.promoted_expert_tensors, type_list.c_str());
       results.push_back({{"model", name},
                          {"format", fmt},
                          {"file_bytes", report.file_bytes},
@@ -165,6 +168,9 @@ int main(int argc, char** argv) {
       fs::remove(out);
     }
   }
-  std::printf("%s\n", nlohmann::json({{"bench", "gguf"}, {"threads", threads}, {"results", results}}).dump().c_str());
+  std::printf("%s\n",
+              nlohmann::json({{"bench", "gguf"}, {"threads", threads}, {"results", results}})
+                  .dump()
+                  .c_str());
   return 0;
 }

@@ -30,20 +30,19 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
-#include "moeq/model/arch.h"
 #include "moeq/base/build_info.h"
+#include "moeq/base/parallel.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/engine/engine.h"
-#include "moeq/base/parallel.h"
-#include "moeq/quant/quant_format.h"
-#include "moeq/export/quant_plan.h"
 #include "moeq/export/mlx_writer.h"
+#include "moeq/export/quant_plan.h"
+#include "moeq/model/arch.h"
+#include "moeq/quant/quant_format.h"
 #include "testing/synthetic_checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -69,11 +68,11 @@ double Now() {
   std::exit(1);
 }
 
-const moeq::quant::FormatTraits* Fmt(int bits, int group) { return moeq::quant::FindAffineFormat(bits, group); }
-
-bool IsExpert(const moeq::CheckpointTensor& t) {
-  return t.id.expert >= 0 || t.fused_experts;
+const moeq::quant::FormatTraits* Fmt(int bits, int group) {
+  return moeq::quant::FindAffineFormat(bits, group);
 }
+
+bool IsExpert(const moeq::CheckpointTensor& t) { return t.id.expert >= 0 || t.fused_experts; }
 
 // Writes `src` quantized with `pick(tensor)` (nullptr = keep) into work/name unless present.
 template <typename Pick>
@@ -145,7 +144,8 @@ std::vector<float>& Logits() {
 // each window's best time over the repetitions so far (updated here), and the result is their
 // mean: a burst of load from another process then costs one window of one repetition, not the
 // whole repetition.
-double PrefillSeconds(const moeq::Engine& e, int windows, int threads, std::vector<double>* best = nullptr) {
+double PrefillSeconds(const moeq::Engine& e, int windows, int threads,
+                      std::vector<double>* best = nullptr) {
   std::vector<float>& logits = Logits();
   std::vector<double> local;
   if (best == nullptr) best = &local;
@@ -165,7 +165,8 @@ double PrefillSeconds(const moeq::Engine& e, int windows, int threads, std::vect
 
 // `best` as for PrefillSeconds, per decode step (step i sees the same cache length in every
 // repetition).
-double DecodeSeconds(const moeq::Engine& e, int steps, int threads, std::vector<double>* best = nullptr) {
+double DecodeSeconds(const moeq::Engine& e, int steps, int threads,
+                     std::vector<double>* best = nullptr) {
   moeq::KvCache cache;
   std::vector<float>& logits = Logits();
   std::vector<double> local;
@@ -177,7 +178,8 @@ double DecodeSeconds(const moeq::Engine& e, int steps, int threads, std::vector<
   double total = 0;
   for (int i = 0; i < steps; ++i) {
     const double t0 = Now();
-    auto st = e.ForwardIncremental(std::span(next).subspan(static_cast<size_t>(i), 1), &cache, &logits, threads);
+    auto st = e.ForwardIncremental(std::span(next).subspan(static_cast<size_t>(i), 1), &cache,
+                                   &logits, threads);
     if (!st.ok()) Die(st);
     double& b = (*best)[static_cast<size_t>(i)];
     b = std::min(b, Now() - t0);
@@ -190,7 +192,8 @@ double DecodeSeconds(const moeq::Engine& e, int steps, int threads, std::vector<
 double StreamGbps(int64_t bytes, int threads, int reps) {
   const int64_t n = bytes / 8;
   std::vector<uint64_t> buf(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) buf[static_cast<size_t>(i)] = static_cast<uint64_t>(i) * 2654435761u;
+  for (int64_t i = 0; i < n; ++i)
+    buf[static_cast<size_t>(i)] = static_cast<uint64_t>(i) * 2654435761u;
   const int th = moeq::ResolveThreads(threads);
   double best = 1e30;
   volatile uint64_t sink = 0;
@@ -227,12 +230,15 @@ nlohmann::json TinyModel(const Options& opt) {
   fs::create_directories(work);
   // Expert tiers by a fixed hash of (layer, expert): 20% 8-bit, 65% 4-bit, 15% 2-bit.
   auto tier = [](const moeq::CheckpointTensor& t) {
-    const uint64_t h = (static_cast<uint64_t>(t.id.layer) * 1000003u + static_cast<uint64_t>(t.id.expert) * 7919u) % 100u;
+    const uint64_t h = (static_cast<uint64_t>(t.id.layer) * 1000003u +
+                        static_cast<uint64_t>(t.id.expert) * 7919u) %
+                       100u;
     return h < 20 ? 8 : (h < 85 ? 4 : 2);
   };
   // MINT-like: per-tensor formats cycling through six formats whose mean bpw (4.54 with bf16
   // scales) is that of q4g64 (4.5).
-  const moeq::quant::FormatTraits* mint[] = {Fmt(5, 64), Fmt(3, 64), Fmt(4, 32), Fmt(4, 128), Fmt(6, 64), Fmt(2, 64)};
+  const moeq::quant::FormatTraits* mint[] = {Fmt(5, 64),  Fmt(3, 64), Fmt(4, 32),
+                                             Fmt(4, 128), Fmt(6, 64), Fmt(2, 64)};
   int64_t counter = 0;
   struct Variant {
     std::string name, dir;
@@ -243,21 +249,29 @@ nlohmann::json TinyModel(const Options& opt) {
   };
   std::vector<Variant> v(4);
   v[0] = {"a_bf16", src_dir, nullptr};
-  v[1] = {"b_q4g64", Quantize(**src, work + "/b_q4g64", [](const moeq::CheckpointTensor&) { return Fmt(4, 64); }, opt.threads), nullptr};
+  v[1] = {"b_q4g64",
+          Quantize(
+              **src, work + "/b_q4g64", [](const moeq::CheckpointTensor&) { return Fmt(4, 64); },
+              opt.threads),
+          nullptr};
   v[2] = {"c_tiered_8_4_2",
-          Quantize(**src, work + "/c_tiered",
-                   [&](const moeq::CheckpointTensor& t) { return IsExpert(t) ? Fmt(tier(t), 64) : Fmt(4, 64); },
-                   opt.threads),
+          Quantize(
+              **src, work + "/c_tiered",
+              [&](const moeq::CheckpointTensor& t) {
+                return IsExpert(t) ? Fmt(tier(t), 64) : Fmt(4, 64);
+              },
+              opt.threads),
           nullptr};
   v[3] = {"d_mint_mixed",
-          Quantize(**src, work + "/d_mint",
-                   [&](const moeq::CheckpointTensor& t) {
-                     if (!IsExpert(t)) return Fmt(4, 64);
-                     const moeq::quant::FormatTraits* f = mint[counter % 6];
-                     ++counter;
-                     return f;
-                   },
-                   opt.threads),
+          Quantize(
+              **src, work + "/d_mint",
+              [&](const moeq::CheckpointTensor& t) {
+                if (!IsExpert(t)) return Fmt(4, 64);
+                const moeq::quant::FormatTraits* f = mint[counter % 6];
+                ++counter;
+                return f;
+              },
+              opt.threads),
           nullptr};
   for (auto& x : v) {
     x.engine = LoadEngine(x.dir, opt.threads);
@@ -265,16 +279,20 @@ nlohmann::json TinyModel(const Options& opt) {
   }
   for (int r = 0; r < opt.reps; ++r) {
     for (auto& x : v) {
-      x.prefill = std::min(x.prefill, PrefillSeconds(*x.engine, opt.windows, opt.threads, &x.window_best));
-      x.decode = std::min(x.decode, DecodeSeconds(*x.engine, opt.decode, opt.threads, &x.step_best));
+      x.prefill =
+          std::min(x.prefill, PrefillSeconds(*x.engine, opt.windows, opt.threads, &x.window_best));
+      x.decode =
+          std::min(x.decode, DecodeSeconds(*x.engine, opt.decode, opt.threads, &x.step_best));
     }
   }
   nlohmann::json out = nlohmann::json::object();
   nlohmann::json variants = nlohmann::json::array();
-  std::fprintf(stderr, "%-16s %12s %14s %14s %12s\n", "variant", "file_MB", "prefill_tok/s", "decode_tok/s", "packed");
+  std::fprintf(stderr, "%-16s %12s %14s %14s %12s\n", "variant", "file_MB", "prefill_tok/s",
+               "decode_tok/s", "packed");
   for (auto& x : v) {
-    std::fprintf(stderr, "%-16s %12.2f %14.1f %14.1f %12lld\n", x.name.c_str(), x.file_bytes / 1e6, 1.0 / x.prefill,
-                 1.0 / x.decode, static_cast<long long>(x.engine->packed_tensors()));
+    std::fprintf(stderr, "%-16s %12.2f %14.1f %14.1f %12lld\n", x.name.c_str(), x.file_bytes / 1e6,
+                 1.0 / x.prefill, 1.0 / x.decode,
+                 static_cast<long long>(x.engine->packed_tensors()));
     variants.push_back({{"variant", x.name},
                         {"file_bytes", x.file_bytes},
                         {"weight_bytes_in_memory", x.engine->weight_bytes()},
@@ -289,7 +307,8 @@ nlohmann::json TinyModel(const Options& opt) {
                    {"decode_d_over_b", v[1].decode / v[3].decode},
                    {"decode_b_over_a", v[0].decode / v[1].decode},
                    {"prefill_b_over_a", v[0].prefill / v[1].prefill},
-                   {"bytes_d_over_b", static_cast<double>(v[3].file_bytes) / static_cast<double>(v[1].file_bytes)}};
+                   {"bytes_d_over_b",
+                    static_cast<double>(v[3].file_bytes) / static_cast<double>(v[1].file_bytes)}};
   std::fprintf(stderr, "ratios: %s\n", out["ratios"].dump().c_str());
   return out;
 }
@@ -317,7 +336,8 @@ nlohmann::json SyntheticModel(const Options& opt) {
     auto src = moeq::Checkpoint::Open(sdir);
     if (!src.ok()) Die(src.status());
     std::fprintf(stderr, "bench_infer: quantizing it (q4g64) ...\n");
-    Quantize(**src, qdir, [](const moeq::CheckpointTensor&) { return Fmt(4, 64); }, opt.threads);
+    Quantize(
+        **src, qdir, [](const moeq::CheckpointTensor&) { return Fmt(4, 64); }, opt.threads);
     src->reset();
     fs::remove_all(sdir);
   }
@@ -332,7 +352,8 @@ nlohmann::json SyntheticModel(const Options& opt) {
     top_k = (*ck)->config().top_k;
     experts = (*ck)->config().num_experts;
     for (const auto& t : (*ck)->tensors()) {
-      const double b = t.quant.quantized() ? static_cast<double>(t.quant.stored_bytes) : static_cast<double>(t.info.nbytes());
+      const double b = t.quant.quantized() ? static_cast<double>(t.quant.stored_bytes)
+                                           : static_cast<double>(t.info.nbytes());
       if (t.id.role == moeq::TensorRole::kEmbedding) continue;
       read_bytes += IsExpert(t) ? b * static_cast<double>(top_k) / static_cast<double>(experts) : b;
     }
@@ -341,26 +362,28 @@ nlohmann::json SyntheticModel(const Options& opt) {
   auto engine = LoadEngine(qdir, opt.threads);
   const int64_t rss1 = RssBytes();
   double decode = 1e30;
-  for (int r = 0; r < opt.reps; ++r) decode = std::min(decode, DecodeSeconds(*engine, std::max(8, opt.decode / 4), opt.threads));
+  for (int r = 0; r < opt.reps; ++r)
+    decode = std::min(decode, DecodeSeconds(*engine, std::max(8, opt.decode / 4), opt.threads));
   const double prefill = PrefillSeconds(*engine, 1, opt.threads);
   const double stream = StreamGbps(static_cast<int64_t>(file_bytes), opt.threads, 3);
   const double eff = read_bytes / decode / 1e9;
-  nlohmann::json out = {{"layers", opt.synthetic_layers},
-                        {"hidden", 2048},
-                        {"moe_intermediate", 768},
-                        {"experts", experts},
-                        {"top_k", top_k},
-                        {"format", "q4g64"},
-                        {"file_bytes", file_bytes},
-                        {"resident_bytes_after_load", rss1 - rss0},
-                        {"resident_over_file", static_cast<double>(rss1 - rss0) / static_cast<double>(file_bytes)},
-                        {"weight_bytes_in_memory", engine->weight_bytes()},
-                        {"decode_tokens_per_s", 1.0 / decode},
-                        {"prefill_tokens_per_s", 1.0 / prefill},
-                        {"decode_weight_bytes_per_token", read_bytes},
-                        {"decode_effective_gb_per_s", eff},
-                        {"stream_read_gb_per_s", stream},
-                        {"decode_fraction_of_stream_bw", eff / stream}};
+  nlohmann::json out = {
+      {"layers", opt.synthetic_layers},
+      {"hidden", 2048},
+      {"moe_intermediate", 768},
+      {"experts", experts},
+      {"top_k", top_k},
+      {"format", "q4g64"},
+      {"file_bytes", file_bytes},
+      {"resident_bytes_after_load", rss1 - rss0},
+      {"resident_over_file", static_cast<double>(rss1 - rss0) / static_cast<double>(file_bytes)},
+      {"weight_bytes_in_memory", engine->weight_bytes()},
+      {"decode_tokens_per_s", 1.0 / decode},
+      {"prefill_tokens_per_s", 1.0 / prefill},
+      {"decode_weight_bytes_per_token", read_bytes},
+      {"decode_effective_gb_per_s", eff},
+      {"stream_read_gb_per_s", stream},
+      {"decode_fraction_of_stream_bw", eff / stream}};
   std::fprintf(stderr, "synthetic: %s\n", out.dump().c_str());
   return out;
 }
@@ -378,13 +401,20 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--threads") opt.threads = std::atoi(next().c_str());
-    else if (a == "--work") opt.work = next();
-    else if (a == "--reps") opt.reps = std::atoi(next().c_str());
-    else if (a == "--decode") opt.decode = std::atoi(next().c_str());
-    else if (a == "--windows") opt.windows = std::atoi(next().c_str());
-    else if (a == "--skip-synthetic") opt.synthetic = false;
-    else if (a == "--synthetic-layers") opt.synthetic_layers = std::atoi(next().c_str());
+    if (a == "--threads")
+      opt.threads = std::atoi(next().c_str());
+    else if (a == "--work")
+      opt.work = next();
+    else if (a == "--reps")
+      opt.reps = std::atoi(next().c_str());
+    else if (a == "--decode")
+      opt.decode = std::atoi(next().c_str());
+    else if (a == "--windows")
+      opt.windows = std::atoi(next().c_str());
+    else if (a == "--skip-synthetic")
+      opt.synthetic = false;
+    else if (a == "--synthetic-layers")
+      opt.synthetic_layers = std::atoi(next().c_str());
     else {
       std::fprintf(stderr, "bench_infer: unknown argument %s\n", a.c_str());
       return 2;

@@ -14,24 +14,24 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "moeq/base/build_info.h"
 #include "moeq/base/half.h"
 #include "moeq/base/parallel.h"
-#include "moeq/quant/quantizer.h"
 #include "moeq/formats/safetensors.h"
+#include "moeq/quant/quantizer.h"
 
 namespace {
 
 using moeq::quant::ErrorStats;
 using moeq::quant::FormatTraits;
 
-constexpr const char* kGridSpecs[] = {"2,32", "3,64", "4,32", "4,64", "4,128", "8,64", "8,128", "16"};
+constexpr const char* kGridSpecs[] = {"2,32",  "3,64", "4,32",  "4,64",
+                                      "4,128", "8,64", "8,128", "16"};
 
 struct Options {
   std::string model;
@@ -100,9 +100,9 @@ nlohmann::json BenchSynthetic(const Options& opt, const std::vector<const Format
   const double memcpy_gbps = Gbps(bytes, t_memcpy);
 
   Table("\n[2048 x 768] bf16 synthetic (N(0, 0.02), seed 1234): %.2f MB, memcpy %.2f GB/s\n",
-              bytes / 1e6, memcpy_gbps);
+        bytes / 1e6, memcpy_gbps);
   Table("  %-8s %10s %9s %10s %9s %9s %8s\n", "format", "ms", "GB/s", "x memcpy", "NRMSE",
-              "SQNR dB", "bpw");
+        "SQNR dB", "bpw");
   nlohmann::json configs = nlohmann::json::array();
   for (const FormatTraits* f : grid) {
     ErrorStats stats;
@@ -112,9 +112,9 @@ nlohmann::json BenchSynthetic(const Options& opt, const std::vector<const Format
       stats = *m;
     });
     const double gbps = Gbps(bytes, t);
-    Table("  %-8s %10.3f %9.3f %10.3f %9.5f %9.2f %8.3f\n", std::string(f->name).c_str(),
-                t * 1e3, gbps, gbps / memcpy_gbps, stats.Nrmse(), stats.SqnrDb(),
-                static_cast<double>(stats.storage_bytes) * 8.0 / static_cast<double>(rows * cols));
+    Table("  %-8s %10.3f %9.3f %10.3f %9.5f %9.2f %8.3f\n", std::string(f->name).c_str(), t * 1e3,
+          gbps, gbps / memcpy_gbps, stats.Nrmse(), stats.SqnrDb(),
+          static_cast<double>(stats.storage_bytes) * 8.0 / static_cast<double>(rows * cols));
     configs.push_back({{"format", f->name},
                        {"seconds", t},
                        {"gbps", gbps},
@@ -127,8 +127,8 @@ nlohmann::json BenchSynthetic(const Options& opt, const std::vector<const Format
     auto m = moeq::quant::MeasureFormatErrors(view, grid, opt.threads);
     if (!m.ok()) Die(m.status());
   });
-  Table("  all 8 in one pass: %.3f ms = %.3f GB/s of weights (%.3f GB/s per config)\n",
-              t_all * 1e3, Gbps(bytes, t_all), Gbps(bytes * 8, t_all));
+  Table("  all 8 in one pass: %.3f ms = %.3f GB/s of weights (%.3f GB/s per config)\n", t_all * 1e3,
+        Gbps(bytes, t_all), Gbps(bytes * 8, t_all));
   return {{"shape", {rows, cols}},
           {"dtype", "BF16"},
           {"bytes", info.nbytes()},
@@ -165,9 +165,9 @@ nlohmann::json BenchModel(const Options& opt, const std::vector<const FormatTrai
   const double memcpy_gbps = Gbps(bytes, t_memcpy);
 
   Table("\nmodel %s: %zu 2-D/3-D tensors, %.2f MB, memcpy %.2f GB/s\n", opt.model.c_str(),
-              views.size(), bytes / 1e6, memcpy_gbps);
+        views.size(), bytes / 1e6, memcpy_gbps);
   Table("  %-8s %10s %9s %10s %9s %9s %8s\n", "format", "ms", "GB/s", "x memcpy", "NRMSE",
-              "SQNR dB", "skipped");
+        "SQNR dB", "skipped");
   nlohmann::json configs = nlohmann::json::array();
   for (const FormatTraits* f : grid) {
     ErrorStats total;
@@ -189,8 +189,8 @@ nlohmann::json BenchModel(const Options& opt, const std::vector<const FormatTrai
       }
     });
     const double gbps = Gbps(measured_bytes, t);
-    Table("  %-8s %10.3f %9.3f %10.3f %9.5f %9.2f %8d\n", std::string(f->name).c_str(),
-                t * 1e3, gbps, gbps / memcpy_gbps, total.Nrmse(), total.SqnrDb(), skipped);
+    Table("  %-8s %10.3f %9.3f %10.3f %9.5f %9.2f %8d\n", std::string(f->name).c_str(), t * 1e3,
+          gbps, gbps / memcpy_gbps, total.Nrmse(), total.SqnrDb(), skipped);
     configs.push_back({{"format", f->name},
                        {"seconds", t},
                        {"gbps", gbps},
@@ -217,9 +217,10 @@ nlohmann::json BenchModel(const Options& opt, const std::vector<const FormatTrai
         },
         threads);
   });
-  Table("  all 8 in one pass, tensors in parallel: %.3f ms = %.3f GB/s of weights "
-              "(%.3f GB/s per config)\n",
-              t_all * 1e3, Gbps(bytes, t_all), Gbps(bytes * 8, t_all));
+  Table(
+      "  all 8 in one pass, tensors in parallel: %.3f ms = %.3f GB/s of weights "
+      "(%.3f GB/s per config)\n",
+      t_all * 1e3, Gbps(bytes, t_all), Gbps(bytes * 8, t_all));
   return {{"path", opt.model},
           {"tensors", views.size()},
           {"bytes", total_bytes},
@@ -257,8 +258,8 @@ int main(int argc, char** argv) {
   }
   const auto grid = GridFormats();
   Table("bench_quant: kernels %s, threads %d (requested %d), best of %d\n",
-              std::string(moeq::quant::ActiveKernelName()).c_str(),
-              moeq::ResolveThreads(opt.threads), opt.threads, opt.reps);
+        std::string(moeq::quant::ActiveKernelName()).c_str(), moeq::ResolveThreads(opt.threads),
+        opt.threads, opt.reps);
   nlohmann::json report = {{"bench", "bench_quant"},
                            {"kernels", moeq::quant::ActiveKernelName()},
                            {"threads", moeq::ResolveThreads(opt.threads)},

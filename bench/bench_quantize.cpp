@@ -6,20 +6,19 @@
 //   bench_quantize [MODEL_DIR] [--threads N] [--reps N]
 //
 // MODEL_DIR defaults to <source dir>/models/tiny-qwen3moe.
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
-#include <nlohmann/json.hpp>
-
-#include "moeq/base/build_info.h"
 #include "moeq-quantize/quantize_command.h"
+#include "moeq/base/build_info.h"
 
 namespace fs = std::filesystem;
 
@@ -58,7 +57,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_quantize: %s is not a model directory\n", model.c_str());
     return 1;
   }
-  const fs::path scratch = fs::temp_directory_path() / ("bench_quantize-" + std::to_string(::getpid()));
+  const fs::path scratch =
+      fs::temp_directory_path() / ("bench_quantize-" + std::to_string(::getpid()));
   fs::create_directories(scratch);
   const uint64_t src_bytes = DirBytes(model, true);
 
@@ -70,14 +70,18 @@ int main(int argc, char** argv) {
     fs::create_directories(dst);
     const auto t0 = std::chrono::steady_clock::now();
     for (const auto& e : fs::directory_iterator(model)) {
-      if (e.path().extension() == ".safetensors") fs::copy_file(e.path(), dst / e.path().filename());
+      if (e.path().extension() == ".safetensors")
+        fs::copy_file(e.path(), dst / e.path().filename());
     }
     copy_best = std::min(copy_best, Seconds(t0));
   }
 
-  nlohmann::json report = {{"model", model}, {"source_bytes", src_bytes}, {"copy_seconds", copy_best},
+  nlohmann::json report = {{"model", model},
+                           {"source_bytes", src_bytes},
+                           {"copy_seconds", copy_best},
                            {"copy_gbps", src_bytes / copy_best / 1e9}};
-  std::fprintf(stderr, "%-14s %10s %12s %10s %10s\n", "run", "seconds", "out bytes", "src GB/s", "vs copy");
+  std::fprintf(stderr, "%-14s %10s %12s %10s %10s\n", "run", "seconds", "out bytes", "src GB/s",
+               "vs copy");
   std::fprintf(stderr, "%-14s %10.3f %12llu %10.3f %10.2f\n", "plain copy", copy_best,
                static_cast<unsigned long long>(src_bytes), src_bytes / copy_best / 1e9, 1.0);
   for (int bits : {4, 8}) {
@@ -106,10 +110,13 @@ int main(int argc, char** argv) {
       out_bytes = DirBytes(o.output, true);
     }
     const std::string key = "q" + std::to_string(bits) + "g64";
-    report[key] = {{"seconds", best}, {"output_bytes", out_bytes}, {"source_gbps", src_bytes / best / 1e9},
+    report[key] = {{"seconds", best},
+                   {"output_bytes", out_bytes},
+                   {"source_gbps", src_bytes / best / 1e9},
                    {"time_vs_copy", best / copy_best}};
     std::fprintf(stderr, "%-14s %10.3f %12llu %10.3f %10.2f\n", key.c_str(), best,
-                 static_cast<unsigned long long>(out_bytes), src_bytes / best / 1e9, best / copy_best);
+                 static_cast<unsigned long long>(out_bytes), src_bytes / best / 1e9,
+                 best / copy_best);
   }
   fs::remove_all(scratch);
   std::printf("%s\n", report.dump().c_str());

@@ -39,7 +39,8 @@ int FindConfig(const SensitivityTensor& t, const std::string& format) {
     int best = -1;
     for (size_t c = 0; c < t.configs.size(); ++c) {
       if (t.configs[c].format != name) continue;
-      if (best < 0 || t.configs[c].nrmse < t.configs[static_cast<size_t>(best)].nrmse) best = static_cast<int>(c);
+      if (best < 0 || t.configs[c].nrmse < t.configs[static_cast<size_t>(best)].nrmse)
+        best = static_cast<int>(c);
     }
     return best;
   };
@@ -62,7 +63,8 @@ Result<Policy> ParsePolicy(std::string_view name) {
   if (name == "mckp") return Policy::kMckp;
   if (name == "mckp-hotness") return Policy::kMckpHotness;
   if (name == "tiered") return Policy::kTiered;
-  return Status::InvalidArgument("--policy '" + std::string(name) + "': expected mckp, mckp-hotness or tiered");
+  return Status::InvalidArgument("--policy '" + std::string(name) +
+                                 "': expected mckp, mckp-hotness or tiered");
 }
 
 Result<Objective> ParseObjective(std::string_view name) {
@@ -75,14 +77,18 @@ std::string_view ObjectiveName(Objective o) { return o == Objective::kMse ? "mse
 
 std::string_view PolicyName(Policy p) {
   switch (p) {
-    case Policy::kMckp: return "mckp";
-    case Policy::kMckpHotness: return "mckp-hotness";
-    case Policy::kTiered: return "tiered";
+    case Policy::kMckp:
+      return "mckp";
+    case Policy::kMckpHotness:
+      return "mckp-hotness";
+    case Policy::kTiered:
+      return "tiered";
   }
   return "?";
 }
 
-Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens, const AllocationSettings& s) {
+Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens,
+                                             const AllocationSettings& s) {
   if (s.policy != Policy::kMckp && !s.profile) {
     return Status::InvalidArgument("--policy " + std::string(PolicyName(s.policy)) +
                                    " needs a routing profile (--profile routing_profile.json)");
@@ -105,7 +111,8 @@ Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens, const 
   // Exposure of routed experts (objective mse): top_k over the experts of the layer.
   std::map<int, int> experts_in_layer;
   for (const auto& t : sens.tensors) {
-    if (IsExpertRole(t.role) && t.expert >= 0) experts_in_layer[t.layer] = std::max(experts_in_layer[t.layer], t.expert + 1);
+    if (IsExpertRole(t.role) && t.expert >= 0)
+      experts_in_layer[t.layer] = std::max(experts_in_layer[t.layer], t.expert + 1);
   }
   int64_t top_k = s.profile ? s.profile->top_k : 0;
   if (top_k <= 0 && sens.header.contains("inputs") && sens.header["inputs"].is_object()) {
@@ -113,8 +120,10 @@ Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens, const 
     if (in.contains("top_k") && in["top_k"].is_number_integer()) top_k = in["top_k"].get<int64_t>();
   }
   if (s.objective == Objective::kMse && !experts_in_layer.empty() && top_k <= 0) {
-    return Status::InvalidArgument(sens.path + ": --objective mse needs the model's top_k (experts per token) for its routed "
-                                   "experts: the header has no inputs.top_k (re-run moeq-analyze) and no --profile was given");
+    return Status::InvalidArgument(
+        sens.path +
+        ": --objective mse needs the model's top_k (experts per token) for its routed "
+        "experts: the header has no inputs.top_k (re-run moeq-analyze) and no --profile was given");
   }
 
   AllocationModel m;
@@ -124,7 +133,9 @@ Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens, const 
   std::vector<double> oc;
   for (size_t ti = 0; ti < sens.tensors.size(); ++ti) {
     const SensitivityTensor& t = sens.tensors[ti];
-    if (t.configs.empty()) return Status::Corruption(sens.path + ":" + std::to_string(t.line) + ": tensor '" + t.name + "' has no config");
+    if (t.configs.empty())
+      return Status::Corruption(sens.path + ":" + std::to_string(t.line) + ": tensor '" + t.name +
+                                "' has no config");
     TensorDecision& d = m.base[ti];
     d.prior = PriorOf(t, s.priors, last_layer);
     d.reason = "chosen";
@@ -137,23 +148,29 @@ Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens, const 
     const LayerRouting* lr = nullptr;
     if (IsExpertRole(t.role) && t.expert >= 0) {
       auto it = routing.find(t.layer);
-      if (it != routing.end() && static_cast<size_t>(t.expert) < it->second.counts.size()) lr = &it->second;
+      if (it != routing.end() && static_cast<size_t>(t.expert) < it->second.counts.size())
+        lr = &it->second;
       if (s.profile && lr == nullptr) {
-        return Status::InvalidArgument(sens.path + ":" + std::to_string(t.line) + ": tensor '" + t.name +
-                                       "' (layer " + std::to_string(t.layer) + ", expert " + std::to_string(t.expert) +
+        return Status::InvalidArgument(sens.path + ":" + std::to_string(t.line) + ": tensor '" +
+                                       t.name + "' (layer " + std::to_string(t.layer) +
+                                       ", expert " + std::to_string(t.expert) +
                                        ") has no routing counts in the profile");
       }
     }
     if (s.objective == Objective::kMse && IsExpertRole(t.role) && t.expert >= 0) {
-      d.exposure = std::min(1.0, static_cast<double>(top_k) / static_cast<double>(experts_in_layer[t.layer]));
+      d.exposure = std::min(
+          1.0, static_cast<double>(top_k) / static_cast<double>(experts_in_layer[t.layer]));
     }
     std::optional<ExpertTier> tier;
     if (lr != nullptr) {
       tier = lr->tiers[static_cast<size_t>(t.expert)];
       d.tier = std::string(TierName(*tier));
       if (s.policy == Policy::kMckpHotness) {
-        const double ratio = lr->mean > 0 ? static_cast<double>(lr->counts[static_cast<size_t>(t.expert)]) / lr->mean : 1.0;
-        d.alpha = std::clamp(std::pow(ratio, s.priors.gamma), s.priors.alpha_min, s.priors.alpha_max);
+        const double ratio =
+            lr->mean > 0 ? static_cast<double>(lr->counts[static_cast<size_t>(t.expert)]) / lr->mean
+                         : 1.0;
+        d.alpha =
+            std::clamp(std::pow(ratio, s.priors.gamma), s.priors.alpha_min, s.priors.alpha_max);
       }
     }
 
@@ -163,8 +180,14 @@ Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens, const 
     const AllocRule* bound_rule = nullptr;
     for (const auto& r : s.priors.rules) {
       if (!r.Matches(t)) continue;
-      if (r.min_bits > 0) { min_bits = std::max(min_bits, r.min_bits); bound_rule = &r; }
-      if (r.max_bits > 0) { max_bits = max_bits == 0 ? r.max_bits : std::min(max_bits, r.max_bits); bound_rule = &r; }
+      if (r.min_bits > 0) {
+        min_bits = std::max(min_bits, r.min_bits);
+        bound_rule = &r;
+      }
+      if (r.max_bits > 0) {
+        max_bits = max_bits == 0 ? r.max_bits : std::min(max_bits, r.max_bits);
+        bound_rule = &r;
+      }
       if (!r.format.empty()) pin = &r;
     }
     std::vector<int> candidates;
@@ -175,15 +198,20 @@ Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens, const 
       candidates.push_back(static_cast<int>(c));
     }
     if (candidates.empty()) {
-      return Status::InvalidArgument(bound_rule->where + ": bits bounds [" + std::to_string(min_bits) + ", " +
-                                     (max_bits ? std::to_string(max_bits) : std::string("∞")) +
-                                     "] leave no config for tensor '" + t.name + "' (configs: " + ConfigList(t) + ")");
+      return Status::InvalidArgument(
+          bound_rule->where + ": bits bounds [" + std::to_string(min_bits) + ", " +
+          (max_bits ? std::to_string(max_bits) : std::string("∞")) +
+          "] leave no config for tensor '" + t.name + "' (configs: " + ConfigList(t) + ")");
     }
-    auto admissible = [&](int c) { return t.configs[static_cast<size_t>(c)].sqnr_db >= s.min_sqnr; };
+    auto admissible = [&](int c) {
+      return t.configs[static_cast<size_t>(c)].sqnr_db >= s.min_sqnr;
+    };
     auto best_sqnr = [&](const std::vector<int>& from) {
       int best = from.front();
       for (int c : from) {
-        if (t.configs[static_cast<size_t>(c)].sqnr_db > t.configs[static_cast<size_t>(best)].sqnr_db) best = c;
+        if (t.configs[static_cast<size_t>(c)].sqnr_db >
+            t.configs[static_cast<size_t>(best)].sqnr_db)
+          best = c;
       }
       return best;
     };
@@ -191,8 +219,9 @@ Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens, const 
     if (pin != nullptr) {
       const int c = FindConfig(t, pin->format);
       if (c < 0) {
-        return Status::InvalidArgument(pin->where + ": pins tensor '" + t.name + "' to '" + pin->format +
-                                       "', which is not among its measured configs (" + ConfigList(t) + ")");
+        return Status::InvalidArgument(
+            pin->where + ": pins tensor '" + t.name + "' to '" + pin->format +
+            "', which is not among its measured configs (" + ConfigList(t) + ")");
       }
       options = {c};
       d.reason = "pinned";
@@ -200,18 +229,20 @@ Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens, const 
     } else if (s.policy == Policy::kTiered && tier) {
       d.reason = "tier";
       const bool prune = *tier == ExpertTier::kPrunable && s.allow_prune;
-      const std::string& fmt = *tier == ExpertTier::kCritical ? s.tiers.critical_format
+      const std::string& fmt = *tier == ExpertTier::kCritical   ? s.tiers.critical_format
                                : *tier == ExpertTier::kStandard ? s.tiers.standard_format
                                                                 : s.tiers.deprioritized_format;
       int c = FindConfig(t, fmt);
       if (c < 0) {
-        return Status::Unsupported(sens.path + ":" + std::to_string(t.line) + ": tier format '" + fmt + "' of tensor '" +
-                                   t.name + "' (" + d.tier + ") is not among its measured configs (" + ConfigList(t) + ")");
+        return Status::Unsupported(sens.path + ":" + std::to_string(t.line) + ": tier format '" +
+                                   fmt + "' of tensor '" + t.name + "' (" + d.tier +
+                                   ") is not among its measured configs (" + ConfigList(t) + ")");
       }
       if (prune) {
         d.prune = true;  // stored as zeros: any format quantizes zeros exactly; keep the tier's
         options = {c};
-      } else if (admissible(c) && std::find(candidates.begin(), candidates.end(), c) != candidates.end()) {
+      } else if (admissible(c) &&
+                 std::find(candidates.begin(), candidates.end(), c) != candidates.end()) {
         options = {c};
       } else {
         // Bump to the cheapest admissible config with more bits (then any admissible one).
@@ -219,8 +250,12 @@ Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens, const 
         int bumped = -1;
         for (int pass = 0; pass < 2 && bumped < 0; ++pass) {
           for (int k : candidates) {
-            if (!admissible(k) || (pass == 0 && t.configs[static_cast<size_t>(k)].bits <= tier_bits)) continue;
-            if (bumped < 0 || t.configs[static_cast<size_t>(k)].bytes < t.configs[static_cast<size_t>(bumped)].bytes) bumped = k;
+            if (!admissible(k) ||
+                (pass == 0 && t.configs[static_cast<size_t>(k)].bits <= tier_bits))
+              continue;
+            if (bumped < 0 || t.configs[static_cast<size_t>(k)].bytes <
+                                  t.configs[static_cast<size_t>(bumped)].bytes)
+              bumped = k;
           }
         }
         if (bumped < 0) {
@@ -228,9 +263,12 @@ Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens, const 
           d.reason = "vetoed_forced";
           ++m.forced_tensors;
         }
-        d.note = "tier format " + fmt + " " +
-                 (admissible(c) ? std::string("outside the rule bounds") : "vetoed (SQNR " + Fixed(t.configs[static_cast<size_t>(c)].sqnr_db, 2) + " dB)") +
-                 ": bumped to " + t.configs[static_cast<size_t>(bumped)].format;
+        d.note =
+            "tier format " + fmt + " " +
+            (admissible(c)
+                 ? std::string("outside the rule bounds")
+                 : "vetoed (SQNR " + Fixed(t.configs[static_cast<size_t>(c)].sqnr_db, 2) + " dB)") +
+            ": bumped to " + t.configs[static_cast<size_t>(bumped)].format;
         options = {bumped};
       }
     } else {
@@ -283,7 +321,8 @@ Result<AllocationResult> SolveAllocation(const SensitivityFile& sens, const Allo
 }
 
 nlohmann::json AllocationToJson(const SensitivityFile& sens, const AllocationResult& r,
-                                const AllocationModel& model, Policy policy, std::optional<double> bpw) {
+                                const AllocationModel& model, Policy policy,
+                                std::optional<double> bpw) {
   nlohmann::json tensors = nlohmann::json::array();
   struct Tot {
     int64_t tensors = 0, params = 0;
@@ -300,11 +339,14 @@ nlohmann::json AllocationToJson(const SensitivityFile& sens, const AllocationRes
     const auto& t = sens.tensors[ti];
     const auto& d = r.decisions[ti];
     const auto& cfg = t.configs[static_cast<size_t>(d.config)];
-    nlohmann::json o = {{"name", t.name},       {"format", cfg.format}, {"bits", cfg.bits},
-                        {"group_size", cfg.group_size}, {"bytes", cfg.bytes}, {"nrmse", d.nrmse},
-                        {"sqnr_db", d.sqnr_db}, {"prior", d.prior},    {"alpha", d.alpha},
-                        {"reason", d.reason},   {"prune", d.prune},    {"role", t.role_name},
-                        {"layer", t.layer},     {"expert", t.expert},  {"params", t.params}};
+    nlohmann::json o = {{"name", t.name},       {"format", cfg.format},
+                        {"bits", cfg.bits},     {"group_size", cfg.group_size},
+                        {"bytes", cfg.bytes},   {"nrmse", d.nrmse},
+                        {"sqnr_db", d.sqnr_db}, {"prior", d.prior},
+                        {"alpha", d.alpha},     {"reason", d.reason},
+                        {"prune", d.prune},     {"role", t.role_name},
+                        {"layer", t.layer},     {"expert", t.expert},
+                        {"params", t.params}};
     if (!cfg.encoder.empty()) o["encoder"] = cfg.encoder;
     if (d.exposure != 1.0) o["exposure"] = d.exposure;
     if (!d.tier.empty()) o["tier"] = d.tier;
@@ -315,10 +357,15 @@ nlohmann::json AllocationToJson(const SensitivityFile& sens, const AllocationRes
     add(by_format[cfg.format], t.params, cfg.bytes);
   }
   auto tot_json = [](const Tot& a) {
-    return nlohmann::json{{"tensors", a.tensors}, {"params", a.params}, {"bytes", a.bytes},
-                          {"bpw", a.params > 0 ? 8.0 * static_cast<double>(a.bytes) / static_cast<double>(a.params) : 0.0}};
+    return nlohmann::json{
+        {"tensors", a.tensors},
+        {"params", a.params},
+        {"bytes", a.bytes},
+        {"bpw",
+         a.params > 0 ? 8.0 * static_cast<double>(a.bytes) / static_cast<double>(a.params) : 0.0}};
   };
-  nlohmann::json roles = nlohmann::json::object(), formats = nlohmann::json::object(), layers = nlohmann::json::array();
+  nlohmann::json roles = nlohmann::json::object(), formats = nlohmann::json::object(),
+                 layers = nlohmann::json::array();
   for (const auto& [k, v] : by_role) roles[k] = tot_json(v);
   for (const auto& [k, v] : by_format) formats[k] = tot_json(v);
   for (const auto& [k, v] : by_layer) {
@@ -328,13 +375,15 @@ nlohmann::json AllocationToJson(const SensitivityFile& sens, const AllocationRes
   }
   const auto& s = r.solution;
   const double params = static_cast<double>(model.total_params);
-  nlohmann::json budget = {{"bytes", r.budget},
-                           {"policy", std::string(PolicyName(policy))},
-                           {"scope", "the tensors listed in tensors[] (the quantizable tensors of the sensitivity file); "
-                                     "tensors not listed keep their source dtype and are not counted"},
-                           {"min_feasible_bytes", model.problem.MinBytes()},
-                           {"full_precision_bytes", model.full_precision_bytes},
-                           {"above_full_precision", r.above_full_precision}};
+  nlohmann::json budget = {
+      {"bytes", r.budget},
+      {"policy", std::string(PolicyName(policy))},
+      {"scope",
+       "the tensors listed in tensors[] (the quantizable tensors of the sensitivity file); "
+       "tensors not listed keep their source dtype and are not counted"},
+      {"min_feasible_bytes", model.problem.MinBytes()},
+      {"full_precision_bytes", model.full_precision_bytes},
+      {"above_full_precision", r.above_full_precision}};
   budget["bpw"] = bpw ? nlohmann::json(*bpw) : nlohmann::json(nullptr);
   nlohmann::json result = {{"objective", s.objective},
                            {"lower_bound", s.lower_bound},
@@ -363,7 +412,8 @@ std::string SummaryTable(const SensitivityFile& sens, const AllocationResult& r)
   for (size_t ti = 0; ti < sens.tensors.size(); ++ti) {
     const auto& t = sens.tensors[ti];
     const auto& cfg = t.configs[static_cast<size_t>(r.decisions[ti].config)];
-    const std::string fmt = cfg.format + (cfg.encoder.empty() || cfg.encoder == "rtn" ? "" : "+" + cfg.encoder) +
+    const std::string fmt = cfg.format +
+                            (cfg.encoder.empty() || cfg.encoder == "rtn" ? "" : "+" + cfg.encoder) +
                             (r.decisions[ti].prune ? "(pruned)" : "");
     for (Row* row : {&by_format[fmt], &by_role[t.role_name]}) {
       ++row->tensors;
@@ -374,24 +424,32 @@ std::string SummaryTable(const SensitivityFile& sens, const AllocationResult& r)
     total_bytes += cfg.bytes;
     total_params += t.params;
   }
-  auto bpw = [](uint64_t b, int64_t p) { return p > 0 ? 8.0 * static_cast<double>(b) / static_cast<double>(p) : 0.0; };
+  auto bpw = [](uint64_t b, int64_t p) {
+    return p > 0 ? 8.0 * static_cast<double>(b) / static_cast<double>(p) : 0.0;
+  };
   char line[256];
   std::string out = "format            tensors        params          bytes   share    bpw\n";
   for (const auto& [k, v] : by_format) {
-    std::snprintf(line, sizeof line, "%-16s %8lld %13lld %14s %6.1f%% %6.3f\n", k.c_str(), static_cast<long long>(v.tensors),
-                  static_cast<long long>(v.params), HumanBytes(v.bytes).c_str(),
-                  total_bytes ? 100.0 * static_cast<double>(v.bytes) / static_cast<double>(total_bytes) : 0.0, bpw(v.bytes, v.params));
+    std::snprintf(
+        line, sizeof line, "%-16s %8lld %13lld %14s %6.1f%% %6.3f\n", k.c_str(),
+        static_cast<long long>(v.tensors), static_cast<long long>(v.params),
+        HumanBytes(v.bytes).c_str(),
+        total_bytes ? 100.0 * static_cast<double>(v.bytes) / static_cast<double>(total_bytes) : 0.0,
+        bpw(v.bytes, v.params));
     out += line;
   }
-  std::snprintf(line, sizeof line, "%-16s %8zu %13lld %14s %6.1f%% %6.3f\n\n", "total", sens.tensors.size(),
-                static_cast<long long>(total_params), HumanBytes(total_bytes).c_str(), 100.0, bpw(total_bytes, total_params));
+  std::snprintf(line, sizeof line, "%-16s %8zu %13lld %14s %6.1f%% %6.3f\n\n", "total",
+                sens.tensors.size(), static_cast<long long>(total_params),
+                HumanBytes(total_bytes).c_str(), 100.0, bpw(total_bytes, total_params));
   out += line;
   out += "role              tensors        params          bytes    bpw  formats\n";
   for (const auto& [k, v] : by_role) {
     std::string mix;
-    for (const auto& [f, n] : v.formats) mix += (mix.empty() ? "" : ", ") + f + "×" + std::to_string(n);
-    std::snprintf(line, sizeof line, "%-16s %8lld %13lld %14s %6.3f  ", k.c_str(), static_cast<long long>(v.tensors),
-                  static_cast<long long>(v.params), HumanBytes(v.bytes).c_str(), bpw(v.bytes, v.params));
+    for (const auto& [f, n] : v.formats)
+      mix += (mix.empty() ? "" : ", ") + f + "×" + std::to_string(n);
+    std::snprintf(line, sizeof line, "%-16s %8lld %13lld %14s %6.3f  ", k.c_str(),
+                  static_cast<long long>(v.tensors), static_cast<long long>(v.params),
+                  HumanBytes(v.bytes).c_str(), bpw(v.bytes, v.params));
     out += line + mix + "\n";
   }
   return out;

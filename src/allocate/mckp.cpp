@@ -1,12 +1,12 @@
 // Multiple-choice knapsack solvers for the bit allocation: an exact Pareto-frontier DP for small
 // instances and the Lagrangian (LP) relaxation on lower convex hulls with greedy repair.
+#include "moeq/allocate/mckp.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <numeric>
-
-#include "moeq/allocate/mckp.h"
 
 namespace moeq::alloc {
 namespace {
@@ -30,7 +30,8 @@ Status CheckProblem(const MckpProblem& p) {
     return Status::Internal("malformed MCKP problem");
   }
   for (size_t i = 0; i < p.items(); ++i) {
-    if (p.offsets[i + 1] <= p.offsets[i]) return Status::Internal("MCKP item " + std::to_string(i) + " has no option");
+    if (p.offsets[i + 1] <= p.offsets[i])
+      return Status::Internal("MCKP item " + std::to_string(i) + " has no option");
   }
   return Status::Ok();
 }
@@ -78,8 +79,8 @@ Result<MckpSolution> SolveMckpExact(const MckpProblem& p, uint64_t max_states) {
   // suffix_min[i]: smallest bytes items i.. can take; prunes states that cannot be completed.
   std::vector<uint64_t> suffix_min(n + 1, 0);
   for (size_t i = n; i-- > 0;) {
-    suffix_min[i] = suffix_min[i + 1] +
-                    *std::min_element(p.bytes.begin() + p.offsets[i], p.bytes.begin() + p.offsets[i + 1]);
+    suffix_min[i] = suffix_min[i + 1] + *std::min_element(p.bytes.begin() + p.offsets[i],
+                                                          p.bytes.begin() + p.offsets[i + 1]);
   }
   struct State {
     uint64_t bytes;
@@ -95,7 +96,8 @@ Result<MckpSolution> SolveMckpExact(const MckpProblem& p, uint64_t max_states) {
     const auto& prev = stages[i];
     cand.clear();
     if (static_cast<uint64_t>(prev.size()) * (p.offsets[i + 1] - p.offsets[i]) > max_states) {
-      return Status::Unsupported("exact MCKP: more than " + std::to_string(max_states) + " candidate states");
+      return Status::Unsupported("exact MCKP: more than " + std::to_string(max_states) +
+                                 " candidate states");
     }
     const uint64_t limit = p.budget - suffix_min[i + 1];
     for (uint32_t s = 0; s < prev.size(); ++s) {
@@ -121,7 +123,8 @@ Result<MckpSolution> SolveMckpExact(const MckpProblem& p, uint64_t max_states) {
     }
     total_states += next.size();
     if (total_states > max_states) {
-      return Status::Unsupported("exact MCKP: more than " + std::to_string(max_states) + " frontier states");
+      return Status::Unsupported("exact MCKP: more than " + std::to_string(max_states) +
+                                 " frontier states");
     }
   }
   MckpSolution sol;
@@ -190,7 +193,8 @@ Result<MckpSolution> SolveMckpLagrangian(const MckpProblem& p) {
   segs.reserve(hull_opts.size());
   std::vector<uint32_t> item_of_hull(hull_opts.size());
   for (size_t i = 0; i < n; ++i) {
-    for (uint32_t h = hull_off[i]; h < hull_off[i + 1]; ++h) item_of_hull[h] = static_cast<uint32_t>(i);
+    for (uint32_t h = hull_off[i]; h < hull_off[i + 1]; ++h)
+      item_of_hull[h] = static_cast<uint32_t>(i);
     for (uint32_t h = hull_off[i]; h + 1 < hull_off[i + 1]; ++h) {
       const uint32_t a = hull_opts[h], b = hull_opts[h + 1];
       segs.push_back({(p.cost[a] - p.cost[b]) / static_cast<double>(p.bytes[b] - p.bytes[a]), h});
@@ -229,7 +233,8 @@ Result<MckpSolution> SolveMckpLagrangian(const MckpProblem& p) {
   MckpSolution sol;
   sol.method = "lagrangian-hull";
   sol.choice.resize(n);
-  for (size_t i = 0; i < n; ++i) sol.choice[i] = static_cast<int32_t>(hull_opts[pos[i]] - p.offsets[i]);
+  for (size_t i = 0; i < n; ++i)
+    sol.choice[i] = static_cast<int32_t>(hull_opts[pos[i]] - p.offsets[i]);
   // Repair: one pass in item order over every option (hull or not) that lowers the cost and fits.
   for (size_t i = 0; i < n; ++i) {
     const uint32_t cur = p.offsets[i] + static_cast<uint32_t>(sol.choice[i]);
@@ -237,7 +242,8 @@ Result<MckpSolution> SolveMckpLagrangian(const MckpProblem& p) {
     uint32_t best = cur;
     for (uint32_t o = p.offsets[i]; o < p.offsets[i + 1]; ++o) {
       if (p.bytes[o] > cap) continue;
-      if (p.cost[o] < p.cost[best] || (p.cost[o] == p.cost[best] && p.bytes[o] < p.bytes[best])) best = o;
+      if (p.cost[o] < p.cost[best] || (p.cost[o] == p.cost[best] && p.bytes[o] < p.bytes[best]))
+        best = o;
     }
     if (best != cur) {
       slack = cap - p.bytes[best];

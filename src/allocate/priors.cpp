@@ -4,8 +4,8 @@
 
 #include "moeq/allocate/allocation.h"
 #include "moeq/base/artifact.h"
-#include "moeq/quant/quant_format.h"
 #include "moeq/base/json_reader.h"
+#include "moeq/quant/quant_format.h"
 
 namespace moeq::alloc {
 namespace {
@@ -14,21 +14,28 @@ Status Bad(std::string_view path, const std::string& field, const std::string& w
   return Status::InvalidArgument(std::string(path) + ": field '" + field + "': " + what);
 }
 
-Result<double> NonNegative(const nlohmann::json& v, std::string_view path, const std::string& field) {
+Result<double> NonNegative(const nlohmann::json& v, std::string_view path,
+                           const std::string& field) {
   if (!v.is_number()) return Bad(path, field, "expected a number, got " + JsonExcerpt(v));
   const double x = v.get<double>();
-  if (!(x >= 0) || !std::isfinite(x)) return Bad(path, field, "expected a finite number ≥ 0, got " + JsonExcerpt(v));
+  if (!(x >= 0) || !std::isfinite(x))
+    return Bad(path, field, "expected a finite number ≥ 0, got " + JsonExcerpt(v));
   return x;
 }
 
-Result<int> SmallInt(const nlohmann::json& v, std::string_view path, const std::string& field, int lo, int hi) {
+Result<int> SmallInt(const nlohmann::json& v, std::string_view path, const std::string& field,
+                     int lo, int hi) {
   if (!v.is_number_integer()) return Bad(path, field, "expected an integer, got " + JsonExcerpt(v));
   const int64_t x = v.get<int64_t>();
-  if (x < lo || x > hi) return Bad(path, field, "out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]: " + JsonExcerpt(v));
+  if (x < lo || x > hi)
+    return Bad(
+        path, field,
+        "out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]: " + JsonExcerpt(v));
   return static_cast<int>(x);
 }
 
-Result<AllocRule> RuleFromJson(const nlohmann::json& r, std::string_view path, const std::string& where) {
+Result<AllocRule> RuleFromJson(const nlohmann::json& r, std::string_view path,
+                               const std::string& where) {
   if (!r.is_object()) return Bad(path, where, "expected an object");
   AllocRule rule;
   rule.where = std::string(path) + ": " + where;
@@ -54,7 +61,8 @@ Result<AllocRule> RuleFromJson(const nlohmann::json& r, std::string_view path, c
             rule.roles.push_back(*role);
           }
         } else if (mk == "layers") {
-          if (!mv.is_array() || mv.size() != 2) return Bad(path, mf, "expected [first, last] (inclusive)");
+          if (!mv.is_array() || mv.size() != 2)
+            return Bad(path, mf, "expected [first, last] (inclusive)");
           MOEQ_ASSIGN_OR_RETURN(rule.layer_min, SmallInt(mv[0], path, mf, -1, 1'000'000));
           MOEQ_ASSIGN_OR_RETURN(rule.layer_max, SmallInt(mv[1], path, mf, -1, 1'000'000));
           if (rule.layer_max < rule.layer_min) return Bad(path, mf, "last < first");
@@ -90,7 +98,8 @@ Result<AllocRule> RuleFromJson(const nlohmann::json& r, std::string_view path, c
     } else if (key == "description") {
       continue;
     } else {
-      return Bad(path, field, "unknown key (expected match, format, min_bits, max_bits, prior, description)");
+      return Bad(path, field,
+                 "unknown key (expected match, format, min_bits, max_bits, prior, description)");
     }
   }
   if (rule.min_bits > 0 && rule.max_bits > 0 && rule.min_bits > rule.max_bits) {
@@ -105,7 +114,8 @@ Result<AllocRule> RuleFromJson(const nlohmann::json& r, std::string_view path, c
 Status RulesFromArray(const nlohmann::json& arr, std::string_view path, PriorsConfig* cfg) {
   if (!arr.is_array()) return Bad(path, "rules", "expected a list of rules");
   for (size_t i = 0; i < arr.size(); ++i) {
-    MOEQ_ASSIGN_OR_RETURN(AllocRule r, RuleFromJson(arr[i], path, "rules[" + std::to_string(i) + "]"));
+    MOEQ_ASSIGN_OR_RETURN(AllocRule r,
+                          RuleFromJson(arr[i], path, "rules[" + std::to_string(i) + "]"));
     cfg->rules.push_back(std::move(r));
   }
   return Status::Ok();
@@ -116,17 +126,20 @@ Status RulesFromArray(const nlohmann::json& arr, std::string_view path, PriorsCo
 bool AllocRule::Matches(const SensitivityTensor& t) const {
   if (!roles.empty() && std::find(roles.begin(), roles.end(), t.role) == roles.end()) return false;
   if (has_layers && (t.layer < layer_min || t.layer > layer_max)) return false;
-  if (!experts.empty() && std::find(experts.begin(), experts.end(), t.expert) == experts.end()) return false;
+  if (!experts.empty() && std::find(experts.begin(), experts.end(), t.expert) == experts.end())
+    return false;
   if (!name.empty() && name != t.name) return false;
   return true;
 }
 
 Result<PriorsConfig> PriorsFromJson(const nlohmann::json& j, std::string_view path) try {
-  if (!j.is_object()) return Status::InvalidArgument(std::string(path) + ": expected a JSON object");
+  if (!j.is_object())
+    return Status::InvalidArgument(std::string(path) + ": expected a JSON object");
   MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.priors", 1, path));
   PriorsConfig cfg;
   for (const auto& [key, value] : j.items()) {
-    if (key == "schema" || key == "version" || key == "description" || key == "combine_note") continue;
+    if (key == "schema" || key == "version" || key == "description" || key == "combine_note")
+      continue;
     if (key == "default") {
       MOEQ_ASSIGN_OR_RETURN(cfg.default_prior, NonNegative(value, path, key));
     } else if (key == "roles") {
@@ -145,7 +158,8 @@ Result<PriorsConfig> PriorsFromJson(const nlohmann::json& j, std::string_view pa
     } else if (key == "last_layer") {
       MOEQ_ASSIGN_OR_RETURN(cfg.last_layer, NonNegative(value, path, key));
     } else if (key == "hotness") {
-      if (!value.is_object()) return Bad(path, key, "expected an object {gamma, alpha_min, alpha_max}");
+      if (!value.is_object())
+        return Bad(path, key, "expected an object {gamma, alpha_min, alpha_max}");
       for (const auto& [hk, hv] : value.items()) {
         const std::string f = "hotness." + hk;
         if (hk == "gamma") {
@@ -162,7 +176,9 @@ Result<PriorsConfig> PriorsFromJson(const nlohmann::json& j, std::string_view pa
     } else if (key == "rules") {
       MOEQ_RETURN_IF_ERROR(RulesFromArray(value, path, &cfg));
     } else {
-      return Bad(path, key, "unknown key (expected default, roles, vision, first_layer, last_layer, hotness, rules)");
+      return Bad(
+          path, key,
+          "unknown key (expected default, roles, vision, first_layer, last_layer, hotness, rules)");
     }
   }
   return cfg;
@@ -171,12 +187,13 @@ Result<PriorsConfig> PriorsFromJson(const nlohmann::json& j, std::string_view pa
 }
 
 Status AppendRulesFromJson(const nlohmann::json& j, std::string_view path, PriorsConfig* cfg) try {
-  if (!j.is_object()) return Status::InvalidArgument(std::string(path) + ": expected a JSON object");
+  if (!j.is_object())
+    return Status::InvalidArgument(std::string(path) + ": expected a JSON object");
   MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.allocate_rules", 1, path));
   for (const auto& [key, value] : j.items()) {
     // Artefact header fields and moeq-calibrate's record of what it measured are informational.
-    if (key == "schema" || key == "version" || key == "description" || key == "producer" || key == "inputs" ||
-        key == "options" || key == "probe" || key == "measurements") {
+    if (key == "schema" || key == "version" || key == "description" || key == "producer" ||
+        key == "inputs" || key == "options" || key == "probe" || key == "measurements") {
       continue;
     }
     if (key != "rules") return Bad(path, key, "unknown key (expected rules)");
@@ -208,9 +225,13 @@ nlohmann::json PriorsToJson(const PriorsConfig& cfg) {
     if (r.prior >= 0) rj["prior"] = r.prior;
     rules.push_back(rj);
   }
-  return {{"default", cfg.default_prior}, {"roles", roles}, {"vision", cfg.vision},
-          {"first_layer", cfg.first_layer}, {"last_layer", cfg.last_layer},
-          {"hotness", {{"gamma", cfg.gamma}, {"alpha_min", cfg.alpha_min}, {"alpha_max", cfg.alpha_max}}},
+  return {{"default", cfg.default_prior},
+          {"roles", roles},
+          {"vision", cfg.vision},
+          {"first_layer", cfg.first_layer},
+          {"last_layer", cfg.last_layer},
+          {"hotness",
+           {{"gamma", cfg.gamma}, {"alpha_min", cfg.alpha_min}, {"alpha_max", cfg.alpha_max}}},
           {"rules", rules}};
 }
 

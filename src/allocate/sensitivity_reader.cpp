@@ -5,9 +5,9 @@
 
 #include "moeq/allocate/allocation.h"
 #include "moeq/base/artifact.h"
+#include "moeq/base/checked_math.h"
 #include "moeq/base/file_util.h"
 #include "moeq/base/json_reader.h"
-#include "moeq/base/checked_math.h"
 
 namespace moeq::alloc {
 namespace {
@@ -68,12 +68,15 @@ Result<SensitivityFile> ParseSensitivity(std::string_view text, std::string_view
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
     const LineCtx c{path, line_no};
-    MOEQ_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(line, std::string(path) + ":" + std::to_string(line_no)));
+    MOEQ_ASSIGN_OR_RETURN(nlohmann::json j,
+                          ParseJson(line, std::string(path) + ":" + std::to_string(line_no)));
     if (!j.is_object()) {
-      return Status::Corruption(std::string(path) + ":" + std::to_string(line_no) + ": expected a JSON object");
+      return Status::Corruption(std::string(path) + ":" + std::to_string(line_no) +
+                                ": expected a JSON object");
     }
     if (!have_header) {
-      MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.sensitivity", 1, std::string(path) + ":" + std::to_string(line_no)));
+      MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.sensitivity", 1,
+                                               std::string(path) + ":" + std::to_string(line_no)));
       f.header = std::move(j);
       have_header = true;
       continue;
@@ -106,7 +109,8 @@ Result<SensitivityFile> ParseSensitivity(std::string_view text, std::string_view
     if (new_tensor) {
       auto [it, inserted] = first_line.emplace(name, line_no);
       if (!inserted) {
-        return c.Error("tensor", "'" + name + "' already appeared at line " + std::to_string(it->second) +
+        return c.Error("tensor", "'" + name + "' already appeared at line " +
+                                     std::to_string(it->second) +
                                      "; the lines of one tensor must be consecutive");
       }
       SensitivityTensor t;
@@ -118,22 +122,26 @@ Result<SensitivityFile> ParseSensitivity(std::string_view text, std::string_view
       t.role = *role;
       MOEQ_ASSIGN_OR_RETURN(int64_t layer, GetInt(j, "layer", c));
       MOEQ_ASSIGN_OR_RETURN(int64_t expert, GetInt(j, "expert", c));
-      if (layer < -1 || layer > 1'000'000) return c.Error("layer", "out of range: " + std::to_string(layer));
-      if (expert < -1 || expert > 1'000'000) return c.Error("expert", "out of range: " + std::to_string(expert));
+      if (layer < -1 || layer > 1'000'000)
+        return c.Error("layer", "out of range: " + std::to_string(layer));
+      if (expert < -1 || expert > 1'000'000)
+        return c.Error("expert", "out of range: " + std::to_string(expert));
       t.layer = static_cast<int>(layer);
       t.expert = static_cast<int>(expert);
       const auto* shape = Field(j, "shape");
       if (shape == nullptr) return c.Error("shape", "missing");
       if (!shape->is_array()) return c.Error("shape", "expected an array of integers");
       for (const auto& d : *shape) {
-        if (!d.is_number_integer() || d.get<int64_t>() < 0) return c.Error("shape", "expected non-negative integers, got " + JsonExcerpt(*shape));
+        if (!d.is_number_integer() || d.get<int64_t>() < 0)
+          return c.Error("shape", "expected non-negative integers, got " + JsonExcerpt(*shape));
         t.shape.push_back(d.get<int64_t>());
       }
       MOEQ_ASSIGN_OR_RETURN(t.params, GetInt(j, "params", c));
       if (t.params <= 0) return c.Error("params", "must be positive");
       const std::optional<int64_t> prod = CheckedProduct(t.shape);
       if (!t.shape.empty() && (!prod || *prod != t.params)) {
-        return c.Error("params", std::to_string(t.params) + " is not the product of shape " + JsonExcerpt(*shape));
+        return c.Error("params", std::to_string(t.params) + " is not the product of shape " +
+                                     JsonExcerpt(*shape));
       }
       MOEQ_ASSIGN_OR_RETURN(t.dtype, GetString(j, "dtype", c));
       f.tensors.push_back(std::move(t));
@@ -141,15 +149,19 @@ Result<SensitivityFile> ParseSensitivity(std::string_view text, std::string_view
     auto& t = f.tensors.back();
     for (const auto& other : t.configs) {
       if (other.format == cfg.format && other.encoder == cfg.encoder) {
-        return c.Error("format", "'" + cfg.format + (cfg.encoder.empty() ? "" : "' with encoder '" + cfg.encoder) +
+        return c.Error("format", "'" + cfg.format +
+                                     (cfg.encoder.empty() ? "" : "' with encoder '" + cfg.encoder) +
                                      "' of tensor '" + name + "' already given at line " +
                                      std::to_string(other.line));
       }
     }
     t.configs.push_back(std::move(cfg));
   }
-  if (!have_header) return Status::Corruption(std::string(path) + ": empty file: expected the moeq.sensitivity header line");
-  if (f.tensors.empty()) return Status::Corruption(std::string(path) + ": no tensor lines after the header");
+  if (!have_header)
+    return Status::Corruption(std::string(path) +
+                              ": empty file: expected the moeq.sensitivity header line");
+  if (f.tensors.empty())
+    return Status::Corruption(std::string(path) + ": no tensor lines after the header");
   return f;
 } catch (const nlohmann::json::exception& e) {
   return Status::Corruption(std::string(path) + ": " + JsonExceptionText(e));

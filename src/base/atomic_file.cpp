@@ -81,7 +81,8 @@ long TempOwnerPid(std::string_view name, bool is_dir) {
 /// well be reached through a link). For a directory only EIO is an error: some filesystems refuse
 /// to open or sync directories, and the data itself was synced already.
 Status FsyncPath(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : O_NOFOLLOW));
+  const int fd =
+      ::open(path.c_str(), O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : O_NOFOLLOW));
   if (fd < 0) {
     if (directory) return Status::Ok();
     return Status::Io(path + ": cannot open to flush: " + ErrnoText(errno));
@@ -89,7 +90,8 @@ Status FsyncPath(const std::string& path, bool directory) {
   const int r = ::fsync(fd);
   const int e = errno;
   ::close(fd);
-  if (r != 0 && (!directory || e == EIO)) return Status::Io(path + ": fsync failed: " + ErrnoText(e));
+  if (r != 0 && (!directory || e == EIO))
+    return Status::Io(path + ": fsync failed: " + ErrnoText(e));
   return Status::Ok();
 }
 
@@ -101,8 +103,10 @@ int Rename2(const std::string& from, const std::string& to, unsigned flags) {
 bool FlagUnsupported(int e) { return e == EINVAL || e == ENOSYS || e == ENOTSUP; }
 
 Status AppearedMeanwhile(const std::string& path) {
-  return Status::AlreadyExists(path + ": already exists (it appeared while this run was writing; not replaced "
-                               "without --force)");
+  return Status::AlreadyExists(
+      path +
+      ": already exists (it appeared while this run was writing; not replaced "
+      "without --force)");
 }
 
 }  // namespace
@@ -148,7 +152,8 @@ int RemoveStaleTemporaries(const std::string& dir) {
 // ---------------------------------------------------------------------------------------------
 // AtomicFile
 
-Result<std::unique_ptr<AtomicFile>> AtomicFile::Create(const std::string& path, AtomicWriteOptions options) {
+Result<std::unique_ptr<AtomicFile>> AtomicFile::Create(const std::string& path,
+                                                       AtomicWriteOptions options) {
   if (path.empty()) return Status::InvalidArgument("empty output path");
   std::unique_ptr<AtomicFile> f(new AtomicFile());
   f->path_ = StripSlashes(path);
@@ -168,8 +173,10 @@ Result<std::unique_ptr<AtomicFile>> AtomicFile::Create(const std::string& path, 
 }
 
 AtomicFile::~AtomicFile() {
-  if (stream_) std::fclose(stream_);
-  else if (fd_ >= 0) ::close(fd_);
+  if (stream_)
+    std::fclose(stream_);
+  else if (fd_ >= 0)
+    ::close(fd_);
   if (!committed_ && !tmp_.empty()) ::unlink(tmp_.c_str());
 }
 
@@ -191,9 +198,11 @@ Status AtomicFile::Write(std::string_view data) {
   }
   size_t done = 0;
   while (done < data.size()) {
-    const ssize_t r = ::write(fd_, data.data() + done, std::min<size_t>(data.size() - done, size_t{1} << 30));
+    const ssize_t r =
+        ::write(fd_, data.data() + done, std::min<size_t>(data.size() - done, size_t{1} << 30));
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return Status::Io(path_ + ": write failed (temporary " + tmp_ + "): " + ErrnoText(errno));
+    if (r < 0)
+      return Status::Io(path_ + ": write failed (temporary " + tmp_ + "): " + ErrnoText(errno));
     done += static_cast<size_t>(r);
   }
   return Status::Ok();
@@ -206,7 +215,8 @@ Status AtomicFile::WriteAt(uint64_t offset, const void* data, size_t n) {
     const size_t chunk = std::min<size_t>(n - done, size_t{1} << 30);
     const ssize_t r = ::pwrite(fd_, p + done, chunk, static_cast<off_t>(offset + done));
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return Status::Io(path_ + ": write failed (temporary " + tmp_ + "): " + ErrnoText(errno));
+    if (r < 0)
+      return Status::Io(path_ + ": write failed (temporary " + tmp_ + "): " + ErrnoText(errno));
     done += static_cast<size_t>(r);
   }
   return Status::Ok();
@@ -226,11 +236,12 @@ Status AtomicFile::Commit() {
     const bool flushed = std::fflush(stream_) == 0 && !std::ferror(stream_);
     const int e = errno;
     if (!flushed) {
-      return Status::Io(path_ + ": write failed (temporary " + tmp_ + "): " +
-                        (e ? ErrnoText(e) : std::string("stream error")));
+      return Status::Io(path_ + ": write failed (temporary " + tmp_ +
+                        "): " + (e ? ErrnoText(e) : std::string("stream error")));
     }
   }
-  if (::fsync(fd_) != 0) return Status::Io(path_ + ": fsync failed (temporary " + tmp_ + "): " + ErrnoText(errno));
+  if (::fsync(fd_) != 0)
+    return Status::Io(path_ + ": fsync failed (temporary " + tmp_ + "): " + ErrnoText(errno));
   int close_rc;
   if (stream_) {
     close_rc = std::fclose(stream_);
@@ -248,7 +259,8 @@ Status AtomicFile::Commit() {
   } else if (Rename2(tmp_, path_, RENAME_NOREPLACE) != 0) {
     const int e = errno;
     if (e == EEXIST) return AppearedMeanwhile(path_);
-    if (!FlagUnsupported(e)) return Status::Io(path_ + ": cannot rename " + tmp_ + " into place: " + ErrnoText(e));
+    if (!FlagUnsupported(e))
+      return Status::Io(path_ + ": cannot rename " + tmp_ + " into place: " + ErrnoText(e));
     // No RENAME_NOREPLACE here: link() also refuses an existing destination.
     if (::link(tmp_.c_str(), path_.c_str()) != 0) {
       if (errno == EEXIST) return AppearedMeanwhile(path_);
@@ -263,7 +275,8 @@ Status AtomicFile::Commit() {
 // ---------------------------------------------------------------------------------------------
 // AtomicDir
 
-Result<std::unique_ptr<AtomicDir>> AtomicDir::Create(const std::string& path, AtomicWriteOptions options) {
+Result<std::unique_ptr<AtomicDir>> AtomicDir::Create(const std::string& path,
+                                                     AtomicWriteOptions options) {
   if (path.empty()) return Status::InvalidArgument("empty output path");
   std::unique_ptr<AtomicDir> d(new AtomicDir());
   d->path_ = StripSlashes(path);
@@ -276,7 +289,9 @@ Result<std::unique_ptr<AtomicDir>> AtomicDir::Create(const std::string& path, At
       d->tmp_ = tmp;
       return d;
     }
-    if (errno != EEXIST) return Status::Io(tmp + ": cannot create the temporary output directory: " + ErrnoText(errno));
+    if (errno != EEXIST)
+      return Status::Io(tmp +
+                        ": cannot create the temporary output directory: " + ErrnoText(errno));
   }
   return Status::Io(d->path_ + ": cannot create a unique temporary directory next to it");
 }
@@ -292,8 +307,8 @@ Status AtomicDir::Commit() {
   if (committed_) return Status::Internal(path_ + ": committed twice");
   // Everything inside reaches the disk before the tree gets its final name.
   std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(tmp_, ec); !ec && it != fs::recursive_directory_iterator();
-       it.increment(ec)) {
+  for (auto it = fs::recursive_directory_iterator(tmp_, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     const auto st = it->symlink_status(ec);
     if (ec) break;
     if (fs::is_regular_file(st)) MOEQ_RETURN_IF_ERROR(FsyncPath(it->path().string(), false));
@@ -330,7 +345,8 @@ Status AtomicDir::Commit() {
     return FsyncPath(ParentDir(path_), true);
   }
   e = errno;
-  if (!FlagUnsupported(e)) return Status::Io(path_ + ": cannot swap in " + tmp_ + ": " + ErrnoText(e));
+  if (!FlagUnsupported(e))
+    return Status::Io(path_ + ": cannot swap in " + tmp_ + ": " + ErrnoText(e));
   // No RENAME_EXCHANGE: move the old output aside under a temporary name, then rename.
   const std::string aside = TempNameFor(path_);
   if (std::rename(path_.c_str(), aside.c_str()) != 0) {
@@ -346,7 +362,8 @@ Status AtomicDir::Commit() {
   return FsyncPath(ParentDir(path_), true);
 }
 
-Status WriteFileAtomic(const std::string& path, std::string_view contents, AtomicWriteOptions options) {
+Status WriteFileAtomic(const std::string& path, std::string_view contents,
+                       AtomicWriteOptions options) {
   MOEQ_ASSIGN_OR_RETURN(auto f, AtomicFile::Create(path, options));
   MOEQ_RETURN_IF_ERROR(f->Write(contents));
   return f->Commit();

@@ -9,25 +9,32 @@ Status CheckJsonDepth(std::string_view text, std::string_view source, int max_de
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     if (in_string) {
-      if (escape) escape = false;
-      else if (c == '\\') escape = true;
-      else if (c == '"') in_string = false;
+      if (escape)
+        escape = false;
+      else if (c == '\\')
+        escape = true;
+      else if (c == '"')
+        in_string = false;
       continue;
     }
     switch (c) {
-      case '"': in_string = true; break;
+      case '"':
+        in_string = true;
+        break;
       case '[':
       case '{':
         if (++depth > max_depth) {
-          return Status::Corruption(std::string(source) + ": JSON nested deeper than " + std::to_string(max_depth) +
-                                    " levels at byte " + std::to_string(i) + " (moeq's limit kMaxJsonDepth)");
+          return Status::Corruption(std::string(source) + ": JSON nested deeper than " +
+                                    std::to_string(max_depth) + " levels at byte " +
+                                    std::to_string(i) + " (moeq's limit kMaxJsonDepth)");
         }
         break;
       case ']':
       case '}':
         if (depth > 0) --depth;  // unbalanced text is the parser's error to report
         break;
-      default: break;
+      default:
+        break;
     }
   }
   return Status::Ok();
@@ -35,7 +42,8 @@ Status CheckJsonDepth(std::string_view text, std::string_view source, int max_de
 
 std::string JsonExceptionText(const nlohmann::json::exception& e) {
   std::string m = e.what();
-  // "[json.exception.parse_error.101] parse error at line 1, column 2: ..." -> "line 1, column 2: ..."
+  // "[json.exception.parse_error.101] parse error at line 1, column 2: ..." -> "line 1, column 2:
+  // ..."
   const auto close = m.find("] ");
   if (close != std::string::npos && m.rfind("[json.exception.", 0) == 0) m = m.substr(close + 2);
   const auto at = m.find("parse error at ");
@@ -60,18 +68,27 @@ Result<nlohmann::json> ParseJson(std::string_view text, std::string_view source,
 std::string JsonExcerpt(const nlohmann::json& v, size_t max_chars) {
   switch (v.type()) {
     case nlohmann::json::value_t::array:
-      return v.empty() ? "[]" : "an array of " + std::to_string(v.size()) + (v.size() == 1 ? " element" : " elements");
+      return v.empty() ? "[]"
+                       : "an array of " + std::to_string(v.size()) +
+                             (v.size() == 1 ? " element" : " elements");
     case nlohmann::json::value_t::object:
-      return v.empty() ? "{}" : "an object with " + std::to_string(v.size()) + (v.size() == 1 ? " key" : " keys");
+      return v.empty() ? "{}"
+                       : "an object with " + std::to_string(v.size()) +
+                             (v.size() == 1 ? " key" : " keys");
     case nlohmann::json::value_t::string: {
       const auto& s = v.get_ref<const std::string&>();
-      if (s.size() <= max_chars) return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-      return nlohmann::json(s.substr(0, max_chars)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+      if (s.size() <= max_chars)
+        return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      return nlohmann::json(s.substr(0, max_chars))
+                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
              "... (" + std::to_string(s.size()) + " bytes)";
     }
-    case nlohmann::json::value_t::binary: return "binary data";
-    case nlohmann::json::value_t::discarded: return "a discarded value";
-    default: return v.dump();  // null, boolean, numbers: short and flat
+    case nlohmann::json::value_t::binary:
+      return "binary data";
+    case nlohmann::json::value_t::discarded:
+      return "a discarded value";
+    default:
+      return v.dump();  // null, boolean, numbers: short and flat
   }
 }
 

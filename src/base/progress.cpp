@@ -66,10 +66,11 @@ void Progress::Print(bool final_line) {
     const int filled = static_cast<int>(frac * kWidth + 0.5);
     std::string bar(static_cast<size_t>(filled), '#');
     bar.resize(kWidth, '.');
-    std::snprintf(line, sizeof line, "\r%s [%s] %lld/%lld %s %5.1f%% %s %s %.40s\033[K", label_.c_str(),
-                  bar.c_str(), static_cast<long long>(done_), static_cast<long long>(total_),
-                  unit_.c_str(), 100.0 * frac, final_line ? "in" : "ETA",
-                  FormatDuration(final_line ? el : eta).c_str(), detail_.c_str());
+    std::snprintf(line, sizeof line, "\r%s [%s] %lld/%lld %s %5.1f%% %s %s %.40s\033[K",
+                  label_.c_str(), bar.c_str(), static_cast<long long>(done_),
+                  static_cast<long long>(total_), unit_.c_str(), 100.0 * frac,
+                  final_line ? "in" : "ETA", FormatDuration(final_line ? el : eta).c_str(),
+                  detail_.c_str());
     std::fputs(line, stderr);
     if (final_line) std::fputc('\n', stderr);
   } else {

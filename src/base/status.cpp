@@ -5,15 +5,24 @@ namespace moeq {
 
 std::string_view StatusCodeName(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return "OK";
-    case StatusCode::kInvalidArgument: return "Invalid argument";
-    case StatusCode::kNotFound: return "Not found";
-    case StatusCode::kCorruption: return "Corruption";
-    case StatusCode::kUnsupported: return "Unsupported";
-    case StatusCode::kIo: return "I/O error";
-    case StatusCode::kInternal: return "Internal error";
-    case StatusCode::kAlreadyExists: return "Already exists";
-    case StatusCode::kGateFailed: return "Quality gate failed";
+    case StatusCode::kOk:
+      return "OK";
+    case StatusCode::kInvalidArgument:
+      return "Invalid argument";
+    case StatusCode::kNotFound:
+      return "Not found";
+    case StatusCode::kCorruption:
+      return "Corruption";
+    case StatusCode::kUnsupported:
+      return "Unsupported";
+    case StatusCode::kIo:
+      return "I/O error";
+    case StatusCode::kInternal:
+      return "Internal error";
+    case StatusCode::kAlreadyExists:
+      return "Already exists";
+    case StatusCode::kGateFailed:
+      return "Quality gate failed";
   }
   return "Unknown";
 }
@@ -36,10 +45,14 @@ Status Status::WithContext(std::string_view context) const {
 
 int ExitCodeFor(const Status& status) {
   switch (status.code()) {
-    case StatusCode::kOk: return 0;
-    case StatusCode::kInvalidArgument: return 2;
-    case StatusCode::kGateFailed: return 3;
-    default: return 1;
+    case StatusCode::kOk:
+      return 0;
+    case StatusCode::kInvalidArgument:
+      return 2;
+    case StatusCode::kGateFailed:
+      return 3;
+    default:
+      return 1;
   }
 }
 

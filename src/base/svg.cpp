@@ -39,8 +39,9 @@ std::string Rect(double x, double y, double w, double h, Rgb fill, std::string_v
 }
 
 std::string OpenSvg(std::string_view id, double w, double h) {
-  return "<svg id=\"" + XmlEscape(id) + "\" class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"" +
-         Num(w) + "\" height=\"" + Num(h) + "\" viewBox=\"0 0 " + Num(w) + " " + Num(h) +
+  return "<svg id=\"" + XmlEscape(id) +
+         "\" class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"" + Num(w) +
+         "\" height=\"" + Num(h) + "\" viewBox=\"0 0 " + Num(w) + " " + Num(h) +
          "\" font-family=\"sans-serif\">";
 }
 
@@ -98,14 +99,14 @@ std::string CssColor(Rgb c) {
 }
 
 Rgb Sequential(double t) {
-  static constexpr Rgb kStops[] = {{33, 27, 84}, {44, 105, 142}, {33, 161, 135}, {122, 204, 84},
-                                   {249, 228, 40}};
+  static constexpr Rgb kStops[] = {
+      {33, 27, 84}, {44, 105, 142}, {33, 161, 135}, {122, 204, 84}, {249, 228, 40}};
   return Ramp(kStops, 5, t);
 }
 
 Rgb Diverging(double t) {
-  static constexpr Rgb kStops[] = {{40, 82, 160}, {140, 180, 220}, {245, 245, 240},
-                                   {235, 150, 110}, {180, 30, 40}};
+  static constexpr Rgb kStops[] = {
+      {40, 82, 160}, {140, 180, 220}, {245, 245, 240}, {235, 150, 110}, {180, 30, 40}};
   return Ramp(kStops, 5, (std::clamp(t, -1.0, 1.0) + 1.0) / 2.0);
 }
 
@@ -114,11 +115,20 @@ std::string XmlEscape(std::string_view s) {
   out.reserve(s.size());
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -252,8 +262,8 @@ std::string RenderLineChart(const LineChart& c) {
       if (!std::isfinite(ls.x[i]) || !std::isfinite(ls.y[i])) continue;
       pts += Num(px(ls.x[i]), 6) + "," + Num(py(ls.y[i]), 6) + " ";
     }
-    s += "<polyline class=\"series\" fill=\"none\" stroke-width=\"2\" stroke=\"" + CssColor(ls.color) +
-         "\" points=\"" + pts + "\"/>";
+    s += "<polyline class=\"series\" fill=\"none\" stroke-width=\"2\" stroke=\"" +
+         CssColor(ls.color) + "\" points=\"" + pts + "\"/>";
     if (c.series.size() > 1 || !ls.label.empty()) {
       s += Rect(x0 + w - 150, legend_y, 10, 10, ls.color, "/>");
       s += Text(x0 + w - 136, legend_y + 9, ls.label, "start", 10);

@@ -1,9 +1,10 @@
 // DType tables and float conversion of tensor views.
+#include "moeq/base/tensor.h"
+
 #include <cmath>
 #include <cstring>
 
 #include "moeq/base/half.h"
-#include "moeq/base/tensor.h"
 
 namespace moeq {
 namespace {
@@ -36,20 +37,34 @@ T Load(const std::byte* p) {
 
 float ElementToF32(DType d, const std::byte* p) {
   switch (d) {
-    case DType::kBool: return Load<uint8_t>(p) ? 1.0f : 0.0f;
-    case DType::kU8: return static_cast<float>(Load<uint8_t>(p));
-    case DType::kI8: return static_cast<float>(Load<int8_t>(p));
-    case DType::kF8E4M3: return Fp8E4M3ToF32(Load<uint8_t>(p));
-    case DType::kI16: return static_cast<float>(Load<int16_t>(p));
-    case DType::kU16: return static_cast<float>(Load<uint16_t>(p));
-    case DType::kF16: return F16ToF32(Load<uint16_t>(p));
-    case DType::kBF16: return Bf16ToF32(Load<uint16_t>(p));
-    case DType::kI32: return static_cast<float>(Load<int32_t>(p));
-    case DType::kU32: return static_cast<float>(Load<uint32_t>(p));
-    case DType::kF32: return Load<float>(p);
-    case DType::kI64: return static_cast<float>(Load<int64_t>(p));
-    case DType::kU64: return static_cast<float>(Load<uint64_t>(p));
-    case DType::kF64: return static_cast<float>(Load<double>(p));
+    case DType::kBool:
+      return Load<uint8_t>(p) ? 1.0f : 0.0f;
+    case DType::kU8:
+      return static_cast<float>(Load<uint8_t>(p));
+    case DType::kI8:
+      return static_cast<float>(Load<int8_t>(p));
+    case DType::kF8E4M3:
+      return Fp8E4M3ToF32(Load<uint8_t>(p));
+    case DType::kI16:
+      return static_cast<float>(Load<int16_t>(p));
+    case DType::kU16:
+      return static_cast<float>(Load<uint16_t>(p));
+    case DType::kF16:
+      return F16ToF32(Load<uint16_t>(p));
+    case DType::kBF16:
+      return Bf16ToF32(Load<uint16_t>(p));
+    case DType::kI32:
+      return static_cast<float>(Load<int32_t>(p));
+    case DType::kU32:
+      return static_cast<float>(Load<uint32_t>(p));
+    case DType::kF32:
+      return Load<float>(p);
+    case DType::kI64:
+      return static_cast<float>(Load<int64_t>(p));
+    case DType::kU64:
+      return static_cast<float>(Load<uint64_t>(p));
+    case DType::kF64:
+      return static_cast<float>(Load<double>(p));
   }
   return 0.0f;
 }

@@ -11,11 +11,11 @@
 #include <map>
 #include <set>
 
+#include "checkpoint/checkpoint_internal.h"
 #include "moeq/base/file_util.h"
 #include "moeq/base/parallel.h"
-#include "moeq/model/mlx_names.h"
-#include "checkpoint/checkpoint_internal.h"
 #include "moeq/formats/gguf.h"
+#include "moeq/model/mlx_names.h"
 
 namespace moeq {
 namespace {
@@ -36,13 +36,20 @@ struct CarryRule {
   Match match;
 };
 constexpr CarryRule kCarryRules[] = {
-    {"tokenizer.json", Match::kExact},          {"tokenizer_config.json", Match::kExact},
-    {"tokenizer.model", Match::kExact},         {"special_tokens_map.json", Match::kExact},
-    {"added_tokens.json", Match::kExact},       {"generation_config.json", Match::kExact},
-    {"vocab.json", Match::kExact},              {"vocab.txt", Match::kExact},
-    {"merges.txt", Match::kExact},              {"preprocessor_config.json", Match::kExact},
-    {"processor_config.json", Match::kExact},   {"chat_template", Match::kPrefix},
-    {"LICENSE", Match::kPrefix},                {".tiktoken", Match::kSuffix},
+    {"tokenizer.json", Match::kExact},
+    {"tokenizer_config.json", Match::kExact},
+    {"tokenizer.model", Match::kExact},
+    {"special_tokens_map.json", Match::kExact},
+    {"added_tokens.json", Match::kExact},
+    {"generation_config.json", Match::kExact},
+    {"vocab.json", Match::kExact},
+    {"vocab.txt", Match::kExact},
+    {"merges.txt", Match::kExact},
+    {"preprocessor_config.json", Match::kExact},
+    {"processor_config.json", Match::kExact},
+    {"chat_template", Match::kPrefix},
+    {"LICENSE", Match::kPrefix},
+    {".tiktoken", Match::kSuffix},
     {".py", Match::kSuffix},
 };
 
@@ -95,11 +102,10 @@ std::string DescribeId(const TensorId& id) {
   return s;
 }
 
-
 /// The shard files of a directory and, when an index is used, its tensor → shard map.
 struct ShardPlan {
-  std::vector<std::string> files;                   // relative to the directory
-  std::map<std::string, std::string> weight_map;    // empty without an index
+  std::vector<std::string> files;                 // relative to the directory
+  std::map<std::string, std::string> weight_map;  // empty without an index
   bool from_index = false;
 };
 
@@ -142,8 +148,7 @@ Result<ShardPlan> ResolveShards(const std::string& dir) {
   const bool has_index = IsRegularFile(JoinPath(dir, kIndexName));
   if (IsRegularFile(JoinPath(dir, kSingleName))) {
     if (has_index) {
-      spdlog::warn("{}: both {} and {} exist; using {}", dir, kSingleName, kIndexName,
-                   kSingleName);
+      spdlog::warn("{}: both {} and {} exist; using {}", dir, kSingleName, kIndexName, kSingleName);
     }
     return ShardPlan{{std::string(kSingleName)}, {}, false};
   }
@@ -217,17 +222,21 @@ Status CheckAgainstConfig(const std::string& dir, const ModelConfig& config,
   for (const auto& t : tensors) {
     if (t.id.role == TensorRole::kUnknown || t.id.role == TensorRole::kBuffer) continue;
     max_layer = std::max<int64_t>(max_layer, t.id.layer);
-    if (t.id.expert >= 0) experts_present = std::max<int64_t>(experts_present, int64_t{t.id.expert} + 1);
-    if (t.fused_experts && !t.info.shape.empty()) experts_present = std::max(experts_present, t.info.shape[0]);
+    if (t.id.expert >= 0)
+      experts_present = std::max<int64_t>(experts_present, int64_t{t.id.expert} + 1);
+    if (t.fused_experts && !t.info.shape.empty())
+      experts_present = std::max(experts_present, t.info.shape[0]);
   }
   if (config.num_layers > max_layer + 1) {
     return Status::Corruption(JoinPath(dir, kConfigName) + ": num_hidden_layers is " +
-                              std::to_string(config.num_layers) + " but the checkpoint's tensors cover " +
+                              std::to_string(config.num_layers) +
+                              " but the checkpoint's tensors cover " +
                               (max_layer < 0 ? std::string("no layer")
                                              : "layers 0.." + std::to_string(max_layer) + " only"));
   }
   if (config.is_moe() && config.num_experts > experts_present) {
-    return Status::Corruption(JoinPath(dir, kConfigName) + ": the config has " + std::to_string(config.num_experts) +
+    return Status::Corruption(JoinPath(dir, kConfigName) + ": the config has " +
+                              std::to_string(config.num_experts) +
                               " experts per MoE layer but the checkpoint's tensors hold " +
                               std::to_string(experts_present));
   }
@@ -312,7 +321,8 @@ Status CheckAllFinite(const std::vector<CheckpointTensor>& tensors,
   std::vector<Status> results(tensors.size());
   ParallelFor(static_cast<int64_t>(tensors.size()), [&](int64_t i) {
     const CheckpointTensor& t = tensors[static_cast<size_t>(i)];
-    if (!IsFloatDType(t.info.dtype) || t.quant.quantized()) return;  // quantized: see CheckQuantizedFinite
+    if (!IsFloatDType(t.info.dtype) || t.quant.quantized())
+      return;  // quantized: see CheckQuantizedFinite
     const size_t shard = static_cast<size_t>(t.shard);
     Result<TensorView> view = shards[shard]->View(t.info.name);
     if (!view.ok()) {
@@ -358,7 +368,6 @@ std::string Fingerprint(std::string_view config_bytes, const std::vector<Checkpo
   return h.HexDigest();
 }
 
-
 /// A quantized triple found among the stored tensors.
 struct StoredQuant {
   TensorInfo logical;
@@ -370,11 +379,13 @@ Status ReadQuantParams(const nlohmann::json& j, const std::string& where, int* b
                        std::string* mode) {
   if (!j.is_object()) return Status::Corruption(where + " must be an object");
   if (auto b = j.find("bits"); b != j.end() && !b->is_null()) {
-    if (!b->is_number_integer()) return Status::Corruption(where + ": field 'bits' must be an integer");
+    if (!b->is_number_integer())
+      return Status::Corruption(where + ": field 'bits' must be an integer");
     *bits = b->get<int>();
   }
   if (auto g = j.find("group_size"); g != j.end() && !g->is_null()) {
-    if (!g->is_number_integer()) return Status::Corruption(where + ": field 'group_size' must be an integer");
+    if (!g->is_number_integer())
+      return Status::Corruption(where + ": field 'group_size' must be an integer");
     *group = g->get<int>();
   }
   if (auto m = j.find("mode"); m != j.end() && !m->is_null()) {
@@ -390,17 +401,21 @@ Status ReadQuantParams(const nlohmann::json& j, const std::string& where, int* b
 Result<std::map<std::string, StoredQuant, std::less<>>> FindQuantizedTriples(
     const std::string& config_path, const nlohmann::json& config_json,
     const std::vector<std::unique_ptr<SafetensorsFile>>& shards,
-    const std::vector<std::string>& shard_files, std::map<std::string, int, std::less<>>* part_shard) {
+    const std::vector<std::string>& shard_files,
+    std::map<std::string, int, std::less<>>* part_shard) {
   std::map<std::string, std::pair<const TensorInfo*, int>, std::less<>> stored;
   for (size_t s = 0; s < shards.size(); ++s) {
-    for (const auto& info : shards[s]->tensors()) stored.emplace(info.name, std::make_pair(&info, static_cast<int>(s)));
+    for (const auto& info : shards[s]->tensors())
+      stored.emplace(info.name, std::make_pair(&info, static_cast<int>(s)));
   }
   std::map<std::string, StoredQuant, std::less<>> out;
   const nlohmann::json* qcfg = nullptr;
-  if (auto it = config_json.find("quantization"); it != config_json.end() && it->is_object()) qcfg = &*it;
+  if (auto it = config_json.find("quantization"); it != config_json.end() && it->is_object())
+    qcfg = &*it;
   constexpr std::string_view kScales = ".scales";
   for (const auto& [name, entry] : stored) {
-    if (name.size() <= kScales.size() || name.compare(name.size() - kScales.size(), kScales.size(), kScales) != 0) {
+    if (name.size() <= kScales.size() ||
+        name.compare(name.size() - kScales.size(), kScales.size(), kScales) != 0) {
       continue;
     }
     const std::string module = name.substr(0, name.size() - kScales.size());
@@ -408,7 +423,8 @@ Result<std::map<std::string, StoredQuant, std::less<>>> FindQuantizedTriples(
     const std::string where = file + ": tensor '" + name + "'";
     auto w = stored.find(module + ".weight");
     if (w == stored.end()) {
-      return Status::Corruption(where + ": quantization scales without a packed '" + module + ".weight'");
+      return Status::Corruption(where + ": quantization scales without a packed '" + module +
+                                ".weight'");
     }
     if (qcfg == nullptr) {
       return Status::Corruption(where + ": quantized module '" + module + "' but " + config_path +
@@ -416,57 +432,67 @@ Result<std::map<std::string, StoredQuant, std::less<>>> FindQuantizedTriples(
     }
     int bits = 4, group = 64;
     std::string mode = "affine";
-    MOEQ_RETURN_IF_ERROR(ReadQuantParams(*qcfg, config_path + ": field 'quantization'", &bits, &group, &mode));
+    MOEQ_RETURN_IF_ERROR(
+        ReadQuantParams(*qcfg, config_path + ": field 'quantization'", &bits, &group, &mode));
     if (auto o = qcfg->find(module); o != qcfg->end()) {
       if (o->is_boolean() && !o->get<bool>()) {
         return Status::Corruption(where + ": " + config_path + " marks module '" + module +
                                   "' unquantized (false) but it has scales");
       }
       if (o->is_object()) {
-        bits = 4, group = 64, mode = "affine";  // mlx: a per-module dict falls back to the mode defaults
-        MOEQ_RETURN_IF_ERROR(ReadQuantParams(*o, config_path + ": field 'quantization." + module + "'", &bits, &group, &mode));
+        bits = 4, group = 64,
+        mode = "affine";  // mlx: a per-module dict falls back to the mode defaults
+        MOEQ_RETURN_IF_ERROR(ReadQuantParams(
+            *o, config_path + ": field 'quantization." + module + "'", &bits, &group, &mode));
       }
     }
     if (mode != "affine") {
-      return Status::Unsupported(where + ": quantization mode '" + mode + "' (only 'affine' is supported)");
+      return Status::Unsupported(where + ": quantization mode '" + mode +
+                                 "' (only 'affine' is supported)");
     }
     auto b = stored.find(module + ".biases");
     if (b == stored.end()) {
-      return Status::Corruption(where + ": affine module '" + module + "' has no '" + module + ".biases'");
+      return Status::Corruption(where + ": affine module '" + module + "' has no '" + module +
+                                ".biases'");
     }
     const TensorInfo& wi = *w->second.first;
     const TensorInfo& si = *entry.first;
     const TensorInfo& bi = *b->second.first;
-    const std::string wwhere = shard_files[static_cast<size_t>(w->second.second)] + ": tensor '" + wi.name + "'";
+    const std::string wwhere =
+        shard_files[static_cast<size_t>(w->second.second)] + ": tensor '" + wi.name + "'";
     if (wi.dtype != DType::kU32) {
       return Status::Corruption(wwhere + ": dtype " + std::string(DTypeName(wi.dtype)) +
                                 ", expected U32 packed codes (module has scales)");
     }
     if (si.dtype != DType::kBF16 && si.dtype != DType::kF16 && si.dtype != DType::kF32) {
-      return Status::Corruption(where + ": dtype " + std::string(DTypeName(si.dtype)) + ", expected BF16, F16 or F32");
+      return Status::Corruption(where + ": dtype " + std::string(DTypeName(si.dtype)) +
+                                ", expected BF16, F16 or F32");
     }
     if (bi.dtype != si.dtype || bi.shape != si.shape) {
-      return Status::Corruption(file + ": tensor '" + bi.name + "': dtype/shape " + std::string(DTypeName(bi.dtype)) +
-                                " " + bi.ShapeString() + " differ from the scales' " +
-                                std::string(DTypeName(si.dtype)) + " " + si.ShapeString());
+      return Status::Corruption(file + ": tensor '" + bi.name + "': dtype/shape " +
+                                std::string(DTypeName(bi.dtype)) + " " + bi.ShapeString() +
+                                " differ from the scales' " + std::string(DTypeName(si.dtype)) +
+                                " " + si.ShapeString());
     }
     if (wi.shape.size() < 2 || si.shape.size() != wi.shape.size() ||
         !std::equal(wi.shape.begin(), wi.shape.end() - 1, si.shape.begin())) {
-      return Status::Corruption(wwhere + ": packed shape " + wi.ShapeString() + " does not match scales shape " +
-                                si.ShapeString());
+      return Status::Corruption(wwhere + ": packed shape " + wi.ShapeString() +
+                                " does not match scales shape " + si.ShapeString());
     }
     const int64_t in = wi.shape.back() * 32 / bits;
     if ((wi.shape.back() * 32) % bits != 0 || si.shape.back() * group != in) {
-      return Status::Corruption(wwhere + ": packed shape " + wi.ShapeString() + " and scales shape " +
-                                si.ShapeString() + " do not fit bits " + std::to_string(bits) +
-                                ", group_size " + std::to_string(group) + " (" + config_path + ")");
+      return Status::Corruption(wwhere + ": packed shape " + wi.ShapeString() +
+                                " and scales shape " + si.ShapeString() + " do not fit bits " +
+                                std::to_string(bits) + ", group_size " + std::to_string(group) +
+                                " (" + config_path + ")");
     }
     StoredQuant q;
     q.logical.name = wi.name;
     q.logical.dtype = si.dtype;
     q.logical.shape = wi.shape;
     q.logical.shape.back() = in;
-    MOEQ_RETURN_IF_ERROR(quant::CheckAffineParams(q.logical.shape, bits, group, si.dtype).WithContext(wwhere));
+    MOEQ_RETURN_IF_ERROR(
+        quant::CheckAffineParams(q.logical.shape, bits, group, si.dtype).WithContext(wwhere));
     q.quant.bits = bits;
     q.quant.group_size = group;
     q.quant.mode = mode;
@@ -489,7 +515,8 @@ std::map<std::string, TensorId, std::less<>> StackedExpertNames(const ModelConfi
   if (!config.is_moe()) return out;
   for (int l = 0; l < static_cast<int>(config.num_layers); ++l) {
     if (!config.IsMoeLayer(l)) continue;
-    for (TensorRole role : {TensorRole::kExpertGate, TensorRole::kExpertUp, TensorRole::kExpertDown}) {
+    for (TensorRole role :
+         {TensorRole::kExpertGate, TensorRole::kExpertUp, TensorRole::kExpertDown}) {
       auto module = MlxStackedModule(adapter, l, role);
       if (module.ok()) out.emplace(*module + ".weight", TensorId{l, -1, role});
     }
@@ -529,7 +556,7 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir,
   MOEQ_RETURN_IF_ERROR(CheckShardTables(dir, plan, ckpt->shards_));
 
   MOEQ_ASSIGN_OR_RETURN(auto triples, FindQuantizedTriples(config_path, config_json, ckpt->shards_,
-                                                            ckpt->shard_files_, &ckpt->part_shard_));
+                                                           ckpt->shard_files_, &ckpt->part_shard_));
   std::set<std::string, std::less<>> parts;  // scales/biases presented as part of their weight
   for (const auto& [name, q] : triples) {
     parts.insert(q.quant.scales);
@@ -563,13 +590,13 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir,
   std::sort(unknown.begin(), unknown.end());
   if (!unknown.empty()) {
     const std::string what = std::to_string(unknown.size()) +
-                             " tensors not recognised for model_type '" +
-                             ckpt->config_.model_type + "': " + ListNames(unknown);
+                             " tensors not recognised for model_type '" + ckpt->config_.model_type +
+                             "': " + ListNames(unknown);
     if (options.strict) return Status::Unsupported(dir + ": " + what);
     spdlog::warn("{}: {} (kept, never quantized)", dir, what);
   }
-  MOEQ_RETURN_IF_ERROR(CheckAgainstConfig(dir, ckpt->config_, *ckpt->adapter_, ckpt->tensors_,
-                                          ckpt->shard_files_));
+  MOEQ_RETURN_IF_ERROR(
+      CheckAgainstConfig(dir, ckpt->config_, *ckpt->adapter_, ckpt->tensors_, ckpt->shard_files_));
   if (options.check_finite) {
     MOEQ_RETURN_IF_ERROR(CheckAllFinite(ckpt->tensors_, ckpt->shards_, ckpt->shard_files_));
     for (const auto& t : ckpt->tensors_) {
@@ -591,8 +618,7 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir,
     ckpt->by_name_.emplace(ckpt->tensors_[i].info.name, i);
   }
   MOEQ_ASSIGN_OR_RETURN(ckpt->extra_files_, ListExtraFiles(dir));
-  ckpt->fingerprint_ =
-      Fingerprint(config_bytes, ckpt->tensors_, ckpt->shards_, ckpt->shard_files_);
+  ckpt->fingerprint_ = Fingerprint(config_bytes, ckpt->tensors_, ckpt->shards_, ckpt->shard_files_);
   return ckpt;
 } catch (const nlohmann::json::exception& e) {
   return Status::Corruption(dir + ": " + JsonExceptionText(e));
@@ -627,7 +653,8 @@ Result<quant::QuantizedTensor> Checkpoint::ReadQuantized(std::string_view name) 
   }
   auto part = [&](const std::string& part_name) -> Result<TensorView> {
     auto it = part_shard_.find(part_name);
-    if (it == part_shard_.end()) return Status::Internal(dir_ + ": no shard for '" + part_name + "'");
+    if (it == part_shard_.end())
+      return Status::Internal(dir_ + ": no shard for '" + part_name + "'");
     return shards_[static_cast<size_t>(it->second)]->View(part_name);
   };
   MOEQ_ASSIGN_OR_RETURN(TensorView w, part(t->quant.weight));

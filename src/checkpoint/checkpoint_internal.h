@@ -19,8 +19,9 @@ bool IsGgufPath(std::string_view path);
 
 /// Checks recognised tensors against the adapter's expectations for this config (shapes,
 /// duplicates, unexpected and missing tensors); `shard_files[t.shard]` names a tensor's file.
-Status CheckAgainstConfig(const std::string& dir, const ModelConfig& config, const ArchAdapter& adapter,
-                          const std::vector<CheckpointTensor>& tensors, const std::vector<std::string>& shard_files);
+Status CheckAgainstConfig(const std::string& dir, const ModelConfig& config,
+                          const ArchAdapter& adapter, const std::vector<CheckpointTensor>& tensors,
+                          const std::vector<std::string>& shard_files);
 
 /// Where a presented (Hugging Face) tensor lives in the GGUF file.
 struct GgufSource {
@@ -42,7 +43,8 @@ struct GgufBacking {
 
 /// View of a GGUF-backed tensor: the mapped bytes for F32/F16/BF16 tensors stored as
 /// presented, else float32 decoded once (ReadGgufF32) and cached in `backing`.
-Result<TensorView> GgufView(const GgufBacking& backing, const CheckpointTensor& t, const std::string& path);
+Result<TensorView> GgufView(const GgufBacking& backing, const CheckpointTensor& t,
+                            const std::string& path);
 
 /// Decodes a GGUF-backed tensor to float32 in its presented (Hugging Face) layout.
 Status ReadGgufF32(const GgufBacking& backing, const CheckpointTensor& t, const std::string& path,

@@ -9,14 +9,14 @@
 //   - ReadF32 decodes the ggml blocks (DequantizeGgmlRow, exact) and undoes llama.cpp's q/k
 //     rotary permutation for the `llama` architecture (Mixtral, Llama); View maps F32/F16/BF16
 //     tensors in place and serves the others as float32 decoded once and kept.
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <set>
-
-#include <spdlog/spdlog.h>
 
 #include "checkpoint/checkpoint_internal.h"
 #include "moeq/base/file_util.h"
@@ -134,7 +134,8 @@ class Meta {
   Result<std::string> String(const std::string& key) const {
     const GgufValue* v = f_.Find(key);
     if (!v) return Status::Corruption(f_.path() + ": missing metadata key '" + key + "'");
-    if (!v->value.is_string()) return Status::Corruption(f_.path() + ": metadata key '" + key + "' is not a string");
+    if (!v->value.is_string())
+      return Status::Corruption(f_.path() + ": metadata key '" + key + "' is not a string");
     return v->value.get<std::string>();
   }
 
@@ -150,8 +151,9 @@ Result<std::string> ModelTypeOf(const GgufFile& f, const std::string& arch, bool
   if (arch == "llama") return std::string(moe ? "mixtral" : "llama");
   if (arch == "qwen2") return std::string("qwen2");
   if (arch == "qwen3") return std::string("qwen3");
-  return Status::Unsupported(f.path() + ": general.architecture '" + arch +
-                             "' (moeq reads qwen3moe, qwen2moe, llama (Mixtral, Llama), olmoe, qwen2, qwen3)");
+  return Status::Unsupported(
+      f.path() + ": general.architecture '" + arch +
+      "' (moeq reads qwen3moe, qwen2moe, llama (Mixtral, Llama), olmoe, qwen2, qwen3)");
 }
 
 /// config.json rebuilt from the architecture metadata and the tensor table.
@@ -168,7 +170,8 @@ Result<nlohmann::json> RebuildConfig(const GgufFile& f, std::string* arch_out) {
   const int64_t kv_heads = m.IntOr(a + "attention.head_count_kv", heads);
   const int64_t head_dim = m.IntOr(a + "attention.key_length", heads > 0 ? hidden / heads : 0);
   const GgufTensorInfo* embd = f.FindTensor("token_embd.weight");
-  if (!embd || embd->ne.size() != 2) return Status::Corruption(f.path() + ": no 2-D tensor 'token_embd.weight'");
+  if (!embd || embd->ne.size() != 2)
+    return Status::Corruption(f.path() + ": no 2-D tensor 'token_embd.weight'");
   const int64_t vocab = embd->ne[1];
   const int64_t ff = m.IntOr(a + "feed_forward_length", 0);
 
@@ -193,11 +196,14 @@ Result<nlohmann::json> RebuildConfig(const GgufFile& f, std::string* arch_out) {
   const bool q_bias = f.FindTensor("blk.0.attn_q.bias") != nullptr;
   nlohmann::json mlp_only = nlohmann::json::array();
   for (int64_t l = 0; l < layers; ++l) {
-    if (f.FindTensor("blk." + std::to_string(l) + ".ffn_gate_inp.weight") == nullptr) mlp_only.push_back(l);
+    if (f.FindTensor("blk." + std::to_string(l) + ".ffn_gate_inp.weight") == nullptr)
+      mlp_only.push_back(l);
   }
   // llama.cpp's own switch (expert_weights_norm) wins; otherwise its per-architecture default:
   // qwen3moe and llama (Mixtral) renormalise the top-k weights, qwen2moe and olmoe do not.
-  auto norm_topk = [&](bool fallback) { return m.Bool(a + "expert_weights_norm").value_or(fallback); };
+  auto norm_topk = [&](bool fallback) {
+    return m.Bool(a + "expert_weights_norm").value_or(fallback);
+  };
   if (model_type == "qwen3_moe" || model_type == "qwen2_moe") {
     MOEQ_ASSIGN_OR_RETURN(const int64_t moe_ff, m.Int(a + "expert_feed_forward_length"));
     c["intermediate_size"] = ff > 0 ? ff : moe_ff;
@@ -238,7 +244,8 @@ void UnpermuteRows(std::vector<float>* data, int64_t rows, int64_t cols, int64_t
     for (int64_t i = 0; i < 2; ++i) {
       for (int64_t j = 0; j < half; ++j) {
         const int64_t orig = h * d + i * half + j, stored = h * d + j * 2 + i;
-        std::memcpy(data->data() + orig * cols, in.data() + stored * cols, static_cast<size_t>(cols) * sizeof(float));
+        std::memcpy(data->data() + orig * cols, in.data() + stored * cols,
+                    static_cast<size_t>(cols) * sizeof(float));
       }
     }
   }
@@ -246,9 +253,12 @@ void UnpermuteRows(std::vector<float>* data, int64_t rows, int64_t cols, int64_t
 
 DType PresentedDType(GgmlType t) {
   switch (t) {
-    case GgmlType::kBF16: return DType::kBF16;
-    case GgmlType::kF16: return DType::kF16;
-    default: return DType::kF32;
+    case GgmlType::kBF16:
+      return DType::kBF16;
+    case GgmlType::kF16:
+      return DType::kF16;
+    default:
+      return DType::kF32;
   }
 }
 
@@ -257,7 +267,8 @@ DType PresentedDType(GgmlType t) {
 Status ReadGgufF32(const GgufBacking& backing, const CheckpointTensor& t, const std::string& path,
                    std::vector<float>* out) {
   auto it = backing.sources.find(t.info.name);
-  if (it == backing.sources.end()) return Status::Internal(path + ": no GGUF source for tensor '" + t.info.name + "'");
+  if (it == backing.sources.end())
+    return Status::Internal(path + ": no GGUF source for tensor '" + t.info.name + "'");
   const GgufSource& src = it->second;
   const GgufFile& f = *backing.file;
   const GgufTensorInfo* info = f.FindTensor(src.gguf_name);
@@ -273,29 +284,37 @@ Status ReadGgufF32(const GgufBacking& backing, const CheckpointTensor& t, const 
       rows,
       [&](int64_t r) {
         errors[static_cast<size_t>(r)] =
-            DequantizeGgmlRow(info->type, data.data() + static_cast<uint64_t>(r) * row_bytes, cols, out->data() + r * cols);
+            DequantizeGgmlRow(info->type, data.data() + static_cast<uint64_t>(r) * row_bytes, cols,
+                              out->data() + r * cols);
       },
       0, std::max<int64_t>(1, 65536 / std::max<int64_t>(cols, 1)));
   for (const Status& s : errors) {
-    if (!s.ok()) return s.WithContext(path + ": tensor '" + src.gguf_name + "' (" + GgmlTypeName(info->type) + ")");
+    if (!s.ok())
+      return s.WithContext(path + ": tensor '" + src.gguf_name + "' (" + GgmlTypeName(info->type) +
+                           ")");
   }
   if (src.permute_heads > 0) {
     const int64_t prows = n / src.permute_cols;
     if (prows % (2 * src.permute_heads) != 0) {
-      return Status::Corruption(path + ": tensor '" + src.gguf_name + "': " + std::to_string(prows) +
-                                " rows do not split into " + std::to_string(src.permute_heads) + " heads of even size");
+      return Status::Corruption(path + ": tensor '" + src.gguf_name +
+                                "': " + std::to_string(prows) + " rows do not split into " +
+                                std::to_string(src.permute_heads) + " heads of even size");
     }
     UnpermuteRows(out, prows, src.permute_cols, src.permute_heads);
   }
   return Status::Ok();
 }
 
-Result<TensorView> GgufView(const GgufBacking& backing, const CheckpointTensor& t, const std::string& path) {
+Result<TensorView> GgufView(const GgufBacking& backing, const CheckpointTensor& t,
+                            const std::string& path) {
   auto it = backing.sources.find(t.info.name);
-  if (it == backing.sources.end()) return Status::Internal(path + ": no GGUF source for tensor '" + t.info.name + "'");
+  if (it == backing.sources.end())
+    return Status::Internal(path + ": no GGUF source for tensor '" + t.info.name + "'");
   const GgufTensorInfo* info = backing.file->FindTensor(it->second.gguf_name);
-  if (!info) return Status::Internal(path + ": GGUF tensor '" + it->second.gguf_name + "' vanished");
-  const bool float_type = info->type == GgmlType::kF32 || info->type == GgmlType::kF16 || info->type == GgmlType::kBF16;
+  if (!info)
+    return Status::Internal(path + ": GGUF tensor '" + it->second.gguf_name + "' vanished");
+  const bool float_type =
+      info->type == GgmlType::kF32 || info->type == GgmlType::kF16 || info->type == GgmlType::kBF16;
   if (float_type && it->second.permute_heads == 0 && PresentedDType(info->type) == t.info.dtype) {
     MOEQ_ASSIGN_OR_RETURN(const auto data, backing.file->TensorData(info->name));
     return TensorView{&t.info, data};
@@ -320,14 +339,17 @@ std::string Checkpoint::GgufStorageType(std::string_view name) const {
   return info ? GgmlTypeName(info->type) : "";
 }
 
-Result<std::unique_ptr<Checkpoint>> Checkpoint::OpenGguf(const std::string& path, const CheckpointOptions& options) {
+Result<std::unique_ptr<Checkpoint>> Checkpoint::OpenGguf(const std::string& path,
+                                                         const CheckpointOptions& options) {
   using checkpoint_internal::GgufSource;
   MOEQ_ASSIGN_OR_RETURN(auto file, GgufFile::Open(path));
   std::unique_ptr<Checkpoint> ckpt(new Checkpoint());
   ckpt->dir_ = path;
   std::string arch;
-  MOEQ_ASSIGN_OR_RETURN(nlohmann::json config_json, checkpoint_internal::RebuildConfig(*file, &arch));
-  MOEQ_ASSIGN_OR_RETURN(ckpt->config_, ParseModelConfig(config_json, path + " (config from GGUF metadata)"));
+  MOEQ_ASSIGN_OR_RETURN(nlohmann::json config_json,
+                        checkpoint_internal::RebuildConfig(*file, &arch));
+  MOEQ_ASSIGN_OR_RETURN(ckpt->config_,
+                        ParseModelConfig(config_json, path + " (config from GGUF metadata)"));
   {
     auto adapter = MakeArchAdapter(ckpt->config_);
     if (!adapter.ok()) return adapter.status().WithContext(path);
@@ -373,14 +395,16 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::OpenGguf(const std::string& path
         src.permute_heads = cfg.num_kv_heads > 0 ? cfg.num_kv_heads : cfg.num_heads;
       }
       if (src.permute_heads > 0) t.info.dtype = DType::kF32;  // View decodes it (rows reordered)
-      src.permute_cols = (r == TensorRole::kAttnQBias || r == TensorRole::kAttnKBias) ? 1 : gt.ne[0];
+      src.permute_cols =
+          (r == TensorRole::kAttnQBias || r == TensorRole::kAttnKBias) ? 1 : gt.ne[0];
     }
     // The adapter must recognise the name it produced (and agree on the identity).
     auto classified = ckpt->adapter_->Classify(t.info.name);
     if (!classified || classified->id.role != t.id.role || classified->id.layer != t.id.layer) {
       if (!t.fused_experts) {
         return Status::Internal(path + ": tensor '" + gt.name + "' presented as '" + t.info.name +
-                                "', which the " + cfg.model_type + " adapter does not classify back");
+                                "', which the " + cfg.model_type +
+                                " adapter does not classify back");
       }
     }
     backing->sources.emplace(t.info.name, std::move(src));
@@ -389,19 +413,24 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::OpenGguf(const std::string& path
   std::sort(unknown.begin(), unknown.end());
   if (!unknown.empty()) {
     std::string list;
-    for (size_t i = 0; i < unknown.size() && i < 10; ++i) list += (i ? ", '" : "'") + unknown[i] + "'";
-    const std::string what = std::to_string(unknown.size()) + " GGUF tensors not recognised for architecture '" +
-                             arch + "': " + list;
+    for (size_t i = 0; i < unknown.size() && i < 10; ++i)
+      list += (i ? ", '" : "'") + unknown[i] + "'";
+    const std::string what = std::to_string(unknown.size()) +
+                             " GGUF tensors not recognised for architecture '" + arch +
+                             "': " + list;
     if (options.strict) return Status::Unsupported(path + ": " + what);
     spdlog::warn("{}: {} (ignored)", path, what);
   }
   const std::vector<std::string> files = {std::filesystem::path(path).filename().string()};
-  MOEQ_RETURN_IF_ERROR(checkpoint_internal::CheckAgainstConfig(path, cfg, *ckpt->adapter_, ckpt->tensors_, files));
-  std::sort(ckpt->tensors_.begin(), ckpt->tensors_.end(), [](const CheckpointTensor& a, const CheckpointTensor& b) {
-    if (a.id == b.id) return a.info.name < b.info.name;
-    return a.id < b.id;
-  });
-  for (size_t i = 0; i < ckpt->tensors_.size(); ++i) ckpt->by_name_.emplace(ckpt->tensors_[i].info.name, i);
+  MOEQ_RETURN_IF_ERROR(
+      checkpoint_internal::CheckAgainstConfig(path, cfg, *ckpt->adapter_, ckpt->tensors_, files));
+  std::sort(ckpt->tensors_.begin(), ckpt->tensors_.end(),
+            [](const CheckpointTensor& a, const CheckpointTensor& b) {
+              if (a.id == b.id) return a.info.name < b.info.name;
+              return a.id < b.id;
+            });
+  for (size_t i = 0; i < ckpt->tensors_.size(); ++i)
+    ckpt->by_name_.emplace(ckpt->tensors_[i].info.name, i);
   ckpt->fingerprint_ = Sha256Hex(std::string_view(DumpJson(config_json) + table));
   backing->file = std::move(file);
   ckpt->gguf_ = std::move(backing);
@@ -411,8 +440,8 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::OpenGguf(const std::string& path
       MOEQ_RETURN_IF_ERROR(ckpt->ReadF32(t.info.name, &buf));
       for (size_t i = 0; i < buf.size(); ++i) {
         if (!std::isfinite(buf[i])) {
-          return Status::Corruption(path + ": tensor '" + t.info.name + "' has a non-finite value at element " +
-                                    std::to_string(i));
+          return Status::Corruption(path + ": tensor '" + t.info.name +
+                                    "' has a non-finite value at element " + std::to_string(i));
         }
       }
     }

@@ -3,23 +3,23 @@
 // exactly what Checkpoint::Open expects for the config.
 #include "moeq/checkpoint/synth.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <span>
 
-#include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
-
-#include "moeq/model/arch.h"
 #include "moeq/base/build_info.h"
 #include "moeq/base/file_util.h"
 #include "moeq/base/half.h"
-#include "moeq/model/model_config.h"
 #include "moeq/base/parallel.h"
 #include "moeq/formats/safetensors.h"
+#include "moeq/model/arch.h"
+#include "moeq/model/model_config.h"
 
 namespace moeq {
 namespace {
@@ -68,13 +68,13 @@ struct TensorGen {
   TensorId id;
   uint64_t key = 0;
   int64_t rows = 1, cols = 1;
-  bool vector = false;      // 1-D (norm weights)
-  float scale = 1.0f;       // per-tensor standard deviation
-  float offset = 0.0f;      // norm weights: around 1
+  bool vector = false;                   // 1-D (norm weights)
+  float scale = 1.0f;                    // per-tensor standard deviation
+  float offset = 0.0f;                   // norm weights: around 1
   uint32_t group_outlier_threshold = 0;  // P(group is an outlier) * 2^32
-  int rank = 0;             // > 0: low-rank plus noise
-  uint64_t channel_key = 0; // input-channel scales (shared by the tensors reading one layer input)
-  bool outliers = true;     // outlier channels and groups (not for embedding / lm_head)
+  int rank = 0;                          // > 0: low-rank plus noise
+  uint64_t channel_key = 0;  // input-channel scales (shared by the tensors reading one layer input)
+  bool outliers = true;      // outlier channels and groups (not for embedding / lm_head)
 };
 
 // Approximately standard normal values: Irwin-Hall sum of four 16-bit uniforms, with a
@@ -105,24 +105,28 @@ void GenerateRows(const TensorGen& g, int64_t r0, int64_t r1, float* out, std::v
   float* cs = tmp.data();
   for (int64_t c = 0; c < C; ++c) {
     const uint64_t h = Mix64(g.channel_key ^ (static_cast<uint64_t>(c) * 0x9e3779b97f4a7c15ULL));
-    cs[c] = static_cast<float>(std::exp(0.2 * Normal64(h)) * (g.outliers && (h & 255u) == 7u ? 6.0 : 1.0));
+    cs[c] = static_cast<float>(std::exp(0.2 * Normal64(h)) *
+                               (g.outliers && (h & 255u) == 7u ? 6.0 : 1.0));
   }
   float* V = cs + C;  // low-rank factor [rank, C]
   if (g.rank > 0) {
     for (int k = 0; k < g.rank; ++k) {
-      NormalBlock(static_cast<uint32_t>(g.key >> 32) ^ 0x5bd1e995u, static_cast<uint32_t>(k * C), C, V + k * C);
+      NormalBlock(static_cast<uint32_t>(g.key >> 32) ^ 0x5bd1e995u, static_cast<uint32_t>(k * C), C,
+                  V + k * C);
     }
   }
   float* u = V + g.rank * C;
   const float inv_sqrt_rank = g.rank > 0 ? 1.0f / std::sqrt(static_cast<float>(g.rank)) : 0.0f;
   for (int64_t r = r0; r < r1; ++r) {
     float* w = out + (r - r0) * C;
-    const uint32_t stream = Hash32(static_cast<uint32_t>(g.key) ^ Hash32(static_cast<uint32_t>(r) + 0x68e31da4u));
+    const uint32_t stream =
+        Hash32(static_cast<uint32_t>(g.key) ^ Hash32(static_cast<uint32_t>(r) + 0x68e31da4u));
     NormalBlock(stream, 0, C, w);
     if (g.rank > 0) {
       // Low rank plus noise: 0.95 * (U V) / sqrt(rank) + 0.3 * noise (unit variance overall).
       const uint64_t hr = Mix64(g.key ^ (static_cast<uint64_t>(r) << 20));
-      for (int k = 0; k < g.rank; ++k) u[k] = static_cast<float>(Normal64(hr + static_cast<uint64_t>(k)));
+      for (int k = 0; k < g.rank; ++k)
+        u[k] = static_cast<float>(Normal64(hr + static_cast<uint64_t>(k)));
       for (int64_t c = 0; c < C; ++c) w[c] *= 0.3f;
       for (int k = 0; k < g.rank; ++k) {
         const float uk = 0.95f * u[k] * inv_sqrt_rank;
@@ -138,7 +142,9 @@ void GenerateRows(const TensorGen& g, int64_t r0, int64_t r1, float* out, std::v
     for (int64_t c0 = 0; c0 < C; c0 += kGroup) {
       const int64_t c1 = std::min(C, c0 + kGroup);
       const uint32_t hg = Hash32(stream ^ Hash32(static_cast<uint32_t>(c0) + 0x1b873593u));
-      const float gs = hg < g.group_outlier_threshold ? 3.0f + 5.0f * static_cast<float>(hg & 0xffu) / 255.0f : 1.0f;
+      const float gs = hg < g.group_outlier_threshold
+                           ? 3.0f + 5.0f * static_cast<float>(hg & 0xffu) / 255.0f
+                           : 1.0f;
       const float s = row_scale * gs;
       for (int64_t c = c0; c < c1; ++c) w[c] *= s * cs[c];
     }
@@ -165,13 +171,21 @@ TensorGen PlanTensor(const SynthOptions& o, const ModelConfig& cfg, const Tensor
   }
   double gain = 1.0;
   switch (id.role) {
-    case TensorRole::kEmbedding: gain = 0.5 * std::sqrt(static_cast<double>(g.cols)); break;  // std 0.5
-    case TensorRole::kLmHead: gain = 1.0; break;
-    case TensorRole::kRouter: gain = 2.0; break;
-    default: break;
+    case TensorRole::kEmbedding:
+      gain = 0.5 * std::sqrt(static_cast<double>(g.cols));
+      break;  // std 0.5
+    case TensorRole::kLmHead:
+      gain = 1.0;
+      break;
+    case TensorRole::kRouter:
+      gain = 2.0;
+      break;
+    default:
+      break;
   }
   // Per-tensor scale: log-normal (sigma 0.3) around gain / sqrt(fan_in).
-  g.scale = static_cast<float>(gain / std::sqrt(static_cast<double>(g.cols)) * std::exp(0.3 * tensor_sigma));
+  g.scale = static_cast<float>(gain / std::sqrt(static_cast<double>(g.cols)) *
+                               std::exp(0.3 * tensor_sigma));
   // Outlier groups: 0 to 3% of a tensor's groups, varying per tensor.
   const double p_group = 0.03 * static_cast<double>((g.key >> 8) & 0xffff) / 65535.0;
   g.group_outlier_threshold = static_cast<uint32_t>(p_group * 4294967295.0);
@@ -189,8 +203,9 @@ TensorGen PlanTensor(const SynthOptions& o, const ModelConfig& cfg, const Tensor
   }
   // Tensors reading the same layer input share their outlier channels, as real models do.
   const bool reads_hidden = g.cols == cfg.hidden_size && id.layer >= 0;
-  g.channel_key = reads_hidden ? Mix64(o.seed ^ (0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(id.layer + 1)))
-                               : Mix64(g.key ^ 0xc0ffeeULL);
+  g.channel_key =
+      reads_hidden ? Mix64(o.seed ^ (0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(id.layer + 1)))
+                   : Mix64(g.key ^ 0xc0ffeeULL);
   return g;
 }
 
@@ -199,10 +214,11 @@ TensorGen PlanTensor(const SynthOptions& o, const ModelConfig& cfg, const Tensor
 const std::vector<SynthPreset>& SynthPresets() {
   static const std::vector<SynthPreset> presets = {
       // Qwen/Qwen3-30B-A3B config.json.
-      {"qwen3-30b-a3b", "qwen3_moe", 48, 2048, 32, 4, 128, 128, 8, 768, 6144, 151936, 1e6, 1e-6, 40960,
-       151643, 151645, "qwen3"},
+      {"qwen3-30b-a3b", "qwen3_moe", 48, 2048, 32, 4, 128, 128, 8, 768, 6144, 151936, 1e6, 1e-6,
+       40960, 151643, 151645, "qwen3"},
       // mistralai/Mixtral-8x7B-v0.1 config.json (its SentencePiece tokenizer is not bundled).
-      {"mixtral-8x7b", "mixtral", 32, 4096, 32, 8, 128, 8, 2, 14336, 14336, 32000, 1e6, 1e-5, 32768, 1, 2, ""},
+      {"mixtral-8x7b", "mixtral", 32, 4096, 32, 8, 128, 8, 2, 14336, 14336, 32000, 1e6, 1e-5, 32768,
+       1, 2, ""},
   };
   return presets;
 }
@@ -236,15 +252,18 @@ Result<SynthPreset> Effective(const SynthOptions& o) {
   MOEQ_RETURN_IF_ERROR(over(p.vocab, o.vocab, "vocab"));
   if (p.model_type == "mixtral") p.dense_ff = p.moe_ff;
   if (p.top_k > p.experts) return Status::InvalidArgument("--top-k is larger than --experts");
-  if (p.heads % p.kv_heads != 0) return Status::InvalidArgument("--heads must be a multiple of --kv-heads");
-  if (p.head_dim % 2 != 0) return Status::InvalidArgument("--head-dim must be even (rotary embedding)");
+  if (p.heads % p.kv_heads != 0)
+    return Status::InvalidArgument("--heads must be a multiple of --kv-heads");
+  if (p.head_dim % 2 != 0)
+    return Status::InvalidArgument("--head-dim must be even (rotary embedding)");
   return p;
 }
 
 nlohmann::json ConfigOf(const SynthPreset& p) {
   using nlohmann::json;
   json c = {
-      {"architectures", json::array({p.model_type == "mixtral" ? "MixtralForCausalLM" : "Qwen3MoeForCausalLM"})},
+      {"architectures",
+       json::array({p.model_type == "mixtral" ? "MixtralForCausalLM" : "Qwen3MoeForCausalLM"})},
       {"model_type", p.model_type},
       {"hidden_size", p.hidden},
       {"num_hidden_layers", p.layers},
@@ -321,10 +340,12 @@ Result<SynthSummary> WriteSynthCheckpoint(const std::string& dir, const SynthOpt
     gens.push_back(PlanTensor(o, cfg, id, adapter->Name(id), shape));
     infos.push_back(gens.back().info);
   }
-  std::sort(gens.begin(), gens.end(), [](const TensorGen& a, const TensorGen& b) { return a.info.name < b.info.name; });
+  std::sort(gens.begin(), gens.end(),
+            [](const TensorGen& a, const TensorGen& b) { return a.info.name < b.info.name; });
 
   const fs::path target(dir);
-  const std::string tmp = (target.parent_path() / ("." + target.filename().string() + ".synth-tmp")).string();
+  const std::string tmp =
+      (target.parent_path() / ("." + target.filename().string() + ".synth-tmp")).string();
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp, ec);
   if (ec) return Status::Io(tmp + ": cannot create directory: " + ec.message());
@@ -347,10 +368,12 @@ Result<SynthSummary> WriteSynthCheckpoint(const std::string& dir, const SynthOpt
   // tensor's bf16 buffer, then one write. Memory: the largest tensor in bf16 (the embedding,
   // 622 MB at qwen3-30b-a3b's sizes) plus a few MB per thread.
   constexpr int64_t kItemBytes = int64_t{4} << 20;
-  spdlog::info("moeq-synth: {} ({} layers, hidden {}, {} experts top-{}, vocab {}): {} tensors, {:.2f} B parameters, "
-               "{:.2f} GB bf16 into {}",
-               p.name, p.layers, p.hidden, p.experts, p.top_k, p.vocab, gens.size(), sum.parameters / 1e9,
-               sum.bytes / 1e9, dir);
+  spdlog::info(
+      "moeq-synth: {} ({} layers, hidden {}, {} experts top-{}, vocab {}): {} tensors, {:.2f} B "
+      "parameters, "
+      "{:.2f} GB bf16 into {}",
+      p.name, p.layers, p.hidden, p.experts, p.top_k, p.vocab, gens.size(), sum.parameters / 1e9,
+      sum.bytes / 1e9, dir);
   uint64_t done_bytes = 0;
   int last_report = 0;
   std::vector<uint16_t> h;
@@ -389,7 +412,10 @@ Result<SynthSummary> WriteSynthCheckpoint(const std::string& dir, const SynthOpt
       const std::string to = tmp + "/" + (std::string(f) == "LICENSE" ? "LICENSE.tokenizer" : f);
       fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec);
       if (ec) return Status::Io(from + ": cannot copy to " + to + ": " + ec.message());
-      fs::permissions(to, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read, ec);
+      fs::permissions(to,
+                      fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                          fs::perms::others_read,
+                      ec);
     }
     sum.tokenizer = true;
   }
@@ -402,8 +428,9 @@ Result<SynthSummary> WriteSynthCheckpoint(const std::string& dir, const SynthOpt
   sum.dir = dir;
   sum.tensors = static_cast<int64_t>(gens.size());
   sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  spdlog::info("moeq-synth: wrote {} tensors, {:.2f} GB in {} shard(s) in {:.1f} s ({:.0f} MB/s)", sum.tensors,
-               sum.bytes / 1e9, sum.shard_files.size(), sum.seconds, sum.bytes / 1e6 / std::max(1e-9, sum.seconds));
+  spdlog::info("moeq-synth: wrote {} tensors, {:.2f} GB in {} shard(s) in {:.1f} s ({:.0f} MB/s)",
+               sum.tensors, sum.bytes / 1e9, sum.shard_files.size(), sum.seconds,
+               sum.bytes / 1e6 / std::max(1e-9, sum.seconds));
   return sum;
 }
 

@@ -2,15 +2,15 @@
 // forward pass.
 #include "moeq/engine/engine.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
-#include <array>
 #include <map>
 #include <memory>
 #include <numeric>
-
-#include <spdlog/spdlog.h>
 
 #include "engine/ops.h"
 #include "engine/qmatmul.h"
@@ -65,15 +65,24 @@ int64_t PackedFootprint(int bits, int group, int64_t scale_bytes, int64_t rows, 
 // Where a loaded tensor goes.
 std::vector<float>* VectorSlot(Layer& l, TensorRole role) {
   switch (role) {
-    case TensorRole::kInputNorm: return &l.input_norm;
-    case TensorRole::kPostAttnNorm: return &l.post_attn_norm;
-    case TensorRole::kAttnQNorm: return &l.q_norm;
-    case TensorRole::kAttnKNorm: return &l.k_norm;
-    case TensorRole::kAttnQBias: return &l.q.b;
-    case TensorRole::kAttnKBias: return &l.k.b;
-    case TensorRole::kAttnVBias: return &l.v.b;
-    case TensorRole::kAttnOBias: return &l.o.b;
-    default: return nullptr;
+    case TensorRole::kInputNorm:
+      return &l.input_norm;
+    case TensorRole::kPostAttnNorm:
+      return &l.post_attn_norm;
+    case TensorRole::kAttnQNorm:
+      return &l.q_norm;
+    case TensorRole::kAttnKNorm:
+      return &l.k_norm;
+    case TensorRole::kAttnQBias:
+      return &l.q.b;
+    case TensorRole::kAttnKBias:
+      return &l.k.b;
+    case TensorRole::kAttnVBias:
+      return &l.v.b;
+    case TensorRole::kAttnOBias:
+      return &l.o.b;
+    default:
+      return nullptr;
   }
 }
 
@@ -83,28 +92,45 @@ Linear* LinearSlot(Layer& l, TensorRole role, int expert) {
     return &l.experts[static_cast<size_t>(expert)];
   };
   switch (role) {
-    case TensorRole::kAttnQ: return &l.q;
-    case TensorRole::kAttnK: return &l.k;
-    case TensorRole::kAttnV: return &l.v;
-    case TensorRole::kAttnO: return &l.o;
-    case TensorRole::kRouter: return &l.router;
-    case TensorRole::kExpertGate: return expert_mlp() ? &expert_mlp()->gate : nullptr;
-    case TensorRole::kExpertUp: return expert_mlp() ? &expert_mlp()->up : nullptr;
-    case TensorRole::kExpertDown: return expert_mlp() ? &expert_mlp()->down : nullptr;
-    case TensorRole::kSharedGate: return &l.shared.gate;
-    case TensorRole::kSharedUp: return &l.shared.up;
-    case TensorRole::kSharedDown: return &l.shared.down;
-    case TensorRole::kSharedExpertGate: return &l.shared_gate;
-    case TensorRole::kMlpGate: return &l.dense.gate;
-    case TensorRole::kMlpUp: return &l.dense.up;
-    case TensorRole::kMlpDown: return &l.dense.down;
-    default: return nullptr;
+    case TensorRole::kAttnQ:
+      return &l.q;
+    case TensorRole::kAttnK:
+      return &l.k;
+    case TensorRole::kAttnV:
+      return &l.v;
+    case TensorRole::kAttnO:
+      return &l.o;
+    case TensorRole::kRouter:
+      return &l.router;
+    case TensorRole::kExpertGate:
+      return expert_mlp() ? &expert_mlp()->gate : nullptr;
+    case TensorRole::kExpertUp:
+      return expert_mlp() ? &expert_mlp()->up : nullptr;
+    case TensorRole::kExpertDown:
+      return expert_mlp() ? &expert_mlp()->down : nullptr;
+    case TensorRole::kSharedGate:
+      return &l.shared.gate;
+    case TensorRole::kSharedUp:
+      return &l.shared.up;
+    case TensorRole::kSharedDown:
+      return &l.shared.down;
+    case TensorRole::kSharedExpertGate:
+      return &l.shared_gate;
+    case TensorRole::kMlpGate:
+      return &l.dense.gate;
+    case TensorRole::kMlpUp:
+      return &l.dense.up;
+    case TensorRole::kMlpDown:
+      return &l.dense.down;
+    default:
+      return nullptr;
   }
 }
 
 engine::PackedScale ToPackedScale(DType d) {
-  return d == DType::kF32 ? engine::PackedScale::kF32
-                          : (d == DType::kF16 ? engine::PackedScale::kF16 : engine::PackedScale::kBF16);
+  return d == DType::kF32
+             ? engine::PackedScale::kF32
+             : (d == DType::kF16 ? engine::PackedScale::kF16 : engine::PackedScale::kBF16);
 }
 
 /// Where a float weight tensor's values come from: the mapping (bf16/f16 or f32) or a
@@ -181,8 +207,8 @@ struct Engine::Impl {
   bool normalize_topk = false;
   /// The checkpoint the weights are used from (the engine's own handle on the directory).
   std::unique_ptr<Checkpoint> source;
-  Linear embed;              // float embedding [vocab, hidden] (in place or owned)
-  Linear embed_packed;       // packed embedding [vocab, hidden] (rows dequantized on lookup)
+  Linear embed;         // float embedding [vocab, hidden] (in place or owned)
+  Linear embed_packed;  // packed embedding [vocab, hidden] (rows dequantized on lookup)
   Linear lm_head;
   std::vector<float> final_norm;
   std::vector<Layer> layers;
@@ -199,7 +225,7 @@ struct Engine::Impl {
     const uint16_t* wh;
     bool wh_f16;
   };
-  std::vector<SavedLinear> saved;                      // state before the overrides, in order
+  std::vector<SavedLinear> saved;  // state before the overrides, in order
   std::vector<std::unique_ptr<std::vector<float>>> override_values;
   /// Memory of the packed weights: one arena per packed non-expert tensor, one per MoE layer.
   std::vector<std::unique_ptr<uint8_t[]>> arenas;
@@ -208,9 +234,11 @@ struct Engine::Impl {
   void Moe(const Layer& l, int layer_index, const std::vector<float>& h, int64_t T,
            std::vector<float>* out, ForwardObserver* obs, int threads) const;
   void Route(const Layer& l, const std::vector<float>& h, int64_t T, int threads,
-             std::vector<float>* probs, std::vector<int32_t>* chosen, std::vector<float>* weights) const;
+             std::vector<float>* probs, std::vector<int32_t>* chosen,
+             std::vector<float>* weights) const;
   void MoePacked(const Layer& l, int layer_index, const std::vector<float>& h, int64_t T,
-                 std::vector<float>* out, ForwardObserver* obs, int threads, ForwardScratch* scratch) const;
+                 std::vector<float>* out, ForwardObserver* obs, int threads,
+                 ForwardScratch* scratch) const;
   int64_t vocab() const { return embed_packed.packed() ? embed_packed.out : embed.out; }
   Status Embed(std::span<const int32_t> tokens, std::vector<float>* x) const;
   void LayerStep(size_t li, std::vector<float>& x, int64_t T, int64_t pos0, KvCache* cache,
@@ -239,7 +267,8 @@ engine::PackedMatrix PlacePacked(const quant::QuantizedTensor& q, int64_t row0, 
   const int64_t rb = m.row_bytes();
   const int64_t sb = m.groups_per_row() * m.scale_bytes();
   const int64_t codes = rows * rb;
-  std::memcpy(dst, reinterpret_cast<const uint8_t*>(q.packed.data()) + row0 * rb, static_cast<size_t>(codes));
+  std::memcpy(dst, reinterpret_cast<const uint8_t*>(q.packed.data()) + row0 * rb,
+              static_cast<size_t>(codes));
   uint8_t* sc = dst + Align64(codes + engine::kPackedPadBytes);
   uint8_t* bi = sc + Align64(rows * sb);
   std::memcpy(sc, q.scales.data() + row0 * sb, static_cast<size_t>(rows * sb));
@@ -268,7 +297,8 @@ Result<QuantizedView> ViewQuantized(const Checkpoint& ckpt, const CheckpointTens
       if (tail) *tail = f.file_size() - (f.data_start() + f.Offsets(part).second);
       return Status::Ok();
     }
-    return Status::NotFound(ckpt.dir() + ": tensor '" + t.info.name + "': stored part '" + part + "' is in no shard");
+    return Status::NotFound(ckpt.dir() + ": tensor '" + t.info.name + "': stored part '" + part +
+                            "' is in no shard");
   };
   MOEQ_RETURN_IF_ERROR(find(t.quant.weight, &v.weight, &v.weight_tail));
   MOEQ_RETURN_IF_ERROR(find(t.quant.scales, &v.scales, nullptr));
@@ -291,8 +321,9 @@ Result<engine::PackedMatrix> ViewPacked(const Checkpoint& ckpt, const Checkpoint
   if (v.weight.data.size() < end_rows * static_cast<uint64_t>(rb) ||
       v.scales.data.size() < end_rows * static_cast<uint64_t>(sb) ||
       v.biases.data.size() < end_rows * static_cast<uint64_t>(sb)) {
-    return Status::Corruption(ckpt.dir() + ": tensor '" + t.info.name + "': stored parts are smaller than its shape " +
-                              t.info.ShapeString() + " at " + std::to_string(m.bits) + " bits, group " +
+    return Status::Corruption(ckpt.dir() + ": tensor '" + t.info.name +
+                              "': stored parts are smaller than its shape " + t.info.ShapeString() +
+                              " at " + std::to_string(m.bits) + " bits, group " +
                               std::to_string(m.group));
   }
   m.codes = reinterpret_cast<const uint8_t*>(v.weight.data.data()) + row0 * rb;
@@ -309,10 +340,14 @@ int64_t FootprintOf(const CheckpointTensor& t, int64_t rows) {
 // A routed-expert projection's slot (0 gate, 1 up, 2 down).
 int ProjIndex(TensorRole role) {
   switch (role) {
-    case TensorRole::kExpertGate: return 0;
-    case TensorRole::kExpertUp: return 1;
-    case TensorRole::kExpertDown: return 2;
-    default: return -1;
+    case TensorRole::kExpertGate:
+      return 0;
+    case TensorRole::kExpertUp:
+      return 1;
+    case TensorRole::kExpertDown:
+      return 2;
+    default:
+      return -1;
   }
 }
 
@@ -350,7 +385,8 @@ void Engine::Impl::EmbedRow(int32_t id, float* dst) const {
   };
   for (int64_t i = 0; i < H; ++i) {
     const int64_t bit = i * m.bits;
-    const uint32_t two = static_cast<uint32_t>(codes[bit >> 3]) | (static_cast<uint32_t>(codes[(bit >> 3) + 1]) << 8);
+    const uint32_t two = static_cast<uint32_t>(codes[bit >> 3]) |
+                         (static_cast<uint32_t>(codes[(bit >> 3) + 1]) << 8);
     const uint32_t q = (two >> (bit & 7)) & ((1u << m.bits) - 1u);
     const int64_t g = id * ng + i / m.group;
     const float prod = round(static_cast<float>(q) * load(m.scales, g));
@@ -366,9 +402,12 @@ int64_t Engine::vocab_size() const { return impl_->lm_head.out; }
 uint64_t Engine::weight_bytes() const { return impl_->bytes + impl_->mapped_bytes; }
 uint64_t Engine::owned_weight_bytes() const { return impl_->bytes; }
 int64_t Engine::packed_tensors() const { return impl_->packed_count; }
-std::string Engine::kernel_name() { return std::string(engine::PackedIsaName(engine::DefaultPackedIsa())); }
+std::string Engine::kernel_name() {
+  return std::string(engine::PackedIsaName(engine::DefaultPackedIsa()));
+}
 
-Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given, const EngineOptions& options) {
+Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given,
+                                             const EngineOptions& options) {
   auto impl = std::make_unique<Impl>();
   // Weights are used where they lie in the mapped files, so the engine keeps its own handle on
   // the directory: callers may close theirs while the engine lives.
@@ -405,8 +444,9 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given, const Engi
       if (slots.empty()) slots.resize(static_cast<size_t>(E));
       if (t.fused_experts) {
         if (shape.size() != 3 || shape[0] != E) {
-          return Status::Corruption(ckpt.dir() + ": tensor '" + t.info.name + "': fused expert tensor shape " +
-                                    t.info.ShapeString() + " does not match " + std::to_string(E) + " experts");
+          return Status::Corruption(ckpt.dir() + ": tensor '" + t.info.name +
+                                    "': fused expert tensor shape " + t.info.ShapeString() +
+                                    " does not match " + std::to_string(E) + " experts");
         }
         const int64_t out = shape[1], in = shape[2];
         for (int64_t e = 0; e < E; ++e) {
@@ -418,9 +458,10 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given, const Engi
             s3[static_cast<size_t>(p)] = {&t, e * out, out, in};
           }
         }
-      } else if (const int p = ProjIndex(t.id.role); p >= 0 && t.id.expert >= 0 && t.id.expert < E &&
-                                                     shape.size() == 2) {
-        slots[static_cast<size_t>(t.id.expert)][static_cast<size_t>(p)] = {&t, 0, shape[0], shape[1]};
+      } else if (const int p = ProjIndex(t.id.role);
+                 p >= 0 && t.id.expert >= 0 && t.id.expert < E && shape.size() == 2) {
+        slots[static_cast<size_t>(t.id.expert)][static_cast<size_t>(p)] = {&t, 0, shape[0],
+                                                                           shape[1]};
       }
     }
     // Lay out each layer: experts sorted by format (tiers), each expert's gate, up, down.
@@ -432,9 +473,10 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given, const Engi
         for (int p = 0; p < 3; ++p) {
           const PackedSource& src = slots[static_cast<size_t>(e)][static_cast<size_t>(p)];
           // Float projections sort first (key 0); packed ones by bits, group, scale dtype.
-          k[static_cast<size_t>(p)] = src.tensor ? src.tensor->quant.bits * 100000 + src.tensor->quant.group_size * 10 +
-                                                       static_cast<int64_t>(src.tensor->info.dtype == DType::kF32)
-                                                 : 0;
+          k[static_cast<size_t>(p)] =
+              src.tensor ? src.tensor->quant.bits * 100000 + src.tensor->quant.group_size * 10 +
+                               static_cast<int64_t>(src.tensor->info.dtype == DType::kF32)
+                         : 0;
         }
         return k;
       };
@@ -463,10 +505,12 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given, const Engi
       uint8_t* arena = total > 0 ? impl->NewArena(total) : nullptr;
       // Pointers first (data is copied tensor by tensor below).
       int64_t off = 0;
-      std::map<const CheckpointTensor*, std::vector<std::pair<const PackedSource*, uint8_t*>>> dests;
+      std::map<const CheckpointTensor*, std::vector<std::pair<const PackedSource*, uint8_t*>>>
+          dests;
       for (int64_t i = 0; i < E; ++i) {
         const int32_t e = l.tier_order[static_cast<size_t>(i)];
-        if (i == 0 || key(e) != key(l.tier_order[static_cast<size_t>(i - 1)])) l.tiers.push_back({i, i});
+        if (i == 0 || key(e) != key(l.tier_order[static_cast<size_t>(i - 1)]))
+          l.tiers.push_back({i, i});
         l.tiers.back().second = i + 1;
         for (const PackedSource& src : slots[static_cast<size_t>(e)]) {
           if (!src.tensor) continue;
@@ -522,7 +566,8 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given, const Engi
           (t.fused_experts || t.id.expert >= 0)) {
         continue;  // placed above
       }
-      if (shape.size() != 2) return Status::Corruption(where() + ": expected a 2-D weight, got " + t.info.ShapeString());
+      if (shape.size() != 2)
+        return Status::Corruption(where() + ": expected a 2-D weight, got " + t.info.ShapeString());
       Linear* lin = nullptr;
       if (role == TensorRole::kEmbedding) {
         lin = &impl->embed_packed;
@@ -533,7 +578,8 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given, const Engi
       }
       if (lin == nullptr) {
         if (role == TensorRole::kRouterBias) {
-          return Status::Unsupported(where() + ": router score-correction bias is not supported by the engine");
+          return Status::Unsupported(
+              where() + ": router score-correction bias is not supported by the engine");
         }
         spdlog::debug("engine: ignoring tensor '{}'", t.info.name);
         continue;
@@ -560,9 +606,10 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given, const Engi
     // Norms and biases are copied as float32. Matrices in bf16, f16 or f32 are used in place
     // from the mapping; others (F8, MLX-quantized without packed_weights) are converted or
     // dequantized (bit-exact with MLX) into memory the engine owns.
-    const bool is_vector = role == TensorRole::kFinalNorm ||
-                           (t.id.layer >= 0 && t.id.layer < cfg.num_layers &&
-                            VectorSlot(impl->layers[static_cast<size_t>(t.id.layer)], role) != nullptr);
+    const bool is_vector =
+        role == TensorRole::kFinalNorm ||
+        (t.id.layer >= 0 && t.id.layer < cfg.num_layers &&
+         VectorSlot(impl->layers[static_cast<size_t>(t.id.layer)], role) != nullptr);
     if (is_vector) {
       MOEQ_RETURN_IF_ERROR(ckpt.ReadF32(t.info.name, &buf, options.threads));
       impl->bytes += buf.size() * sizeof(float);
@@ -591,10 +638,12 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given, const Engi
     auto bind = [&](Linear* lin, int64_t offset, int64_t out, int64_t in) {
       src.Bind(lin, offset, out, in);
       impl->bindings[t.info.name].push_back({lin, offset});
-      (src.mapped() ? impl->mapped_bytes : impl->bytes) += static_cast<uint64_t>(lin->weight_bytes());
+      (src.mapped() ? impl->mapped_bytes : impl->bytes) +=
+          static_cast<uint64_t>(lin->weight_bytes());
     };
     if (role == TensorRole::kEmbedding) {
-      if (shape.size() != 2) return Status::Corruption(where() + ": expected a 2-D weight, got " + t.info.ShapeString());
+      if (shape.size() != 2)
+        return Status::Corruption(where() + ": expected a 2-D weight, got " + t.info.ShapeString());
       bind(&impl->embed, 0, shape[0], shape[1]);
       if (cfg.tie_word_embeddings && impl->lm_head.empty()) {
         impl->lm_head = impl->embed;
@@ -603,7 +652,8 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given, const Engi
       continue;
     }
     if (role == TensorRole::kLmHead) {
-      if (shape.size() != 2) return Status::Corruption(where() + ": expected a 2-D weight, got " + t.info.ShapeString());
+      if (shape.size() != 2)
+        return Status::Corruption(where() + ": expected a 2-D weight, got " + t.info.ShapeString());
       impl->lm_head = Linear();
       bind(&impl->lm_head, 0, shape[0], shape[1]);
       continue;
@@ -616,7 +666,8 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given, const Engi
       // [E, out, in]; gate_up holds gate rows then up rows.
       if (shape.size() != 3 || static_cast<size_t>(shape[0]) != l.experts.size()) {
         return Status::Corruption(where() + ": fused expert tensor shape " + t.info.ShapeString() +
-                                  " does not match " + std::to_string(l.experts.size()) + " experts");
+                                  " does not match " + std::to_string(l.experts.size()) +
+                                  " experts");
       }
       const int64_t out = shape[1], in = shape[2];
       for (int64_t e = 0; e < shape[0]; ++e) {
@@ -638,12 +689,14 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given, const Engi
     Linear* lin = LinearSlot(l, role, t.id.expert);
     if (!lin) {
       if (role == TensorRole::kRouterBias) {
-        return Status::Unsupported(where() + ": router score-correction bias is not supported by the engine");
+        return Status::Unsupported(where() +
+                                   ": router score-correction bias is not supported by the engine");
       }
       spdlog::debug("engine: ignoring tensor '{}'", t.info.name);
       continue;
     }
-    if (shape.size() != 2) return Status::Corruption(where() + ": expected a 2-D weight, got " + t.info.ShapeString());
+    if (shape.size() != 2)
+      return Status::Corruption(where() + ": expected a 2-D weight, got " + t.info.ShapeString());
     bind(lin, 0, shape[0], shape[1]);
   }
   MOEQ_RETURN_IF_ERROR(impl->Check(ckpt.dir()));
@@ -652,7 +705,8 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given, const Engi
 
 Status Engine::Impl::Check(const std::string& dir) const {
   auto missing = [&](const std::string& what) {
-    return Status::NotFound(dir + ": the checkpoint has no " + what + " (needed by the forward pass)");
+    return Status::NotFound(dir + ": the checkpoint has no " + what +
+                            " (needed by the forward pass)");
   };
   if (embed.empty() && !embed_packed.packed()) return missing("token embedding");
   if (lm_head.empty()) return missing("lm_head");
@@ -661,12 +715,14 @@ Status Engine::Impl::Check(const std::string& dir) const {
     const Layer& l = layers[i];
     const std::string L = "layer " + std::to_string(i) + " ";
     if (l.input_norm.empty() || l.post_attn_norm.empty()) return missing(L + "norm");
-    if (l.q.empty() || l.k.empty() || l.v.empty() || l.o.empty()) return missing(L + "attention projection");
+    if (l.q.empty() || l.k.empty() || l.v.empty() || l.o.empty())
+      return missing(L + "attention projection");
     if (l.moe) {
       if (l.router.empty()) return missing(L + "router");
       for (size_t e = 0; e < l.experts.size(); ++e) {
         const Mlp& m = l.experts[e];
-        if (m.gate.empty() || m.up.empty() || m.down.empty()) return missing(L + "expert " + std::to_string(e));
+        if (m.gate.empty() || m.up.empty() || m.down.empty())
+          return missing(L + "expert " + std::to_string(e));
       }
     } else if (l.dense.empty()) {
       return missing(L + "MLP");
@@ -723,7 +779,8 @@ void Engine::Impl::Moe(const Layer& l, int layer_index, const std::vector<float>
 
   // Sort the window's (token, slot) pairs by expert: one product per expert.
   std::vector<std::vector<int64_t>> slots(static_cast<size_t>(E));
-  for (int64_t s = 0; s < T * K; ++s) slots[static_cast<size_t>(chosen[static_cast<size_t>(s)])].push_back(s);
+  for (int64_t s = 0; s < T * K; ++s)
+    slots[static_cast<size_t>(chosen[static_cast<size_t>(s)])].push_back(s);
   std::vector<float> slot_out(static_cast<size_t>(T * K * H));
   ParallelFor(
       E,
@@ -761,7 +818,8 @@ void Engine::Impl::Moe(const Layer& l, int layer_index, const std::vector<float>
     if (!l.shared_gate.empty()) engine::LinearForward(l.shared_gate, h.data(), T, &g, threads);
     for (int64_t t = 0; t < T; ++t) {
       const float gate = g.empty() ? 1.0f : 1.0f / (1.0f + std::exp(-g[static_cast<size_t>(t)]));
-      for (int64_t i = 0; i < H; ++i) (*out)[static_cast<size_t>(t * H + i)] += gate * sh[static_cast<size_t>(t * H + i)];
+      for (int64_t i = 0; i < H; ++i)
+        (*out)[static_cast<size_t>(t * H + i)] += gate * sh[static_cast<size_t>(t * H + i)];
     }
   }
 }
@@ -774,8 +832,8 @@ void Engine::Impl::Moe(const Layer& l, int layer_index, const std::vector<float>
 // runs its tier's kernel on the expert's weights in place — nothing is copied per window but
 // the activations. Each output element is computed by one fixed kernel sequence, so results
 // do not depend on the thread count.
-void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<float>& h, int64_t T,
-                             std::vector<float>* out, ForwardObserver* obs, int threads,
+void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<float>& h,
+                             int64_t T, std::vector<float>* out, ForwardObserver* obs, int threads,
                              ForwardScratch* scratch) const {
   const int64_t H = cfg.hidden_size, E = static_cast<int64_t>(l.experts.size());
   const int64_t K = cfg.top_k;
@@ -896,7 +954,8 @@ void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<
     if (!l.shared_gate.empty()) engine::LinearForward(l.shared_gate, h.data(), T, &g, threads);
     for (int64_t t = 0; t < T; ++t) {
       const float gate = g.empty() ? 1.0f : 1.0f / (1.0f + std::exp(-g[static_cast<size_t>(t)]));
-      for (int64_t i = 0; i < H; ++i) (*out)[static_cast<size_t>(t * H + i)] += gate * sh[static_cast<size_t>(t * H + i)];
+      for (int64_t i = 0; i < H; ++i)
+        (*out)[static_cast<size_t>(t * H + i)] += gate * sh[static_cast<size_t>(t * H + i)];
     }
   }
 }
@@ -920,8 +979,9 @@ Status Engine::Impl::Embed(std::span<const int32_t> tokens, std::vector<float>* 
   for (int64_t t = 0; t < T; ++t) {
     const int32_t id = tokens[static_cast<size_t>(t)];
     if (id < 0 || id >= V) {
-      return Status::InvalidArgument("token id " + std::to_string(id) + " at position " + std::to_string(t) +
-                                     " is outside the vocabulary of " + std::to_string(V));
+      return Status::InvalidArgument("token id " + std::to_string(id) + " at position " +
+                                     std::to_string(t) + " is outside the vocabulary of " +
+                                     std::to_string(V));
     }
     EmbedRow(id, x->data() + t * H);
   }
@@ -929,8 +989,9 @@ Status Engine::Impl::Embed(std::span<const int32_t> tokens, std::vector<float>* 
 }
 
 // One decoder layer on the residual stream x [T, hidden] (in place), positions pos0...
-void Engine::Impl::LayerStep(size_t li, std::vector<float>& x, int64_t T, int64_t pos0, KvCache* cache,
-                             ForwardObserver* observer, int threads, ForwardScratch& s) const {
+void Engine::Impl::LayerStep(size_t li, std::vector<float>& x, int64_t T, int64_t pos0,
+                             KvCache* cache, ForwardObserver* observer, int threads,
+                             ForwardScratch& s) const {
   const ModelConfig& c = cfg;
   const int64_t nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -976,7 +1037,8 @@ void Engine::Impl::LayerStep(size_t li, std::vector<float>& x, int64_t T, int64_
 }
 
 // Final norm (in place on x) and lm_head.
-void Engine::Impl::Head(std::vector<float>& x, int64_t T, std::vector<float>* logits, int threads) const {
+void Engine::Impl::Head(std::vector<float>& x, int64_t T, std::vector<float>* logits,
+                        int threads) const {
   engine::RmsNormRows(x.data(), T, final_norm, static_cast<float>(cfg.rms_norm_eps));
   engine::LinearForward(lm_head, x.data(), T, logits, threads);
 }
@@ -988,7 +1050,8 @@ Status Engine::Run(std::span<const int32_t> tokens, KvCache* cache, std::vector<
   const int64_t T = static_cast<int64_t>(tokens.size());
   const int64_t pos0 = cache ? cache->length_ : 0;
   if (cache && cache->k_.size() != m.layers.size()) {
-    if (cache->length_ != 0) return Status::InvalidArgument("KvCache belongs to a model with another layer count");
+    if (cache->length_ != 0)
+      return Status::InvalidArgument("KvCache belongs to a model with another layer count");
     cache->k_.assign(m.layers.size(), {});
     cache->v_.assign(m.layers.size(), {});
   }
@@ -996,37 +1059,45 @@ Status Engine::Run(std::span<const int32_t> tokens, KvCache* cache, std::vector<
   ForwardScratch& s = *lease;
   std::vector<float>& x = s.x;
   MOEQ_RETURN_IF_ERROR(m.Embed(tokens, &x));
-  for (size_t li = 0; li < m.layers.size(); ++li) m.LayerStep(li, x, T, pos0, cache, observer, threads, s);
+  for (size_t li = 0; li < m.layers.size(); ++li)
+    m.LayerStep(li, x, T, pos0, cache, observer, threads, s);
   if (cache) cache->length_ += T;
   m.Head(x, T, logits, threads);
   return Status::Ok();
 }
 
-Status Engine::ForwardHidden(std::span<const std::span<const int32_t>> windows, std::vector<std::vector<float>>* hidden,
-                             std::span<ForwardObserver* const> observers, int threads_override) const {
+Status Engine::ForwardHidden(std::span<const std::span<const int32_t>> windows,
+                             std::vector<std::vector<float>>* hidden,
+                             std::span<ForwardObserver* const> observers,
+                             int threads_override) const {
   hidden->resize(windows.size());
-  for (size_t w = 0; w < windows.size(); ++w) MOEQ_RETURN_IF_ERROR(impl_->Embed(windows[w], &(*hidden)[w]));
-  return ForwardLayers(0, static_cast<int>(impl_->layers.size()), hidden, observers, threads_override);
+  for (size_t w = 0; w < windows.size(); ++w)
+    MOEQ_RETURN_IF_ERROR(impl_->Embed(windows[w], &(*hidden)[w]));
+  return ForwardLayers(0, static_cast<int>(impl_->layers.size()), hidden, observers,
+                       threads_override);
 }
 
 Status Engine::ForwardLayers(int begin, int end, std::vector<std::vector<float>>* hidden,
-                             std::span<ForwardObserver* const> observers, int threads_override) const {
+                             std::span<ForwardObserver* const> observers,
+                             int threads_override) const {
   const Impl& m = *impl_;
   const int threads = ResolveThreads(threads_override >= 0 ? threads_override : m.threads);
   const auto W = static_cast<int64_t>(hidden->size());
   const int64_t H = m.cfg.hidden_size;
   if (begin < 0 || end > static_cast<int>(m.layers.size()) || begin > end) {
-    return Status::InvalidArgument("ForwardLayers: layers [" + std::to_string(begin) + ", " + std::to_string(end) +
-                                   ") outside the model's " + std::to_string(m.layers.size()));
+    return Status::InvalidArgument("ForwardLayers: layers [" + std::to_string(begin) + ", " +
+                                   std::to_string(end) + ") outside the model's " +
+                                   std::to_string(m.layers.size()));
   }
   if (!observers.empty() && static_cast<int64_t>(observers.size()) != W) {
-    return Status::InvalidArgument("ForwardLayers: " + std::to_string(observers.size()) + " observers for " +
-                                   std::to_string(W) + " windows");
+    return Status::InvalidArgument("ForwardLayers: " + std::to_string(observers.size()) +
+                                   " observers for " + std::to_string(W) + " windows");
   }
   for (const auto& x : *hidden) {
     if (x.size() % static_cast<size_t>(H) != 0) {
-      return Status::InvalidArgument("ForwardLayers: a hidden state of " + std::to_string(x.size()) +
-                                     " values is not whole rows of " + std::to_string(H));
+      return Status::InvalidArgument("ForwardLayers: a hidden state of " +
+                                     std::to_string(x.size()) + " values is not whole rows of " +
+                                     std::to_string(H));
     }
   }
   // With at least as many windows as threads, windows run concurrently one thread each (as
@@ -1039,7 +1110,8 @@ Status Engine::ForwardLayers(int begin, int end, std::vector<std::vector<float>>
           ScratchLease lease;
           std::vector<float>& x = (*hidden)[static_cast<size_t>(w)];
           m.LayerStep(static_cast<size_t>(li), x, static_cast<int64_t>(x.size()) / H, 0, nullptr,
-                      observers.empty() ? nullptr : observers[static_cast<size_t>(w)], across ? 1 : threads, *lease);
+                      observers.empty() ? nullptr : observers[static_cast<size_t>(w)],
+                      across ? 1 : threads, *lease);
         },
         across ? threads : 1);
   }
@@ -1050,12 +1122,14 @@ Status Engine::OverrideWeights(const std::string& name, std::vector<float> value
   Impl& m = *impl_;
   auto it = m.bindings.find(name);
   if (it == m.bindings.end()) {
-    return Status::InvalidArgument("OverrideWeights: tensor '" + name + "' is not a float weight of the engine");
+    return Status::InvalidArgument("OverrideWeights: tensor '" + name +
+                                   "' is not a float weight of the engine");
   }
   for (const auto& [lin, offset] : it->second) {
     if (offset + lin->out * lin->in > static_cast<int64_t>(values.size())) {
-      return Status::InvalidArgument("OverrideWeights: tensor '" + name + "': " + std::to_string(values.size()) +
-                                     " values, the engine's layers need " + std::to_string(offset + lin->out * lin->in));
+      return Status::InvalidArgument(
+          "OverrideWeights: tensor '" + name + "': " + std::to_string(values.size()) +
+          " values, the engine's layers need " + std::to_string(offset + lin->out * lin->in));
     }
   }
   m.override_values.push_back(std::make_unique<std::vector<float>>(std::move(values)));
@@ -1085,7 +1159,8 @@ Status Engine::Embed(std::span<const int32_t> tokens, std::vector<float>* hidden
   return impl_->Embed(tokens, hidden);
 }
 
-Status Engine::LogitsFromHidden(std::vector<float>* hidden, std::vector<float>* logits, int threads_override) const {
+Status Engine::LogitsFromHidden(std::vector<float>* hidden, std::vector<float>* logits,
+                                int threads_override) const {
   const Impl& m = *impl_;
   const int64_t H = m.cfg.hidden_size;
   if (hidden->size() % static_cast<size_t>(H) != 0) {

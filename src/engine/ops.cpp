@@ -12,8 +12,8 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <Eigen/Dense>
 
-#include "moeq/base/parallel.h"
 #include "moeq/base/half.h"
+#include "moeq/base/parallel.h"
 
 #if defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -94,7 +94,8 @@ void LinearRange(const Linear& lin, const float* x, int64_t rows, float* y, int6
   } else {
     CMapRow X(x, rows, lin.in);
     CMapRow W(WeightRows(lin, o0, o1), o1 - o0, lin.in);
-    Eigen::Map<RowMat, 0, Eigen::OuterStride<>> Y(y + o0, rows, o1 - o0, Eigen::OuterStride<>(y_stride));
+    Eigen::Map<RowMat, 0, Eigen::OuterStride<>> Y(y + o0, rows, o1 - o0,
+                                                  Eigen::OuterStride<>(y_stride));
     Y.noalias() = X * W.transpose();
   }
   if (!lin.b.empty()) {
@@ -112,7 +113,8 @@ void LinearForward(const Linear& lin, const float* x, int64_t rows, std::vector<
     PackedGemm(lin.q, x, rows, lin.in, y->data(), lin.out, threads);
     if (!lin.b.empty()) {
       for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t j = 0; j < lin.out; ++j) (*y)[static_cast<size_t>(r * lin.out + j)] += lin.b[static_cast<size_t>(j)];
+        for (int64_t j = 0; j < lin.out; ++j)
+          (*y)[static_cast<size_t>(r * lin.out + j)] += lin.b[static_cast<size_t>(j)];
       }
     }
     return;
@@ -177,8 +179,8 @@ void ApplyRope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, double
 }
 
 void CausalAttention(const std::vector<float>& q, const std::vector<float>& k,
-                     const std::vector<float>& v, int64_t tokens, int64_t heads,
-                     int64_t kv_heads, int64_t head_dim, std::vector<float>* out, int threads) {
+                     const std::vector<float>& v, int64_t tokens, int64_t heads, int64_t kv_heads,
+                     int64_t head_dim, std::vector<float>* out, int threads) {
   out->assign(static_cast<size_t>(tokens * heads * head_dim), 0.0f);
   const int64_t group = heads / kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
@@ -187,7 +189,8 @@ void CausalAttention(const std::vector<float>& q, const std::vector<float>& k,
       heads,
       [&](int64_t h) {
         const int64_t kh = h / group;
-        Strided Q(q.data() + h * head_dim, tokens, head_dim, Eigen::OuterStride<>(heads * head_dim));
+        Strided Q(q.data() + h * head_dim, tokens, head_dim,
+                  Eigen::OuterStride<>(heads * head_dim));
         Strided K(k.data() + kh * head_dim, tokens, head_dim,
                   Eigen::OuterStride<>(kv_heads * head_dim));
         Strided V(v.data() + kh * head_dim, tokens, head_dim,

@@ -34,9 +34,7 @@ struct Linear {
   const float* f32() const { return w.empty() ? wf : w.data(); }
   bool empty() const { return w.empty() && wf == nullptr && wh == nullptr && !q.valid(); }
   /// Bytes of weights a product reads.
-  int64_t weight_bytes() const {
-    return packed() ? q.nbytes() : out * in * (wh ? 2 : 4);
-  }
+  int64_t weight_bytes() const { return packed() ? q.nbytes() : out * in * (wh ? 2 : 4); }
 };
 
 /// Rows [r0, r1) of a half-precision matrix [*, in] converted to float32 into dst.
@@ -64,8 +62,8 @@ void ApplyRope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, double
 /// Causal grouped-query attention for one sequence. q [T, nh, hd], k and v [T, nkv, hd];
 /// out [T, nh, hd] (resized). Scale 1/sqrt(hd), softmax in float32.
 void CausalAttention(const std::vector<float>& q, const std::vector<float>& k,
-                     const std::vector<float>& v, int64_t tokens, int64_t heads,
-                     int64_t kv_heads, int64_t head_dim, std::vector<float>* out, int threads);
+                     const std::vector<float>& v, int64_t tokens, int64_t heads, int64_t kv_heads,
+                     int64_t head_dim, std::vector<float>* out, int threads);
 
 /// Causal attention of `tokens` new queries at positions pos0.. against a cache of
 /// pos0 + tokens keys/values: q [T, nh, hd], k_all and v_all [pos0 + T, nkv, hd]. Query i sees

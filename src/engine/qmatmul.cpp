@@ -55,7 +55,8 @@ struct V {
     T r;
     for (int i = 0; i < 8; ++i) {
       const int bit = i * kBits;
-      const uint32_t two = static_cast<uint32_t>(p[bit >> 3]) | (static_cast<uint32_t>(p[(bit >> 3) + 1]) << 8);
+      const uint32_t two =
+          static_cast<uint32_t>(p[bit >> 3]) | (static_cast<uint32_t>(p[(bit >> 3) + 1]) << 8);
       r.v[i] = static_cast<float>((two >> (bit & 7)) & ((1u << kBits) - 1u));
     }
     return r;
@@ -68,9 +69,10 @@ struct V {
 constexpr int64_t kOutTile = 32;
 
 PackedIsa ResolveDefaultIsa() {
-  PackedIsa best = PackedIsaAvailable(PackedIsa::kAvx512)
-                       ? PackedIsa::kAvx512
-                       : (PackedIsaAvailable(PackedIsa::kAvx2) ? PackedIsa::kAvx2 : PackedIsa::kPortable);
+  PackedIsa best =
+      PackedIsaAvailable(PackedIsa::kAvx512)
+          ? PackedIsa::kAvx512
+          : (PackedIsaAvailable(PackedIsa::kAvx2) ? PackedIsa::kAvx2 : PackedIsa::kPortable);
   if (const char* env = std::getenv("MOEQ_ENGINE_KERNELS")) {
     const std::string want = env;
     if (want == "portable") best = PackedIsa::kPortable;
@@ -88,7 +90,8 @@ PackedIsa DefaultPackedIsa() {
 
 bool PackedIsaAvailable(PackedIsa isa) {
   switch (isa) {
-    case PackedIsa::kPortable: return true;
+    case PackedIsa::kPortable:
+      return true;
     case PackedIsa::kAvx2: {
       static const bool kOk = Avx2PackedSupported();
       return kOk;
@@ -103,9 +106,12 @@ bool PackedIsaAvailable(PackedIsa isa) {
 
 std::string_view PackedIsaName(PackedIsa isa) {
   switch (isa) {
-    case PackedIsa::kPortable: return "portable";
-    case PackedIsa::kAvx2: return "avx2";
-    case PackedIsa::kAvx512: return "avx512";
+    case PackedIsa::kPortable:
+      return "portable";
+    case PackedIsa::kAvx2:
+      return "avx2";
+    case PackedIsa::kAvx512:
+      return "avx512";
   }
   return "?";
 }
@@ -113,9 +119,12 @@ std::string_view PackedIsaName(PackedIsa isa) {
 PackedGemmFn FindPackedGemm(const PackedMatrix& w, PackedIsa isa) {
   if (!PackedIsaAvailable(isa)) return nullptr;
   switch (isa) {
-    case PackedIsa::kPortable: return PickKernel(w.bits, w.group, w.scale);
-    case PackedIsa::kAvx2: return Avx2PackedGemm(w.bits, w.group, w.scale);
-    case PackedIsa::kAvx512: return Avx512PackedGemm(w.bits, w.group, w.scale);
+    case PackedIsa::kPortable:
+      return PickKernel(w.bits, w.group, w.scale);
+    case PackedIsa::kAvx2:
+      return Avx2PackedGemm(w.bits, w.group, w.scale);
+    case PackedIsa::kAvx512:
+      return Avx512PackedGemm(w.bits, w.group, w.scale);
   }
   return nullptr;
 }

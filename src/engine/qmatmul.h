@@ -64,11 +64,11 @@ std::string_view PackedIsaName(PackedIsa isa);
 /// Arguments of one kernel call: outputs [o0, o1) of W for `rows` input rows.
 struct PackedGemmArgs {
   const PackedMatrix* w = nullptr;
-  const float* x = nullptr;     ///< [rows, x_stride], the first w->in values of each row used
+  const float* x = nullptr;  ///< [rows, x_stride], the first w->in values of each row used
   int64_t x_stride = 0;
   const float* xsum = nullptr;  ///< [rows, w->groups_per_row()] from PackedGroupSums
   int64_t rows = 0;
-  float* y = nullptr;           ///< y[r * y_stride + o] for o in [o0, o1)
+  float* y = nullptr;  ///< y[r * y_stride + o] for o in [o0, o1)
   int64_t y_stride = 0;
   int64_t o0 = 0, o1 = 0;
 };

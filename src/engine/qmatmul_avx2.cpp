@@ -60,7 +60,8 @@ struct V {
   static T Unpack(const uint8_t* p) {
     const __m256i mask = _mm256_set1_epi32((1 << kBits) - 1);
     if constexpr (kBits == 8) {
-      return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+      return _mm256_cvtepi32_ps(
+          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
     } else if constexpr (kBits == 4 || kBits == 2) {
       uint32_t word;
       std::memcpy(&word, p, 4);  // 8 codes = 32 (4-bit) or 16 (2-bit) bits
@@ -70,8 +71,10 @@ struct V {
       return _mm256_cvtepi32_ps(_mm256_and_si256(v, mask));
     } else {
       const Avx2Table& tb = kAvx2Table<kBits>;
-      const __m256i raw = _mm256_broadcastsi128_si256(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-      __m256i v = _mm256_shuffle_epi8(raw, _mm256_load_si256(reinterpret_cast<const __m256i*>(tb.shuffle)));
+      const __m256i raw =
+          _mm256_broadcastsi128_si256(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+      __m256i v =
+          _mm256_shuffle_epi8(raw, _mm256_load_si256(reinterpret_cast<const __m256i*>(tb.shuffle)));
       v = _mm256_srlv_epi32(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(tb.shift)));
       return _mm256_cvtepi32_ps(_mm256_and_si256(v, mask));
     }

@@ -73,20 +73,20 @@ inline void PackedBlock(const PackedGemmArgs& a, int64_t o, int64_t t) {
   constexpr int64_t kStepBytes = V::kWidth * kBits / 8;
   constexpr int kSteps = kGroup / V::kWidth;
   const uint8_t* rc[kR];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < kR; ++r) rc[r] = w.codes + (o + r) * row_bytes;
   const float* xr[kT];
   const float* xs[kT];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int j = 0; j < kT; ++j) {
     xr[j] = a.x + (t + j) * a.x_stride;
     xs[j] = a.xsum + (t + j) * ng;
   }
   Vec acc[kR][kT];
   float bacc[kR][kT];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < kR; ++r) {
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int j = 0; j < kT; ++j) {
       acc[r][j] = V::Zero();
       bacc[r][j] = 0.0f;
@@ -94,39 +94,41 @@ inline void PackedBlock(const PackedGemmArgs& a, int64_t o, int64_t t) {
   }
   for (int64_t g = 0; g < ng; ++g) {
     Vec ga[kR][kT];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < kR; ++r) {
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int j = 0; j < kT; ++j) ga[r][j] = V::Zero();
     }
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int s = 0; s < kSteps; ++s) {
       Vec q[kR];
-      #pragma GCC unroll 16
-      for (int r = 0; r < kR; ++r) q[r] = V::template Unpack<kBits>(rc[r] + g * kGroupBytes + s * kStepBytes);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
+      for (int r = 0; r < kR; ++r)
+        q[r] = V::template Unpack<kBits>(rc[r] + g * kGroupBytes + s * kStepBytes);
+#pragma GCC unroll 16
       for (int j = 0; j < kT; ++j) {
         const Vec xv = V::Load(xr[j] + g * kGroup + s * V::kWidth);
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int r = 0; r < kR; ++r) ga[r][j] = V::Fma(q[r], xv, ga[r][j]);
       }
     }
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < kR; ++r) {
       const int64_t gi = (o + r) * ng + g;
       const Vec sv = V::Set1(LoadScale<S>(w.scales, gi));
       const float b = LoadScale<S>(w.biases, gi);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int j = 0; j < kT; ++j) {
         acc[r][j] = V::Fma(ga[r][j], sv, acc[r][j]);
         bacc[r][j] += b * xs[j][g];
       }
     }
   }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < kR; ++r) {
-    #pragma GCC unroll 16
-    for (int j = 0; j < kT; ++j) a.y[(t + j) * a.y_stride + o + r] = V::HSum(acc[r][j]) + bacc[r][j];
+#pragma GCC unroll 16
+    for (int j = 0; j < kT; ++j)
+      a.y[(t + j) * a.y_stride + o + r] = V::HSum(acc[r][j]) + bacc[r][j];
   }
 }
 
@@ -150,9 +152,12 @@ void PackedKernel(const PackedGemmArgs& a) {
 template <int kBits, int kGroup>
 PackedGemmFn PickScale(PackedScale s) {
   switch (s) {
-    case PackedScale::kBF16: return &PackedKernel<kBits, kGroup, PackedScale::kBF16>;
-    case PackedScale::kF16: return &PackedKernel<kBits, kGroup, PackedScale::kF16>;
-    case PackedScale::kF32: return &PackedKernel<kBits, kGroup, PackedScale::kF32>;
+    case PackedScale::kBF16:
+      return &PackedKernel<kBits, kGroup, PackedScale::kBF16>;
+    case PackedScale::kF16:
+      return &PackedKernel<kBits, kGroup, PackedScale::kF16>;
+    case PackedScale::kF32:
+      return &PackedKernel<kBits, kGroup, PackedScale::kF32>;
   }
   return nullptr;
 }
@@ -160,21 +165,32 @@ PackedGemmFn PickScale(PackedScale s) {
 template <int kBits>
 PackedGemmFn PickGroup(int group, PackedScale s) {
   switch (group) {
-    case 32: return PickScale<kBits, 32>(s);
-    case 64: return PickScale<kBits, 64>(s);
-    case 128: return PickScale<kBits, 128>(s);
-    default: return nullptr;
+    case 32:
+      return PickScale<kBits, 32>(s);
+    case 64:
+      return PickScale<kBits, 64>(s);
+    case 128:
+      return PickScale<kBits, 128>(s);
+    default:
+      return nullptr;
   }
 }
 
 inline PackedGemmFn PickKernel(int bits, int group, PackedScale s) {
   switch (bits) {
-    case 2: return PickGroup<2>(group, s);
-    case 3: return PickGroup<3>(group, s);
-    case 4: return PickGroup<4>(group, s);
-    case 5: return PickGroup<5>(group, s);
-    case 6: return PickGroup<6>(group, s);
-    case 8: return PickGroup<8>(group, s);
-    default: return nullptr;
+    case 2:
+      return PickGroup<2>(group, s);
+    case 3:
+      return PickGroup<3>(group, s);
+    case 4:
+      return PickGroup<4>(group, s);
+    case 5:
+      return PickGroup<5>(group, s);
+    case 6:
+      return PickGroup<6>(group, s);
+    case 8:
+      return PickGroup<8>(group, s);
+    default:
+      return nullptr;
   }
 }

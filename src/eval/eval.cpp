@@ -1,12 +1,12 @@
 // Perplexity and KL evaluation over windows of a token stream, and the CI gate.
 #include "moeq/eval/eval.h"
-#include "moeq/base/json_reader.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <random>
 
+#include "moeq/base/json_reader.h"
 #include "moeq/base/parallel.h"
 #include "moeq/base/progress.h"
 
@@ -24,7 +24,8 @@ void LogSoftmax(const float* logits, int64_t n, std::vector<double>* out) {
   double sum = 0;
   for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
   const double lse = mx + std::log(sum);
-  for (int64_t i = 0; i < n; ++i) (*out)[static_cast<size_t>(i)] = static_cast<double>(logits[i]) - lse;
+  for (int64_t i = 0; i < n; ++i)
+    (*out)[static_cast<size_t>(i)] = static_cast<double>(logits[i]) - lse;
 }
 
 int64_t Argmax(const float* p, int64_t n) { return std::max_element(p, p + n) - p; }
@@ -76,7 +77,9 @@ Result<PerplexityProtocol> ProtocolPreset(std::string_view name, const ModelConf
   p.name = std::string(name);
   if (name == "reference") return p;
   if (name == "mint") {
-    p.context = config.max_position_embeddings > 0 ? std::min<int64_t>(2048, config.max_position_embeddings) : 2048;
+    p.context = config.max_position_embeddings > 0
+                    ? std::min<int64_t>(2048, config.max_position_embeddings)
+                    : 2048;
     p.samples = 256;
     p.seed = 42;
     return p;
@@ -99,26 +102,29 @@ std::vector<EvalWindow> PlanWindows(int64_t n_tokens, const PerplexityProtocol& 
     // Partial Fisher-Yates: the first `samples` entries become a uniform sample.
     std::mt19937_64 rng(p.seed);
     for (int64_t i = 0; i < p.samples; ++i) {
-      const uint64_t j = static_cast<uint64_t>(i) + Bounded(rng, all.size() - static_cast<uint64_t>(i));
+      const uint64_t j =
+          static_cast<uint64_t>(i) + Bounded(rng, all.size() - static_cast<uint64_t>(i));
       std::swap(all[static_cast<size_t>(i)], all[j]);
     }
     all.resize(static_cast<size_t>(p.samples));
-    std::sort(all.begin(), all.end(), [](const EvalWindow& a, const EvalWindow& b) { return a.start < b.start; });
+    std::sort(all.begin(), all.end(),
+              [](const EvalWindow& a, const EvalWindow& b) { return a.start < b.start; });
   }
-  if (p.max_chunks > 0 && p.max_chunks < static_cast<int64_t>(all.size())) all.resize(static_cast<size_t>(p.max_chunks));
+  if (p.max_chunks > 0 && p.max_chunks < static_cast<int64_t>(all.size()))
+    all.resize(static_cast<size_t>(p.max_chunks));
   return all;
 }
 
-Result<std::vector<std::vector<std::vector<float>>>> CacheLayerInputs(const Engine& model,
-                                                                      std::span<const int32_t> tokens,
-                                                                      const EvalOptions& options) {
+Result<std::vector<std::vector<std::vector<float>>>> CacheLayerInputs(
+    const Engine& model, std::span<const int32_t> tokens, const EvalOptions& options) {
   const PerplexityProtocol& p = options.protocol;
   const auto windows = PlanWindows(static_cast<int64_t>(tokens.size()), p);
   const int N = static_cast<int>(model.config().num_layers);
   std::vector<std::vector<std::vector<float>>> cache(static_cast<size_t>(N + 1));
   std::vector<std::vector<float>> hidden(windows.size());
   for (size_t w = 0; w < windows.size(); ++w) {
-    std::vector<int32_t> ids(tokens.begin() + windows[w].start, tokens.begin() + windows[w].start + p.context);
+    std::vector<int32_t> ids(tokens.begin() + windows[w].start,
+                             tokens.begin() + windows[w].start + p.context);
     if (p.bos_id >= 0) ids[0] = p.bos_id;
     MOEQ_RETURN_IF_ERROR(model.Embed(ids, &hidden[w]));
   }
@@ -136,33 +142,41 @@ Result<EvalResult> Evaluate(const Engine& model, std::span<const int32_t> tokens
   const auto windows = PlanWindows(static_cast<int64_t>(tokens.size()), p);
   if (windows.empty()) {
     return Status::InvalidArgument("the text has " + std::to_string(tokens.size()) +
-                                   " tokens, fewer than one window of " + std::to_string(p.context));
+                                   " tokens, fewer than one window of " +
+                                   std::to_string(p.context));
   }
   if (reference && reference->vocab_size() != model.vocab_size()) {
-    return Status::InvalidArgument("the reference model's vocabulary (" + std::to_string(reference->vocab_size()) +
-                                   ") differs from the model's (" + std::to_string(model.vocab_size()) + ")");
+    return Status::InvalidArgument(
+        "the reference model's vocabulary (" + std::to_string(reference->vocab_size()) +
+        ") differs from the model's (" + std::to_string(model.vocab_size()) + ")");
   }
   const SavedLogits* saved = options.saved_reference;
-  if (saved && reference) return Status::InvalidArgument("give a reference model or saved reference logits, not both");
+  if (saved && reference)
+    return Status::InvalidArgument("give a reference model or saved reference logits, not both");
   if (saved && saved->vocab != model.vocab_size()) {
-    return Status::InvalidArgument("the saved reference logits have a vocabulary of " + std::to_string(saved->vocab) +
-                                   ", the model " + std::to_string(model.vocab_size()));
+    return Status::InvalidArgument("the saved reference logits have a vocabulary of " +
+                                   std::to_string(saved->vocab) + ", the model " +
+                                   std::to_string(model.vocab_size()));
   }
   if (options.layer_inputs && options.layer_inputs->size() != windows.size()) {
-    return Status::InvalidArgument("cached layer inputs for " + std::to_string(options.layer_inputs->size()) +
-                                   " windows, the protocol plans " + std::to_string(windows.size()));
+    return Status::InvalidArgument(
+        "cached layer inputs for " + std::to_string(options.layer_inputs->size()) +
+        " windows, the protocol plans " + std::to_string(windows.size()));
   }
-  if (options.layer_inputs && (options.start_layer < 0 || options.start_layer > model.config().num_layers)) {
-    return Status::InvalidArgument("start_layer " + std::to_string(options.start_layer) + " outside the model");
+  if (options.layer_inputs &&
+      (options.start_layer < 0 || options.start_layer > model.config().num_layers)) {
+    return Status::InvalidArgument("start_layer " + std::to_string(options.start_layer) +
+                                   " outside the model");
   }
   const int64_t V = model.vocab_size();
   const int64_t first = p.scored == ScoredTokens::kSecondHalf ? p.context / 2 : 0;
   const int64_t per_window = p.context - 1 - first;  // scored tokens per window
   if (saved && saved->tokens != per_window * static_cast<int64_t>(windows.size())) {
-    return Status::InvalidArgument("the saved reference logits hold " + std::to_string(saved->tokens) +
-                                   " scored tokens, this evaluation scores " +
-                                   std::to_string(per_window * static_cast<int64_t>(windows.size())) +
-                                   " (another text or protocol?)");
+    return Status::InvalidArgument(
+        "the saved reference logits hold " + std::to_string(saved->tokens) +
+        " scored tokens, this evaluation scores " +
+        std::to_string(per_window * static_cast<int64_t>(windows.size())) +
+        " (another text or protocol?)");
   }
   const int64_t record_k = options.record_top_k <= 0 ? V : std::min(options.record_top_k, V);
   std::vector<WindowStats> stats(windows.size());
@@ -175,100 +189,112 @@ Result<EvalResult> Evaluate(const Engine& model, std::span<const int32_t> tokens
   // hidden states. Then each window's logits and statistics, windows concurrently, each
   // single-threaded. The logits are bit-identical to Engine::Forward's on each window.
   const int64_t H = model.config().hidden_size;
-  const int64_t per_window_bytes = p.context * H * static_cast<int64_t>(sizeof(float)) * (reference ? 2 : 1);
-  const int64_t batch = std::max<int64_t>(ResolveThreads(options.threads),
-                                          std::min<int64_t>(static_cast<int64_t>(windows.size()),
-                                                            kEvalHiddenBudgetBytes / std::max<int64_t>(1, per_window_bytes)));
+  const int64_t per_window_bytes =
+      p.context * H * static_cast<int64_t>(sizeof(float)) * (reference ? 2 : 1);
+  const int64_t batch = std::max<int64_t>(
+      ResolveThreads(options.threads),
+      std::min<int64_t>(static_cast<int64_t>(windows.size()),
+                        kEvalHiddenBudgetBytes / std::max<int64_t>(1, per_window_bytes)));
   for (int64_t b0 = 0; b0 < static_cast<int64_t>(windows.size()); b0 += batch) {
-  const int64_t nb = std::min<int64_t>(batch, static_cast<int64_t>(windows.size()) - b0);
-  std::vector<std::vector<int32_t>> batch_ids(static_cast<size_t>(nb));
-  std::vector<std::span<const int32_t>> spans;
-  for (int64_t i = 0; i < nb; ++i) {
-    const EvalWindow& win = windows[static_cast<size_t>(b0 + i)];
-    auto& ids = batch_ids[static_cast<size_t>(i)];
-    ids.assign(tokens.begin() + win.start, tokens.begin() + win.start + p.context);
-    if (p.bos_id >= 0) ids[0] = p.bos_id;
-    spans.push_back(ids);
-  }
-  std::vector<std::vector<float>> hidden, ref_hidden;
-  if (options.layer_inputs) {
-    hidden.assign(options.layer_inputs->begin() + b0, options.layer_inputs->begin() + b0 + nb);
-    MOEQ_RETURN_IF_ERROR(model.ForwardLayers(options.start_layer, static_cast<int>(model.config().num_layers), &hidden,
-                                             {}, options.threads));
-  } else {
-    MOEQ_RETURN_IF_ERROR(model.ForwardHidden(spans, &hidden, {}, options.threads));
-  }
-  if (reference) MOEQ_RETURN_IF_ERROR(reference->ForwardHidden(spans, &ref_hidden, {}, options.threads));
-  ParallelFor(
-      nb,
-      [&](int64_t bi) {
-        const int64_t w = b0 + bi;
-        const std::vector<int32_t>& ids = batch_ids[static_cast<size_t>(bi)];
-        std::vector<float> logits, ref_logits;
-        Status s = model.LogitsFromHidden(&hidden[static_cast<size_t>(bi)], &logits, 1);
-        if (s.ok() && reference) s = reference->LogitsFromHidden(&ref_hidden[static_cast<size_t>(bi)], &ref_logits, 1);
-        hidden[static_cast<size_t>(bi)] = {};
-        if (reference) ref_hidden[static_cast<size_t>(bi)] = {};
-        if (!s.ok()) {
-          errors[static_cast<size_t>(w)] = s;
-          return;
-        }
-        WindowStats& st = stats[static_cast<size_t>(w)];
-        std::vector<double> lp, lq;
-        std::vector<int32_t> order;
-        for (int64_t i = first; i + 1 < p.context; ++i) {
-          const int32_t target = ids[static_cast<size_t>(i + 1)];
-          LogSoftmax(logits.data() + i * V, V, &lq);
-          const double nll = -lq[static_cast<size_t>(target)];
-          st.nll_sum += nll;
-          st.nll_sq_sum += nll * nll;
-          ++st.scored;
-          if (options.record) {
-            order.resize(static_cast<size_t>(V));
-            for (int64_t v = 0; v < V; ++v) order[static_cast<size_t>(v)] = static_cast<int32_t>(v);
-            auto by_prob = [&](int32_t a, int32_t b) {
-              const double x = lq[static_cast<size_t>(a)], y = lq[static_cast<size_t>(b)];
-              return x != y ? x > y : a < b;
-            };
-            std::partial_sort(order.begin(), order.begin() + record_k, order.end(), by_prob);
-            double rest = 0;
-            for (int64_t v = record_k; v < V; ++v) rest += std::exp(lq[static_cast<size_t>(order[static_cast<size_t>(v)])]);
-            for (int64_t r = 0; r < record_k; ++r) {
-              st.ids.push_back(order[static_cast<size_t>(r)]);
-              st.logprobs.push_back(static_cast<float>(lq[static_cast<size_t>(order[static_cast<size_t>(r)])]));
-            }
-            st.rest.push_back(record_k < V ? static_cast<float>(std::log(rest)) : -INFINITY);
-            st.targets.push_back(target);
-            st.target_lp.push_back(static_cast<float>(lq[static_cast<size_t>(target)]));
+    const int64_t nb = std::min<int64_t>(batch, static_cast<int64_t>(windows.size()) - b0);
+    std::vector<std::vector<int32_t>> batch_ids(static_cast<size_t>(nb));
+    std::vector<std::span<const int32_t>> spans;
+    for (int64_t i = 0; i < nb; ++i) {
+      const EvalWindow& win = windows[static_cast<size_t>(b0 + i)];
+      auto& ids = batch_ids[static_cast<size_t>(i)];
+      ids.assign(tokens.begin() + win.start, tokens.begin() + win.start + p.context);
+      if (p.bos_id >= 0) ids[0] = p.bos_id;
+      spans.push_back(ids);
+    }
+    std::vector<std::vector<float>> hidden, ref_hidden;
+    if (options.layer_inputs) {
+      hidden.assign(options.layer_inputs->begin() + b0, options.layer_inputs->begin() + b0 + nb);
+      MOEQ_RETURN_IF_ERROR(model.ForwardLayers(options.start_layer,
+                                               static_cast<int>(model.config().num_layers), &hidden,
+                                               {}, options.threads));
+    } else {
+      MOEQ_RETURN_IF_ERROR(model.ForwardHidden(spans, &hidden, {}, options.threads));
+    }
+    if (reference)
+      MOEQ_RETURN_IF_ERROR(reference->ForwardHidden(spans, &ref_hidden, {}, options.threads));
+    ParallelFor(
+        nb,
+        [&](int64_t bi) {
+          const int64_t w = b0 + bi;
+          const std::vector<int32_t>& ids = batch_ids[static_cast<size_t>(bi)];
+          std::vector<float> logits, ref_logits;
+          Status s = model.LogitsFromHidden(&hidden[static_cast<size_t>(bi)], &logits, 1);
+          if (s.ok() && reference)
+            s = reference->LogitsFromHidden(&ref_hidden[static_cast<size_t>(bi)], &ref_logits, 1);
+          hidden[static_cast<size_t>(bi)] = {};
+          if (reference) ref_hidden[static_cast<size_t>(bi)] = {};
+          if (!s.ok()) {
+            errors[static_cast<size_t>(w)] = s;
+            return;
           }
-          if (saved) {
-            const int64_t n = w * per_window + (i - first);
-            if (saved->targets[static_cast<size_t>(n)] != target) {
-              errors[static_cast<size_t>(w)] = Status::InvalidArgument(
-                  "the saved reference logits do not match this text: scored token " + std::to_string(n) + " is " +
-                  std::to_string(saved->targets[static_cast<size_t>(n)]) + " there and " + std::to_string(target) + " here");
-              return;
+          WindowStats& st = stats[static_cast<size_t>(w)];
+          std::vector<double> lp, lq;
+          std::vector<int32_t> order;
+          for (int64_t i = first; i + 1 < p.context; ++i) {
+            const int32_t target = ids[static_cast<size_t>(i + 1)];
+            LogSoftmax(logits.data() + i * V, V, &lq);
+            const double nll = -lq[static_cast<size_t>(target)];
+            st.nll_sum += nll;
+            st.nll_sq_sum += nll * nll;
+            ++st.scored;
+            if (options.record) {
+              order.resize(static_cast<size_t>(V));
+              for (int64_t v = 0; v < V; ++v)
+                order[static_cast<size_t>(v)] = static_cast<int32_t>(v);
+              auto by_prob = [&](int32_t a, int32_t b) {
+                const double x = lq[static_cast<size_t>(a)], y = lq[static_cast<size_t>(b)];
+                return x != y ? x > y : a < b;
+              };
+              std::partial_sort(order.begin(), order.begin() + record_k, order.end(), by_prob);
+              double rest = 0;
+              for (int64_t v = record_k; v < V; ++v)
+                rest += std::exp(lq[static_cast<size_t>(order[static_cast<size_t>(v)])]);
+              for (int64_t r = 0; r < record_k; ++r) {
+                st.ids.push_back(order[static_cast<size_t>(r)]);
+                st.logprobs.push_back(
+                    static_cast<float>(lq[static_cast<size_t>(order[static_cast<size_t>(r)])]));
+              }
+              st.rest.push_back(record_k < V ? static_cast<float>(std::log(rest)) : -INFINITY);
+              st.targets.push_back(target);
+              st.target_lp.push_back(static_cast<float>(lq[static_cast<size_t>(target)]));
             }
-            st.ref_nll_sum += -static_cast<double>(saved->target_logprob[static_cast<size_t>(n)]);
-            st.kl.push_back(static_cast<float>(std::max(0.0, SavedKl(*saved, n, lq))));
-            if (saved->ids[static_cast<size_t>(n * saved->top_k)] == Argmax(logits.data() + i * V, V)) ++st.agree;
-          }
-          if (reference) {
-            const float* rl = ref_logits.data() + i * V;
-            LogSoftmax(rl, V, &lp);
-            st.ref_nll_sum += -lp[static_cast<size_t>(target)];
-            double kl = 0;
-            for (int64_t v = 0; v < V; ++v) {
-              const double a = lp[static_cast<size_t>(v)];
-              kl += std::exp(a) * (a - lq[static_cast<size_t>(v)]);
+            if (saved) {
+              const int64_t n = w * per_window + (i - first);
+              if (saved->targets[static_cast<size_t>(n)] != target) {
+                errors[static_cast<size_t>(w)] = Status::InvalidArgument(
+                    "the saved reference logits do not match this text: scored token " +
+                    std::to_string(n) + " is " +
+                    std::to_string(saved->targets[static_cast<size_t>(n)]) + " there and " +
+                    std::to_string(target) + " here");
+                return;
+              }
+              st.ref_nll_sum += -static_cast<double>(saved->target_logprob[static_cast<size_t>(n)]);
+              st.kl.push_back(static_cast<float>(std::max(0.0, SavedKl(*saved, n, lq))));
+              if (saved->ids[static_cast<size_t>(n * saved->top_k)] ==
+                  Argmax(logits.data() + i * V, V))
+                ++st.agree;
             }
-            st.kl.push_back(static_cast<float>(std::max(0.0, kl)));
-            if (Argmax(rl, V) == Argmax(logits.data() + i * V, V)) ++st.agree;
+            if (reference) {
+              const float* rl = ref_logits.data() + i * V;
+              LogSoftmax(rl, V, &lp);
+              st.ref_nll_sum += -lp[static_cast<size_t>(target)];
+              double kl = 0;
+              for (int64_t v = 0; v < V; ++v) {
+                const double a = lp[static_cast<size_t>(v)];
+                kl += std::exp(a) * (a - lq[static_cast<size_t>(v)]);
+              }
+              st.kl.push_back(static_cast<float>(std::max(0.0, kl)));
+              if (Argmax(rl, V) == Argmax(logits.data() + i * V, V)) ++st.agree;
+            }
           }
-        }
-        if (progress) progress->Advance(1);
-      },
-      options.threads);
+          if (progress) progress->Advance(1);
+        },
+        options.threads);
   }
   for (const Status& s : errors) MOEQ_RETURN_IF_ERROR(s);
   if (progress) progress->Finish();
@@ -326,7 +352,8 @@ Result<EvalResult> Evaluate(const Engine& model, std::span<const int32_t> tokens
     std::vector<float> sorted = kl;
     std::sort(sorted.begin(), sorted.end());
     r.kl_max = sorted.back();
-    r.kl_p99 = sorted[static_cast<size_t>(std::min<double>(sorted.size() - 1, std::ceil(0.99 * sorted.size()) - 1))];
+    r.kl_p99 = sorted[static_cast<size_t>(
+        std::min<double>(sorted.size() - 1, std::ceil(0.99 * sorted.size()) - 1))];
     r.top1_agreement = static_cast<double>(agree) / n;
   }
   return r;
@@ -376,9 +403,10 @@ Status CheckGate(const EvalResult& result, const nlohmann::json& eval_json,
         return Status::InvalidArgument(std::string("baseline: missing field '") + key + "'");
       }
       if ((*baseline)[key] != eval_json[key]) {
-        return Status::InvalidArgument(std::string("baseline: field '") + key +
-                                       "' differs from this run's (" + JsonExcerpt((*baseline)[key]) + " vs " +
-                                       JsonExcerpt(eval_json[key]) + "); perplexities are not comparable");
+        return Status::InvalidArgument(
+            std::string("baseline: field '") + key + "' differs from this run's (" +
+            JsonExcerpt((*baseline)[key]) + " vs " + JsonExcerpt(eval_json[key]) +
+            "); perplexities are not comparable");
       }
     }
     if (!baseline->contains("ppl") || !(*baseline)["ppl"].is_number()) {
@@ -389,21 +417,26 @@ Status CheckGate(const EvalResult& result, const nlohmann::json& eval_json,
     const double pct = 100.0 * delta / base;
     char buf[256];
     if (gate.max_ppl_delta_pct && pct > *gate.max_ppl_delta_pct) {
-      std::snprintf(buf, sizeof buf, "perplexity %.4f is %+.3f%% from the baseline %.4f, over the limit of %+.3f%%",
+      std::snprintf(buf, sizeof buf,
+                    "perplexity %.4f is %+.3f%% from the baseline %.4f, over the limit of %+.3f%%",
                     result.ppl, pct, base, *gate.max_ppl_delta_pct);
       failures.push_back(buf);
     }
     if (gate.max_ppl_delta_abs && delta > *gate.max_ppl_delta_abs) {
-      std::snprintf(buf, sizeof buf, "perplexity %.4f is %+.4f from the baseline %.4f, over the limit of %+.4f",
+      std::snprintf(buf, sizeof buf,
+                    "perplexity %.4f is %+.4f from the baseline %.4f, over the limit of %+.4f",
                     result.ppl, delta, base, *gate.max_ppl_delta_abs);
       failures.push_back(buf);
     }
   }
   if (gate.max_kl) {
-    if (!result.has_reference) return Status::InvalidArgument("--max-kl needs --reference MODEL_DIR or --reference-logits FILE");
+    if (!result.has_reference)
+      return Status::InvalidArgument(
+          "--max-kl needs --reference MODEL_DIR or --reference-logits FILE");
     if (result.kl_mean > *gate.max_kl) {
       char buf[256];
-      std::snprintf(buf, sizeof buf, "mean KL divergence %.6f exceeds the limit of %.6f", result.kl_mean, *gate.max_kl);
+      std::snprintf(buf, sizeof buf, "mean KL divergence %.6f exceeds the limit of %.6f",
+                    result.kl_mean, *gate.max_kl);
       failures.push_back(buf);
     }
   }

@@ -7,10 +7,10 @@
 #include <utility>
 #include <vector>
 
+#include "moeq/base/status.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/export/gguf_writer.h"
 #include "moeq/formats/gguf.h"
-#include "moeq/base/status.h"
 
 namespace moeq::gguf_internal {
 
@@ -30,7 +30,8 @@ inline void AddBool(KvList* kv, std::string key, bool v) {
   kv->push_back({std::move(key), GgufValue{GgufValueType::kBool, GgufValueType::kU8, v}});
 }
 inline void AddString(KvList* kv, std::string key, std::string v) {
-  kv->push_back({std::move(key), GgufValue{GgufValueType::kString, GgufValueType::kU8, std::move(v)}});
+  kv->push_back(
+      {std::move(key), GgufValue{GgufValueType::kString, GgufValueType::kU8, std::move(v)}});
 }
 inline void AddArray(KvList* kv, std::string key, GgufValueType elem, nlohmann::json values) {
   kv->push_back({std::move(key), GgufValue{GgufValueType::kArray, elem, std::move(values)}});

@@ -4,11 +4,11 @@
 //                                   pre-tokenizer regex ("qwen2", "llama-bpe", "gpt-2", "default");
 //   SentencePiece-style BPE      → model "llama", tokens, scores, token_type (BYTE for <0xNN>).
 // Added tokens: special → CONTROL, others → USER_DEFINED; ids without a token → "[PAD<i>]" UNUSED.
+#include <spdlog/spdlog.h>
+
 #include <filesystem>
 #include <map>
 #include <optional>
-
-#include <spdlog/spdlog.h>
 
 #include "export/gguf_internal.h"
 #include "moeq/base/file_util.h"
@@ -98,7 +98,8 @@ std::optional<int64_t> ConfigId(const nlohmann::json& cfg, const char* key) {
   auto it = cfg.find(key);
   if (it == cfg.end()) return std::nullopt;
   if (it->is_number_integer()) return it->get<int64_t>();
-  if (it->is_array() && !it->empty() && (*it)[0].is_number_integer()) return (*it)[0].get<int64_t>();
+  if (it->is_array() && !it->empty() && (*it)[0].is_number_integer())
+    return (*it)[0].get<int64_t>();
   return std::nullopt;
 }
 
@@ -125,7 +126,8 @@ Status AddTokenizerMetadata(const Checkpoint& ckpt, int64_t n_vocab, KvList* kv,
   std::map<std::string, int64_t, std::less<>> by_text;
   for (const auto& [text, id] : model["vocab"].items()) {
     if (!id.is_number_integer() || id.get<int64_t>() < 0) {
-      return Status::Corruption(path + ": model.vocab['" + text + "'] is not a non-negative integer");
+      return Status::Corruption(path + ": model.vocab['" + text +
+                                "'] is not a non-negative integer");
     }
     by_id[id.get<int64_t>()] = text;
     by_text[text] = id.get<int64_t>();
@@ -135,9 +137,10 @@ Status AddTokenizerMetadata(const Checkpoint& ckpt, int64_t n_vocab, KvList* kv,
   std::map<int64_t, bool> added_special;  // id -> special
   if (tok.contains("added_tokens") && tok["added_tokens"].is_array()) {
     for (const auto& a : tok["added_tokens"]) {
-      if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer() || !a.contains("content") ||
-          !a["content"].is_string()) {
-        return Status::Corruption(path + ": added_tokens entry without integer 'id' and string 'content'");
+      if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer() ||
+          !a.contains("content") || !a["content"].is_string()) {
+        return Status::Corruption(path +
+                                  ": added_tokens entry without integer 'id' and string 'content'");
       }
       const int64_t id = a["id"].get<int64_t>();
       by_id[id] = a["content"].get<std::string>();
@@ -150,9 +153,10 @@ Status AddTokenizerMetadata(const Checkpoint& ckpt, int64_t n_vocab, KvList* kv,
   const nlohmann::json decoder = tok.value("decoder", nlohmann::json());
   const bool byte_level = ContainsType(pre, "ByteLevel") || ContainsType(decoder, "ByteLevel");
   const bool byte_fallback = model.value("byte_fallback", false);
-  if (!byte_level && !byte_fallback && !ContainsType(pre, "Metaspace") && !ContainsType(decoder, "Metaspace") &&
-      !ContainsType(decoder, "Replace")) {
-    return Status::Unsupported(path + ": BPE tokenizer is neither byte-level nor SentencePiece-style");
+  if (!byte_level && !byte_fallback && !ContainsType(pre, "Metaspace") &&
+      !ContainsType(decoder, "Metaspace") && !ContainsType(decoder, "Replace")) {
+    return Status::Unsupported(path +
+                               ": BPE tokenizer is neither byte-level nor SentencePiece-style");
   }
   const bool gpt2 = byte_level;
 
@@ -164,7 +168,8 @@ Status AddTokenizerMetadata(const Checkpoint& ckpt, int64_t n_vocab, KvList* kv,
   nlohmann::json tokens = nlohmann::json::array(), types = nlohmann::json::array(),
                  scores = nlohmann::json::array();
   std::optional<std::string> unk_text;
-  if (model.contains("unk_token") && model["unk_token"].is_string()) unk_text = model["unk_token"].get<std::string>();
+  if (model.contains("unk_token") && model["unk_token"].is_string())
+    unk_text = model["unk_token"].get<std::string>();
   for (int64_t i = 0; i < n; ++i) {
     auto it = by_id.find(i);
     if (it == by_id.end()) {
@@ -201,7 +206,8 @@ Status AddTokenizerMetadata(const Checkpoint& ckpt, int64_t n_vocab, KvList* kv,
         } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
           merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
         } else {
-          return Status::Corruption(path + ": model.merges entry is neither \"a b\" nor [\"a\", \"b\"]");
+          return Status::Corruption(path +
+                                    ": model.merges entry is neither \"a b\" nor [\"a\", \"b\"]");
         }
       }
     }
@@ -239,7 +245,8 @@ Status AddTokenizerMetadata(const Checkpoint& ckpt, int64_t n_vocab, KvList* kv,
     if (id && *id >= 0 && *id < n) AddU32(kv, s.gguf_key, static_cast<uint64_t>(*id));
   }
   bool add_bos = !gpt2;
-  if (tcfg.contains("add_bos_token") && tcfg["add_bos_token"].is_boolean()) add_bos = tcfg["add_bos_token"].get<bool>();
+  if (tcfg.contains("add_bos_token") && tcfg["add_bos_token"].is_boolean())
+    add_bos = tcfg["add_bos_token"].get<bool>();
   AddBool(kv, "tokenizer.ggml.add_bos_token", add_bos);
   if (tcfg.contains("add_eos_token") && tcfg["add_eos_token"].is_boolean()) {
     AddBool(kv, "tokenizer.ggml.add_eos_token", tcfg["add_eos_token"].get<bool>());

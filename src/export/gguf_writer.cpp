@@ -4,6 +4,9 @@
 // up), so the header with every offset is written before any data; then each tensor is converted
 // to float32 slice by slice, encoded in parallel over rows and appended, padded to 32 bytes.
 // The file is written through an AtomicFile (unique temporary, fsync, rename).
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -12,15 +15,11 @@
 #include <filesystem>
 #include <map>
 
-#include <unistd.h>
-
-#include <spdlog/spdlog.h>
-
 #include "export/gguf_internal.h"
+#include "moeq/base/atomic_file.h"
 #include "moeq/base/build_info.h"
 #include "moeq/base/parallel.h"
 #include "moeq/base/progress.h"
-#include "moeq/base/atomic_file.h"
 
 namespace moeq {
 
@@ -56,35 +55,62 @@ struct PlannedTensor {
 /// GGUF base name of a non-expert role; "" when the role is not written.
 std::string RoleBaseName(TensorRole r) {
   switch (r) {
-    case TensorRole::kEmbedding: return "token_embd";
-    case TensorRole::kLmHead: return "output";
-    case TensorRole::kFinalNorm: return "output_norm";
-    case TensorRole::kInputNorm: return "attn_norm";
-    case TensorRole::kPostAttnNorm: return "ffn_norm";
-    case TensorRole::kAttnQ: case TensorRole::kAttnQBias: return "attn_q";
-    case TensorRole::kAttnK: case TensorRole::kAttnKBias: return "attn_k";
-    case TensorRole::kAttnV: case TensorRole::kAttnVBias: return "attn_v";
-    case TensorRole::kAttnO: case TensorRole::kAttnOBias: return "attn_output";
-    case TensorRole::kAttnQNorm: return "attn_q_norm";
-    case TensorRole::kAttnKNorm: return "attn_k_norm";
-    case TensorRole::kRouter: return "ffn_gate_inp";
-    case TensorRole::kExpertGate: return "ffn_gate_exps";
-    case TensorRole::kExpertUp: return "ffn_up_exps";
-    case TensorRole::kExpertDown: return "ffn_down_exps";
-    case TensorRole::kSharedGate: return "ffn_gate_shexp";
-    case TensorRole::kSharedUp: return "ffn_up_shexp";
-    case TensorRole::kSharedDown: return "ffn_down_shexp";
-    case TensorRole::kSharedExpertGate: return "ffn_gate_inp_shexp";
-    case TensorRole::kMlpGate: return "ffn_gate";
-    case TensorRole::kMlpUp: return "ffn_up";
-    case TensorRole::kMlpDown: return "ffn_down";
-    default: return "";
+    case TensorRole::kEmbedding:
+      return "token_embd";
+    case TensorRole::kLmHead:
+      return "output";
+    case TensorRole::kFinalNorm:
+      return "output_norm";
+    case TensorRole::kInputNorm:
+      return "attn_norm";
+    case TensorRole::kPostAttnNorm:
+      return "ffn_norm";
+    case TensorRole::kAttnQ:
+    case TensorRole::kAttnQBias:
+      return "attn_q";
+    case TensorRole::kAttnK:
+    case TensorRole::kAttnKBias:
+      return "attn_k";
+    case TensorRole::kAttnV:
+    case TensorRole::kAttnVBias:
+      return "attn_v";
+    case TensorRole::kAttnO:
+    case TensorRole::kAttnOBias:
+      return "attn_output";
+    case TensorRole::kAttnQNorm:
+      return "attn_q_norm";
+    case TensorRole::kAttnKNorm:
+      return "attn_k_norm";
+    case TensorRole::kRouter:
+      return "ffn_gate_inp";
+    case TensorRole::kExpertGate:
+      return "ffn_gate_exps";
+    case TensorRole::kExpertUp:
+      return "ffn_up_exps";
+    case TensorRole::kExpertDown:
+      return "ffn_down_exps";
+    case TensorRole::kSharedGate:
+      return "ffn_gate_shexp";
+    case TensorRole::kSharedUp:
+      return "ffn_up_shexp";
+    case TensorRole::kSharedDown:
+      return "ffn_down_shexp";
+    case TensorRole::kSharedExpertGate:
+      return "ffn_gate_inp_shexp";
+    case TensorRole::kMlpGate:
+      return "ffn_gate";
+    case TensorRole::kMlpUp:
+      return "ffn_up";
+    case TensorRole::kMlpDown:
+      return "ffn_down";
+    default:
+      return "";
   }
 }
 
 bool IsBiasRole(TensorRole r) {
-  return r == TensorRole::kAttnQBias || r == TensorRole::kAttnKBias || r == TensorRole::kAttnVBias ||
-         r == TensorRole::kAttnOBias;
+  return r == TensorRole::kAttnQBias || r == TensorRole::kAttnKBias ||
+         r == TensorRole::kAttnVBias || r == TensorRole::kAttnOBias;
 }
 
 std::string GgufName(const TensorId& id, TensorRole role) {
@@ -94,9 +120,11 @@ std::string GgufName(const TensorId& id, TensorRole role) {
   return "blk." + std::to_string(id.layer) + "." + base + suffix;
 }
 
-/// Roles stored as F32 whatever the plan says (docs/formats.md §3.4: norms, router, shared gate, 1-D).
+/// Roles stored as F32 whatever the plan says (docs/formats.md §3.4: norms, router, shared gate,
+/// 1-D).
 bool ForcedF32(TensorRole r) {
-  return IsNormRole(r) || IsBiasRole(r) || r == TensorRole::kRouter || r == TensorRole::kSharedExpertGate;
+  return IsNormRole(r) || IsBiasRole(r) || r == TensorRole::kRouter ||
+         r == TensorRole::kSharedExpertGate;
 }
 
 /// Precision rank of a plan format for expert merging: float above affine, more bits above
@@ -126,19 +154,32 @@ uint32_t FileType(const std::vector<PlannedTensor>& tensors) {
     }
   }
   switch (best) {  // llama_ftype
-    case GgmlType::kF32: return 0;
-    case GgmlType::kF16: return 1;
-    case GgmlType::kQ4_0: return 2;
-    case GgmlType::kQ4_1: return 3;
-    case GgmlType::kQ8_0: return 7;
-    case GgmlType::kQ5_0: return 8;
-    case GgmlType::kQ5_1: return 9;
-    case GgmlType::kQ2_K: return 10;
-    case GgmlType::kQ3_K: return 12;
-    case GgmlType::kQ4_K: return 15;
-    case GgmlType::kQ5_K: return 17;
-    case GgmlType::kQ6_K: return 18;
-    case GgmlType::kBF16: return 32;
+    case GgmlType::kF32:
+      return 0;
+    case GgmlType::kF16:
+      return 1;
+    case GgmlType::kQ4_0:
+      return 2;
+    case GgmlType::kQ4_1:
+      return 3;
+    case GgmlType::kQ8_0:
+      return 7;
+    case GgmlType::kQ5_0:
+      return 8;
+    case GgmlType::kQ5_1:
+      return 9;
+    case GgmlType::kQ2_K:
+      return 10;
+    case GgmlType::kQ3_K:
+      return 12;
+    case GgmlType::kQ4_K:
+      return 15;
+    case GgmlType::kQ5_K:
+      return 17;
+    case GgmlType::kQ6_K:
+      return 18;
+    case GgmlType::kBF16:
+      return 32;
   }
   return 0;
 }
@@ -149,15 +190,18 @@ Status AddArchitectureMetadata(const ModelConfig& c, const std::string& arch, Kv
   using gguf_internal::AddU32;
   const std::string a = arch + ".";
   AddU32(kv, a + "block_count", static_cast<uint64_t>(c.num_layers));
-  AddU32(kv, a + "context_length", static_cast<uint64_t>(std::max<int64_t>(c.max_position_embeddings, 1)));
+  AddU32(kv, a + "context_length",
+         static_cast<uint64_t>(std::max<int64_t>(c.max_position_embeddings, 1)));
   AddU32(kv, a + "embedding_length", static_cast<uint64_t>(c.hidden_size));
   // llama (mixtral) and olmoe size their expert tensors with feed_forward_length.
   const bool ff_is_expert = c.is_moe() && (arch == "llama" || arch == "olmoe");
-  const int64_t ff = ff_is_expert ? c.moe_intermediate_size
-                                  : (c.intermediate_size > 0 ? c.intermediate_size : c.moe_intermediate_size);
+  const int64_t ff =
+      ff_is_expert ? c.moe_intermediate_size
+                   : (c.intermediate_size > 0 ? c.intermediate_size : c.moe_intermediate_size);
   AddU32(kv, a + "feed_forward_length", static_cast<uint64_t>(ff));
   AddU32(kv, a + "attention.head_count", static_cast<uint64_t>(c.num_heads));
-  AddU32(kv, a + "attention.head_count_kv", static_cast<uint64_t>(c.num_kv_heads > 0 ? c.num_kv_heads : c.num_heads));
+  AddU32(kv, a + "attention.head_count_kv",
+         static_cast<uint64_t>(c.num_kv_heads > 0 ? c.num_kv_heads : c.num_heads));
   AddU32(kv, a + "attention.key_length", static_cast<uint64_t>(c.head_dim));
   AddU32(kv, a + "attention.value_length", static_cast<uint64_t>(c.head_dim));
   AddU32(kv, a + "rope.dimension_count", static_cast<uint64_t>(c.head_dim));
@@ -169,7 +213,8 @@ Status AddArchitectureMetadata(const ModelConfig& c, const std::string& arch, Kv
     AddU32(kv, a + "expert_used_count", static_cast<uint64_t>(c.top_k));
     AddU32(kv, a + "expert_feed_forward_length", static_cast<uint64_t>(c.moe_intermediate_size));
     if (c.shared_expert_intermediate_size > 0) {
-      AddU32(kv, a + "expert_shared_feed_forward_length", static_cast<uint64_t>(c.shared_expert_intermediate_size));
+      AddU32(kv, a + "expert_shared_feed_forward_length",
+             static_cast<uint64_t>(c.shared_expert_intermediate_size));
     }
   }
   return Status::Ok();
@@ -177,8 +222,10 @@ Status AddArchitectureMetadata(const ModelConfig& c, const std::string& arch, Kv
 
 /// The ggml type of a tensor with plan format `f`: ChooseGgmlType, or the forced type for
 /// tensors the plan quantizes.
-GgmlTypeChoice ChooseType(const quant::FormatTraits* f, DType source, int64_t ne0, const GgufWriteOptions& options) {
-  if (options.force_type && f != nullptr && f->is_affine()) return GgmlTypeForShape(*options.force_type, source, ne0);
+GgmlTypeChoice ChooseType(const quant::FormatTraits* f, DType source, int64_t ne0,
+                          const GgufWriteOptions& options) {
+  if (options.force_type && f != nullptr && f->is_affine())
+    return GgmlTypeForShape(*options.force_type, source, ne0);
   return ChooseGgmlType(f, source, ne0);
 }
 
@@ -210,12 +257,14 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
     const auto& shape = t.info.shape;
     if (role == TensorRole::kBuffer) continue;
     if (role == TensorRole::kUnknown) {
-      spdlog::warn("gguf: skipping tensor '{}' (not recognised by the {} adapter)", hf, cfg.model_type);
+      spdlog::warn("gguf: skipping tensor '{}' (not recognised by the {} adapter)", hf,
+                   cfg.model_type);
       continue;
     }
     if (!IsFloatDType(t.info.dtype)) {
       return Status::Unsupported(ckpt.dir() + ": tensor '" + hf + "' has dtype " +
-                                 std::string(DTypeName(t.info.dtype)) + " (GGUF output needs float weights)");
+                                 std::string(DTypeName(t.info.dtype)) +
+                                 " (GGUF output needs float weights)");
     }
     if (IsExpertRole(role)) {
       if (t.fused_experts) {
@@ -241,22 +290,27 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
           const GgmlTypeChoice c = ChooseType(f, t.info.dtype, cols, options);
           pt.type = c.type;
           pt.plan_format = FormatLabel(f);
-          if (c.fallback) pt.note = "fallback " + GgmlTypeName(c.preferred) + "->" + GgmlTypeName(c.type);
+          if (c.fallback)
+            pt.note = "fallback " + GgmlTypeName(c.preferred) + "->" + GgmlTypeName(c.type);
           for (int64_t e = 0; e < e_count; ++e) {
-            pt.parts.push_back(Part{hf, (e * rows + static_cast<int64_t>(k) * out_rows) * cols, out_rows, 0});
+            pt.parts.push_back(
+                Part{hf, (e * rows + static_cast<int64_t>(k) * out_rows) * cols, out_rows, 0});
           }
         }
         continue;
       }
       ExpertGroup& g = add_group(t.id.layer, role);
-      if (t.id.expert < 0) return Status::Internal("expert tensor '" + hf + "' without an expert index");
-      if (g.per_expert.size() <= static_cast<size_t>(t.id.expert)) g.per_expert.resize(static_cast<size_t>(t.id.expert) + 1);
+      if (t.id.expert < 0)
+        return Status::Internal("expert tensor '" + hf + "' without an expert index");
+      if (g.per_expert.size() <= static_cast<size_t>(t.id.expert))
+        g.per_expert.resize(static_cast<size_t>(t.id.expert) + 1);
       g.per_expert[static_cast<size_t>(t.id.expert)] = &t;
       continue;
     }
     const std::string base = RoleBaseName(role);
     if (base.empty()) {
-      return Status::Unsupported(ckpt.dir() + ": tensor '" + hf + "' (role " + std::string(RoleName(role)) +
+      return Status::Unsupported(ckpt.dir() + ": tensor '" + hf + "' (role " +
+                                 std::string(RoleName(role)) +
                                  ") has no GGUF equivalent for architecture " + arch);
     }
     PlannedTensor pt;
@@ -273,7 +327,8 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
     const quant::FormatTraits* f = plan.FormatOf(hf);
     if (ForcedF32(role) || shape.size() < 2) {
       pt.type = GgmlType::kF32;
-      if (f && f->is_affine()) pt.note = "plan format " + std::string(f->name) + " ignored: stored F32";
+      if (f && f->is_affine())
+        pt.note = "plan format " + std::string(f->name) + " ignored: stored F32";
     } else {
       const GgmlTypeChoice c = ChooseType(f, t.info.dtype, pt.cols, options);
       pt.type = c.type;
@@ -300,7 +355,8 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
   for (auto& [key, g] : groups) {
     PlannedTensor& pt = (*out)[g.index];
     if (g.per_expert.empty()) continue;  // fused, already planned
-    const int64_t n_experts = std::max<int64_t>(cfg.num_experts, static_cast<int64_t>(g.per_expert.size()));
+    const int64_t n_experts =
+        std::max<int64_t>(cfg.num_experts, static_cast<int64_t>(g.per_expert.size()));
     const CheckpointTensor* first = nullptr;
     for (const CheckpointTensor* t : g.per_expert) {
       if (t) {
@@ -311,8 +367,9 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
     if (!first) continue;
     const auto& shape = first->info.shape;
     if (shape.size() != 2) {
-      return Status::Corruption(ckpt.dir() + ": expert tensor '" + first->info.name + "' has shape " +
-                                first->info.ShapeString() + ", expected [out, in]");
+      return Status::Corruption(ckpt.dir() + ": expert tensor '" + first->info.name +
+                                "' has shape " + first->info.ShapeString() +
+                                ", expected [out, in]");
     }
     pt.ne = {shape[1], shape[0], n_experts};
     pt.cols = shape[1];
@@ -321,16 +378,18 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
     int64_t best_rank = -1;
     std::map<std::string, int> seen;
     for (int64_t e = 0; e < n_experts; ++e) {
-      const CheckpointTensor* t =
-          static_cast<size_t>(e) < g.per_expert.size() ? g.per_expert[static_cast<size_t>(e)] : nullptr;
+      const CheckpointTensor* t = static_cast<size_t>(e) < g.per_expert.size()
+                                      ? g.per_expert[static_cast<size_t>(e)]
+                                      : nullptr;
       if (!t) {
         return Status::Corruption(ckpt.dir() + ": layer " + std::to_string(key.first) + " " +
-                                  std::string(RoleName(key.second)) + ": expert " + std::to_string(e) +
-                                  " is missing");
+                                  std::string(RoleName(key.second)) + ": expert " +
+                                  std::to_string(e) + " is missing");
       }
       if (t->info.shape != shape) {
         return Status::Corruption(ckpt.dir() + ": expert tensor '" + t->info.name + "' has shape " +
-                                  t->info.ShapeString() + ", other experts " + first->info.ShapeString());
+                                  t->info.ShapeString() + ", other experts " +
+                                  first->info.ShapeString());
       }
       const bool pruned = plan.pruned.count(t->info.name) > 0;
       pt.parts.push_back(Part{pruned ? "" : t->info.name, 0, shape[0], 0});
@@ -353,12 +412,14 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
     std::vector<std::string> notes;
     if (seen.size() > 1) {
       std::string mix;
-      for (const auto& [name, n] : seen) mix += (mix.empty() ? "" : ", ") + name + " x" + std::to_string(n);
-      notes.push_back("experts promoted to " + (best ? std::string(best->name) : "source dtype") + " (" + mix + ")");
+      for (const auto& [name, n] : seen)
+        mix += (mix.empty() ? "" : ", ") + name + " x" + std::to_string(n);
+      notes.push_back("experts promoted to " + (best ? std::string(best->name) : "source dtype") +
+                      " (" + mix + ")");
     }
     if (c.fallback) {
-      notes.push_back("fallback " + GgmlTypeName(c.preferred) + "->" + GgmlTypeName(c.type) + " (ne0 " +
-                      std::to_string(pt.cols) + ")");
+      notes.push_back("fallback " + GgmlTypeName(c.preferred) + "->" + GgmlTypeName(c.type) +
+                      " (ne0 " + std::to_string(pt.cols) + ")");
     }
     for (const auto& n : notes) pt.note += (pt.note.empty() ? "" : "; ") + n;
   }
@@ -367,14 +428,16 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
 
 /// llama.cpp's q/k rotary permutation (convert_hf_to_gguf LlamaModel.permute): within each head
 /// of d rows, row i*(d/2)+j moves to j*2+i.
-void PermuteRows(const std::vector<float>& in, int64_t rows, int64_t cols, int64_t heads, std::vector<float>* out) {
+void PermuteRows(const std::vector<float>& in, int64_t rows, int64_t cols, int64_t heads,
+                 std::vector<float>* out) {
   out->resize(in.size());
   const int64_t d = rows / heads, half = d / 2;
   for (int64_t h = 0; h < heads; ++h) {
     for (int64_t i = 0; i < 2; ++i) {
       for (int64_t j = 0; j < half; ++j) {
         const int64_t src = h * d + i * half + j, dst = h * d + j * 2 + i;
-        std::memcpy(out->data() + dst * cols, in.data() + src * cols, static_cast<size_t>(cols) * sizeof(float));
+        std::memcpy(out->data() + dst * cols, in.data() + src * cols,
+                    static_cast<size_t>(cols) * sizeof(float));
       }
     }
   }
@@ -384,10 +447,12 @@ void PermuteRows(const std::vector<float>& in, int64_t rows, int64_t cols, int64
 /// that counts the bytes written, for the alignment padding.
 class TempFile {
  public:
-  TempFile(std::string path, AtomicWriteOptions options) : path_(std::move(path)), options_(options) {}
+  TempFile(std::string path, AtomicWriteOptions options)
+      : path_(std::move(path)), options_(options) {}
   Status Open() {
     MOEQ_ASSIGN_OR_RETURN(file_, AtomicFile::Create(path_, options_));
-    if (!file_->Stream()) return Status::Io(file_->temp_path() + ": cannot open a stream: " + std::strerror(errno));
+    if (!file_->Stream())
+      return Status::Io(file_->temp_path() + ": cannot open a stream: " + std::strerror(errno));
     return Status::Ok();
   }
   Status Write(const void* data, size_t n) {
@@ -422,26 +487,31 @@ void AppendStr(std::string* s, const std::string& v) {
 namespace gguf_internal {
 
 namespace {
-Status AppendScalar(GgufValueType type, const nlohmann::json& v, const std::string& key, std::string* out) {
+Status AppendScalar(GgufValueType type, const nlohmann::json& v, const std::string& key,
+                    std::string* out) {
   auto num = [&]() -> Result<double> {
-    if (!v.is_number() && !v.is_boolean()) return Status::InvalidArgument("gguf metadata '" + key + "': not a number");
+    if (!v.is_number() && !v.is_boolean())
+      return Status::InvalidArgument("gguf metadata '" + key + "': not a number");
     return v.is_boolean() ? (v.get<bool>() ? 1.0 : 0.0) : v.get<double>();
   };
   auto put = [&](const auto x) { out->append(reinterpret_cast<const char*>(&x), sizeof x); };
   switch (type) {
     case GgufValueType::kString:
-      if (!v.is_string()) return Status::InvalidArgument("gguf metadata '" + key + "': not a string");
+      if (!v.is_string())
+        return Status::InvalidArgument("gguf metadata '" + key + "': not a string");
       AppendStr(out, v.get<std::string>());
       return Status::Ok();
     case GgufValueType::kBool:
       put(static_cast<uint8_t>(v.is_boolean() ? v.get<bool>() : v.get<double>() != 0));
       return Status::Ok();
     case GgufValueType::kU64:
-      if (!v.is_number_integer()) return Status::InvalidArgument("gguf metadata '" + key + "': not an integer");
+      if (!v.is_number_integer())
+        return Status::InvalidArgument("gguf metadata '" + key + "': not an integer");
       put(v.get<uint64_t>());
       return Status::Ok();
     case GgufValueType::kI64:
-      if (!v.is_number_integer()) return Status::InvalidArgument("gguf metadata '" + key + "': not an integer");
+      if (!v.is_number_integer())
+        return Status::InvalidArgument("gguf metadata '" + key + "': not an integer");
       put(v.get<int64_t>());
       return Status::Ok();
     default:
@@ -449,15 +519,32 @@ Status AppendScalar(GgufValueType type, const nlohmann::json& v, const std::stri
   }
   MOEQ_ASSIGN_OR_RETURN(const double d, num());
   switch (type) {
-    case GgufValueType::kU8: put(static_cast<uint8_t>(d)); break;
-    case GgufValueType::kI8: put(static_cast<int8_t>(d)); break;
-    case GgufValueType::kU16: put(static_cast<uint16_t>(d)); break;
-    case GgufValueType::kI16: put(static_cast<int16_t>(d)); break;
-    case GgufValueType::kU32: put(static_cast<uint32_t>(d)); break;
-    case GgufValueType::kI32: put(static_cast<int32_t>(d)); break;
-    case GgufValueType::kF32: put(static_cast<float>(d)); break;
-    case GgufValueType::kF64: put(d); break;
-    default: return Status::InvalidArgument("gguf metadata '" + key + "': unsupported value type");
+    case GgufValueType::kU8:
+      put(static_cast<uint8_t>(d));
+      break;
+    case GgufValueType::kI8:
+      put(static_cast<int8_t>(d));
+      break;
+    case GgufValueType::kU16:
+      put(static_cast<uint16_t>(d));
+      break;
+    case GgufValueType::kI16:
+      put(static_cast<int16_t>(d));
+      break;
+    case GgufValueType::kU32:
+      put(static_cast<uint32_t>(d));
+      break;
+    case GgufValueType::kI32:
+      put(static_cast<int32_t>(d));
+      break;
+    case GgufValueType::kF32:
+      put(static_cast<float>(d));
+      break;
+    case GgufValueType::kF64:
+      put(d);
+      break;
+    default:
+      return Status::InvalidArgument("gguf metadata '" + key + "': unsupported value type");
   }
   return Status::Ok();
 }
@@ -467,13 +554,15 @@ Status AppendKv(const std::string& key, const GgufValue& value, std::string* out
   AppendStr(out, key);
   AppendU32(out, static_cast<uint32_t>(value.type));
   if (value.type != GgufValueType::kArray) return AppendScalar(value.type, value.value, key, out);
-  if (!value.value.is_array()) return Status::InvalidArgument("gguf metadata '" + key + "': not an array");
+  if (!value.value.is_array())
+    return Status::InvalidArgument("gguf metadata '" + key + "': not an array");
   if (value.elem_type == GgufValueType::kArray) {
     return Status::InvalidArgument("gguf metadata '" + key + "': nested arrays are not supported");
   }
   AppendU32(out, static_cast<uint32_t>(value.elem_type));
   AppendU64(out, value.value.size());
-  for (const auto& e : value.value) MOEQ_RETURN_IF_ERROR(AppendScalar(value.elem_type, e, key, out));
+  for (const auto& e : value.value)
+    MOEQ_RETURN_IF_ERROR(AppendScalar(value.elem_type, e, key, out));
   return Status::Ok();
 }
 
@@ -481,14 +570,15 @@ Status AppendKv(const std::string& key, const GgufValue& value, std::string* out
 
 Result<std::string> GgufArchitecture(std::string_view model_type) {
   static const std::map<std::string, std::string, std::less<>> kArch = {
-      {"qwen3_moe", "qwen3moe"}, {"qwen2_moe", "qwen2moe"}, {"mixtral", "llama"}, {"olmoe", "olmoe"},
-      {"llama", "llama"},        {"qwen2", "qwen2"},        {"qwen3", "qwen3"}};
+      {"qwen3_moe", "qwen3moe"}, {"qwen2_moe", "qwen2moe"}, {"mixtral", "llama"},
+      {"olmoe", "olmoe"},        {"llama", "llama"},        {"qwen2", "qwen2"},
+      {"qwen3", "qwen3"}};
   auto it = kArch.find(model_type);
   if (it == kArch.end()) {
     std::string list;
     for (const auto& [k, v] : kArch) list += (list.empty() ? "" : ", ") + k;
-    return Status::Unsupported("GGUF output does not support model_type '" + std::string(model_type) +
-                               "' (supported: " + list + ")");
+    return Status::Unsupported("GGUF output does not support model_type '" +
+                               std::string(model_type) + "' (supported: " + list + ")");
   }
   return it->second;
 }
@@ -518,13 +608,15 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
   uint64_t offset = 0;
   int64_t n_vocab = cfg.vocab_size;
   for (PlannedTensor& t : tensors) {
-    if (t.name.size() >= 64) return Status::Unsupported("GGUF tensor name '" + t.name + "' is 64 bytes or longer");
+    if (t.name.size() >= 64)
+      return Status::Unsupported("GGUF tensor name '" + t.name + "' is 64 bytes or longer");
     MOEQ_ASSIGN_OR_RETURN(const uint64_t row_bytes, GgmlRowBytes(t.type, t.cols));
     int64_t rows = 1;
     for (size_t i = 1; i < t.ne.size(); ++i) rows *= t.ne[i];
     t.bytes = row_bytes * static_cast<uint64_t>(rows);
     t.offset = offset;
-    offset += (t.bytes + gguf_internal::kAlignment - 1) / gguf_internal::kAlignment * gguf_internal::kAlignment;
+    offset += (t.bytes + gguf_internal::kAlignment - 1) / gguf_internal::kAlignment *
+              gguf_internal::kAlignment;
     if (t.name == "token_embd.weight" && t.ne.size() == 2) n_vocab = t.ne[1];
   }
 
@@ -533,7 +625,8 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
   gguf_internal::AddString(&kv, "general.architecture", arch);
   std::string name = options.model_name;
   if (name.empty()) name = std::filesystem::path(ckpt.dir()).lexically_normal().filename().string();
-  if (name.empty()) name = std::filesystem::path(ckpt.dir()).lexically_normal().parent_path().filename().string();
+  if (name.empty())
+    name = std::filesystem::path(ckpt.dir()).lexically_normal().parent_path().filename().string();
   gguf_internal::AddString(&kv, "general.name", name);
   gguf_internal::AddU32(&kv, "general.alignment", gguf_internal::kAlignment);
   gguf_internal::AddU32(&kv, "general.quantization_version", 2);
@@ -543,13 +636,17 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
   MOEQ_RETURN_IF_ERROR(gguf_internal::AddTokenizerMetadata(ckpt, n_vocab, &kv, &have_tokenizer));
   if (!have_tokenizer) {
     if (options.require_tokenizer) {
-      return Status::NotFound(ckpt.dir() + "/tokenizer.json: missing or empty vocabulary (GGUF needs tokenizer metadata)");
+      return Status::NotFound(
+          ckpt.dir() +
+          "/tokenizer.json: missing or empty vocabulary (GGUF needs tokenizer metadata)");
     }
-    spdlog::warn("gguf: {} has no tokenizer vocabulary; the GGUF file has no tokenizer metadata", ckpt.dir());
+    spdlog::warn("gguf: {} has no tokenizer vocabulary; the GGUF file has no tokenizer metadata",
+                 ckpt.dir());
   }
   gguf_internal::AddString(&kv, "moeq.version", kVersion);
   gguf_internal::AddString(&kv, "moeq.plan.source", plan.source);
-  if (!plan.allocation_sha256.empty()) gguf_internal::AddString(&kv, "moeq.plan.allocation_sha256", plan.allocation_sha256);
+  if (!plan.allocation_sha256.empty())
+    gguf_internal::AddString(&kv, "moeq.plan.allocation_sha256", plan.allocation_sha256);
   gguf_internal::AddString(&kv, "moeq.source.fingerprint", ckpt.fingerprint());
   if (options.context) {
     gguf_internal::AddString(&kv, "moeq.producer", options.context->tool);
@@ -562,7 +659,8 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
   AppendU32(&header, gguf_internal::kVersion);
   AppendU64(&header, tensors.size());
   AppendU64(&header, kv.size());
-  for (const auto& [key, value] : kv) MOEQ_RETURN_IF_ERROR(gguf_internal::AppendKv(key, value, &header));
+  for (const auto& [key, value] : kv)
+    MOEQ_RETURN_IF_ERROR(gguf_internal::AppendKv(key, value, &header));
   for (const PlannedTensor& t : tensors) {
     AppendStr(&header, t.name);
     AppendU32(&header, static_cast<uint32_t>(t.ne.size()));
@@ -578,7 +676,8 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
   const uint64_t data_start = file.written();
 
   std::unique_ptr<Progress> progress;
-  if (options.progress) progress = std::make_unique<Progress>("gguf", static_cast<int64_t>(tensors.size()));
+  if (options.progress)
+    progress = std::make_unique<Progress>("gguf", static_cast<int64_t>(tensors.size()));
   const int threads = ResolveThreads(options.threads);
   constexpr int64_t kChunkElems = int64_t{1} << 22;
   std::vector<float> buf, permuted;
@@ -594,8 +693,9 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
       if (!part.source.empty()) {
         MOEQ_ASSIGN_OR_RETURN(view, ckpt.View(part.source));
       }
-      const int64_t chunk_rows = part.permute_heads > 0 ? part.rows
-                                                        : std::max<int64_t>(1, kChunkElems / std::max<int64_t>(t.cols, 1));
+      const int64_t chunk_rows =
+          part.permute_heads > 0 ? part.rows
+                                 : std::max<int64_t>(1, kChunkElems / std::max<int64_t>(t.cols, 1));
       for (int64_t r0 = 0; r0 < part.rows; r0 += chunk_rows) {
         const int64_t nr = std::min(chunk_rows, part.rows - r0);
         buf.assign(static_cast<size_t>(nr * t.cols), 0.0f);
@@ -607,9 +707,9 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
         if (part.permute_heads > 0) {
           const int64_t prows = nr * t.cols / part.permute_cols;
           if (prows % (2 * part.permute_heads) != 0) {
-            return Status::Corruption("gguf: tensor '" + part.source + "': " + std::to_string(prows) +
-                                      " rows do not split into " + std::to_string(part.permute_heads) +
-                                      " heads of even size");
+            return Status::Corruption("gguf: tensor '" + part.source +
+                                      "': " + std::to_string(prows) + " rows do not split into " +
+                                      std::to_string(part.permute_heads) + " heads of even size");
           }
           PermuteRows(buf, prows, part.permute_cols, part.permute_heads, &permuted);
           src = permuted.data();
@@ -620,7 +720,8 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
             nr,
             [&](int64_t r) {
               errors[static_cast<size_t>(r)] =
-                  QuantizeGgmlRow(t.type, src + r * t.cols, t.cols, enc.data() + static_cast<uint64_t>(r) * row_bytes);
+                  QuantizeGgmlRow(t.type, src + r * t.cols, t.cols,
+                                  enc.data() + static_cast<uint64_t>(r) * row_bytes);
             },
             threads, std::max<int64_t>(1, 65536 / std::max<int64_t>(t.cols, 1)));
         for (const Status& s : errors) {
@@ -654,10 +755,12 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
     report.tensors.push_back(std::move(r));
   }
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  spdlog::info("gguf: wrote {} ({} tensors, {} KV, {:.1f} MB, {:.2f} bpw, {} fallbacks, {} promoted expert tensors) in {:.2f} s",
-               path, tensors.size(), kv.size(), file_bytes / 1e6,
-               report.weights > 0 ? tensor_bytes * 8.0 / static_cast<double>(report.weights) : 0.0,
-               report.fallback_tensors, report.promoted_expert_tensors, report.seconds);
+  spdlog::info(
+      "gguf: wrote {} ({} tensors, {} KV, {:.1f} MB, {:.2f} bpw, {} fallbacks, {} promoted expert "
+      "tensors) in {:.2f} s",
+      path, tensors.size(), kv.size(), file_bytes / 1e6,
+      report.weights > 0 ? tensor_bytes * 8.0 / static_cast<double>(report.weights) : 0.0,
+      report.fallback_tensors, report.promoted_expert_tensors, report.seconds);
   if (options.report) *options.report = std::move(report);
   return Status::Ok();
 }

@@ -5,6 +5,8 @@
 // Affine quantization is row-local, so quantizing piece by piece gives exactly the bytes of
 // quantizing the stacked tensor at once. Modules are quantized and written one at a time
 // through a writer whose layout was declared up front; source pages are released after each.
+#include "moeq/export/mlx_writer.h"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -14,16 +16,14 @@
 #include <numeric>
 #include <optional>
 #include <set>
-#include <optional>
 
 #include "moeq/base/file_util.h"
 #include "moeq/base/half.h"
 #include "moeq/base/progress.h"
-#include "moeq/export/mlx_writer.h"
-#include "moeq/model/mlx_names.h"
-#include "moeq/quant/quantizer.h"
 #include "moeq/formats/safetensors.h"
+#include "moeq/model/mlx_names.h"
 #include "moeq/quant/input_stats.h"
+#include "moeq/quant/quantizer.h"
 
 namespace moeq {
 namespace {
@@ -49,7 +49,8 @@ struct Module {
   std::vector<Piece> pieces;
   TensorId id;
   bool stacked = false;
-  bool quantizable = false;  ///< role that mlx-lm could quantize (gets `false` in config when float)
+  bool quantizable =
+      false;  ///< role that mlx-lm could quantize (gets `false` in config when float)
   // Stacked modules: formats the plan gave the experts, and how many were raised to `format`.
   std::map<std::string, int> expert_formats;
   int promoted = 0;
@@ -76,10 +77,14 @@ int Precision(const quant::FormatTraits* f) {
 std::string FormatLabel(const quant::FormatTraits* f, DType source) {
   if (f != nullptr) return std::string(f->name);
   switch (source) {
-    case DType::kBF16: return "bf16";
-    case DType::kF16: return "f16";
-    case DType::kF32: return "f32";
-    default: return std::string(DTypeName(source));
+    case DType::kBF16:
+      return "bf16";
+    case DType::kF16:
+      return "f16";
+    case DType::kF32:
+      return "f32";
+    default:
+      return std::string(DTypeName(source));
   }
 }
 
@@ -103,20 +108,23 @@ int64_t RowsOf(const std::vector<int64_t>& shape) {
 }
 
 /// Builds the list of output modules in checkpoint order.
-Result<std::vector<Module>> PlanModules(const Checkpoint& ckpt, const QuantPlan& plan, bool stacked) {
+Result<std::vector<Module>> PlanModules(const Checkpoint& ckpt, const QuantPlan& plan,
+                                        bool stacked) {
   std::vector<Module> modules;
   std::map<std::string, size_t> stacked_index;  // stacked weight name -> index into modules
   const ArchAdapter& adapter = ckpt.adapter();
   for (const CheckpointTensor& t : ckpt.tensors()) {
-    const bool expert = t.id.role == TensorRole::kExpertGate || t.id.role == TensorRole::kExpertUp ||
-                        t.id.role == TensorRole::kExpertDown || t.id.role == TensorRole::kExpertGateUp;
+    const bool expert =
+        t.id.role == TensorRole::kExpertGate || t.id.role == TensorRole::kExpertUp ||
+        t.id.role == TensorRole::kExpertDown || t.id.role == TensorRole::kExpertGateUp;
     const bool to_stack = expert && (stacked || t.fused_experts);
     const bool pruned = plan.pruned.count(t.info.name) > 0;
     const quant::FormatTraits* fmt = pruned ? PrunedFormat(plan, t) : plan.FormatOf(t.info.name);
     if (!to_stack) {
       Module m;
       m.weight_name = t.info.name;
-      if (EndsWith(t.info.name, kWeightSuffix)) m.module = t.info.name.substr(0, t.info.name.size() - kWeightSuffix.size());
+      if (EndsWith(t.info.name, kWeightSuffix))
+        m.module = t.info.name.substr(0, t.info.name.size() - kWeightSuffix.size());
       m.shape = t.info.shape;
       m.source_dtype = t.info.dtype;
       m.format = fmt;
@@ -125,8 +133,9 @@ Result<std::vector<Module>> PlanModules(const Checkpoint& ckpt, const QuantPlan&
       m.pieces.push_back({&t, 0, RowsOf(t.info.shape), pruned});
       m.pruned = pruned ? 1 : 0;
       if (m.affine() && m.module.empty()) {
-        return Status::Unsupported(ckpt.dir() + ": tensor '" + t.info.name +
-                                   "': MLX stores quantized modules as '<module>.weight'; this name has no '.weight'");
+        return Status::Unsupported(
+            ckpt.dir() + ": tensor '" + t.info.name +
+            "': MLX stores quantized modules as '<module>.weight'; this name has no '.weight'");
       }
       modules.push_back(std::move(m));
       continue;
@@ -159,14 +168,16 @@ Result<std::vector<Module>> PlanModules(const Checkpoint& ckpt, const QuantPlan&
         // [E, out, in] (gate_up: [E, 2*ff, in], gate rows first).
         const int64_t out = t.info.shape[1] / static_cast<int64_t>(roles.size());
         for (int64_t e = 0; e < E; ++e) {
-          m.pieces[static_cast<size_t>(e)] = {&t, e * t.info.shape[1] + static_cast<int64_t>(r) * out, out, false};
+          m.pieces[static_cast<size_t>(e)] = {
+              &t, e * t.info.shape[1] + static_cast<int64_t>(r) * out, out, false};
         }
         m.shape = {E, out, t.info.shape[2]};
         m.format = fmt;
         m.expert_formats[FormatLabel(fmt, t.info.dtype)] += static_cast<int>(E);
       } else {
         if (t.id.expert < 0 || t.id.expert >= E) {
-          return Status::Corruption(ckpt.dir() + ": tensor '" + t.info.name + "': expert index out of range");
+          return Status::Corruption(ckpt.dir() + ": tensor '" + t.info.name +
+                                    "': expert index out of range");
         }
         m.pieces[static_cast<size_t>(t.id.expert)] = {&t, 0, t.info.shape[0], pruned};
         m.shape = {E, t.info.shape[0], t.info.shape[1]};
@@ -202,9 +213,9 @@ Result<std::vector<Module>> PlanModules(const Checkpoint& ckpt, const QuantPlan&
       if (!p.zero && !p.src->fused_experts && plan.FormatOf(p.src->info.name) != best) ++m.promoted;
     }
     if (m.affine() && m.shape.back() % m.format->group_size != 0) {
-      return Status::InvalidArgument(ckpt.dir() + ": '" + m.module + "': last dimension " +
-                                     std::to_string(m.shape.back()) + " is not a multiple of group size " +
-                                     std::to_string(m.format->group_size));
+      return Status::InvalidArgument(
+          ckpt.dir() + ": '" + m.module + "': last dimension " + std::to_string(m.shape.back()) +
+          " is not a multiple of group size " + std::to_string(m.format->group_size));
     }
   }
   return modules;
@@ -217,7 +228,8 @@ std::vector<TensorInfo> OutputInfos(const Module& m) {
   packed.back() = m.format->PackedWordsPerRow(m.shape.back());
   scales.back() = m.shape.back() / m.format->group_size;
   const DType sd = m.format->ScaleDType(m.source_dtype);
-  return {TensorInfo{m.module + ".weight", DType::kU32, packed}, TensorInfo{m.module + ".scales", sd, scales},
+  return {TensorInfo{m.module + ".weight", DType::kU32, packed},
+          TensorInfo{m.module + ".scales", sd, scales},
           TensorInfo{m.module + ".biases", sd, scales}};
 }
 
@@ -232,7 +244,8 @@ Result<PieceView> ViewPiece(const Checkpoint& ckpt, const Piece& p, int64_t in) 
   PieceView pv;
   pv.info.name = p.src->info.name;
   pv.info.dtype = p.src->info.dtype;
-  pv.info.shape = p.src->info.shape.size() >= 2 ? std::vector<int64_t>{p.rows, in} : p.src->info.shape;
+  pv.info.shape =
+      p.src->info.shape.size() >= 2 ? std::vector<int64_t>{p.rows, in} : p.src->info.shape;
   const size_t es = DTypeSize(p.src->info.dtype);
   const size_t begin = static_cast<size_t>(p.first_row * in) * es;
   pv.view.data = whole.data.subspan(begin, static_cast<size_t>(pv.info.numel()) * es);
@@ -245,7 +258,8 @@ void AppendBytes(std::vector<std::byte>* out, const void* data, size_t n) {
 }
 
 /// Float32 values → bytes of `dtype` (BF16, F16 or F32; RNE).
-void AppendFloats(std::vector<std::byte>* out, std::span<const float> v, DType dtype, std::vector<float>* rounded) {
+void AppendFloats(std::vector<std::byte>* out, std::span<const float> v, DType dtype,
+                  std::vector<float>* rounded) {
   rounded->resize(v.size());
   if (dtype == DType::kF32) {
     AppendBytes(out, v.data(), v.size() * sizeof(float));
@@ -279,7 +293,8 @@ std::string PieceStatsName(const Checkpoint& ckpt, const Piece& p) {
   if (!t.fused_experts || p.rows <= 0) return t.info.name;
   const int64_t out = t.info.shape.size() >= 3 ? t.info.shape[t.info.shape.size() - 2] : p.rows;
   const int expert = static_cast<int>(p.first_row / std::max<int64_t>(1, out));
-  const TensorRole r = t.id.role == TensorRole::kExpertDown ? TensorRole::kExpertDown : TensorRole::kExpertGate;
+  const TensorRole r =
+      t.id.role == TensorRole::kExpertDown ? TensorRole::kExpertDown : TensorRole::kExpertGate;
   return ckpt.adapter().Name({t.id.layer, expert, r});
 }
 
@@ -299,7 +314,8 @@ Result<ModuleData> BuildModule(const Checkpoint& ckpt, const QuantPlan& plan, co
     if (m.affine()) {
       std::vector<float> zeros;
       if (p.zero) zeros.assign(static_cast<size_t>(n), 0.0f);
-      const quant::EncoderKind enc = p.zero ? quant::EncoderKind::kRtn : plan.EncoderOf(p.src->info.name);
+      const quant::EncoderKind enc =
+          p.zero ? quant::EncoderKind::kRtn : plan.EncoderOf(p.src->info.name);
       std::optional<quant::InputStats> stats;
       if (enc != quant::EncoderKind::kRtn && options.stats != nullptr) {
         auto st = options.stats->Get(PieceStatsName(ckpt, p), in);
@@ -314,9 +330,11 @@ Result<ModuleData> BuildModule(const Checkpoint& ckpt, const QuantPlan& plan, co
           p.zero ? quant::QuantizeAffine(zeros, p.rows, in, m.format->bits, m.format->group_size,
                                          m.format->ScaleDType(m.source_dtype), threads)
           : used != quant::EncoderKind::kRtn
-              ? quant::EncodeAffine(src, p.rows, in, *m.format, m.format->ScaleDType(m.source_dtype), eo, &*stats, threads)
+              ? quant::EncodeAffine(src, p.rows, in, *m.format,
+                                    m.format->ScaleDType(m.source_dtype), eo, &*stats, threads)
               : quant::QuantizeTensor(pv.view, *m.format, threads);
-      if (!q.ok()) return q.status().WithContext(ckpt.dir() + ": tensor '" + p.src->info.name + "'");
+      if (!q.ok())
+        return q.status().WithContext(ckpt.dir() + ": tensor '" + p.src->info.name + "'");
       MOEQ_ASSIGN_OR_RETURN(rec, quant::Dequantize(*q, threads));
       AppendBytes(&d.weight, q->packed.data(), q->packed.size() * sizeof(uint32_t));
       AppendBytes(&d.scales, q->scales.data(), q->scales.size());
@@ -331,7 +349,8 @@ Result<ModuleData> BuildModule(const Checkpoint& ckpt, const QuantPlan& plan, co
       AppendFloats(&d.weight, src, m.out_dtype(), &rec);
     } else {
       return Status::InvalidArgument(ckpt.dir() + ": tensor '" + p.src->info.name + "': dtype " +
-                                     std::string(DTypeName(p.src->info.dtype)) + " cannot be converted to " +
+                                     std::string(DTypeName(p.src->info.dtype)) +
+                                     " cannot be converted to " +
                                      std::string(DTypeName(m.out_dtype())));
     }
     if (IsFloatDType(p.src->info.dtype)) d.error.Merge(quant::CompareTensors(src, rec));
@@ -348,7 +367,8 @@ nlohmann::json QuantDict(const quant::FormatTraits& f) {
 Result<nlohmann::json> WriteMlxCheckpoint(const Checkpoint& ckpt, const QuantPlan& plan,
                                           const std::string& dir, const MlxWriteOptions& options) {
   if (ckpt.is_quantized()) {
-    return Status::Unsupported(ckpt.dir() + ": the input is already quantized; quantize from the float checkpoint");
+    return Status::Unsupported(
+        ckpt.dir() + ": the input is already quantized; quantize from the float checkpoint");
   }
   MOEQ_ASSIGN_OR_RETURN(std::vector<Module> modules, PlanModules(ckpt, plan, options.stacked));
 
@@ -368,11 +388,14 @@ Result<nlohmann::json> WriteMlxCheckpoint(const Checkpoint& ckpt, const QuantPla
   // Quantization defaults: the affine format holding the most parameters.
   std::map<const quant::FormatTraits*, int64_t> by_format;
   for (const Module& m : modules) {
-    if (m.affine()) by_format[m.format] += std::accumulate(m.shape.begin(), m.shape.end(), int64_t{1}, std::multiplies<>());
+    if (m.affine())
+      by_format[m.format] +=
+          std::accumulate(m.shape.begin(), m.shape.end(), int64_t{1}, std::multiplies<>());
   }
   const quant::FormatTraits* def = nullptr;
   for (const auto& [f, n] : by_format) {
-    if (def == nullptr || n > by_format[def] || (n == by_format[def] && f->name < def->name)) def = f;
+    if (def == nullptr || n > by_format[def] || (n == by_format[def] && f->name < def->name))
+      def = f;
   }
 
   nlohmann::json tensors = nlohmann::json::array();
@@ -381,7 +404,8 @@ Result<nlohmann::json> WriteMlxCheckpoint(const Checkpoint& ckpt, const QuantPla
   int64_t quantized = 0;
   quant::ErrorStats total_error;
   std::optional<Progress> progress;
-  if (options.progress) progress.emplace("quantize", static_cast<int64_t>(modules.size()), "tensors");
+  if (options.progress)
+    progress.emplace("quantize", static_cast<int64_t>(modules.size()), "tensors");
   for (const Module& m : modules) {
     MOEQ_ASSIGN_OR_RETURN(ModuleData d, BuildModule(ckpt, plan, m, options));
     const auto out_infos = OutputInfos(m);
@@ -396,7 +420,8 @@ Result<nlohmann::json> WriteMlxCheckpoint(const Checkpoint& ckpt, const QuantPla
     uint64_t sbytes = 0;
     nlohmann::json sources = nlohmann::json::array();
     for (const Piece& p : m.pieces) {
-      if (sources.empty() || sources.back() != p.src->info.name) sources.push_back(p.src->info.name);
+      if (sources.empty() || sources.back() != p.src->info.name)
+        sources.push_back(p.src->info.name);
     }
     for (const auto& s : sources) {
       const CheckpointTensor* t = ckpt.Find(s.get<std::string>());
@@ -439,7 +464,8 @@ Result<nlohmann::json> WriteMlxCheckpoint(const Checkpoint& ckpt, const QuantPla
   if (progress) progress->Finish();
 
   // config.json: the source config plus the "quantization" block (and its mirror).
-  MOEQ_ASSIGN_OR_RETURN(nlohmann::json config, ReadJsonFile((fs::path(ckpt.dir()) / "config.json").string()));
+  MOEQ_ASSIGN_OR_RETURN(nlohmann::json config,
+                        ReadJsonFile((fs::path(ckpt.dir()) / "config.json").string()));
   nlohmann::json qblock;
   if (def != nullptr) {
     qblock = QuantDict(*def);
@@ -456,13 +482,16 @@ Result<nlohmann::json> WriteMlxCheckpoint(const Checkpoint& ckpt, const QuantPla
     config.erase("quantization");
     config.erase("quantization_config");
   }
-  MOEQ_RETURN_IF_ERROR(WriteFileAtomic((fs::path(dir) / "config.json").string(), config.dump(2) + "\n"));
+  MOEQ_RETURN_IF_ERROR(
+      WriteFileAtomic((fs::path(dir) / "config.json").string(), config.dump(2) + "\n"));
 
   // Carried files (tokenizer, generation config, ...).
   for (const std::string& f : ckpt.extra_files()) {
     std::error_code ec;
-    fs::copy_file(fs::path(ckpt.dir()) / f, fs::path(dir) / f, fs::copy_options::overwrite_existing, ec);
-    if (ec) return Status::Io(ckpt.dir() + "/" + f + ": cannot copy into " + dir + ": " + ec.message());
+    fs::copy_file(fs::path(ckpt.dir()) / f, fs::path(dir) / f, fs::copy_options::overwrite_existing,
+                  ec);
+    if (ec)
+      return Status::Io(ckpt.dir() + "/" + f + ": cannot copy into " + dir + ": " + ec.message());
   }
 
   nlohmann::json manifest;
@@ -471,14 +500,17 @@ Result<nlohmann::json> WriteMlxCheckpoint(const Checkpoint& ckpt, const QuantPla
   manifest["tensors"] = std::move(tensors);
   if (!projections.empty()) manifest["projections"] = std::move(projections);
   manifest["shards"] = writer->shard_files();
-  manifest["totals"] = {{"tensors", modules.size()},
-                        {"quantized_tensors", quantized},
-                        {"parameters", parameters},
-                        {"bytes", out_bytes},
-                        {"source_bytes", src_bytes},
-                        {"bpw", parameters > 0 ? 8.0 * static_cast<double>(out_bytes) / static_cast<double>(parameters) : 0.0},
-                        {"nrmse", total_error.count > 0 ? total_error.Nrmse() : 0.0},
-                        {"sqnr_db", total_error.count > 0 ? total_error.SqnrDb() : quant::kSqnrCapDb}};
+  manifest["totals"] = {
+      {"tensors", modules.size()},
+      {"quantized_tensors", quantized},
+      {"parameters", parameters},
+      {"bytes", out_bytes},
+      {"source_bytes", src_bytes},
+      {"bpw", parameters > 0
+                  ? 8.0 * static_cast<double>(out_bytes) / static_cast<double>(parameters)
+                  : 0.0},
+      {"nrmse", total_error.count > 0 ? total_error.Nrmse() : 0.0},
+      {"sqnr_db", total_error.count > 0 ? total_error.SqnrDb() : quant::kSqnrCapDb}};
   return manifest;
 }
 

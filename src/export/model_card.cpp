@@ -40,7 +40,8 @@ struct Tally {
   }
   std::string Mix() const {
     std::string s;
-    for (const auto& [name, n] : formats) s += (s.empty() ? "" : ", ") + name + " ×" + std::to_string(n);
+    for (const auto& [name, n] : formats)
+      s += (s.empty() ? "" : ", ") + name + " ×" + std::to_string(n);
     return s;
   }
 };
@@ -58,7 +59,8 @@ std::string YamlString(const std::string& s) {
 
 std::string BaseModelName(const Checkpoint& ckpt) {
   const nlohmann::json& raw = ckpt.config().raw;
-  if (auto it = raw.find("_name_or_path"); it != raw.end() && it->is_string() && !it->get<std::string>().empty()) {
+  if (auto it = raw.find("_name_or_path");
+      it != raw.end() && it->is_string() && !it->get<std::string>().empty()) {
     return it->get<std::string>();
   }
   std::filesystem::path p = std::filesystem::path(ckpt.dir()).lexically_normal();
@@ -86,7 +88,8 @@ std::string RenderModelCard(const ModelCardInput& in) {
         std::string(kVersion) + " with the plan *" + plan.source + "*";
   md += gguf ? ", written as one GGUF v3 file for llama.cpp (`" + in.output_name + "`).\n\n"
              : ", written in MLX's affine quantized layout (" +
-                   std::string(in.mlx_stacked ? "mlx-lm's stacked `switch_mlp` experts" : "per-expert tensors") +
+                   std::string(in.mlx_stacked ? "mlx-lm's stacked `switch_mlp` experts"
+                                              : "per-expert tensors") +
                    "; see moeq's docs/quantized-format.md).\n\n";
 
   // Allocation summary.
@@ -105,17 +108,25 @@ std::string RenderModelCard(const ModelCardInput& in) {
   }
   md += "## Allocation\n\n";
   md += "| | value |\n|---|---|\n";
-  md += "| file bytes | " + std::to_string(in.output_bytes) + " (" + Fixed(in.output_bytes / 1048576.0, 2) + " MiB) |\n";
-  if (in.written_bpw > 0) md += "| bits per weight (as written) | " + Fixed(in.written_bpw, 3) + " |\n";
-  md += "| bits per weight (plan, all tensors) | " + Fixed(total.weights > 0 ? total.bits / total.weights : 0, 3) + " |\n";
+  md += "| file bytes | " + std::to_string(in.output_bytes) + " (" +
+        Fixed(in.output_bytes / 1048576.0, 2) + " MiB) |\n";
+  if (in.written_bpw > 0)
+    md += "| bits per weight (as written) | " + Fixed(in.written_bpw, 3) + " |\n";
+  md += "| bits per weight (plan, all tensors) | " +
+        Fixed(total.weights > 0 ? total.bits / total.weights : 0, 3) + " |\n";
   md += "| weights | " + std::to_string(static_cast<int64_t>(total.weights)) + " |\n";
-  if (!plan.pruned.empty()) md += "| pruned expert tensors | " + std::to_string(plan.pruned.size()) + " |\n";
+  if (!plan.pruned.empty())
+    md += "| pruned expert tensors | " + std::to_string(plan.pruned.size()) + " |\n";
   if (in.gguf_types && in.gguf_types->is_object()) {
-    md += "\nggml tensor types as written (what llama.cpp loads):\n\n| type | tensors | weights | bytes | bpw |\n|---|---:|---:|---:|---:|\n";
+    md +=
+        "\nggml tensor types as written (what llama.cpp loads):\n\n| type | tensors | weights | "
+        "bytes | bpw |\n|---|---:|---:|---:|---:|\n";
     for (const auto& [type, e] : in.gguf_types->items()) {
       const double w = e.value("weights", 0.0), b = e.value("bytes", 0.0);
-      md += "| " + type + " | " + std::to_string(e.value("tensors", 0)) + " | " + std::to_string(static_cast<int64_t>(w)) +
-            " | " + std::to_string(static_cast<uint64_t>(b)) + " | " + Fixed(w > 0 ? b * 8 / w : 0, 3) + " |\n";
+      md += "| " + type + " | " + std::to_string(e.value("tensors", 0)) + " | " +
+            std::to_string(static_cast<int64_t>(w)) + " | " +
+            std::to_string(static_cast<uint64_t>(b)) + " | " + Fixed(w > 0 ? b * 8 / w : 0, 3) +
+            " |\n";
     }
     md += "\nThe plan behind it";
     md += (in.plan->source.empty() ? std::string() : " (" + in.plan->source + ")");
@@ -127,23 +138,31 @@ std::string RenderModelCard(const ModelCardInput& in) {
     md += "| " + role + " | " + std::to_string(static_cast<int64_t>(t.weights)) + " | " +
           Fixed(t.weights > 0 ? t.bits / t.weights : 0, 3) + " | " + t.Mix() + " |\n";
   }
-  md += "\nBits by layer:\n\n| layer | bpw (all) | bpw (routed experts) | expert formats |\n|---:|---:|---:|---|\n";
+  md +=
+      "\nBits by layer:\n\n| layer | bpw (all) | bpw (routed experts) | expert formats "
+      "|\n|---:|---:|---:|---|\n";
   for (const auto& [layer, t] : all_by_layer) {
     auto e = experts_by_layer.find(layer);
-    md += "| " + std::to_string(layer) + " | " + Fixed(t.weights > 0 ? t.bits / t.weights : 0, 3) + " | " +
-          (e != experts_by_layer.end() && e->second.weights > 0 ? Fixed(e->second.bits / e->second.weights, 3) : "–") +
+    md += "| " + std::to_string(layer) + " | " + Fixed(t.weights > 0 ? t.bits / t.weights : 0, 3) +
+          " | " +
+          (e != experts_by_layer.end() && e->second.weights > 0
+               ? Fixed(e->second.bits / e->second.weights, 3)
+               : "–") +
           " | " + (e != experts_by_layer.end() ? e->second.Mix() : "") + " |\n";
   }
   if (gguf) {
-    md += "\nllama.cpp stores each layer's experts as one tensor of one type, so experts of one layer and "
-          "projection share the highest precision the plan gave any of them; norms, routers and "
-          "shared-expert gates are F32 (moeq docs/gguf.md).\n";
+    md +=
+        "\nllama.cpp stores each layer's experts as one tensor of one type, so experts of one "
+        "layer and "
+        "projection share the highest precision the plan gave any of them; norms, routers and "
+        "shared-expert gates are F32 (moeq docs/gguf.md).\n";
   }
 
   md += "\n## How it was made\n\n```sh\n";
   for (const std::string& c : in.commands) md += c + "\n";
   md += "```\n";
-  if (!plan.allocation_sha256.empty()) md += "\nallocation.json sha256: `" + plan.allocation_sha256 + "`\n";
+  if (!plan.allocation_sha256.empty())
+    md += "\nallocation.json sha256: `" + plan.allocation_sha256 + "`\n";
   md += "\nSource fingerprint: `" + ckpt.fingerprint() + "`\n";
 
   if (in.eval) {
@@ -156,7 +175,8 @@ std::string RenderModelCard(const ModelCardInput& in) {
     auto num = [&](const nlohmann::json& j, const char* key, int digits) -> std::string {
       return j.contains(key) && j[key].is_number() ? Fixed(j[key].get<double>(), digits) : "";
     };
-    if (auto v = num(e, "ppl", 3); !v.empty()) md += "| perplexity | " + v + " ± " + num(e, "ppl_stderr", 3) + " |\n";
+    if (auto v = num(e, "ppl", 3); !v.empty())
+      md += "| perplexity | " + v + " ± " + num(e, "ppl_stderr", 3) + " |\n";
     if (auto v = num(e, "tokens_scored", 0); !v.empty()) md += "| tokens scored | " + v + " |\n";
     if (e.contains("reference") && e["reference"].is_object()) {
       const nlohmann::json& r = e["reference"];
@@ -164,7 +184,8 @@ std::string RenderModelCard(const ModelCardInput& in) {
       if (auto v = num(r, "ppl_delta_pct", 2); !v.empty()) md += "| ΔPPL % | " + v + " |\n";
       if (auto v = num(r, "kl_mean", 5); !v.empty()) md += "| KL mean (nats) | " + v + " |\n";
       if (auto v = num(r, "kl_p99", 4); !v.empty()) md += "| KL p99 | " + v + " |\n";
-      if (auto v = num(r, "top1_agreement", 4); !v.empty()) md += "| top-1 agreement | " + v + " |\n";
+      if (auto v = num(r, "top1_agreement", 4); !v.empty())
+        md += "| top-1 agreement | " + v + " |\n";
     }
   }
   md += "\n---\nGenerated by moeq-quantize " + std::string(kVersion) + ".\n";

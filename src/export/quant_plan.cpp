@@ -12,14 +12,17 @@ namespace {
 /// Why `format` cannot store tensor `t`, or "" when it can.
 std::string Unfit(const CheckpointTensor& t, const quant::FormatTraits& format) {
   if (!format.is_affine()) {
-    if (!IsFloatDType(t.info.dtype)) return "dtype " + std::string(DTypeName(t.info.dtype)) + " is not a float";
+    if (!IsFloatDType(t.info.dtype))
+      return "dtype " + std::string(DTypeName(t.info.dtype)) + " is not a float";
     return "";
   }
-  if (t.info.shape.size() < 2) return "affine formats need at least 2 dimensions, shape is " + t.info.ShapeString();
-  if (!IsFloatDType(t.info.dtype)) return "dtype " + std::string(DTypeName(t.info.dtype)) + " is not a float";
+  if (t.info.shape.size() < 2)
+    return "affine formats need at least 2 dimensions, shape is " + t.info.ShapeString();
+  if (!IsFloatDType(t.info.dtype))
+    return "dtype " + std::string(DTypeName(t.info.dtype)) + " is not a float";
   if (t.info.shape.back() % format.group_size != 0) {
-    return "last dimension " + std::to_string(t.info.shape.back()) + " is not a multiple of group size " +
-           std::to_string(format.group_size);
+    return "last dimension " + std::to_string(t.info.shape.back()) +
+           " is not a multiple of group size " + std::to_string(format.group_size);
   }
   return "";
 }
@@ -53,7 +56,8 @@ Result<QuantPlan> LoadAllocationPlan(const std::string& path, const Checkpoint& 
     return Status::Corruption(path + ": missing array 'tensors'");
   }
   // An allocation that assigns nothing would quantize nothing and "succeed".
-  if (tensors->empty()) return Status::Corruption(path + ": 'tensors' is empty: the allocation assigns no tensor");
+  if (tensors->empty())
+    return Status::Corruption(path + ": 'tensors' is empty: the allocation assigns no tensor");
   for (size_t i = 0; i < tensors->size(); ++i) {
     const nlohmann::json& e = (*tensors)[i];
     const std::string where = path + ": tensors[" + std::to_string(i) + "]";
@@ -72,36 +76,43 @@ Result<QuantPlan> LoadAllocationPlan(const std::string& path, const Checkpoint& 
     }
     const quant::FormatTraits* format = quant::FindFormat(fmt_it->get<std::string>());
     if (format == nullptr) {
-      return Status::Corruption(at + ": field 'format': unknown format '" + fmt_it->get<std::string>() + "'");
+      return Status::Corruption(at + ": field 'format': unknown format '" +
+                                fmt_it->get<std::string>() + "'");
     }
     // bits / group_size are informative copies of the format; one that disagrees with it means
     // the file was edited by hand or produced by something else: refuse rather than guess.
-    for (const auto& [key, want] : {std::pair<const char*, int>{"bits", format->bits},
-                                    std::pair<const char*, int>{"group_size", format->group_size}}) {
+    for (const auto& [key, want] :
+         {std::pair<const char*, int>{"bits", format->bits},
+          std::pair<const char*, int>{"group_size", format->group_size}}) {
       auto f = e.find(key);
       if (f == e.end() || f->is_null()) continue;
       if (!f->is_number_integer() || f->get<int64_t>() != want) {
-        return Status::Corruption(at + ": field '" + key + "' is " + JsonExcerpt(*f) + " but format '" +
-                                  std::string(format->name) + "' has " + key + " " + std::to_string(want));
+        return Status::Corruption(at + ": field '" + key + "' is " + JsonExcerpt(*f) +
+                                  " but format '" + std::string(format->name) + "' has " + key +
+                                  " " + std::to_string(want));
       }
     }
     if (format->is_affine() && !IsQuantizableRole(t->id.role)) {
-      return Status::Corruption(at + ": field 'format': " + std::string(format->name) + " for a tensor of role '" +
-                                     std::string(RoleName(t->id.role)) + "', which is never quantized");
+      return Status::Corruption(at + ": field 'format': " + std::string(format->name) +
+                                " for a tensor of role '" + std::string(RoleName(t->id.role)) +
+                                "', which is never quantized");
     }
     if (const std::string why = Unfit(*t, *format); !why.empty()) {
-      return Status::Corruption(at + ": field 'format': " + std::string(format->name) + " does not fit: " + why);
+      return Status::Corruption(at + ": field 'format': " + std::string(format->name) +
+                                " does not fit: " + why);
     }
     if (!plan.formats.emplace(name, format).second) {
       return Status::Corruption(at + ": listed twice");
     }
     if (auto enc = e.find("encoder"); enc != e.end() && !enc->is_null()) {
-      if (!enc->is_string()) return Status::InvalidArgument(at + ": field 'encoder' must be a string");
+      if (!enc->is_string())
+        return Status::InvalidArgument(at + ": field 'encoder' must be a string");
       auto k = quant::ParseEncoder(enc->get<std::string>());
-      if (!k.ok()) return Status::InvalidArgument(at + ": field 'encoder': " + k.status().message());
+      if (!k.ok())
+        return Status::InvalidArgument(at + ": field 'encoder': " + k.status().message());
       if (*k != quant::EncoderKind::kRtn && !format->is_affine()) {
-        return Status::InvalidArgument(at + ": field 'encoder': " + enc->get<std::string>() + " for the float format " +
-                                       std::string(format->name));
+        return Status::InvalidArgument(at + ": field 'encoder': " + enc->get<std::string>() +
+                                       " for the float format " + std::string(format->name));
       }
       if (*k != quant::EncoderKind::kRtn) plan.encoders[name] = *k;
     }
@@ -109,7 +120,8 @@ Result<QuantPlan> LoadAllocationPlan(const std::string& path, const Checkpoint& 
       if (!p->is_boolean()) return Status::Corruption(at + ": field 'prune' must be a boolean");
       if (p->get<bool>()) {
         if (!IsExpertRole(t->id.role) || t->fused_experts) {
-          return Status::Corruption(at + ": field 'prune': only per-expert routed-expert tensors can be pruned");
+          return Status::Corruption(
+              at + ": field 'prune': only per-expert routed-expert tensors can be pruned");
         }
         plan.pruned.insert(name);
       }

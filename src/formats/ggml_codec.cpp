@@ -22,18 +22,12 @@ constexpr int64_t kQK = 32;    // legacy block
 constexpr int64_t kQKK = 256;  // K-quant super-block
 
 constexpr GgmlTypeTraits kTypes[] = {
-    {GgmlType::kF32, "f32", 1, 4, false},
-    {GgmlType::kF16, "f16", 1, 2, false},
-    {GgmlType::kQ4_0, "q4_0", 32, 18, true},
-    {GgmlType::kQ4_1, "q4_1", 32, 20, true},
-    {GgmlType::kQ5_0, "q5_0", 32, 22, true},
-    {GgmlType::kQ5_1, "q5_1", 32, 24, true},
-    {GgmlType::kQ8_0, "q8_0", 32, 34, true},
-    {GgmlType::kQ2_K, "q2_K", 256, 84, true},
-    {GgmlType::kQ3_K, "q3_K", 256, 110, true},
-    {GgmlType::kQ4_K, "q4_K", 256, 144, true},
-    {GgmlType::kQ5_K, "q5_K", 256, 176, true},
-    {GgmlType::kQ6_K, "q6_K", 256, 210, true},
+    {GgmlType::kF32, "f32", 1, 4, false},      {GgmlType::kF16, "f16", 1, 2, false},
+    {GgmlType::kQ4_0, "q4_0", 32, 18, true},   {GgmlType::kQ4_1, "q4_1", 32, 20, true},
+    {GgmlType::kQ5_0, "q5_0", 32, 22, true},   {GgmlType::kQ5_1, "q5_1", 32, 24, true},
+    {GgmlType::kQ8_0, "q8_0", 32, 34, true},   {GgmlType::kQ2_K, "q2_K", 256, 84, true},
+    {GgmlType::kQ3_K, "q3_K", 256, 110, true}, {GgmlType::kQ4_K, "q4_K", 256, 144, true},
+    {GgmlType::kQ5_K, "q5_K", 256, 176, true}, {GgmlType::kQ6_K, "q6_K", 256, 210, true},
     {GgmlType::kBF16, "bf16", 1, 2, false},
 };
 
@@ -78,7 +72,8 @@ void FitAsymmetric(const float* x, const float* w, int n, int nmax, int nstep, f
   float best_err = INFINITY, best_scale = (mx - mn) / nmax, best_min = mn;
   for (int s = 0; s <= nstep; ++s) {
     // s = 0: the plain min/max scale; s >= 1: nmax - 0.6 + 0.1 s levels over the range.
-    const float levels = s == 0 ? static_cast<float>(nmax) : static_cast<float>(nmax) - 0.6f + 0.1f * static_cast<float>(s);
+    const float levels = s == 0 ? static_cast<float>(nmax)
+                                : static_cast<float>(nmax) - 0.6f + 0.1f * static_cast<float>(s);
     const float is = levels / (mx - mn);
     float sw = 0, sq = 0, sqq = 0, sx = 0, sqx = 0;
     for (int i = 0; i < n; ++i) {
@@ -120,7 +115,8 @@ void FitAsymmetric(const float* x, const float* w, int n, int nmax, int nstep, f
   if (!std::isfinite(best_err)) {
     best_scale = (mx - mn) / nmax;
     best_min = mn;
-    for (int i = 0; i < n; ++i) q[i] = static_cast<uint8_t>(Clamp(RoundInt((x[i] - mn) / best_scale), 0, nmax));
+    for (int i = 0; i < n; ++i)
+      q[i] = static_cast<uint8_t>(Clamp(RoundInt((x[i] - mn) / best_scale), 0, nmax));
   }
   *scale = best_scale;
   *m = -best_min;
@@ -198,7 +194,8 @@ void EncodeSym(const float* x, int half, uint8_t* q, float* dout) {
   }
   const float d = RoundF16(max / -static_cast<float>(half));
   const float id = d != 0 ? 1.0f / d : 0.0f;
-  for (int j = 0; j < kQK; ++j) q[j] = static_cast<uint8_t>(Clamp(RoundInt(x[j] * id) + half, 0, 2 * half - 1));
+  for (int j = 0; j < kQK; ++j)
+    q[j] = static_cast<uint8_t>(Clamp(RoundInt(x[j] * id) + half, 0, 2 * half - 1));
   *dout = d;
 }
 
@@ -212,7 +209,8 @@ void EncodeAsym(const float* x, int nmax, uint8_t* q, float* dout, float* mout) 
   const float m = RoundF16(mn);
   const float d = RoundF16((mx - m) / static_cast<float>(nmax));
   const float id = d != 0 ? 1.0f / d : 0.0f;
-  for (int j = 0; j < kQK; ++j) q[j] = static_cast<uint8_t>(Clamp(RoundInt((x[j] - m) * id), 0, nmax));
+  for (int j = 0; j < kQK; ++j)
+    q[j] = static_cast<uint8_t>(Clamp(RoundInt((x[j] - m) * id), 0, nmax));
   *dout = d;
   *mout = m;
 }
@@ -429,11 +427,13 @@ void DecodeQ3_K(const uint8_t* b, float* y) {
     for (int j = 0; j < 4; ++j) {
       float dl = d_all * static_cast<float>(scales[is++]);
       for (int l = 0; l < 16; ++l) {
-        *y++ = dl * static_cast<float>(static_cast<int8_t>((q[l] >> shift) & 3) - ((hm[l] & m) ? 0 : 4));
+        *y++ = dl *
+               static_cast<float>(static_cast<int8_t>((q[l] >> shift) & 3) - ((hm[l] & m) ? 0 : 4));
       }
       dl = d_all * static_cast<float>(scales[is++]);
       for (int l = 0; l < 16; ++l) {
-        *y++ = dl * static_cast<float>(static_cast<int8_t>((q[l + 16] >> shift) & 3) - ((hm[l + 16] & m) ? 0 : 4));
+        *y++ = dl * static_cast<float>(static_cast<int8_t>((q[l + 16] >> shift) & 3) -
+                                       ((hm[l + 16] & m) ? 0 : 4));
       }
       shift += 2;
       m = static_cast<uint8_t>(m << 1);
@@ -538,8 +538,10 @@ void DecodeQ5_K(const uint8_t* b, float* y) {
     const float d1 = d * sc, m1 = min * m;
     GetScaleMinK4(is + 1, scales, &sc, &m);
     const float d2 = d * sc, m2 = min * m;
-    for (int l = 0; l < 32; ++l) *y++ = d1 * static_cast<float>((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
-    for (int l = 0; l < 32; ++l) *y++ = d2 * static_cast<float>((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+    for (int l = 0; l < 32; ++l)
+      *y++ = d1 * static_cast<float>((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+    for (int l = 0; l < 32; ++l)
+      *y++ = d2 * static_cast<float>((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
     ql += 32;
     is += 2;
     u1 = static_cast<uint8_t>(u1 << 2);
@@ -565,7 +567,8 @@ void EncodeQ6_K(const float* x, uint8_t* b) {
   uint8_t* qh = b + 128;
   int8_t* sc = reinterpret_cast<int8_t*>(b + 192);
   const float d = amax > 0 ? RoundF16(max / -128.0f) : 0.0f;
-  for (int k = 0; k < 16; ++k) sc[k] = static_cast<int8_t>(d != 0 ? Clamp(RoundInt(scales[k] / d), -128, 127) : 0);
+  for (int k = 0; k < 16; ++k)
+    sc[k] = static_cast<int8_t>(d != 0 ? Clamp(RoundInt(scales[k] / d), -128, 127) : 0);
   PutF16(b + 208, d);
   for (int e = 0; e < kQKK; ++e) {
     const float dl = d * static_cast<float>(sc[e / 16]);
@@ -614,17 +617,28 @@ const BlockCodec* CodecOf(GgmlType t) {
       q2_k{EncodeQ2_K, DecodeQ2_K}, q3_k{EncodeQ3_K, DecodeQ3_K}, q4_k{EncodeQ4_K, DecodeQ4_K},
       q5_k{EncodeQ5_K, DecodeQ5_K}, q6_k{EncodeQ6_K, DecodeQ6_K};
   switch (t) {
-    case GgmlType::kQ4_0: return &q4_0;
-    case GgmlType::kQ4_1: return &q4_1;
-    case GgmlType::kQ5_0: return &q5_0;
-    case GgmlType::kQ5_1: return &q5_1;
-    case GgmlType::kQ8_0: return &q8_0;
-    case GgmlType::kQ2_K: return &q2_k;
-    case GgmlType::kQ3_K: return &q3_k;
-    case GgmlType::kQ4_K: return &q4_k;
-    case GgmlType::kQ5_K: return &q5_k;
-    case GgmlType::kQ6_K: return &q6_k;
-    default: return nullptr;
+    case GgmlType::kQ4_0:
+      return &q4_0;
+    case GgmlType::kQ4_1:
+      return &q4_1;
+    case GgmlType::kQ5_0:
+      return &q5_0;
+    case GgmlType::kQ5_1:
+      return &q5_1;
+    case GgmlType::kQ8_0:
+      return &q8_0;
+    case GgmlType::kQ2_K:
+      return &q2_k;
+    case GgmlType::kQ3_K:
+      return &q3_k;
+    case GgmlType::kQ4_K:
+      return &q4_k;
+    case GgmlType::kQ5_K:
+      return &q5_k;
+    case GgmlType::kQ6_K:
+      return &q6_k;
+    default:
+      return nullptr;
   }
 }
 
@@ -632,7 +646,9 @@ const BlockCodec* CodecOf(GgmlType t) {
 
 std::span<const GgmlTypeTraits> AllGgmlTypes() { return kTypes; }
 
-const GgmlTypeTraits* FindGgmlType(GgmlType type) { return FindGgmlTypeById(static_cast<int32_t>(type)); }
+const GgmlTypeTraits* FindGgmlType(GgmlType type) {
+  return FindGgmlTypeById(static_cast<int32_t>(type));
+}
 
 const GgmlTypeTraits* FindGgmlTypeById(int32_t id) {
   for (const auto& t : kTypes) {
@@ -663,8 +679,9 @@ Result<uint64_t> GgmlRowBytes(GgmlType type, int64_t n) {
   const GgmlTypeTraits* t = FindGgmlType(type);
   if (!t) return Status::Unsupported("ggml type " + GgmlTypeName(type) + " is not supported");
   if (n < 0 || n % t->block_size != 0) {
-    return Status::InvalidArgument("row of " + std::to_string(n) + " elements is not a multiple of " +
-                                   std::string(t->name) + "'s block size " + std::to_string(t->block_size));
+    return Status::InvalidArgument("row of " + std::to_string(n) +
+                                   " elements is not a multiple of " + std::string(t->name) +
+                                   "'s block size " + std::to_string(t->block_size));
   }
   return static_cast<uint64_t>(n / t->block_size) * static_cast<uint64_t>(t->type_size);
 }
@@ -689,7 +706,8 @@ Status QuantizeGgmlRow(GgmlType type, const float* x, int64_t n, std::byte* out)
   }
   const BlockCodec* codec = CodecOf(type);
   const GgmlTypeTraits* t = FindGgmlType(type);
-  if (!codec || !t) return Status::Unsupported("ggml type " + GgmlTypeName(type) + " has no encoder");
+  if (!codec || !t)
+    return Status::Unsupported("ggml type " + GgmlTypeName(type) + " has no encoder");
   for (int64_t i = 0; i < n / t->block_size; ++i) {
     codec->encode(x + i * t->block_size, U8(out) + i * t->type_size);
   }
@@ -705,17 +723,20 @@ Status DequantizeGgmlRow(GgmlType type, const std::byte* data, int64_t n, float*
       std::memcpy(out, data, static_cast<size_t>(n) * 4);
       return Status::Ok();
     case GgmlType::kF16:
-      for (int64_t i = 0; i < n; ++i) out[i] = F16ToF32(static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8)));
+      for (int64_t i = 0; i < n; ++i)
+        out[i] = F16ToF32(static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8)));
       return Status::Ok();
     case GgmlType::kBF16:
-      for (int64_t i = 0; i < n; ++i) out[i] = Bf16ToF32(static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8)));
+      for (int64_t i = 0; i < n; ++i)
+        out[i] = Bf16ToF32(static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8)));
       return Status::Ok();
     default:
       break;
   }
   const BlockCodec* codec = CodecOf(type);
   const GgmlTypeTraits* t = FindGgmlType(type);
-  if (!codec || !t) return Status::Unsupported("ggml type " + GgmlTypeName(type) + " has no decoder");
+  if (!codec || !t)
+    return Status::Unsupported("ggml type " + GgmlTypeName(type) + " has no decoder");
   for (int64_t i = 0; i < n / t->block_size; ++i) {
     codec->decode(p + i * t->type_size, out + i * t->block_size);
   }

@@ -15,9 +15,8 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "moeq/base/file_util.h"
 
@@ -44,7 +43,9 @@ bool GetU64(const nlohmann::json& v, uint64_t* out) {
 }
 
 // a*b with overflow detection.
-bool MulOverflow(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
+bool MulOverflow(uint64_t a, uint64_t b, uint64_t* out) {
+  return __builtin_mul_overflow(a, b, out);
+}
 
 // Parses and validates one header entry. `file` and `name` are for messages.
 Status ParseEntry(const std::string& file, const std::string& name, const nlohmann::json& e,
@@ -59,13 +60,15 @@ Status ParseEntry(const std::string& file, const std::string& name, const nlohma
     }
   }
   auto d = e.find("dtype");
-  if (d == e.end() || !d->is_string()) return Status::Corruption(where("missing or non-string 'dtype'"));
+  if (d == e.end() || !d->is_string())
+    return Status::Corruption(where("missing or non-string 'dtype'"));
   auto dtype = ParseDType(d->get<std::string>());
   if (!dtype) {
     return Status::Unsupported(where("unsupported dtype '" + d->get<std::string>() + "'"));
   }
   auto s = e.find("shape");
-  if (s == e.end() || !s->is_array()) return Status::Corruption(where("missing or non-array 'shape'"));
+  if (s == e.end() || !s->is_array())
+    return Status::Corruption(where("missing or non-array 'shape'"));
   info->name = name;
   info->dtype = *dtype;
   info->shape.clear();
@@ -75,7 +78,8 @@ Status ParseEntry(const std::string& file, const std::string& name, const nlohma
     if (!GetU64(dim, &v) || v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
       return Status::Corruption(where("'shape' has an entry that is not a non-negative integer"));
     }
-    if (MulOverflow(numel, v, &numel)) return Status::Corruption(where("'shape' overflows 64 bits"));
+    if (MulOverflow(numel, v, &numel))
+      return Status::Corruption(where("'shape' overflows 64 bits"));
     info->shape.push_back(static_cast<int64_t>(v));
   }
   auto o = e.find("data_offsets");
@@ -143,11 +147,13 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string
   std::memcpy(&n, f->base_, 8);  // little-endian host assumed (x86-64, aarch64)
   if (n > kMaxSafetensorsHeaderBytes) {
     return Status::Corruption(name + ": header length " + std::to_string(n) +
-                              " exceeds the limit of " + std::to_string(kMaxSafetensorsHeaderBytes));
+                              " exceeds the limit of " +
+                              std::to_string(kMaxSafetensorsHeaderBytes));
   }
   if (n > f->size_ - 8) {
-    return Status::Corruption(name + ": header length " + std::to_string(n) + " runs past the end of the " +
-                              std::to_string(f->size_) + "-byte file");
+    return Status::Corruption(name + ": header length " + std::to_string(n) +
+                              " runs past the end of the " + std::to_string(f->size_) +
+                              "-byte file");
   }
   f->data_start_ = 8 + n;
   const char* hp = reinterpret_cast<const char*>(f->base_ + 8);
@@ -166,7 +172,8 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string
                           });
   if (!parsed.ok()) return parsed.status();
   nlohmann::json header = std::move(*parsed);
-  if (!duplicate.empty()) return Status::Corruption(name + ": tensor '" + duplicate + "' appears twice in the header");
+  if (!duplicate.empty())
+    return Status::Corruption(name + ": tensor '" + duplicate + "' appears twice in the header");
   if (!header.is_object()) return Status::Corruption(name + ": header is not a JSON object");
 
   const uint64_t buffer_size = f->size_ - f->data_start_;
@@ -176,7 +183,8 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string
       if (!it->is_object()) return Status::Corruption(name + ": '__metadata__' is not an object");
       for (auto m2 = it->begin(); m2 != it->end(); ++m2) {
         if (!m2->is_string()) {
-          return Status::Corruption(name + ": '__metadata__' value for '" + m2.key() + "' is not a string");
+          return Status::Corruption(name + ": '__metadata__' value for '" + m2.key() +
+                                    "' is not a string");
         }
         f->metadata_[m2.key()] = m2->get<std::string>();
       }
@@ -189,15 +197,14 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string
   f->infos_.resize(entries.size());
   f->offsets_.resize(entries.size());
   for (size_t i = 0; i < entries.size(); ++i) {
-    MOEQ_RETURN_IF_ERROR(
-        ParseEntry(name, entries[i].first, *entries[i].second, buffer_size, &f->infos_[i], &f->offsets_[i]));
+    MOEQ_RETURN_IF_ERROR(ParseEntry(name, entries[i].first, *entries[i].second, buffer_size,
+                                    &f->infos_[i], &f->offsets_[i]));
   }
   // No two tensors may share bytes (empty tensors occupy none).
   std::vector<size_t> order(entries.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return f->offsets_[a] < f->offsets_[b];
-  });
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return f->offsets_[a] < f->offsets_[b]; });
   size_t prev = SIZE_MAX;
   for (size_t i : order) {
     if (f->offsets_[i].first == f->offsets_[i].second) continue;
@@ -205,8 +212,9 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string
       return Status::Corruption(name + ": tensor '" + f->infos_[i].name + "': data_offsets [" +
                                 std::to_string(f->offsets_[i].first) + ", " +
                                 std::to_string(f->offsets_[i].second) + ") overlap tensor '" +
-                                f->infos_[prev].name + "' [" + std::to_string(f->offsets_[prev].first) +
-                                ", " + std::to_string(f->offsets_[prev].second) + ")");
+                                f->infos_[prev].name + "' [" +
+                                std::to_string(f->offsets_[prev].first) + ", " +
+                                std::to_string(f->offsets_[prev].second) + ")");
     }
     prev = i;
   }
@@ -296,7 +304,8 @@ Result<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
       return Status::InvalidArgument(path + ": tensor '" + t.name + "' declared twice");
     }
     for (int64_t d : t.shape) {
-      if (d < 0) return Status::InvalidArgument(path + ": tensor '" + t.name + "': negative dimension");
+      if (d < 0)
+        return Status::InvalidArgument(path + ": tensor '" + t.name + "': negative dimension");
     }
     header[t.name] = {{"dtype", DTypeName(t.dtype)},
                       {"shape", t.shape},
@@ -345,7 +354,8 @@ Status SafetensorsWriter::Write(std::string_view name, std::span<const std::byte
 
 Status SafetensorsWriter::Finish() {
   for (size_t i = 0; i < infos_.size(); ++i) {
-    if (!written_[i]) return Status::Internal(path_ + ": tensor '" + infos_[i].name + "' was never written");
+    if (!written_[i])
+      return Status::Internal(path_ + ": tensor '" + infos_[i].name + "' was never written");
   }
   // A file that holds only empty tensors still needs its full length.
   if (!file_) return Status::Internal(path_ + ": Finish() called twice");
@@ -390,8 +400,9 @@ Result<std::unique_ptr<ShardedSafetensorsWriter>> ShardedSafetensorsWriter::Crea
         return Status::InvalidArgument(dir + ": tensor '" + t.name + "' declared twice");
       }
     }
-    MOEQ_ASSIGN_OR_RETURN(auto sw, SafetensorsWriter::Create(dir + "/" + fname, std::move(groups[s]),
-                                                             w->options_.metadata));
+    MOEQ_ASSIGN_OR_RETURN(
+        auto sw,
+        SafetensorsWriter::Create(dir + "/" + fname, std::move(groups[s]), w->options_.metadata));
     w->shards_.push_back(std::move(sw));
     w->shard_names_.push_back(fname);
   }

@@ -1,10 +1,10 @@
 // TableAdapter: tensor name ↔ TensorId through a family's pattern rows, and tensor shapes as a
 // function of role and config.
+#include "model/arch_table.h"
+
 #include <algorithm>
 #include <charconv>
 #include <string>
-
-#include "model/arch_table.h"
 
 namespace moeq::arch {
 namespace {
@@ -61,46 +61,99 @@ std::optional<Shape> ShapeOf(const ModelConfig& c, const ShapeTraits& traits, Te
   const int64_t rope_dim = traits.mla ? c.qk_rope_head_dim : c.head_dim;
   Shape s;
   switch (role) {
-    case TensorRole::kUnknown: return std::nullopt;
+    case TensorRole::kUnknown:
+      return std::nullopt;
     case TensorRole::kEmbedding:
-    case TensorRole::kLmHead: s = {c.vocab_size, h}; break;
+    case TensorRole::kLmHead:
+      s = {c.vocab_size, h};
+      break;
     case TensorRole::kFinalNorm:
     case TensorRole::kInputNorm:
     case TensorRole::kPostAttnNorm:
     case TensorRole::kPreFfnNorm:
-    case TensorRole::kPostFfnNorm: s = {h}; break;
-    case TensorRole::kAttnQ: s = {q_width, h}; break;
+    case TensorRole::kPostFfnNorm:
+      s = {h};
+      break;
+    case TensorRole::kAttnQ:
+      s = {q_width, h};
+      break;
     case TensorRole::kAttnK:
-    case TensorRole::kAttnV: s = {kv_width, h}; break;
-    case TensorRole::kAttnO: s = {h, o_in}; break;
-    case TensorRole::kAttnQBias: s = {q_width}; break;
+    case TensorRole::kAttnV:
+      s = {kv_width, h};
+      break;
+    case TensorRole::kAttnO:
+      s = {h, o_in};
+      break;
+    case TensorRole::kAttnQBias:
+      s = {q_width};
+      break;
     case TensorRole::kAttnKBias:
-    case TensorRole::kAttnVBias: s = {kv_width}; break;
-    case TensorRole::kAttnOBias: s = {h}; break;
-    case TensorRole::kAttnQNorm: s = {traits.full_width_qk_norm ? q_width : c.head_dim}; break;
-    case TensorRole::kAttnKNorm: s = {traits.full_width_qk_norm ? kv_width : c.head_dim}; break;
-    case TensorRole::kAttnQA: s = {c.q_lora_rank, h}; break;
-    case TensorRole::kAttnQANorm: s = {c.q_lora_rank}; break;
-    case TensorRole::kAttnQB: s = {q_width, c.q_lora_rank}; break;
-    case TensorRole::kAttnKVA: s = {c.kv_lora_rank + c.qk_rope_head_dim, h}; break;
-    case TensorRole::kAttnKVANorm: s = {c.kv_lora_rank}; break;
+    case TensorRole::kAttnVBias:
+      s = {kv_width};
+      break;
+    case TensorRole::kAttnOBias:
+      s = {h};
+      break;
+    case TensorRole::kAttnQNorm:
+      s = {traits.full_width_qk_norm ? q_width : c.head_dim};
+      break;
+    case TensorRole::kAttnKNorm:
+      s = {traits.full_width_qk_norm ? kv_width : c.head_dim};
+      break;
+    case TensorRole::kAttnQA:
+      s = {c.q_lora_rank, h};
+      break;
+    case TensorRole::kAttnQANorm:
+      s = {c.q_lora_rank};
+      break;
+    case TensorRole::kAttnQB:
+      s = {q_width, c.q_lora_rank};
+      break;
+    case TensorRole::kAttnKVA:
+      s = {c.kv_lora_rank + c.qk_rope_head_dim, h};
+      break;
+    case TensorRole::kAttnKVANorm:
+      s = {c.kv_lora_rank};
+      break;
     case TensorRole::kAttnKVB:
       s = {c.num_heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank};
       break;
-    case TensorRole::kRouter: s = {c.num_experts, h}; break;
-    case TensorRole::kRouterBias: s = {c.num_experts}; break;
+    case TensorRole::kRouter:
+      s = {c.num_experts, h};
+      break;
+    case TensorRole::kRouterBias:
+      s = {c.num_experts};
+      break;
     case TensorRole::kExpertGate:
-    case TensorRole::kExpertUp: s = {mff, h}; break;
-    case TensorRole::kExpertDown: s = {h, mff}; break;
-    case TensorRole::kExpertGateUp: s = {2 * mff, h}; break;
+    case TensorRole::kExpertUp:
+      s = {mff, h};
+      break;
+    case TensorRole::kExpertDown:
+      s = {h, mff};
+      break;
+    case TensorRole::kExpertGateUp:
+      s = {2 * mff, h};
+      break;
     case TensorRole::kSharedGate:
-    case TensorRole::kSharedUp: s = {sff, h}; break;
-    case TensorRole::kSharedDown: s = {h, sff}; break;
-    case TensorRole::kSharedExpertGate: s = {1, h}; break;
+    case TensorRole::kSharedUp:
+      s = {sff, h};
+      break;
+    case TensorRole::kSharedDown:
+      s = {h, sff};
+      break;
+    case TensorRole::kSharedExpertGate:
+      s = {1, h};
+      break;
     case TensorRole::kMlpGate:
-    case TensorRole::kMlpUp: s = {ff, h}; break;
-    case TensorRole::kMlpDown: s = {h, ff}; break;
-    case TensorRole::kBuffer: s = {rope_dim / 2}; break;
+    case TensorRole::kMlpUp:
+      s = {ff, h};
+      break;
+    case TensorRole::kMlpDown:
+      s = {h, ff};
+      break;
+    case TensorRole::kBuffer:
+      s = {rope_dim / 2};
+      break;
   }
   if (slot == Slot::kFused) s.insert(s.begin(), c.num_experts);
   return s;
@@ -108,7 +161,8 @@ std::optional<Shape> ShapeOf(const ModelConfig& c, const ShapeTraits& traits, Te
 
 TableAdapter::TableAdapter(const FamilySpec& family, ModelConfig config)
     : family_(family), config_(std::move(config)) {
-  for (const auto& group : family_.row_groups) rows_.insert(rows_.end(), group.begin(), group.end());
+  for (const auto& group : family_.row_groups)
+    rows_.insert(rows_.end(), group.begin(), group.end());
 }
 
 std::optional<ClassifiedTensor> TableAdapter::Classify(std::string_view name) const {
@@ -157,15 +211,24 @@ std::string TableAdapter::Name(const TensorId& id) const {
 bool TableAdapter::Expected(const PatternRow& row, int layer) const {
   const bool moe = config_.IsMoeLayer(layer);
   switch (row.presence) {
-    case Presence::kRecognised: return false;
-    case Presence::kAlways: return true;
-    case Presence::kUntied: return !config_.tie_word_embeddings;
-    case Presence::kAttnBias: return config_.attention_bias;
-    case Presence::kMoeLayer: return moe;
-    case Presence::kDenseLayer: return !moe;
-    case Presence::kShared: return moe && config_.num_shared_experts > 0;
-    case Presence::kQLora: return config_.q_lora_rank > 0;
-    case Presence::kNoQLora: return config_.q_lora_rank == 0;
+    case Presence::kRecognised:
+      return false;
+    case Presence::kAlways:
+      return true;
+    case Presence::kUntied:
+      return !config_.tie_word_embeddings;
+    case Presence::kAttnBias:
+      return config_.attention_bias;
+    case Presence::kMoeLayer:
+      return moe;
+    case Presence::kDenseLayer:
+      return !moe;
+    case Presence::kShared:
+      return moe && config_.num_shared_experts > 0;
+    case Presence::kQLora:
+      return config_.q_lora_rank > 0;
+    case Presence::kNoQLora:
+      return config_.q_lora_rank == 0;
   }
   return false;
 }
@@ -191,8 +254,7 @@ std::vector<std::pair<TensorId, std::vector<int64_t>>> TableAdapter::ExpectedTen
       }
     }
   }
-  std::sort(out.begin(), out.end(),
-            [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   return out;
 }
 

@@ -1,16 +1,22 @@
 // MlxStackedModule: mlx-lm's stacked expert module paths (SwitchGLU "switch_mlp").
-#include <string>
-
 #include "moeq/model/mlx_names.h"
+
+#include <string>
 
 namespace moeq {
 
 Result<std::string> MlxStackedModule(const ArchAdapter& adapter, int layer, TensorRole role) {
   std::string_view proj;
   switch (role) {
-    case TensorRole::kExpertGate: proj = "gate_proj"; break;
-    case TensorRole::kExpertUp: proj = "up_proj"; break;
-    case TensorRole::kExpertDown: proj = "down_proj"; break;
+    case TensorRole::kExpertGate:
+      proj = "gate_proj";
+      break;
+    case TensorRole::kExpertUp:
+      proj = "up_proj";
+      break;
+    case TensorRole::kExpertDown:
+      proj = "down_proj";
+      break;
     default:
       return Status::InvalidArgument("role '" + std::string(RoleName(role)) +
                                      "' has no stacked mlx-lm form (only expert gate/up/down)");

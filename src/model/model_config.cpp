@@ -1,14 +1,15 @@
 // config.json → ModelConfig: one table of per-family traits, key aliases resolved here so that no
 // other module reads config.json keys.
+#include "moeq/model/model_config.h"
+
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <string>
 
-#include "moeq/model/arch.h"
-#include "moeq/model/model_config.h"
 #include "moeq/base/json_reader.h"
 #include "moeq/base/limits.h"
+#include "moeq/model/arch.h"
 
 namespace moeq {
 namespace {
@@ -83,8 +84,8 @@ class ConfigReader {
 
   Status WrongType(std::string_view key, std::string_view expected) const {
     return Status::Corruption(path_ + ": key '" + std::string(key) + "' must be " +
-                              std::string(expected) + ", got " + JsonTypeName(json_.at(key)) +
-                              " " + JsonExcerpt(json_.at(key)));
+                              std::string(expected) + ", got " + JsonTypeName(json_.at(key)) + " " +
+                              JsonExcerpt(json_.at(key)));
   }
 
   Result<int64_t> Int(std::string_view key) const {
@@ -159,10 +160,12 @@ Status RequirePositive(const ConfigReader& r, std::string_view key, int64_t v) {
 
 /// v in [lo, hi]: the upper bounds are moeq's limits (include/moeq/limits.h, docs/limits.md),
 /// checked before anything is sized by the value.
-Status RequireRange(const ConfigReader& r, std::string_view key, int64_t v, int64_t lo, int64_t hi) {
+Status RequireRange(const ConfigReader& r, std::string_view key, int64_t v, int64_t lo,
+                    int64_t hi) {
   if (v < lo || v > hi) {
     return r.Invalid(key, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]" +
-                              (v > hi ? " (moeq's limit, docs/limits.md)" : "") + ", got " + std::to_string(v));
+                              (v > hi ? " (moeq's limit, docs/limits.md)" : "") + ", got " +
+                              std::to_string(v));
   }
   return Status::Ok();
 }
@@ -189,32 +192,37 @@ Status ParseMoe(const ConfigReader& r, const FamilyTraits& f, ModelConfig& c) {
   if (f.expert_width == ExpertWidth::kIntermediate) {
     // Mixtral and OLMoE have no dense MLP: intermediate_size is the expert width.
     MOEQ_ASSIGN_OR_RETURN(c.moe_intermediate_size, r.Int("intermediate_size"));
-    MOEQ_RETURN_IF_ERROR(RequireRange(r, "intermediate_size", c.moe_intermediate_size, 1, limits::kMaxIntermediateSize));
+    MOEQ_RETURN_IF_ERROR(RequireRange(r, "intermediate_size", c.moe_intermediate_size, 1,
+                                      limits::kMaxIntermediateSize));
     c.intermediate_size = 0;
   } else {
     MOEQ_ASSIGN_OR_RETURN(c.moe_intermediate_size, r.Int("moe_intermediate_size"));
-    MOEQ_RETURN_IF_ERROR(RequireRange(r, "moe_intermediate_size", c.moe_intermediate_size, 1, limits::kMaxIntermediateSize));
+    MOEQ_RETURN_IF_ERROR(RequireRange(r, "moe_intermediate_size", c.moe_intermediate_size, 1,
+                                      limits::kMaxIntermediateSize));
   }
   switch (f.shared) {
-    case SharedExperts::kNone: break;
+    case SharedExperts::kNone:
+      break;
     case SharedExperts::kTotalWidth: {
       MOEQ_ASSIGN_OR_RETURN(c.shared_expert_intermediate_size,
                             r.Int("shared_expert_intermediate_size", 0));
-      MOEQ_RETURN_IF_ERROR(RequireRange(r, "shared_expert_intermediate_size", c.shared_expert_intermediate_size, 0,
+      MOEQ_RETURN_IF_ERROR(RequireRange(r, "shared_expert_intermediate_size",
+                                        c.shared_expert_intermediate_size, 0,
                                         limits::kMaxIntermediateSize));
       c.num_shared_experts = c.shared_expert_intermediate_size > 0 ? 1 : 0;
       break;
     }
     case SharedExperts::kCountTimesWidth: {
       MOEQ_ASSIGN_OR_RETURN(c.num_shared_experts, r.Int("n_shared_experts", 0));
-      MOEQ_RETURN_IF_ERROR(RequireRange(r, "n_shared_experts", c.num_shared_experts, 0, limits::kMaxSharedExperts));
+      MOEQ_RETURN_IF_ERROR(
+          RequireRange(r, "n_shared_experts", c.num_shared_experts, 0, limits::kMaxSharedExperts));
       c.shared_expert_intermediate_size = c.num_shared_experts * c.moe_intermediate_size;
       break;
     }
   }
-  MOEQ_ASSIGN_OR_RETURN(c.norm_topk_prob,
-                        r.Bool("norm_topk_prob", f.model_type == "mixtral" ||
-                                                     f.model_type == "deepseek_v3"));
+  MOEQ_ASSIGN_OR_RETURN(
+      c.norm_topk_prob,
+      r.Bool("norm_topk_prob", f.model_type == "mixtral" || f.model_type == "deepseek_v3"));
   return Status::Ok();
 }
 
@@ -222,8 +230,11 @@ Status ParseMoe(const ConfigReader& r, const FamilyTraits& f, ModelConfig& c) {
 Status ParseLayerPlan(const ConfigReader& r, const FamilyTraits& f, ModelConfig& c) {
   c.moe_layer.assign(static_cast<size_t>(c.num_layers), false);
   switch (f.plan) {
-    case LayerPlan::kDense: break;
-    case LayerPlan::kAllSparse: c.moe_layer.assign(c.moe_layer.size(), true); break;
+    case LayerPlan::kDense:
+      break;
+    case LayerPlan::kAllSparse:
+      c.moe_layer.assign(c.moe_layer.size(), true);
+      break;
     case LayerPlan::kQwenSparseStep: {
       MOEQ_ASSIGN_OR_RETURN(int64_t step, r.Int("decoder_sparse_step", 1));
       MOEQ_RETURN_IF_ERROR(RequirePositive(r, "decoder_sparse_step", step));
@@ -256,8 +267,10 @@ Status ParseMla(const ConfigReader& r, ModelConfig& c) {
   MOEQ_ASSIGN_OR_RETURN(c.v_head_dim, r.Int("v_head_dim"));
   MOEQ_RETURN_IF_ERROR(RequireRange(r, "q_lora_rank", c.q_lora_rank, 0, limits::kMaxHiddenSize));
   MOEQ_RETURN_IF_ERROR(RequireRange(r, "kv_lora_rank", c.kv_lora_rank, 1, limits::kMaxHiddenSize));
-  MOEQ_RETURN_IF_ERROR(RequireRange(r, "qk_nope_head_dim", c.qk_nope_head_dim, 1, limits::kMaxHiddenSize));
-  MOEQ_RETURN_IF_ERROR(RequireRange(r, "qk_rope_head_dim", c.qk_rope_head_dim, 1, limits::kMaxHiddenSize));
+  MOEQ_RETURN_IF_ERROR(
+      RequireRange(r, "qk_nope_head_dim", c.qk_nope_head_dim, 1, limits::kMaxHiddenSize));
+  MOEQ_RETURN_IF_ERROR(
+      RequireRange(r, "qk_rope_head_dim", c.qk_rope_head_dim, 1, limits::kMaxHiddenSize));
   MOEQ_RETURN_IF_ERROR(RequireRange(r, "v_head_dim", c.v_head_dim, 1, limits::kMaxHiddenSize));
   return Status::Ok();
 }
@@ -296,7 +309,8 @@ Result<ModelConfig> ParseModelConfig(const nlohmann::json& json, std::string_vie
   MOEQ_RETURN_IF_ERROR(RequireRange(r, "num_attention_heads", c.num_heads, 1, limits::kMaxHeads));
   MOEQ_RETURN_IF_ERROR(RequireRange(r, "vocab_size", c.vocab_size, 1, limits::kMaxVocab));
   MOEQ_ASSIGN_OR_RETURN(c.num_kv_heads, r.Int("num_key_value_heads", c.num_heads));
-  MOEQ_RETURN_IF_ERROR(RequireRange(r, "num_key_value_heads", c.num_kv_heads, 1, limits::kMaxHeads));
+  MOEQ_RETURN_IF_ERROR(
+      RequireRange(r, "num_key_value_heads", c.num_kv_heads, 1, limits::kMaxHeads));
   if (c.num_heads % c.num_kv_heads != 0) {
     return r.Invalid("num_key_value_heads", "(" + std::to_string(c.num_kv_heads) +
                                                 ") must divide num_attention_heads (" +
@@ -320,8 +334,8 @@ Result<ModelConfig> ParseModelConfig(const nlohmann::json& json, std::string_vie
   }
 
   MOEQ_RETURN_IF_ERROR(ParseLayerPlan(r, f, c));
-  const bool has_dense_layer = std::find(c.moe_layer.begin(), c.moe_layer.end(), false) !=
-                               c.moe_layer.end();
+  const bool has_dense_layer =
+      std::find(c.moe_layer.begin(), c.moe_layer.end(), false) != c.moe_layer.end();
   if (f.expert_width != ExpertWidth::kIntermediate) {
     // The dense MLP width; families whose layers are all sparse may omit it.
     if (f.plan == LayerPlan::kDense || has_dense_layer) {
@@ -330,10 +344,12 @@ Result<ModelConfig> ParseModelConfig(const nlohmann::json& json, std::string_vie
                          f.plan == LayerPlan::kDense ? "" : "the model has dense layers");
       }
       MOEQ_ASSIGN_OR_RETURN(c.intermediate_size, r.Int("intermediate_size"));
-      MOEQ_RETURN_IF_ERROR(RequireRange(r, "intermediate_size", c.intermediate_size, 1, limits::kMaxIntermediateSize));
+      MOEQ_RETURN_IF_ERROR(RequireRange(r, "intermediate_size", c.intermediate_size, 1,
+                                        limits::kMaxIntermediateSize));
     } else {
       MOEQ_ASSIGN_OR_RETURN(c.intermediate_size, r.Int("intermediate_size", 0));
-      MOEQ_RETURN_IF_ERROR(RequireRange(r, "intermediate_size", c.intermediate_size, 0, limits::kMaxIntermediateSize));
+      MOEQ_RETURN_IF_ERROR(RequireRange(r, "intermediate_size", c.intermediate_size, 0,
+                                        limits::kMaxIntermediateSize));
     }
   }
   if (f.plan != LayerPlan::kDense) MOEQ_RETURN_IF_ERROR(ParseMoe(r, f, c));
@@ -344,7 +360,8 @@ Result<ModelConfig> ParseModelConfig(const nlohmann::json& json, std::string_vie
   MOEQ_ASSIGN_OR_RETURN(c.rope_theta, r.Number("rope_theta", 10000.0));
   MOEQ_ASSIGN_OR_RETURN(c.rms_norm_eps, r.Number("rms_norm_eps", 1e-6));
   MOEQ_ASSIGN_OR_RETURN(c.max_position_embeddings, r.Int("max_position_embeddings", 0));
-  MOEQ_RETURN_IF_ERROR(RequireRange(r, "max_position_embeddings", c.max_position_embeddings, 0, limits::kMaxPositions));
+  MOEQ_RETURN_IF_ERROR(RequireRange(r, "max_position_embeddings", c.max_position_embeddings, 0,
+                                    limits::kMaxPositions));
   c.raw = json;
   return c;
 } catch (const nlohmann::json::exception& e) {

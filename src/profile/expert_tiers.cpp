@@ -1,6 +1,5 @@
 // DynaMINT expert tiers (include/moeq/profile/expert_tiers.h).
 #include "moeq/profile/expert_tiers.h"
-#include "moeq/base/json_reader.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,6 +7,7 @@
 
 #include "moeq/base/artifact.h"
 #include "moeq/base/file_util.h"
+#include "moeq/base/json_reader.h"
 #include "moeq/quant/quant_format.h"
 
 namespace moeq {
@@ -41,7 +41,8 @@ std::optional<ExpertTier> ParseTier(std::string_view name) {
 }
 
 Result<TierThresholds> TierThresholdsFromJson(const nlohmann::json& j, std::string_view path) try {
-  if (!j.is_object()) return Status::InvalidArgument(std::string(path) + ": expected a JSON object");
+  if (!j.is_object())
+    return Status::InvalidArgument(std::string(path) + ": expected a JSON object");
   if (j.contains("schema")) {
     MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.tiers", 1, path));
   }
@@ -65,8 +66,9 @@ Result<TierThresholds> TierThresholdsFromJson(const nlohmann::json& j, std::stri
                             : tier == "deprioritized" ? &t.deprioritized_format
                                                       : nullptr;
         if (slot == nullptr) {
-          return Status::InvalidArgument(std::string(path) + ": field 'formats." + tier +
-                                         "': unknown tier (expected critical, standard, deprioritized)");
+          return Status::InvalidArgument(
+              std::string(path) + ": field 'formats." + tier +
+              "': unknown tier (expected critical, standard, deprioritized)");
         }
         if (!fmt.is_string()) {
           return Status::InvalidArgument(std::string(path) + ": field 'formats." + tier +

@@ -1,13 +1,13 @@
 // Routing statistics folded token by token: counts, gate mass, rank, co-activation, per-domain
 // counts, hotness over time (DynaExq-style sliding window with hysteresis) and DynaMINT tiers.
 #include "profile/routing_fold.h"
-#include "moeq/base/json_reader.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "moeq/base/artifact.h"
 #include "moeq/base/file_util.h"
+#include "moeq/base/json_reader.h"
 
 namespace moeq {
 
@@ -22,12 +22,14 @@ Result<HotnessOptions> HotnessOptionsFromJson(const nlohmann::json& j, std::stri
     if (key == "schema" || key == "version" || key == "description") continue;
     if (key == "window" || key == "update_every") {
       if (!v.is_number_integer() || v.get<int64_t>() < 1) {
-        return Status::InvalidArgument(p + ": field '" + key + "' must be a positive integer, got " + JsonExcerpt(v));
+        return Status::InvalidArgument(p + ": field '" + key +
+                                       "' must be a positive integer, got " + JsonExcerpt(v));
       }
       (key == "window" ? h.window : h.update_every) = v.get<int64_t>();
     } else if (key == "promote_above" || key == "demote_below") {
       if (!v.is_number() || !(v.get<double>() >= 0) || !std::isfinite(v.get<double>())) {
-        return Status::InvalidArgument(p + ": field '" + key + "' must be a non-negative number, got " + JsonExcerpt(v));
+        return Status::InvalidArgument(p + ": field '" + key +
+                                       "' must be a non-negative number, got " + JsonExcerpt(v));
       }
       (key == "promote_above" ? h.promote_above : h.demote_below) = v.get<double>();
     } else {
@@ -36,7 +38,8 @@ Result<HotnessOptions> HotnessOptionsFromJson(const nlohmann::json& j, std::stri
   }
   if (h.demote_below > h.promote_above) {
     return Status::InvalidArgument(p + ": field 'demote_below' (" + std::to_string(h.demote_below) +
-                                   ") must not exceed 'promote_above' (" + std::to_string(h.promote_above) + ")");
+                                   ") must not exceed 'promote_above' (" +
+                                   std::to_string(h.promote_above) + ")");
   }
   return h;
 }
@@ -47,15 +50,18 @@ Result<HotnessOptions> LoadHotnessOptions(const std::string& path) {
 }
 
 nlohmann::json HotnessOptionsToJson(const HotnessOptions& h) {
-  return {{"window", h.window}, {"update_every", h.update_every},
-          {"promote_above", h.promote_above}, {"demote_below", h.demote_below}};
+  return {{"window", h.window},
+          {"update_every", h.update_every},
+          {"promote_above", h.promote_above},
+          {"demote_below", h.demote_below}};
 }
 
 // ---- HotnessTracker ----------------------------------------------------------------------
 
 HotnessTracker::HotnessTracker(int64_t num_experts, int64_t top_k, const HotnessOptions& options)
     : opt_(options), num_experts_(num_experts), top_k_(top_k) {
-  const double share = num_experts > 0 ? static_cast<double>(top_k) / static_cast<double>(num_experts) : 0;
+  const double share =
+      num_experts > 0 ? static_cast<double>(top_k) / static_cast<double>(num_experts) : 0;
   promote_ = options.promote_above * share;
   demote_ = options.demote_below * share;
   ring_.assign(static_cast<size_t>(std::max<int64_t>(1, options.window) * top_k), -1);
@@ -79,7 +85,8 @@ void HotnessTracker::Update() {
   const bool first = updates_ == 0;
   for (int64_t e = 0; e < num_experts_; ++e) {
     ExpertHotness& h = experts_[static_cast<size_t>(e)];
-    const double f = static_cast<double>(window_count_[static_cast<size_t>(e)]) / static_cast<double>(opt_.window);
+    const double f = static_cast<double>(window_count_[static_cast<size_t>(e)]) /
+                     static_cast<double>(opt_.window);
     if (first) {
       h.hot = f > promote_;
       h.freq_min = h.freq_max = f;
@@ -141,7 +148,8 @@ RoutingProfile MakeBlankProfile(const ModelConfig& c, const std::vector<std::str
       if (gram) {
         lp.expert_in_gram.assign(static_cast<size_t>(c.num_experts) * h2, 0.0);
         lp.expert_act_gram.assign(
-            static_cast<size_t>(c.num_experts * c.moe_intermediate_size * c.moe_intermediate_size), 0.0);
+            static_cast<size_t>(c.num_experts * c.moe_intermediate_size * c.moe_intermediate_size),
+            0.0);
       }
     }
     prof.layers.push_back(std::move(lp));
@@ -163,7 +171,8 @@ RoutingFolder::RoutingFolder(RoutingProfile* profile) : p_(profile) {
   }
 }
 
-void RoutingFolder::Add(int layer, int domain, int64_t tokens, const int32_t* experts, const float* weights) {
+void RoutingFolder::Add(int layer, int domain, int64_t tokens, const int32_t* experts,
+                        const float* weights) {
   LayerProfile& l = p_->layers[static_cast<size_t>(layer)];
   HotnessTracker& hot = hot_[static_cast<size_t>(layer)];
   const int64_t k = p_->top_k, E = p_->num_experts;
@@ -208,7 +217,8 @@ void RoutingFolder::Finish() {
         if (n > 0) pairs.push_back({static_cast<int>(a), static_cast<int>(b), n, 0.0});
       }
     }
-    const size_t keep = std::min(pairs.size(), static_cast<size_t>(std::max<int64_t>(0, p_->top_pairs)));
+    const size_t keep =
+        std::min(pairs.size(), static_cast<size_t>(std::max<int64_t>(0, p_->top_pairs)));
     std::partial_sort(pairs.begin(), pairs.begin() + static_cast<std::ptrdiff_t>(keep), pairs.end(),
                       [](const ExpertPair& x, const ExpertPair& y) {
                         if (x.count != y.count) return x.count > y.count;

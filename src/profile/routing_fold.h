@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "moeq/base/atomic_file.h"
 #include "moeq/model/model_config.h"
 #include "moeq/profile/routing_profile.h"
-#include "moeq/base/atomic_file.h"
 
 namespace moeq::internal {
 
@@ -40,10 +40,11 @@ class RoutingFolder {
 class TraceWriter {
  public:
   /// Opens the temporary file and writes `header` as the first line.
-  Status Open(const std::string& path, const nlohmann::json& header, AtomicWriteOptions options = {});
+  Status Open(const std::string& path, const nlohmann::json& header,
+              AtomicWriteOptions options = {});
   /// One line: token `token` at MoE layer `layer` chose `experts` (best first) with `weights`.
-  void WriteLine(int layer, int64_t token, int64_t top_k, const int32_t* experts, const float* weights,
-                 const std::string& domain);
+  void WriteLine(int layer, int64_t token, int64_t top_k, const int32_t* experts,
+                 const float* weights, const std::string& domain);
   Status Finish();
 
  private:

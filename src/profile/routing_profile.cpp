@@ -1,19 +1,19 @@
 // Routing profiles: accumulation over windows, JSON and safetensors output.
 #include "moeq/profile/routing_profile.h"
-#include "moeq/base/json_reader.h"
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <mutex>
 #include <optional>
 
-#include "profile/routing_fold.h"
-#include "moeq/eval/eval.h"
+#include "moeq/base/json_reader.h"
 #include "moeq/base/parallel.h"
 #include "moeq/base/progress.h"
+#include "moeq/eval/eval.h"
 #include "moeq/formats/safetensors.h"
-#include <Eigen/Core>
+#include "profile/routing_fold.h"
 
 namespace moeq {
 namespace {
@@ -38,7 +38,8 @@ class WindowObserver : public ForwardObserver {
     LayerProfile& l = layers_[static_cast<size_t>(layer)];
     l.tokens += tokens;
     if (act_) AddSquares(h, tokens, l.attn_in_sq.data(), static_cast<int64_t>(l.attn_in_sq.size()));
-    if (!l.attn_in_gram.empty()) AddGram(h.data(), tokens, static_cast<int64_t>(l.attn_in_sq.size()), l.attn_in_gram.data());
+    if (!l.attn_in_gram.empty())
+      AddGram(h.data(), tokens, static_cast<int64_t>(l.attn_in_sq.size()), l.attn_in_gram.data());
   }
 
   void OnRouting(int layer, int64_t tokens, int top_k, std::span<const int32_t> experts,
@@ -51,7 +52,8 @@ class WindowObserver : public ForwardObserver {
     const int64_t E = static_cast<int64_t>(l.experts.size());
     const int64_t H = static_cast<int64_t>(l.mlp_in_sq.size());
     for (int64_t t = 0; t < tokens; ++t) {
-      for (int64_t e = 0; e < E; ++e) l.experts[static_cast<size_t>(e)].prob_mass += probs[static_cast<size_t>(t * E + e)];
+      for (int64_t e = 0; e < E; ++e)
+        l.experts[static_cast<size_t>(e)].prob_mass += probs[static_cast<size_t>(t * E + e)];
       if (!act_) continue;
       for (int64_t j = 0; j < top_k; ++j) {
         const size_t s = static_cast<size_t>(t * top_k + j);
@@ -64,14 +66,18 @@ class WindowObserver : public ForwardObserver {
       // Gram of each expert's routed tokens (gathered in token order).
       std::vector<std::vector<int64_t>> rows(static_cast<size_t>(E));
       for (int64_t t = 0; t < tokens; ++t)
-        for (int64_t j = 0; j < top_k; ++j) rows[static_cast<size_t>(experts[static_cast<size_t>(t * top_k + j)])].push_back(t);
+        for (int64_t j = 0; j < top_k; ++j)
+          rows[static_cast<size_t>(experts[static_cast<size_t>(t * top_k + j)])].push_back(t);
       std::vector<float> g;
       for (int64_t e = 0; e < E; ++e) {
         const auto& r = rows[static_cast<size_t>(e)];
         if (r.empty()) continue;
         g.resize(r.size() * static_cast<size_t>(H));
-        for (size_t i = 0; i < r.size(); ++i) std::memcpy(g.data() + i * static_cast<size_t>(H), hidden.data() + r[i] * H, static_cast<size_t>(H) * sizeof(float));
-        AddGram(g.data(), static_cast<int64_t>(r.size()), H, l.expert_in_gram.data() + static_cast<size_t>(e * H * H));
+        for (size_t i = 0; i < r.size(); ++i)
+          std::memcpy(g.data() + i * static_cast<size_t>(H), hidden.data() + r[i] * H,
+                      static_cast<size_t>(H) * sizeof(float));
+        AddGram(g.data(), static_cast<int64_t>(r.size()), H,
+                l.expert_in_gram.data() + static_cast<size_t>(e * H * H));
       }
     }
   }
@@ -79,15 +85,21 @@ class WindowObserver : public ForwardObserver {
   void OnMlpInput(int layer, int64_t tokens, std::span<const float> h) override {
     LayerProfile& l = layers_[static_cast<size_t>(layer)];
     if (act_) AddSquares(h, tokens, l.mlp_in_sq.data(), static_cast<int64_t>(l.mlp_in_sq.size()));
-    if (!l.mlp_in_gram.empty()) AddGram(h.data(), tokens, static_cast<int64_t>(l.mlp_in_sq.size()), l.mlp_in_gram.data());
+    if (!l.mlp_in_gram.empty())
+      AddGram(h.data(), tokens, static_cast<int64_t>(l.mlp_in_sq.size()), l.mlp_in_gram.data());
   }
 
-  void OnExpertActivation(int layer, int expert, int64_t tokens, std::span<const float> a) override {
+  void OnExpertActivation(int layer, int expert, int64_t tokens,
+                          std::span<const float> a) override {
     if (!act_) return;
     LayerProfile& l = layers_[static_cast<size_t>(layer)];
-    const int64_t ff = static_cast<int64_t>(l.expert_act_sq.size() / std::max<size_t>(1, l.experts.size()));
+    const int64_t ff =
+        static_cast<int64_t>(l.expert_act_sq.size() / std::max<size_t>(1, l.experts.size()));
     AddSquares(a, tokens, l.expert_act_sq.data() + expert * ff, ff);
-    if (!l.expert_act_gram.empty()) AddGram(a.data(), tokens, ff, l.expert_act_gram.data() + static_cast<size_t>(expert) * static_cast<size_t>(ff * ff));
+    if (!l.expert_act_gram.empty())
+      AddGram(
+          a.data(), tokens, ff,
+          l.expert_act_gram.data() + static_cast<size_t>(expert) * static_cast<size_t>(ff * ff));
   }
 
   struct Routed {
@@ -101,7 +113,10 @@ class WindowObserver : public ForwardObserver {
   /// dst [width, width] += Xᵀ X for X [rows, width] (float rows, double products and sums).
   static void AddGram(const float* x, int64_t rows, int64_t width, double* dst) {
     using RowMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    const RowMat xd = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(x, rows, width).cast<double>();
+    const RowMat xd =
+        Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+            x, rows, width)
+            .cast<double>();
     Eigen::Map<RowMat> g(dst, width, width);
     g.noalias() += xd.transpose() * xd;
   }
@@ -140,7 +155,8 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const Cali
   if (texts.empty()) return Status::InvalidArgument("no calibration text given");
   std::vector<std::string> domains;
   std::vector<int> text_domain;
-  for (const CalibrationText& t : texts) text_domain.push_back(internal::DomainIndex(&domains, t.domain));
+  for (const CalibrationText& t : texts)
+    text_domain.push_back(internal::DomainIndex(&domains, t.domain));
   RoutingProfile prof = internal::MakeBlankProfile(c, domains, options.activations, options);
   // Every window of every text, in text order; token index = offset of the text in the
   // concatenation of all texts + position in the text.
@@ -157,9 +173,10 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const Cali
     plan.max_chunks = options.max_windows;
     const auto windows = PlanWindows(static_cast<int64_t>(texts[i].tokens.size()), plan);
     if (windows.empty()) {
-      return Status::InvalidArgument((texts[i].source.empty() ? std::string("the calibration text") : texts[i].source) +
-                                     " has " + std::to_string(texts[i].tokens.size()) +
-                                     " tokens, fewer than one window of " + std::to_string(options.context));
+      return Status::InvalidArgument(
+          (texts[i].source.empty() ? std::string("the calibration text") : texts[i].source) +
+          " has " + std::to_string(texts[i].tokens.size()) + " tokens, fewer than one window of " +
+          std::to_string(options.context));
     }
     DomainInfo& d = prof.domains[static_cast<size_t>(text_domain[i])];
     if (!texts[i].source.empty()) d.sources.push_back(texts[i].source);
@@ -172,13 +189,14 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const Cali
   std::optional<internal::TraceWriter> trace;
   if (!options.trace_output.empty()) {
     trace.emplace();
-    MOEQ_RETURN_IF_ERROR(trace->Open(options.trace_output, options.trace_header, {.overwrite = options.overwrite_trace}));
+    MOEQ_RETURN_IF_ERROR(trace->Open(options.trace_output, options.trace_header,
+                                     {.overwrite = options.overwrite_trace}));
   }
   std::optional<Progress> progress;
   if (options.progress) progress.emplace("profile", static_cast<int64_t>(jobs.size()), "windows");
   internal::RoutingFolder folder(&prof);
   const int threads = ResolveThreads(options.threads);
-  RoutingProfile blank = prof;  // zeroed accumulators each window starts from
+  RoutingProfile blank = prof;            // zeroed accumulators each window starts from
   for (LayerProfile& l : blank.layers) {  // folded state, not needed per window
     l.pair_counts.clear();
     for (ExpertUsage& u : l.experts) u.domain_counts.clear();
@@ -190,13 +208,15 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const Cali
   // computed (the profile does not need them).
   int64_t per_window_bytes = options.context * c.hidden_size * static_cast<int64_t>(sizeof(float));
   for (const LayerProfile& l : blank.layers) {  // the window's observer (accumulators, routing)
-    per_window_bytes += static_cast<int64_t>(sizeof(double) * (l.attn_in_sq.size() + l.mlp_in_sq.size() +
-                                                              l.expert_in_sq.size() + l.expert_act_sq.size())) +
-                        options.context * c.top_k * 8;
+    per_window_bytes +=
+        static_cast<int64_t>(sizeof(double) * (l.attn_in_sq.size() + l.mlp_in_sq.size() +
+                                               l.expert_in_sq.size() + l.expert_act_sq.size())) +
+        options.context * c.top_k * 8;
   }
   const size_t batch = static_cast<size_t>(std::max<int64_t>(
-      threads, std::min<int64_t>({static_cast<int64_t>(jobs.size()), kProfileMaxBatch,
-                                  kProfileHiddenBudgetBytes / std::max<int64_t>(1, per_window_bytes)})));
+      threads,
+      std::min<int64_t>({static_cast<int64_t>(jobs.size()), kProfileMaxBatch,
+                         kProfileHiddenBudgetBytes / std::max<int64_t>(1, per_window_bytes)})));
   for (size_t b0 = 0; b0 < jobs.size(); b0 += batch) {
     const size_t nb = std::min(jobs.size() - b0, batch);
     std::vector<std::unique_ptr<WindowObserver>> obs(nb);
@@ -206,7 +226,8 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const Cali
       const Job& job = jobs[b0 + i];
       obs[i] = std::make_unique<WindowObserver>(blank, options.activations);
       obs_ptr[i] = obs[i].get();
-      spans[i] = texts[job.text].tokens.subspan(static_cast<size_t>(job.start), static_cast<size_t>(options.context));
+      spans[i] = texts[job.text].tokens.subspan(static_cast<size_t>(job.start),
+                                                static_cast<size_t>(options.context));
     }
     {
       std::vector<std::vector<float>> hidden;
@@ -222,17 +243,19 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const Cali
         if (!prof.layers[l].moe) continue;
         const auto& r = o.routed_[l];
         if (static_cast<int64_t>(r.experts.size()) != options.context * k) {
-          return Status::Internal("layer " + std::to_string(l) + ": the engine reported no routing for a window");
+          return Status::Internal("layer " + std::to_string(l) +
+                                  ": the engine reported no routing for a window");
         }
-        folder.Add(static_cast<int>(l), domain, options.context, r.experts.data(), r.weights.data());
+        folder.Add(static_cast<int>(l), domain, options.context, r.experts.data(),
+                   r.weights.data());
       }
       if (trace) {
         for (int64_t t = 0; t < options.context; ++t) {
           for (size_t l = 0; l < prof.layers.size(); ++l) {
             if (!prof.layers[l].moe) continue;
             const auto& r = o.routed_[l];
-            trace->WriteLine(static_cast<int>(l), job.token0 + t, k, r.experts.data() + t * k, r.weights.data() + t * k,
-                             domains[static_cast<size_t>(domain)]);
+            trace->WriteLine(static_cast<int>(l), job.token0 + t, k, r.experts.data() + t * k,
+                             r.weights.data() + t * k, domains[static_cast<size_t>(domain)]);
           }
         }
       }
@@ -256,16 +279,22 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const int3
 
 nlohmann::json RoutingProfileToJson(const RoutingProfile& p, nlohmann::json header) {
   nlohmann::json j = std::move(header);
-  j["model"] = {{"model_type", p.model_type}, {"num_experts", p.num_experts}, {"top_k", p.top_k},
-                {"num_layers", p.layers.size()}, {"hidden_size", p.hidden}, {"moe_intermediate_size", p.moe_ff}};
-  j["calibration"] = {{"tokens", p.tokens}, {"windows", p.windows}, {"context", p.context}, {"source", p.source}};
+  j["model"] = {{"model_type", p.model_type}, {"num_experts", p.num_experts},
+                {"top_k", p.top_k},           {"num_layers", p.layers.size()},
+                {"hidden_size", p.hidden},    {"moe_intermediate_size", p.moe_ff}};
+  j["calibration"] = {
+      {"tokens", p.tokens}, {"windows", p.windows}, {"context", p.context}, {"source", p.source}};
   nlohmann::json domains = nlohmann::json::array();
   for (const DomainInfo& d : p.domains) {
-    domains.push_back({{"name", d.name}, {"sources", d.sources}, {"sha256", d.sha256}, {"tokens", d.tokens},
+    domains.push_back({{"name", d.name},
+                       {"sources", d.sources},
+                       {"sha256", d.sha256},
+                       {"tokens", d.tokens},
                        {"windows", d.windows}});
   }
   j["domains"] = std::move(domains);
-  const double share = p.num_experts > 0 ? static_cast<double>(p.top_k) / static_cast<double>(p.num_experts) : 0.0;
+  const double share =
+      p.num_experts > 0 ? static_cast<double>(p.top_k) / static_cast<double>(p.num_experts) : 0.0;
   nlohmann::json hot = HotnessOptionsToJson(p.hotness);
   hot["uniform_share"] = share;
   hot["promote_frequency"] = p.hotness.promote_above * share;
@@ -285,26 +314,30 @@ nlohmann::json RoutingProfileToJson(const RoutingProfile& p, nlohmann::json head
       for (size_t e = 0; e < l.experts.size(); ++e) {
         const ExpertUsage& u = l.experts[e];
         const double frac = assignments > 0 ? static_cast<double>(u.count) / assignments : 0;
-        nlohmann::json ej = {{"expert", e},
-                             {"count", u.count},
-                             {"frac", frac},
-                             {"mean_gate", u.count ? u.gate_mass / static_cast<double>(u.count) : 0.0},
-                             {"gate_mass", u.gate_mass},
-                             {"mean_rank", u.count ? static_cast<double>(u.rank_sum) / static_cast<double>(u.count) : 0.0},
-                             {"tier", TierName(u.tier)}};
+        nlohmann::json ej = {
+            {"expert", e},
+            {"count", u.count},
+            {"frac", frac},
+            {"mean_gate", u.count ? u.gate_mass / static_cast<double>(u.count) : 0.0},
+            {"gate_mass", u.gate_mass},
+            {"mean_rank",
+             u.count ? static_cast<double>(u.rank_sum) / static_cast<double>(u.count) : 0.0},
+            {"tier", TierName(u.tier)}};
         if (p.has_prob_mass) ej["prob_mass"] = u.prob_mass;
         nlohmann::json dc = nlohmann::json::object();
-        for (size_t d = 0; d < p.domains.size() && d < u.domain_counts.size(); ++d) dc[p.domains[d].name] = u.domain_counts[d];
+        for (size_t d = 0; d < p.domains.size() && d < u.domain_counts.size(); ++d)
+          dc[p.domains[d].name] = u.domain_counts[d];
         ej["domain_counts"] = std::move(dc);
         const ExpertHotness& h = u.hotness;
         const double updates = static_cast<double>(l.hotness_updates);
-        ej["hotness"] = {{"hot_fraction", updates > 0 ? static_cast<double>(h.hot_updates) / updates : 0.0},
-                         {"promotions", h.promotions},
-                         {"demotions", h.demotions},
-                         {"hot_at_end", h.hot},
-                         {"freq_mean", updates > 0 ? h.freq_sum / updates : 0.0},
-                         {"freq_min", h.freq_min},
-                         {"freq_max", h.freq_max}};
+        ej["hotness"] = {
+            {"hot_fraction", updates > 0 ? static_cast<double>(h.hot_updates) / updates : 0.0},
+            {"promotions", h.promotions},
+            {"demotions", h.demotions},
+            {"hot_at_end", h.hot},
+            {"freq_mean", updates > 0 ? h.freq_sum / updates : 0.0},
+            {"freq_min", h.freq_min},
+            {"freq_max", h.freq_max}};
         ex.push_back(std::move(ej));
         churn += h.promotions + h.demotions;
         ++tier_counts[static_cast<int>(u.tier)];
@@ -320,20 +353,28 @@ nlohmann::json RoutingProfileToJson(const RoutingProfile& p, nlohmann::json head
       const double mean = assignments / static_cast<double>(l.experts.size());
       lj["experts"] = ex;
       nlohmann::json tiers = nlohmann::json::object();
-      for (int t = 0; t < 4; ++t) tiers[std::string(TierName(static_cast<ExpertTier>(t)))] = tier_counts[t];
-      lj["summary"] = {{"max_count", mx}, {"min_count", mn}, {"unused_experts", unused},
-                       {"max_over_mean", mean > 0 ? static_cast<double>(mx) / mean : 0.0},
-                       {"hottest_expert", hottest},
-                       {"normalized_entropy", l.experts.size() > 1 ? entropy / std::log(static_cast<double>(l.experts.size())) : 0.0},
-                       {"tiers", std::move(tiers)}};
+      for (int t = 0; t < 4; ++t)
+        tiers[std::string(TierName(static_cast<ExpertTier>(t)))] = tier_counts[t];
+      lj["summary"] = {
+          {"max_count", mx},
+          {"min_count", mn},
+          {"unused_experts", unused},
+          {"max_over_mean", mean > 0 ? static_cast<double>(mx) / mean : 0.0},
+          {"hottest_expert", hottest},
+          {"normalized_entropy",
+           l.experts.size() > 1 ? entropy / std::log(static_cast<double>(l.experts.size())) : 0.0},
+          {"tiers", std::move(tiers)}};
       nlohmann::json pairs = nlohmann::json::array();
       for (const ExpertPair& pr : l.top_pairs) {
         pairs.push_back({{"experts", {pr.a, pr.b}}, {"count", pr.count}, {"lift", pr.lift}});
       }
       lj["coactivation"] = {{"top_pairs", std::move(pairs)}};
-      lj["hotness"] = {{"updates", l.hotness_updates},
-                       {"mean_hot_set", l.hotness_updates > 0 ? static_cast<double>(l.hot_set_sum) / static_cast<double>(l.hotness_updates) : 0.0},
-                       {"churn", churn}};
+      lj["hotness"] = {
+          {"updates", l.hotness_updates},
+          {"mean_hot_set", l.hotness_updates > 0 ? static_cast<double>(l.hot_set_sum) /
+                                                       static_cast<double>(l.hotness_updates)
+                                                 : 0.0},
+          {"churn", churn}};
     }
     layers.push_back(std::move(lj));
   }
@@ -368,15 +409,19 @@ Result<RoutingProfile> RoutingProfileFromJson(const nlohmann::json& j, std::stri
       }
     }
     if (j.contains("hotness")) {
-      MOEQ_ASSIGN_OR_RETURN(prof.hotness, HotnessOptionsFromJson(
-          nlohmann::json{{"window", j["hotness"].at("window")}, {"update_every", j["hotness"].at("update_every")},
-                         {"promote_above", j["hotness"].at("promote_above")}, {"demote_below", j["hotness"].at("demote_below")}},
-          p + ": hotness"));
+      MOEQ_ASSIGN_OR_RETURN(
+          prof.hotness,
+          HotnessOptionsFromJson(nlohmann::json{{"window", j["hotness"].at("window")},
+                                                {"update_every", j["hotness"].at("update_every")},
+                                                {"promote_above", j["hotness"].at("promote_above")},
+                                                {"demote_below", j["hotness"].at("demote_below")}},
+                                 p + ": hotness"));
     }
     if (j.contains("tiers")) {
       MOEQ_ASSIGN_OR_RETURN(prof.tiers, TierThresholdsFromJson(j.at("tiers"), p + ": tiers"));
     }
-    if (j.contains("coactivation")) prof.top_pairs = j["coactivation"].value("top_pairs", int64_t{16});
+    if (j.contains("coactivation"))
+      prof.top_pairs = j["coactivation"].value("top_pairs", int64_t{16});
     bool all_prob = true;
     for (const auto& lj : j.at("layers")) {
       LayerProfile l;
@@ -388,18 +433,23 @@ Result<RoutingProfile> RoutingProfileFromJson(const nlohmann::json& j, std::stri
           ExpertUsage u;
           u.count = e.at("count").get<int64_t>();
           u.gate_mass = e.at("gate_mass").get<double>();
-          if (e.contains("prob_mass")) u.prob_mass = e.at("prob_mass").get<double>();
-          else all_prob = false;
+          if (e.contains("prob_mass"))
+            u.prob_mass = e.at("prob_mass").get<double>();
+          else
+            all_prob = false;
           u.rank_sum = std::llround(e.value("mean_rank", 0.0) * static_cast<double>(u.count));
           if (e.contains("tier")) {
             auto t = ParseTier(e.at("tier").get<std::string>());
-            if (!t) return Status::Corruption(p + ": layer " + std::to_string(l.layer) + " expert " + std::to_string(l.experts.size()) +
-                                              ": unknown tier " + JsonExcerpt(e.at("tier")));
+            if (!t)
+              return Status::Corruption(p + ": layer " + std::to_string(l.layer) + " expert " +
+                                        std::to_string(l.experts.size()) + ": unknown tier " +
+                                        JsonExcerpt(e.at("tier")));
             u.tier = *t;
           }
           if (e.contains("domain_counts")) {
             u.domain_counts.assign(prof.domains.size(), 0);
-            for (size_t d = 0; d < prof.domains.size(); ++d) u.domain_counts[d] = e["domain_counts"].value(prof.domains[d].name, int64_t{0});
+            for (size_t d = 0; d < prof.domains.size(); ++d)
+              u.domain_counts[d] = e["domain_counts"].value(prof.domains[d].name, int64_t{0});
           }
           if (e.contains("hotness")) {
             const auto& h = e["hotness"];
@@ -413,8 +463,9 @@ Result<RoutingProfile> RoutingProfileFromJson(const nlohmann::json& j, std::stri
         }
         if (lj.contains("coactivation")) {
           for (const auto& pr : lj["coactivation"].at("top_pairs")) {
-            l.top_pairs.push_back({pr.at("experts").at(0).get<int>(), pr.at("experts").at(1).get<int>(),
-                                   pr.at("count").get<int64_t>(), pr.at("lift").get<double>()});
+            l.top_pairs.push_back({pr.at("experts").at(0).get<int>(),
+                                   pr.at("experts").at(1).get<int>(), pr.at("count").get<int64_t>(),
+                                   pr.at("lift").get<double>()});
           }
         }
         if (lj.contains("hotness")) l.hotness_updates = lj["hotness"].value("updates", int64_t{0});
@@ -430,8 +481,9 @@ Result<RoutingProfile> RoutingProfileFromJson(const nlohmann::json& j, std::stri
   return Status::Corruption(std::string(path) + ": " + JsonExceptionText(e));
 }
 
-Status WriteActivationStats(const std::string& path, const RoutingProfile& p, const ArchAdapter& adapter,
-                            const ActivationStatsOptions& options, AtomicWriteOptions write_options) {
+Status WriteActivationStats(const std::string& path, const RoutingProfile& p,
+                            const ArchAdapter& adapter, const ActivationStatsOptions& options,
+                            AtomicWriteOptions write_options) {
   const double k = std::max(0.0, options.shrinkage_tokens);
   struct Entry {
     std::string name;
@@ -447,7 +499,8 @@ Status WriteActivationStats(const std::string& path, const RoutingProfile& p, co
   std::vector<Entry> entries;
   std::vector<Gram> grams;
   // (Σ + k·pool_mean) / (n + k); pool_sum / pool_n is the pooled mean (n = pool_n: unchanged).
-  auto shrink = [k](const double* sum, int64_t n, const double* pool_sum, int64_t pool_n, int64_t len, std::vector<float>* out) {
+  auto shrink = [k](const double* sum, int64_t n, const double* pool_sum, int64_t pool_n,
+                    int64_t len, std::vector<float>* out) {
     out->resize(static_cast<size_t>(len));
     const bool pool = pool_sum != nullptr && pool_n > 0 && k > 0;
     const double den = static_cast<double>(n) + (pool ? k : 0.0);
@@ -457,18 +510,21 @@ Status WriteActivationStats(const std::string& path, const RoutingProfile& p, co
       (*out)[static_cast<size_t>(i)] = den > 0 ? static_cast<float>(v / den) : 0.0f;
     }
   };
-  auto add = [&](const TensorId& id, const double* sq, int64_t width, int64_t count, const double* pool_sq, int64_t pool_n,
-                 const std::string& gram) {
+  auto add = [&](const TensorId& id, const double* sq, int64_t width, int64_t count,
+                 const double* pool_sq, int64_t pool_n, const std::string& gram) {
     Entry e{adapter.Name(id), std::vector<float>(static_cast<size_t>(width)), {}, count, gram};
-    for (int64_t i = 0; i < width; ++i) e.mean[static_cast<size_t>(i)] = count ? static_cast<float>(sq[i] / static_cast<double>(count)) : 0.0f;
+    for (int64_t i = 0; i < width; ++i)
+      e.mean[static_cast<size_t>(i)] =
+          count ? static_cast<float>(sq[i] / static_cast<double>(count)) : 0.0f;
     shrink(sq, count, pool_sq, pool_n, width, &e.importance);
     entries.push_back(std::move(e));
   };
-  auto add_gram = [&](const std::string& name, const std::vector<double>& all, size_t index, int64_t width, int64_t n,
-                      const double* pool, int64_t pool_n) -> std::string {
+  auto add_gram = [&](const std::string& name, const std::vector<double>& all, size_t index,
+                      int64_t width, int64_t n, const double* pool, int64_t pool_n) -> std::string {
     if (all.empty()) return "";
     Gram g{name + ".gram", width, {}};
-    shrink(all.data() + index * static_cast<size_t>(width * width), n, pool, pool_n, width * width, &g.mean);
+    shrink(all.data() + index * static_cast<size_t>(width * width), n, pool, pool_n, width * width,
+           &g.mean);
     grams.push_back(std::move(g));
     return grams.back().name;
   };
@@ -476,13 +532,16 @@ Status WriteActivationStats(const std::string& path, const RoutingProfile& p, co
     if (l.attn_in_sq.empty()) continue;
     const int64_t H = static_cast<int64_t>(l.attn_in_sq.size());
     const std::string lp = "layers." + std::to_string(l.layer);
-    const std::string attn_gram = add_gram(lp + ".attn_in", l.attn_in_gram, 0, H, l.tokens, nullptr, 0);
+    const std::string attn_gram =
+        add_gram(lp + ".attn_in", l.attn_in_gram, 0, H, l.tokens, nullptr, 0);
     for (TensorRole r : {TensorRole::kAttnQ, TensorRole::kAttnK, TensorRole::kAttnV}) {
       add({l.layer, -1, r}, l.attn_in_sq.data(), H, l.tokens, nullptr, 0, attn_gram);
     }
-    const std::string mlp_gram = add_gram(lp + ".mlp_in", l.mlp_in_gram, 0, H, l.tokens, nullptr, 0);
+    const std::string mlp_gram =
+        add_gram(lp + ".mlp_in", l.mlp_in_gram, 0, H, l.tokens, nullptr, 0);
     if (!l.moe) {
-      for (TensorRole r : {TensorRole::kMlpGate, TensorRole::kMlpUp}) add({l.layer, -1, r}, l.mlp_in_sq.data(), H, l.tokens, nullptr, 0, mlp_gram);
+      for (TensorRole r : {TensorRole::kMlpGate, TensorRole::kMlpUp})
+        add({l.layer, -1, r}, l.mlp_in_sq.data(), H, l.tokens, nullptr, 0, mlp_gram);
       continue;
     }
     add({l.layer, -1, TensorRole::kRouter}, l.mlp_in_sq.data(), H, l.tokens, nullptr, 0, mlp_gram);
@@ -492,34 +551,46 @@ Status WriteActivationStats(const std::string& path, const RoutingProfile& p, co
     int64_t act_n = 0;
     for (size_t e = 0; e < l.experts.size(); ++e) {
       act_n += l.experts[e].count;
-      for (int64_t i = 0; i < ff; ++i) act_pool[static_cast<size_t>(i)] += l.expert_act_sq[e * static_cast<size_t>(ff) + static_cast<size_t>(i)];
+      for (int64_t i = 0; i < ff; ++i)
+        act_pool[static_cast<size_t>(i)] +=
+            l.expert_act_sq[e * static_cast<size_t>(ff) + static_cast<size_t>(i)];
     }
     if (!l.expert_act_gram.empty()) {
       act_pool_gram.assign(static_cast<size_t>(ff * ff), 0.0);
       for (size_t e = 0; e < l.experts.size(); ++e)
-        for (size_t i = 0; i < act_pool_gram.size(); ++i) act_pool_gram[i] += l.expert_act_gram[e * act_pool_gram.size() + i];
+        for (size_t i = 0; i < act_pool_gram.size(); ++i)
+          act_pool_gram[i] += l.expert_act_gram[e * act_pool_gram.size() + i];
     }
     for (size_t e = 0; e < l.experts.size(); ++e) {
       const int64_t n = l.experts[e].count;
       const int ei = static_cast<int>(e);
       const std::string ep = lp + ".experts." + std::to_string(e);
-      const std::string in_gram = add_gram(ep + ".in", l.expert_in_gram, e, H, n, l.mlp_in_gram.data(), l.tokens);
-      const std::string act_gram = add_gram(ep + ".act", l.expert_act_gram, e, ff, n, act_pool_gram.data(), act_n);
-      add({l.layer, ei, TensorRole::kExpertGate}, l.expert_in_sq.data() + static_cast<int64_t>(e) * H, H, n, l.mlp_in_sq.data(), l.tokens, in_gram);
-      add({l.layer, ei, TensorRole::kExpertUp}, l.expert_in_sq.data() + static_cast<int64_t>(e) * H, H, n, l.mlp_in_sq.data(), l.tokens, in_gram);
-      add({l.layer, ei, TensorRole::kExpertDown}, l.expert_act_sq.data() + static_cast<int64_t>(e) * ff, ff, n, act_pool.data(), act_n, act_gram);
+      const std::string in_gram =
+          add_gram(ep + ".in", l.expert_in_gram, e, H, n, l.mlp_in_gram.data(), l.tokens);
+      const std::string act_gram =
+          add_gram(ep + ".act", l.expert_act_gram, e, ff, n, act_pool_gram.data(), act_n);
+      add({l.layer, ei, TensorRole::kExpertGate},
+          l.expert_in_sq.data() + static_cast<int64_t>(e) * H, H, n, l.mlp_in_sq.data(), l.tokens,
+          in_gram);
+      add({l.layer, ei, TensorRole::kExpertUp}, l.expert_in_sq.data() + static_cast<int64_t>(e) * H,
+          H, n, l.mlp_in_sq.data(), l.tokens, in_gram);
+      add({l.layer, ei, TensorRole::kExpertDown},
+          l.expert_act_sq.data() + static_cast<int64_t>(e) * ff, ff, n, act_pool.data(), act_n,
+          act_gram);
     }
   }
   std::vector<TensorInfo> infos;
   nlohmann::json gram_of = nlohmann::json::object();
   for (const Entry& e : entries) {
     infos.push_back({e.name + ".in_sq_mean", DType::kF32, {static_cast<int64_t>(e.mean.size())}});
-    infos.push_back({e.name + ".importance", DType::kF32, {static_cast<int64_t>(e.importance.size())}});
+    infos.push_back(
+        {e.name + ".importance", DType::kF32, {static_cast<int64_t>(e.importance.size())}});
     infos.push_back({e.name + ".count", DType::kI64, {1}});
     if (!e.gram.empty()) gram_of[e.name] = e.gram;
   }
   for (const Gram& g : grams) infos.push_back({g.name, DType::kF32, {g.width, g.width}});
-  std::map<std::string, std::string> meta = {{"format", "pt"}, {"moeq_schema", "moeq.activation_stats"},
+  std::map<std::string, std::string> meta = {{"format", "pt"},
+                                             {"moeq_schema", "moeq.activation_stats"},
                                              {"moeq_shrinkage_tokens", nlohmann::json(k).dump()}};
   if (!grams.empty()) meta["moeq_gram_of"] = gram_of.dump();
   MOEQ_ASSIGN_OR_RETURN(auto w, SafetensorsWriter::Create(path, infos, meta, write_options));
@@ -528,7 +599,8 @@ Status WriteActivationStats(const std::string& path, const RoutingProfile& p, co
     MOEQ_RETURN_IF_ERROR(w->Write(e.name + ".importance", std::as_bytes(std::span(e.importance))));
     MOEQ_RETURN_IF_ERROR(w->Write(e.name + ".count", std::as_bytes(std::span(&e.count, 1))));
   }
-  for (const Gram& g : grams) MOEQ_RETURN_IF_ERROR(w->Write(g.name, std::as_bytes(std::span(g.mean))));
+  for (const Gram& g : grams)
+    MOEQ_RETURN_IF_ERROR(w->Write(g.name, std::as_bytes(std::span(g.mean))));
   return w->Finish();
 }
 

@@ -6,28 +6,32 @@
 #include <filesystem>
 #include <numeric>
 
-#include "profile/routing_fold.h"
 #include "moeq/base/artifact.h"
 #include "moeq/base/file_util.h"
 #include "moeq/base/json_reader.h"
+#include "profile/routing_fold.h"
 
 namespace moeq {
 namespace internal {
 
-Status TraceWriter::Open(const std::string& path, const nlohmann::json& header, AtomicWriteOptions options) {
+Status TraceWriter::Open(const std::string& path, const nlohmann::json& header,
+                         AtomicWriteOptions options) {
   MOEQ_ASSIGN_OR_RETURN(file_, AtomicFile::Create(path, options));
   f_ = file_->Stream();
-  if (!f_) return Status::Io(file_->temp_path() + ": cannot open a stream: " + std::strerror(errno));
+  if (!f_)
+    return Status::Io(file_->temp_path() + ": cannot open a stream: " + std::strerror(errno));
   return file_->Write(header.dump() + "\n");
 }
 
-void TraceWriter::WriteLine(int layer, int64_t token, int64_t top_k, const int32_t* experts, const float* weights,
-                            const std::string& domain) {
+void TraceWriter::WriteLine(int layer, int64_t token, int64_t top_k, const int32_t* experts,
+                            const float* weights, const std::string& domain) {
   // %.9g round-trips a float exactly, so a profile of the trace reproduces the gate mass.
-  std::fprintf(f_, "{\"layer\":%d,\"token\":%lld,\"experts\":[", layer, static_cast<long long>(token));
+  std::fprintf(f_, "{\"layer\":%d,\"token\":%lld,\"experts\":[", layer,
+               static_cast<long long>(token));
   for (int64_t j = 0; j < top_k; ++j) std::fprintf(f_, j ? ",%d" : "%d", experts[j]);
   std::fputs("],\"weights\":[", f_);
-  for (int64_t j = 0; j < top_k; ++j) std::fprintf(f_, j ? ",%.9g" : "%.9g", static_cast<double>(weights[j]));
+  for (int64_t j = 0; j < top_k; ++j)
+    std::fprintf(f_, j ? ",%.9g" : "%.9g", static_cast<double>(weights[j]));
   std::fprintf(f_, "],\"domain\":%s}\n", nlohmann::json(domain).dump().c_str());
 }
 
@@ -52,9 +56,11 @@ struct TraceRecord {
 
 }  // namespace
 
-Result<RoutingProfile> ProfileRoutingTraces(const ModelConfig& config, std::span<const TraceInput> traces,
+Result<RoutingProfile> ProfileRoutingTraces(const ModelConfig& config,
+                                            std::span<const TraceInput> traces,
                                             const ProfileOptions& options) try {
-  if (!config.is_moe()) return Status::InvalidArgument("a dense model has no routing to read from a trace");
+  if (!config.is_moe())
+    return Status::InvalidArgument("a dense model has no routing to read from a trace");
   if (traces.empty()) return Status::InvalidArgument("no routing trace given");
   const int64_t k = config.top_k, E = config.num_experts;
   std::vector<std::string> domains;
@@ -90,7 +96,9 @@ Result<RoutingProfile> ProfileRoutingTraces(const ModelConfig& config, std::span
       auto field_int = [&](const char* key, int64_t* out) -> Status {
         auto it = j.find(key);
         if (it == j.end()) return Status::Corruption(where + ": missing field '" + key + "'");
-        if (!it->is_number_integer()) return Status::Corruption(where + ": field '" + key + "' must be an integer, got " + JsonExcerpt(*it));
+        if (!it->is_number_integer())
+          return Status::Corruption(where + ": field '" + key + "' must be an integer, got " +
+                                    JsonExcerpt(*it));
         *out = it->get<int64_t>();
         return Status::Ok();
       };
@@ -98,39 +106,47 @@ Result<RoutingProfile> ProfileRoutingTraces(const ModelConfig& config, std::span
       MOEQ_RETURN_IF_ERROR(field_int("layer", &layer));
       MOEQ_RETURN_IF_ERROR(field_int("token", &token));
       if (layer < 0 || layer >= config.num_layers) {
-        return Status::Corruption(where + ": field 'layer': " + std::to_string(layer) + " is not a layer of the model (0.." +
+        return Status::Corruption(where + ": field 'layer': " + std::to_string(layer) +
+                                  " is not a layer of the model (0.." +
                                   std::to_string(config.num_layers - 1) + ")");
       }
       if (!config.IsMoeLayer(layer)) {
-        return Status::Corruption(where + ": field 'layer': layer " + std::to_string(layer) + " is not a MoE layer");
+        return Status::Corruption(where + ": field 'layer': layer " + std::to_string(layer) +
+                                  " is not a MoE layer");
       }
-      if (token < 0) return Status::Corruption(where + ": field 'token' must be >= 0, got " + std::to_string(token));
+      if (token < 0)
+        return Status::Corruption(where + ": field 'token' must be >= 0, got " +
+                                  std::to_string(token));
       auto ex = j.find("experts");
       if (ex == j.end()) return Status::Corruption(where + ": missing field 'experts'");
       if (!ex->is_array() || static_cast<int64_t>(ex->size()) != k) {
-        return Status::Corruption(where + ": field 'experts' must be an array of top_k = " + std::to_string(k) +
-                                  " expert ids, got " + JsonExcerpt(*ex));
+        return Status::Corruption(where + ": field 'experts' must be an array of top_k = " +
+                                  std::to_string(k) + " expert ids, got " + JsonExcerpt(*ex));
       }
       auto wt = j.find("weights");
       if (wt == j.end()) return Status::Corruption(where + ": missing field 'weights'");
       if (!wt->is_array() || static_cast<int64_t>(wt->size()) != k) {
-        return Status::Corruption(where + ": field 'weights' must be an array of " + std::to_string(k) +
-                                  " numbers (one per expert), got " + JsonExcerpt(*wt));
+        return Status::Corruption(where + ": field 'weights' must be an array of " +
+                                  std::to_string(k) + " numbers (one per expert), got " +
+                                  JsonExcerpt(*wt));
       }
       const size_t off = ids.size();
       for (int64_t q = 0; q < k; ++q) {
         const auto& e = (*ex)[static_cast<size_t>(q)];
         if (!e.is_number_integer() || e.get<int64_t>() < 0 || e.get<int64_t>() >= E) {
-          return Status::Corruption(where + ": field 'experts': " + JsonExcerpt(e) + " is not an expert id in [0, " +
-                                    std::to_string(E) + ")");
+          return Status::Corruption(where + ": field 'experts': " + JsonExcerpt(e) +
+                                    " is not an expert id in [0, " + std::to_string(E) + ")");
         }
         const auto id = static_cast<int32_t>(e.get<int64_t>());
         for (size_t r = off; r < ids.size(); ++r) {
-          if (ids[r] == id) return Status::Corruption(where + ": field 'experts': expert " + std::to_string(id) + " listed twice");
+          if (ids[r] == id)
+            return Status::Corruption(where + ": field 'experts': expert " + std::to_string(id) +
+                                      " listed twice");
         }
         const auto& w = (*wt)[static_cast<size_t>(q)];
         if (!w.is_number() || !std::isfinite(w.get<double>())) {
-          return Status::Corruption(where + ": field 'weights': " + JsonExcerpt(w) + " is not a finite number");
+          return Status::Corruption(where + ": field 'weights': " + JsonExcerpt(w) +
+                                    " is not a finite number");
         }
         ids.push_back(id);
         weights.push_back(static_cast<float>(w.get<double>()));
@@ -138,15 +154,18 @@ Result<RoutingProfile> ProfileRoutingTraces(const ModelConfig& config, std::span
       std::string domain_name = traces[fi].domain;
       if (auto d = j.find("domain"); d != j.end()) {
         if (!d->is_string() || d->get<std::string>().empty()) {
-          return Status::Corruption(where + ": field 'domain' must be a non-empty string, got " + JsonExcerpt(*d));
+          return Status::Corruption(where + ": field 'domain' must be a non-empty string, got " +
+                                    JsonExcerpt(*d));
         }
         domain_name = d->get<std::string>();
       }
       const auto domain = static_cast<int32_t>(internal::DomainIndex(&domains, domain_name));
       auto& fd = file_domains[fi];
-      if (fd.size() <= static_cast<size_t>(domain)) fd.resize(static_cast<size_t>(domain) + 1, false);
+      if (fd.size() <= static_cast<size_t>(domain))
+        fd.resize(static_cast<size_t>(domain) + 1, false);
       fd[static_cast<size_t>(domain)] = true;
-      per_layer[static_cast<size_t>(layer)].push_back({token, line_no, static_cast<int32_t>(fi), domain, off});
+      per_layer[static_cast<size_t>(layer)].push_back(
+          {token, line_no, static_cast<int32_t>(fi), domain, off});
     }
   }
   ProfileOptions po = options;
@@ -173,20 +192,24 @@ Result<RoutingProfile> ProfileRoutingTraces(const ModelConfig& config, std::span
     for (size_t r = 0; r < recs.size(); ++r) {
       if (r > 0 && recs[r].file == recs[r - 1].file && recs[r].token == recs[r - 1].token) {
         const std::string& path = traces[static_cast<size_t>(recs[r].file)].path;
-        return Status::Corruption(path + ":" + std::to_string(std::max(recs[r].line, recs[r - 1].line)) +
-                                  ": field 'token': token " + std::to_string(recs[r].token) + " of layer " +
-                                  std::to_string(l) + " already given on line " +
+        return Status::Corruption(path + ":" +
+                                  std::to_string(std::max(recs[r].line, recs[r - 1].line)) +
+                                  ": field 'token': token " + std::to_string(recs[r].token) +
+                                  " of layer " + std::to_string(l) + " already given on line " +
                                   std::to_string(std::min(recs[r].line, recs[r - 1].line)));
       }
-      folder.Add(static_cast<int>(l), recs[r].domain, 1, ids.data() + recs[r].offset, weights.data() + recs[r].offset);
+      folder.Add(static_cast<int>(l), recs[r].domain, 1, ids.data() + recs[r].offset,
+                 weights.data() + recs[r].offset);
       ++domain_tokens[l][static_cast<size_t>(recs[r].domain)];
     }
     prof.layers[l].tokens = static_cast<int64_t>(recs.size());
     prof.tokens = std::max(prof.tokens, prof.layers[l].tokens);
   }
-  if (prof.tokens == 0) return Status::InvalidArgument(traces[0].path + ": the routing trace has no routing lines");
+  if (prof.tokens == 0)
+    return Status::InvalidArgument(traces[0].path + ": the routing trace has no routing lines");
   for (size_t d = 0; d < domains.size(); ++d) {
-    for (size_t l = 0; l < per_layer.size(); ++l) prof.domains[d].tokens = std::max(prof.domains[d].tokens, domain_tokens[l][d]);
+    for (size_t l = 0; l < per_layer.size(); ++l)
+      prof.domains[d].tokens = std::max(prof.domains[d].tokens, domain_tokens[l][d]);
   }
   folder.Finish();
   return prof;

@@ -39,18 +39,16 @@ const KernelSet& ActiveKernels() {
 Status NonFiniteError(const float* row, int64_t row_index, int64_t cols) {
   for (int64_t c = 0; c < cols; ++c) {
     if (!std::isfinite(row[c])) {
-      return Status::InvalidArgument("row " + std::to_string(row_index) + ", column " +
-                                     std::to_string(c) + ": weight is " +
-                                     (std::isnan(row[c]) ? "NaN" : "Inf") +
-                                     "; only finite weights can be quantized");
+      return Status::InvalidArgument(
+          "row " + std::to_string(row_index) + ", column " + std::to_string(c) + ": weight is " +
+          (std::isnan(row[c]) ? "NaN" : "Inf") + "; only finite weights can be quantized");
     }
   }
   return Status::Internal("row " + std::to_string(row_index) + " reported non-finite but is not");
 }
 
 Result<QuantizedTensor> QuantizeRowBlocks(std::span<const int64_t> shape, int bits, int group_size,
-                                          DType scale_dtype, const RowSource& source,
-                                          int threads) {
+                                          DType scale_dtype, const RowSource& source, int threads) {
   QuantizedTensor q;
   q.shape.assign(shape.begin(), shape.end());
   q.bits = bits;
@@ -88,7 +86,8 @@ Result<QuantizedTensor> QuantizeRowBlocks(std::span<const int64_t> shape, int bi
         args.scales = q.scales.data() + static_cast<size_t>(g0) * ss;
         args.biases = q.biases.data() + static_cast<size_t>(g0) * ss;
         const int64_t bad = kernels.quantize_rows(args);
-        if (bad >= 0) errors[static_cast<size_t>(b)] = NonFiniteError(*w + bad * cols, first + bad, cols);
+        if (bad >= 0)
+          errors[static_cast<size_t>(b)] = NonFiniteError(*w + bad * cols, first + bad, cols);
       },
       threads);
   for (auto& st : errors) MOEQ_RETURN_IF_ERROR(st);
@@ -142,10 +141,18 @@ float BitsToValue(uint32_t bits, DType dtype) {
 
 }  // namespace
 
-uint32_t QuantizedTensor::ScaleBits(int64_t group) const { return ElementBits(scales, scale_dtype, group); }
-uint32_t QuantizedTensor::BiasBits(int64_t group) const { return ElementBits(biases, scale_dtype, group); }
-float QuantizedTensor::Scale(int64_t group) const { return BitsToValue(ScaleBits(group), scale_dtype); }
-float QuantizedTensor::Bias(int64_t group) const { return BitsToValue(BiasBits(group), scale_dtype); }
+uint32_t QuantizedTensor::ScaleBits(int64_t group) const {
+  return ElementBits(scales, scale_dtype, group);
+}
+uint32_t QuantizedTensor::BiasBits(int64_t group) const {
+  return ElementBits(biases, scale_dtype, group);
+}
+float QuantizedTensor::Scale(int64_t group) const {
+  return BitsToValue(ScaleBits(group), scale_dtype);
+}
+float QuantizedTensor::Bias(int64_t group) const {
+  return BitsToValue(BiasBits(group), scale_dtype);
+}
 
 uint64_t QuantizedTensor::nbytes() const {
   return packed.size() * sizeof(uint32_t) + scales.size() + biases.size();
@@ -175,21 +182,20 @@ Status CheckAffineParams(std::span<const int64_t> shape, int bits, int group_siz
                                    ": affine quantization needs at least 2 dimensions");
   }
   for (int64_t d : shape) {
-    if (d < 0) return Status::InvalidArgument("shape " + ShapeString(shape) + ": negative dimension");
+    if (d < 0)
+      return Status::InvalidArgument("shape " + ShapeString(shape) + ": negative dimension");
   }
   if (shape.back() % group_size != 0) {
-    return Status::InvalidArgument("shape " + ShapeString(shape) + ": last dimension " +
-                                   std::to_string(shape.back()) +
-                                   " is not a multiple of group size " +
-                                   std::to_string(group_size) + " (bits " +
-                                   std::to_string(bits) + ")");
+    return Status::InvalidArgument(
+        "shape " + ShapeString(shape) + ": last dimension " + std::to_string(shape.back()) +
+        " is not a multiple of group size " + std::to_string(group_size) + " (bits " +
+        std::to_string(bits) + ")");
   }
   return Status::Ok();
 }
 
 Result<QuantizedTensor> QuantizeAffine(std::span<const float> w, int64_t rows, int64_t cols,
-                                       int bits, int group_size, DType scale_dtype,
-                                       int threads) {
+                                       int bits, int group_size, DType scale_dtype, int threads) {
   const int64_t shape[2] = {rows, cols};
   MOEQ_RETURN_IF_ERROR(CheckAffineParams(shape, bits, group_size, scale_dtype));
   if (static_cast<int64_t>(w.size()) != rows * cols) {
@@ -197,7 +203,8 @@ Result<QuantizedTensor> QuantizeAffine(std::span<const float> w, int64_t rows, i
                                    std::to_string(rows * cols) + " floats, got " +
                                    std::to_string(w.size()));
   }
-  internal::RowSource source = [&](int64_t first, int64_t, std::vector<float>*) -> Result<const float*> {
+  internal::RowSource source = [&](int64_t first, int64_t,
+                                   std::vector<float>*) -> Result<const float*> {
     return w.data() + first * cols;
   };
   return internal::QuantizeRowBlocks(shape, bits, group_size, scale_dtype, source, threads);
@@ -213,8 +220,8 @@ Result<QuantizedTensor> QuantizeTensor(const TensorView& view, const FormatTrait
                                         " is not a float type"));
   }
   if (!format.is_affine()) {
-    return fail(Status::InvalidArgument("format " + std::string(format.name) +
-                                        " is not an affine format"));
+    return fail(
+        Status::InvalidArgument("format " + std::string(format.name) + " is not an affine format"));
   }
   const DType scale_dtype = format.ScaleDType(info.dtype);
   Status st = CheckAffineParams(info.shape, format.bits, format.group_size, scale_dtype);
@@ -276,7 +283,8 @@ Result<std::vector<float>> Dequantize(const QuantizedTensor& q, int threads) {
       [&](int64_t b) {
         const int64_t first = blocks.first_row(b), n = blocks.rows_in(b);
         errors[static_cast<size_t>(b)] = DequantizeRows(
-            q, first, n, std::span<float>(out.data() + first * cols, static_cast<size_t>(n * cols)));
+            q, first, n,
+            std::span<float>(out.data() + first * cols, static_cast<size_t>(n * cols)));
       },
       threads);
   for (auto& st : errors) MOEQ_RETURN_IF_ERROR(st);

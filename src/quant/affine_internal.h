@@ -17,7 +17,8 @@ enum class ScaleKind : uint8_t { kF32, kBF16, kF16 };
 
 /// ScaleKind of a scale dtype (BF16, F16 or F32; anything else maps to kBF16).
 inline ScaleKind ScaleKindOf(DType d) {
-  return d == DType::kF32 ? ScaleKind::kF32 : (d == DType::kF16 ? ScaleKind::kF16 : ScaleKind::kBF16);
+  return d == DType::kF32 ? ScaleKind::kF32
+                          : (d == DType::kF16 ? ScaleKind::kF16 : ScaleKind::kBF16);
 }
 
 /// Bytes of one scale or bias.
@@ -54,7 +55,7 @@ using QuantizeRowsFn = int64_t (*)(const QuantizeRowsArgs&);
 
 /// One call dequantizes `rows` consecutive rows.
 struct DequantizeRowsArgs {
-  const uint32_t* packed = nullptr;  ///< [rows, cols*bits/32]
+  const uint32_t* packed = nullptr;   ///< [rows, cols*bits/32]
   const std::byte* scales = nullptr;  ///< [rows, cols/group_size]
   const std::byte* biases = nullptr;
   int64_t rows = 0;

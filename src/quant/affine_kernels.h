@@ -147,7 +147,8 @@ inline void Unpack32(const uint32_t* in, uint8_t* q) {
   if constexpr (32 % B == 0) {
     constexpr int kPer = 32 / B;
     for (int w = 0; w < B; ++w) {
-      for (int j = 0; j < kPer; ++j) q[w * kPer + j] = static_cast<uint8_t>((in[w] >> (j * B)) & kMask);
+      for (int j = 0; j < kPer; ++j)
+        q[w * kPer + j] = static_cast<uint8_t>((in[w] >> (j * B)) & kMask);
     }
   } else {
     uint64_t acc = 0;
@@ -167,7 +168,8 @@ inline void Unpack32(const uint32_t* in, uint8_t* q) {
 /// True when any of the n floats is Inf or NaN (exponent bits all ones).
 inline bool AnyNonFinite(const float* w, int64_t n) {
   uint32_t any = 0;
-  for (int64_t i = 0; i < n; ++i) any |= static_cast<uint32_t>((ToBits(w[i]) & 0x7f800000u) == 0x7f800000u);
+  for (int64_t i = 0; i < n; ++i)
+    any |= static_cast<uint32_t>((ToBits(w[i]) & 0x7f800000u) == 0x7f800000u);
   return any != 0;
 }
 
@@ -190,7 +192,8 @@ int64_t QuantizeRowsT(const QuantizeRowsArgs& a) {
     const float* wr = a.w + r * a.cols;
     if (AnyNonFinite(wr, a.cols)) return r;
     for (int64_t g0 = 0; g0 < groups_per_row; g0 += kGroupBatch) {
-      const int nb = static_cast<int>(groups_per_row - g0 < kGroupBatch ? groups_per_row - g0 : kGroupBatch);
+      const int nb =
+          static_cast<int>(groups_per_row - g0 < kGroupBatch ? groups_per_row - g0 : kGroupBatch);
 
       // Phase 1: min and max of each group (8 lanes, combined in a fixed order).
       float w_min[kGroupBatch], w_max[kGroupBatch];
@@ -259,7 +262,8 @@ int64_t QuantizeRowsT(const QuantizeRowsArgs& a) {
           }
           if constexpr (kStore) {
             uint8_t q[kChunk];
-            for (int i = 0; i < kChunk; ++i) q[i] = static_cast<uint8_t>(static_cast<int32_t>(qf[i]));
+            for (int i = 0; i < kChunk; ++i)
+              q[i] = static_cast<uint8_t>(static_cast<int32_t>(qf[i]));
             Pack32<B>(q, a.packed + r * words_per_row + (col0 + c) * B / 32);
           }
           if constexpr (kError) {
@@ -308,7 +312,8 @@ void DequantizeRowsT(const DequantizeRowsArgs& a) {
         uint8_t q[kChunk];
         Unpack32<B>(a.packed + r * words_per_row + col * B / 32, q);
         float* out = a.out + r * a.cols + col;
-        for (int i = 0; i < kChunk; ++i) out[i] = DequantOne<S>(static_cast<float>(q[i]), scale, bias);
+        for (int i = 0; i < kChunk; ++i)
+          out[i] = DequantOne<S>(static_cast<float>(q[i]), scale, bias);
       }
     }
   }
@@ -324,9 +329,12 @@ int64_t QuantizeRowsMode(const QuantizeRowsArgs& a) {
 template <int B>
 int64_t QuantizeRowsScale(const QuantizeRowsArgs& a) {
   switch (a.scale_kind) {
-    case ScaleKind::kF32: return QuantizeRowsMode<B, ScaleKind::kF32>(a);
-    case ScaleKind::kF16: return QuantizeRowsMode<B, ScaleKind::kF16>(a);
-    case ScaleKind::kBF16: break;
+    case ScaleKind::kF32:
+      return QuantizeRowsMode<B, ScaleKind::kF32>(a);
+    case ScaleKind::kF16:
+      return QuantizeRowsMode<B, ScaleKind::kF16>(a);
+    case ScaleKind::kBF16:
+      break;
   }
   return QuantizeRowsMode<B, ScaleKind::kBF16>(a);
 }
@@ -334,9 +342,12 @@ int64_t QuantizeRowsScale(const QuantizeRowsArgs& a) {
 template <int B>
 void DequantizeRowsScale(const DequantizeRowsArgs& a) {
   switch (a.scale_kind) {
-    case ScaleKind::kF32: return DequantizeRowsT<B, ScaleKind::kF32>(a);
-    case ScaleKind::kF16: return DequantizeRowsT<B, ScaleKind::kF16>(a);
-    case ScaleKind::kBF16: break;
+    case ScaleKind::kF32:
+      return DequantizeRowsT<B, ScaleKind::kF32>(a);
+    case ScaleKind::kF16:
+      return DequantizeRowsT<B, ScaleKind::kF16>(a);
+    case ScaleKind::kBF16:
+      break;
   }
   DequantizeRowsT<B, ScaleKind::kBF16>(a);
 }
@@ -344,23 +355,35 @@ void DequantizeRowsScale(const DequantizeRowsArgs& a) {
 /// Entry point: dispatches on bits (validated by the caller) and scale dtype.
 inline int64_t QuantizeRows(const QuantizeRowsArgs& a) {
   switch (a.bits) {
-    case 2: return QuantizeRowsScale<2>(a);
-    case 3: return QuantizeRowsScale<3>(a);
-    case 4: return QuantizeRowsScale<4>(a);
-    case 5: return QuantizeRowsScale<5>(a);
-    case 6: return QuantizeRowsScale<6>(a);
-    default: return QuantizeRowsScale<8>(a);
+    case 2:
+      return QuantizeRowsScale<2>(a);
+    case 3:
+      return QuantizeRowsScale<3>(a);
+    case 4:
+      return QuantizeRowsScale<4>(a);
+    case 5:
+      return QuantizeRowsScale<5>(a);
+    case 6:
+      return QuantizeRowsScale<6>(a);
+    default:
+      return QuantizeRowsScale<8>(a);
   }
 }
 
 inline void DequantizeRows(const DequantizeRowsArgs& a) {
   switch (a.bits) {
-    case 2: return DequantizeRowsScale<2>(a);
-    case 3: return DequantizeRowsScale<3>(a);
-    case 4: return DequantizeRowsScale<4>(a);
-    case 5: return DequantizeRowsScale<5>(a);
-    case 6: return DequantizeRowsScale<6>(a);
-    default: return DequantizeRowsScale<8>(a);
+    case 2:
+      return DequantizeRowsScale<2>(a);
+    case 3:
+      return DequantizeRowsScale<3>(a);
+    case 4:
+      return DequantizeRowsScale<4>(a);
+    case 5:
+      return DequantizeRowsScale<5>(a);
+    case 6:
+      return DequantizeRowsScale<6>(a);
+    default:
+      return DequantizeRowsScale<8>(a);
   }
 }
 

@@ -2,15 +2,14 @@
 // search, and GPTQ error-compensating rounding. See include/moeq/encoders.h for the maths.
 #include "moeq/quant/encoders.h"
 
+#include <Eigen/Cholesky>
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <numeric>
 #include <string>
-
-#include <Eigen/Cholesky>
-#include <Eigen/Core>
 
 #include "moeq/base/half.h"
 #include "moeq/base/parallel.h"
@@ -77,7 +76,7 @@ void RtnParams(const float* wg, int g, int bits, float* scale, float* bias) {
 
 /// Output of one row block: codes (original column order) and stored scale/bias per group.
 struct BlockOut {
-  std::vector<uint8_t> codes;  // [n, cols]
+  std::vector<uint8_t> codes;      // [n, cols]
   std::vector<float> scale, bias;  // [n, groups], stored values
 };
 
@@ -98,8 +97,9 @@ Result<QuantizedTensor> Assemble(std::span<const int64_t> shape, int bits, int g
     const int64_t r0 = static_cast<int64_t>(bi) * kEncodeRows;
     const int64_t n = static_cast<int64_t>(b.codes.size()) / cols;
     for (int64_t r = 0; r < n; ++r) {
-      MOEQ_RETURN_IF_ERROR(PackBits(std::span(b.codes.data() + r * cols, static_cast<size_t>(cols)), bits,
-                                    std::span(q.packed.data() + (r0 + r) * words, static_cast<size_t>(words))));
+      MOEQ_RETURN_IF_ERROR(
+          PackBits(std::span(b.codes.data() + r * cols, static_cast<size_t>(cols)), bits,
+                   std::span(q.packed.data() + (r0 + r) * words, static_cast<size_t>(words))));
       for (int64_t gi = 0; gi < groups; ++gi) {
         const size_t at = static_cast<size_t>((r0 + r) * groups + gi) * ps;
         StoreParam(sd, b.scale[static_cast<size_t>(r * groups + gi)], q.scales.data() + at);
@@ -113,7 +113,8 @@ Result<QuantizedTensor> Assemble(std::span<const int64_t> shape, int bits, int g
 // ---------------------------------------------------------------- weighted
 
 /// Σ h (w − ŵ)² of a group for stored parameters (s, b); codes written to q.
-double GroupError(const float* w, const double* h, int g, DType sd, float s, float b, float nbins, uint8_t* q) {
+double GroupError(const float* w, const double* h, int g, DType sd, float s, float b, float nbins,
+                  uint8_t* q) {
   double e = 0;
   for (int i = 0; i < g; ++i) {
     const float c = Code(w[i], s, b, nbins);
@@ -124,8 +125,8 @@ double GroupError(const float* w, const double* h, int g, DType sd, float s, flo
   return e;
 }
 
-void WeightedGroup(const float* w, const double* h, int g, int bits, DType sd, const EncoderOptions& o, uint8_t* codes,
-                   float* scale_out, float* bias_out) {
+void WeightedGroup(const float* w, const double* h, int g, int bits, DType sd,
+                   const EncoderOptions& o, uint8_t* codes, float* scale_out, float* bias_out) {
   const float nbins = static_cast<float>((1 << bits) - 1);
   // RTN candidate: codes with the float32 parameters (as MLX), error with the stored ones.
   float s, b;
@@ -196,7 +197,7 @@ void WeightedGroup(const float* w, const double* h, int g, int bits, DType sd, c
 // ---------------------------------------------------------------- gptq
 
 struct GptqFactor {
-  Eigen::MatrixXf u;     // upper Cholesky factor of (P (H+λI) Pᵀ)⁻¹, [cols, cols]
+  Eigen::MatrixXf u;      // upper Cholesky factor of (P (H+λI) Pᵀ)⁻¹, [cols, cols]
   std::vector<int> perm;  // processing position → column
 };
 
@@ -228,30 +229,32 @@ Result<GptqFactor> FactorHessian(const InputStats& st, int64_t cols, const Encod
   }
   Eigen::MatrixXd hp(cols, cols);
   for (int64_t i = 0; i < cols; ++i)
-    for (int64_t j = 0; j < cols; ++j) hp(i, j) = h(f.perm[static_cast<size_t>(i)], f.perm[static_cast<size_t>(j)]);
+    for (int64_t j = 0; j < cols; ++j)
+      hp(i, j) = h(f.perm[static_cast<size_t>(i)], f.perm[static_cast<size_t>(j)]);
   // U (upper) with (H + λI)⁻¹ = Uᵀ U, without forming the inverse: with J the reversal
   // permutation and M = chol(J (H + λI) J) (lower), U = J M⁻¹ J (n³/3 for the factor and n³/3
   // for the triangular inverse, instead of an explicit inverse and a second factorisation).
   double damp = o.gptq_damp;
   const Eigen::MatrixXd rev = hp.reverse();  // rows and columns reversed: J A J
-  for (int attempt = 0; attempt < 6; ++attempt, damp = damp > 0 ? damp * 10 : 1e-6) {
+  for (int attempt = 0; attempt<6; ++attempt, damp = damp> 0 ? damp * 10 : 1e-6) {
     Eigen::MatrixXd a = rev;
     a.diagonal().array() += damp * mean;
     Eigen::LLT<Eigen::MatrixXd> llt(a);
     if (llt.info() != Eigen::Success) continue;
     Eigen::MatrixXd minv = Eigen::MatrixXd::Identity(cols, cols);
-    llt.matrixL().solveInPlace(minv);  // M⁻¹ (lower triangular)
+    llt.matrixL().solveInPlace(minv);    // M⁻¹ (lower triangular)
     f.u = minv.reverse().cast<float>();  // J M⁻¹ J (upper triangular)
     bool ok = true;
     for (int64_t i = 0; i < cols && ok; ++i) ok = std::isfinite(f.u(i, i)) && f.u(i, i) > 0;
     if (ok) return f;
   }
-  return Status::InvalidArgument("gptq: the input Gram matrix is not positive definite even with dampening " +
-                                 std::to_string(damp));
+  return Status::InvalidArgument(
+      "gptq: the input Gram matrix is not positive definite even with dampening " +
+      std::to_string(damp));
 }
 
-void GptqBlock(const float* w, int64_t n, int64_t cols, int bits, int group, DType sd, const GptqFactor& f,
-               const EncoderOptions& o, BlockOut* out) {
+void GptqBlock(const float* w, int64_t n, int64_t cols, int bits, int group, DType sd,
+               const GptqFactor& f, const EncoderOptions& o, BlockOut* out) {
   const float nbins = static_cast<float>((1 << bits) - 1);
   const int64_t groups = cols / group;
   // W in processing order, column-major (a column of the block is contiguous).
@@ -276,7 +279,8 @@ void GptqBlock(const float* w, int64_t n, int64_t cols, int bits, int group, DTy
       if (!set[static_cast<size_t>(gi)]) {
         set[static_cast<size_t>(gi)] = 1;
         for (int64_t r = 0; r < n; ++r) {
-          for (int k = 0; k < group; ++k) gw[static_cast<size_t>(k)] = wb(r, pos[static_cast<size_t>(gi * group + k)]);
+          for (int k = 0; k < group; ++k)
+            gw[static_cast<size_t>(k)] = wb(r, pos[static_cast<size_t>(gi * group + k)]);
           float s, b;
           RtnParams(gw.data(), group, bits, &s, &b);
           const size_t at = static_cast<size_t>(r * groups + gi);
@@ -300,7 +304,8 @@ void GptqBlock(const float* w, int64_t n, int64_t cols, int bits, int group, DTy
       }
     }
     if (c1 < cols) {
-      wb.rightCols(cols - c1).noalias() -= err.leftCols(c1 - c0) * f.u.block(c0, c1, c1 - c0, cols - c1);
+      wb.rightCols(cols - c1).noalias() -=
+          err.leftCols(c1 - c0) * f.u.block(c0, c1, c1 - c0, cols - c1);
     }
   }
 }
@@ -309,9 +314,12 @@ void GptqBlock(const float* w, int64_t n, int64_t cols, int bits, int group, DTy
 
 std::string_view EncoderName(EncoderKind kind) {
   switch (kind) {
-    case EncoderKind::kWeighted: return "weighted";
-    case EncoderKind::kGptq: return "gptq";
-    case EncoderKind::kRtn: break;
+    case EncoderKind::kWeighted:
+      return "weighted";
+    case EncoderKind::kGptq:
+      return "gptq";
+    case EncoderKind::kRtn:
+      break;
   }
   return "rtn";
 }
@@ -320,7 +328,8 @@ Result<EncoderKind> ParseEncoder(std::string_view name) {
   for (EncoderKind k : {EncoderKind::kRtn, EncoderKind::kWeighted, EncoderKind::kGptq}) {
     if (name == EncoderName(k)) return k;
   }
-  return Status::InvalidArgument("unknown encoder '" + std::string(name) + "' (expected rtn, weighted or gptq)");
+  return Status::InvalidArgument("unknown encoder '" + std::string(name) +
+                                 "' (expected rtn, weighted or gptq)");
 }
 
 Result<std::vector<EncoderKind>> ParseEncoderList(std::string_view list) {
@@ -328,10 +337,12 @@ Result<std::vector<EncoderKind>> ParseEncoderList(std::string_view list) {
   size_t start = 0;
   while (start <= list.size()) {
     const size_t comma = list.find(',', start);
-    const std::string_view item = list.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+    const std::string_view item = list.substr(
+        start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
     MOEQ_ASSIGN_OR_RETURN(EncoderKind k, ParseEncoder(item));
     if (std::find(out.begin(), out.end(), k) != out.end()) {
-      return Status::InvalidArgument("encoder list '" + std::string(list) + "': '" + std::string(item) + "' given twice");
+      return Status::InvalidArgument("encoder list '" + std::string(list) + "': '" +
+                                     std::string(item) + "' given twice");
     }
     out.push_back(k);
     if (comma == std::string_view::npos) break;
@@ -347,23 +358,27 @@ EncoderKind EffectiveEncoder(EncoderKind kind, const InputStats* stats) {
   return kind;
 }
 
-Result<QuantizedTensor> EncodeAffine(std::span<const float> w, int64_t rows, int64_t cols, const FormatTraits& format,
-                                     DType scale_dtype, const EncoderOptions& options, const InputStats* stats,
+Result<QuantizedTensor> EncodeAffine(std::span<const float> w, int64_t rows, int64_t cols,
+                                     const FormatTraits& format, DType scale_dtype,
+                                     const EncoderOptions& options, const InputStats* stats,
                                      int threads) {
   if (!format.is_affine()) {
-    return Status::InvalidArgument("EncodeAffine: format " + std::string(format.name) + " is not affine");
+    return Status::InvalidArgument("EncodeAffine: format " + std::string(format.name) +
+                                   " is not affine");
   }
   const int64_t shape[2] = {rows, cols};
   MOEQ_RETURN_IF_ERROR(CheckAffineParams(shape, format.bits, format.group_size, scale_dtype));
   if (static_cast<int64_t>(w.size()) != rows * cols) {
-    return Status::InvalidArgument("EncodeAffine: shape " + ShapeString(shape) + " needs " + std::to_string(rows * cols) +
-                                   " floats, got " + std::to_string(w.size()));
+    return Status::InvalidArgument("EncodeAffine: shape " + ShapeString(shape) + " needs " +
+                                   std::to_string(rows * cols) + " floats, got " +
+                                   std::to_string(w.size()));
   }
   if (stats != nullptr) {
     if ((stats->has_diag() && stats->cols() != cols) ||
         (stats->has_gram() && static_cast<int64_t>(stats->gram.size()) != cols * cols)) {
-      return Status::InvalidArgument("EncodeAffine: input statistics for " + std::to_string(stats->cols()) +
-                                     " inputs, the weight has " + std::to_string(cols) + " columns");
+      return Status::InvalidArgument("EncodeAffine: input statistics for " +
+                                     std::to_string(stats->cols()) + " inputs, the weight has " +
+                                     std::to_string(cols) + " columns");
     }
   }
   const EncoderKind kind = EffectiveEncoder(options.kind, stats);
@@ -372,8 +387,9 @@ Result<QuantizedTensor> EncodeAffine(std::span<const float> w, int64_t rows, int
   }
   for (size_t i = 0; i < w.size(); ++i) {
     if (!std::isfinite(w[i])) {
-      return Status::InvalidArgument("row " + std::to_string(static_cast<int64_t>(i) / cols) + ", column " +
-                                     std::to_string(static_cast<int64_t>(i) % cols) + ": weight is not finite");
+      return Status::InvalidArgument("row " + std::to_string(static_cast<int64_t>(i) / cols) +
+                                     ", column " + std::to_string(static_cast<int64_t>(i) % cols) +
+                                     ": weight is not finite");
     }
   }
   const int bits = format.bits, group = format.group_size;
@@ -394,8 +410,9 @@ Result<QuantizedTensor> EncodeAffine(std::span<const float> w, int64_t rows, int
           for (int64_t r = 0; r < n; ++r) {
             for (int64_t gi = 0; gi < groups; ++gi) {
               const size_t at = static_cast<size_t>(r * groups + gi);
-              WeightedGroup(w.data() + (r0 + r) * cols + gi * group, h.data() + gi * group, group, bits, scale_dtype,
-                            options, b.codes.data() + r * cols + gi * group, &b.scale[at], &b.bias[at]);
+              WeightedGroup(w.data() + (r0 + r) * cols + gi * group, h.data() + gi * group, group,
+                            bits, scale_dtype, options, b.codes.data() + r * cols + gi * group,
+                            &b.scale[at], &b.bias[at]);
             }
           }
         },
@@ -406,7 +423,8 @@ Result<QuantizedTensor> EncodeAffine(std::span<const float> w, int64_t rows, int
         nblocks,
         [&](int64_t bi) {
           const int64_t r0 = bi * kEncodeRows, n = std::min(kEncodeRows, rows - r0);
-          GptqBlock(w.data() + r0 * cols, n, cols, bits, group, scale_dtype, f, options, &blocks[static_cast<size_t>(bi)]);
+          GptqBlock(w.data() + r0 * cols, n, cols, bits, group, scale_dtype, f, options,
+                    &blocks[static_cast<size_t>(bi)]);
         },
         threads);
   }
@@ -424,21 +442,27 @@ double WeightedError::SqnrDb() const {
   return std::clamp(10.0 * std::log10(output_power / output_error), -kSqnrCapDb, kSqnrCapDb);
 }
 
-Result<WeightedError> MeasureWeightedError(std::span<const float> w, std::span<const float> w_hat, int64_t rows,
-                                           int64_t cols, const InputStats& st, int threads) {
+Result<WeightedError> MeasureWeightedError(std::span<const float> w, std::span<const float> w_hat,
+                                           int64_t rows, int64_t cols, const InputStats& st,
+                                           int threads) {
   if (static_cast<int64_t>(w.size()) != rows * cols || w_hat.size() != w.size()) {
-    return Status::InvalidArgument("MeasureWeightedError: sizes do not match shape [" + std::to_string(rows) + ", " +
-                                   std::to_string(cols) + "]");
+    return Status::InvalidArgument("MeasureWeightedError: sizes do not match shape [" +
+                                   std::to_string(rows) + ", " + std::to_string(cols) + "]");
   }
-  if (!st.has_diag() && !st.has_gram()) return Status::InvalidArgument("MeasureWeightedError: no statistics");
-  if ((st.has_diag() && st.cols() != cols) || (st.has_gram() && static_cast<int64_t>(st.gram.size()) != cols * cols)) {
-    return Status::InvalidArgument("MeasureWeightedError: statistics for " + std::to_string(st.cols()) +
-                                   " inputs, the weight has " + std::to_string(cols) + " columns");
+  if (!st.has_diag() && !st.has_gram())
+    return Status::InvalidArgument("MeasureWeightedError: no statistics");
+  if ((st.has_diag() && st.cols() != cols) ||
+      (st.has_gram() && static_cast<int64_t>(st.gram.size()) != cols * cols)) {
+    return Status::InvalidArgument("MeasureWeightedError: statistics for " +
+                                   std::to_string(st.cols()) + " inputs, the weight has " +
+                                   std::to_string(cols) + " columns");
   }
   const int64_t nblocks = (rows + kEncodeRows - 1) / kEncodeRows;
   std::vector<double> err(static_cast<size_t>(nblocks)), pow(static_cast<size_t>(nblocks));
   Eigen::MatrixXd h;
-  if (st.has_gram()) h = Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(st.gram.data(), cols, cols);
+  if (st.has_gram())
+    h = Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+        st.gram.data(), cols, cols);
   ParallelFor(
       nblocks,
       [&](int64_t bi) {

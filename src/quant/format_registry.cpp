@@ -47,12 +47,24 @@ constexpr FormatTraits Float(std::string_view name, int bits, DType dtype, doubl
 // Float tolerances: round-to-nearest-even narrowing has relative error <= 2^-(mantissa bits+1),
 // so NRMSE <= 2^-9 for bf16 and 2^-11 for f16 (normal range); f32 is exact.
 constexpr std::array<FormatTraits, 21> kFormats = {
-    Affine("q2g32", 0, 0),  Affine("q2g64", 0, 1),  Affine("q2g128", 0, 2),
-    Affine("q3g32", 1, 0),  Affine("q3g64", 1, 1),  Affine("q3g128", 1, 2),
-    Affine("q4g32", 2, 0),  Affine("q4g64", 2, 1),  Affine("q4g128", 2, 2),
-    Affine("q5g32", 3, 0),  Affine("q5g64", 3, 1),  Affine("q5g128", 3, 2),
-    Affine("q6g32", 4, 0),  Affine("q6g64", 4, 1),  Affine("q6g128", 4, 2),
-    Affine("q8g32", 5, 0),  Affine("q8g64", 5, 1),  Affine("q8g128", 5, 2),
+    Affine("q2g32", 0, 0),
+    Affine("q2g64", 0, 1),
+    Affine("q2g128", 0, 2),
+    Affine("q3g32", 1, 0),
+    Affine("q3g64", 1, 1),
+    Affine("q3g128", 1, 2),
+    Affine("q4g32", 2, 0),
+    Affine("q4g64", 2, 1),
+    Affine("q4g128", 2, 2),
+    Affine("q5g32", 3, 0),
+    Affine("q5g64", 3, 1),
+    Affine("q5g128", 3, 2),
+    Affine("q6g32", 4, 0),
+    Affine("q6g64", 4, 1),
+    Affine("q6g128", 4, 2),
+    Affine("q8g32", 5, 0),
+    Affine("q8g64", 5, 1),
+    Affine("q8g128", 5, 2),
     Float("bf16", 16, DType::kBF16, 1.0 / 512),
     Float("f16", 16, DType::kF16, 1.0 / 2048),
     Float("f32", 32, DType::kF32, 0.0),
@@ -86,10 +98,9 @@ Result<const FormatTraits*> ResolveBitsGroup(std::string_view spec, int bits, in
                                              bool group_given, DType source) {
   if (bits == 16 || bits == 32) {
     if (group_given && group != 0) {
-      return Status::InvalidArgument("format spec '" + std::string(spec) + "': " +
-                                     std::to_string(bits) +
-                                     "-bit formats are unquantized and take group 0, not " +
-                                     std::to_string(group));
+      return Status::InvalidArgument(
+          "format spec '" + std::string(spec) + "': " + std::to_string(bits) +
+          "-bit formats are unquantized and take group 0, not " + std::to_string(group));
     }
     if (bits == 32) return FindFormat("f32");
     return FindFormat(source == DType::kF16 ? "f16" : "bf16");
@@ -99,14 +110,14 @@ Result<const FormatTraits*> ResolveBitsGroup(std::string_view spec, int bits, in
   for (int b : kAffineBits) bits_ok |= (b == bits);
   for (int g : kAffineGroupSizes) group_ok |= (g == group);
   if (!bits_ok) {
-    return Status::InvalidArgument("format spec '" + std::string(spec) + "': bits " +
-                                   std::to_string(bits) + " is not supported (affine bits: " +
-                                   ListInts(kAffineBits) + "; or 16/32 for float)");
+    return Status::InvalidArgument(
+        "format spec '" + std::string(spec) + "': bits " + std::to_string(bits) +
+        " is not supported (affine bits: " + ListInts(kAffineBits) + "; or 16/32 for float)");
   }
   if (!group_ok) {
-    return Status::InvalidArgument("format spec '" + std::string(spec) + "': group size " +
-                                   std::to_string(group) + " is not supported (group sizes: " +
-                                   ListInts(kAffineGroupSizes) + ")");
+    return Status::InvalidArgument(
+        "format spec '" + std::string(spec) + "': group size " + std::to_string(group) +
+        " is not supported (group sizes: " + ListInts(kAffineGroupSizes) + ")");
   }
   return FindAffineFormat(bits, group);
 }
@@ -132,11 +143,10 @@ Result<uint64_t> FormatTraits::StorageBytes(int64_t rows, int64_t cols, DType so
   const auto c = static_cast<uint64_t>(cols);
   if (!is_affine()) return r * c * DTypeSize(float_dtype);
   if (cols % group_size != 0) {
-    return Status::InvalidArgument("format " + std::string(name) + ": shape [" +
-                                   std::to_string(rows) + ", " + std::to_string(cols) +
-                                   "]: last dimension " + std::to_string(cols) +
-                                   " is not a multiple of group size " +
-                                   std::to_string(group_size));
+    return Status::InvalidArgument(
+        "format " + std::string(name) + ": shape [" + std::to_string(rows) + ", " +
+        std::to_string(cols) + "]: last dimension " + std::to_string(cols) +
+        " is not a multiple of group size " + std::to_string(group_size));
   }
   const uint64_t words = r * c * static_cast<uint64_t>(bits) / 32;
   const uint64_t groups = r * (c / static_cast<uint64_t>(group_size));

@@ -2,7 +2,6 @@
 #include "moeq/quant/input_stats.h"
 
 #include <cstring>
-
 #include <nlohmann/json.hpp>
 
 #include "moeq/base/file_util.h"
@@ -19,7 +18,9 @@ Result<std::unique_ptr<InputStatsFile>> InputStatsFile::Open(const std::string& 
   const auto& meta = f->file_->metadata();
   auto it = meta.find("moeq_schema");
   if (it == meta.end() || it->second != "moeq.activation_stats") {
-    return Status::InvalidArgument(path + ": not an activation statistics file (metadata moeq_schema is not 'moeq.activation_stats')");
+    return Status::InvalidArgument(path +
+                                   ": not an activation statistics file (metadata moeq_schema is "
+                                   "not 'moeq.activation_stats')");
   }
   if (auto g = meta.find("moeq_gram_of"); g != meta.end()) {
     nlohmann::json j;
@@ -28,9 +29,12 @@ Result<std::unique_ptr<InputStatsFile>> InputStatsFile::Open(const std::string& 
     } catch (const nlohmann::json::parse_error& e) {
       return Status::Corruption(path + ": metadata moeq_gram_of is not JSON: " + e.what());
     }
-    if (!j.is_object()) return Status::Corruption(path + ": metadata moeq_gram_of is not a JSON object");
+    if (!j.is_object())
+      return Status::Corruption(path + ": metadata moeq_gram_of is not a JSON object");
     for (auto e = j.begin(); e != j.end(); ++e) {
-      if (!e->is_string()) return Status::Corruption(path + ": metadata moeq_gram_of['" + e.key() + "'] is not a string");
+      if (!e->is_string())
+        return Status::Corruption(path + ": metadata moeq_gram_of['" + e.key() +
+                                  "'] is not a string");
       f->gram_of_[e.key()] = e->get<std::string>();
     }
     f->has_gram_ = !f->gram_of_.empty();
@@ -39,22 +43,27 @@ Result<std::unique_ptr<InputStatsFile>> InputStatsFile::Open(const std::string& 
   return f;
 }
 
-Result<std::optional<quant::InputStats>> InputStatsFile::Get(const std::string& name, int64_t cols) const {
+Result<std::optional<quant::InputStats>> InputStatsFile::Get(const std::string& name,
+                                                             int64_t cols) const {
   auto v = file_->View(name + ".importance");
   if (!v.ok()) v = file_->View(name + ".in_sq_mean");
   if (!v.ok() || v->info->numel() != cols) return std::optional<quant::InputStats>();
   quant::InputStats s;
   MOEQ_ASSIGN_OR_RETURN(std::vector<float> d, ToF32(*v));
   s.diag.assign(d.begin(), d.end());
-  if (auto c = file_->View(name + ".count"); c.ok() && c->info->dtype == DType::kI64 && c->data.size() == 8) {
+  if (auto c = file_->View(name + ".count");
+      c.ok() && c->info->dtype == DType::kI64 && c->data.size() == 8) {
     std::memcpy(&s.count, c->data.data(), 8);
   }
   if (auto g = gram_of_.find(name); g != gram_of_.end()) {
     auto gv = file_->View(g->second);
-    if (!gv.ok()) return Status::Corruption(path_ + ": tensor '" + g->second + "' named in moeq_gram_of is missing");
+    if (!gv.ok())
+      return Status::Corruption(path_ + ": tensor '" + g->second +
+                                "' named in moeq_gram_of is missing");
     if (gv->info->numel() != cols * cols) {
-      return Status::Corruption(path_ + ": tensor '" + g->second + "' has " + std::to_string(gv->info->numel()) +
-                                " elements, weight '" + name + "' has " + std::to_string(cols) + " inputs");
+      return Status::Corruption(path_ + ": tensor '" + g->second + "' has " +
+                                std::to_string(gv->info->numel()) + " elements, weight '" + name +
+                                "' has " + std::to_string(cols) + " inputs");
     }
     MOEQ_ASSIGN_OR_RETURN(std::vector<float> gm, ToF32(*gv));
     s.gram.assign(gm.begin(), gm.end());

@@ -15,7 +15,8 @@
 namespace moeq::quant {
 
 double ErrorStats::Nrmse() const {
-  if (weight_sq_sum == 0.0) return error_sq_sum == 0.0 ? 0.0 : std::numeric_limits<double>::infinity();
+  if (weight_sq_sum == 0.0)
+    return error_sq_sum == 0.0 ? 0.0 : std::numeric_limits<double>::infinity();
   return std::sqrt(error_sq_sum / weight_sq_sum);
 }
 
@@ -120,9 +121,9 @@ Result<std::vector<ErrorStats>> MeasureRows(const RowSource& source, std::span<c
   for (size_t f = 0; f < formats.size(); ++f) {
     const FormatTraits& fmt = *formats[f];
     if (fmt.is_affine()) {
-      MOEQ_RETURN_IF_ERROR(CheckAffineParams(shape, fmt.bits, fmt.group_size,
-                                             fmt.ScaleDType(source_dtype))
-                               .WithContext("format " + std::string(fmt.name)));
+      MOEQ_RETURN_IF_ERROR(
+          CheckAffineParams(shape, fmt.bits, fmt.group_size, fmt.ScaleDType(source_dtype))
+              .WithContext("format " + std::string(fmt.name)));
     }
     MOEQ_ASSIGN_OR_RETURN(result[f].storage_bytes, fmt.StorageBytes(shape, source_dtype));
     result[f].count = rows * cols;
@@ -172,7 +173,8 @@ Result<std::vector<ErrorStats>> MeasureRows(const RowSource& source, std::span<c
           args.error = acc;
           const int64_t bad = kernels.quantize_rows(args);
           if (bad >= 0) {
-            errors[static_cast<size_t>(b)] = internal::NonFiniteError(*w + bad * cols, first + bad, cols);
+            errors[static_cast<size_t>(b)] =
+                internal::NonFiniteError(*w + bad * cols, first + bad, cols);
             return;
           }
         }
@@ -231,8 +233,8 @@ Result<std::vector<ErrorStats>> MeasureFormatErrors(const TensorView& view,
   MOEQ_RETURN_IF_ERROR(CheckView(view));
   const TensorInfo& info = *view.info;
   const int64_t cols = info.shape.empty() ? 1 : info.shape.back();
-  auto stats = MeasureRows(internal::ViewRowSource(view, cols), info.shape, info.dtype, formats,
-                           threads);
+  auto stats =
+      MeasureRows(internal::ViewRowSource(view, cols), info.shape, info.dtype, formats, threads);
   if (!stats.ok()) return stats.status().WithContext("tensor '" + info.name + "'");
   return stats;
 }

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "moeq/quant/quantizer.h"
 #include "moeq/base/status.h"
 #include "moeq/base/tensor.h"
+#include "moeq/quant/quantizer.h"
 
 namespace moeq::quant::internal {
 
@@ -23,7 +23,8 @@ inline constexpr int64_t kBlockElements = 16384;
 class RowBlocks {
  public:
   RowBlocks(int64_t rows, int64_t cols)
-      : rows_(rows), rows_per_block_(std::max<int64_t>(1, kBlockElements / std::max<int64_t>(1, cols))) {}
+      : rows_(rows),
+        rows_per_block_(std::max<int64_t>(1, kBlockElements / std::max<int64_t>(1, cols))) {}
   int64_t count() const { return (rows_ + rows_per_block_ - 1) / rows_per_block_; }
   int64_t first_row(int64_t block) const { return block * rows_per_block_; }
   int64_t rows_in(int64_t block) const {
@@ -42,11 +43,12 @@ using RowSource =
 
 /// Rows of a tensor view of any float dtype with `cols` elements per row, converted to float32.
 inline RowSource ViewRowSource(const TensorView& view, int64_t cols) {
-  return [view, cols](int64_t first, int64_t n, std::vector<float>* scratch) -> Result<const float*> {
-    scratch->resize(static_cast<size_t>(n * cols));
-    MOEQ_RETURN_IF_ERROR(ConvertToF32(view, first * cols, n * cols, scratch->data()));
-    return static_cast<const float*>(scratch->data());
-  };
+  return
+      [view, cols](int64_t first, int64_t n, std::vector<float>* scratch) -> Result<const float*> {
+        scratch->resize(static_cast<size_t>(n * cols));
+        MOEQ_RETURN_IF_ERROR(ConvertToF32(view, first * cols, n * cols, scratch->data()));
+        return static_cast<const float*>(scratch->data());
+      };
 }
 
 /// Quantizes all rows that `source` yields into a new QuantizedTensor of `shape`, block by

@@ -17,7 +17,8 @@ std::string_view GroupOf(TensorRole role) {
   if (IsSharedExpertRole(role)) return "shared_experts";
   switch (role) {
     case TensorRole::kEmbedding:
-    case TensorRole::kLmHead: return "embeddings";
+    case TensorRole::kLmHead:
+      return "embeddings";
     case TensorRole::kAttnQ:
     case TensorRole::kAttnK:
     case TensorRole::kAttnV:
@@ -29,19 +30,24 @@ std::string_view GroupOf(TensorRole role) {
     case TensorRole::kAttnQA:
     case TensorRole::kAttnQB:
     case TensorRole::kAttnKVA:
-    case TensorRole::kAttnKVB: return "attention";
+    case TensorRole::kAttnKVB:
+      return "attention";
     case TensorRole::kRouter:
-    case TensorRole::kRouterBias: return "router";
+    case TensorRole::kRouterBias:
+      return "router";
     case TensorRole::kMlpGate:
     case TensorRole::kMlpUp:
-    case TensorRole::kMlpDown: return "dense_mlp";
-    default: return "other";
+    case TensorRole::kMlpDown:
+      return "dense_mlp";
+    default:
+      return "other";
   }
 }
 
 /// Display order of groups in the table.
-constexpr std::string_view kGroupOrder[] = {"experts",   "shared_experts", "dense_mlp", "attention",
-                                            "embeddings", "router",        "norms",     "other"};
+constexpr std::string_view kGroupOrder[] = {"experts",   "shared_experts", "dense_mlp",
+                                            "attention", "embeddings",     "router",
+                                            "norms",     "other"};
 
 struct Tally {
   int64_t tensors = 0;
@@ -167,7 +173,8 @@ uint64_t StoredBytes(const CheckpointTensor& t) {
 
 /// Storage format of a tensor: "q4g64" for MLX-quantized ones, else the lower-case dtype.
 std::string StorageFormat(const CheckpointTensor& t) {
-  if (t.quant.quantized()) return "q" + std::to_string(t.quant.bits) + "g" + std::to_string(t.quant.group_size);
+  if (t.quant.quantized())
+    return "q" + std::to_string(t.quant.bits) + "g" + std::to_string(t.quant.group_size);
   std::string d(DTypeName(t.info.dtype));
   for (char& ch : d) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   return d;
@@ -181,7 +188,9 @@ double Bpw(uint64_t bytes, int64_t params) {
 
 Result<nlohmann::json> InspectCheckpoint(const Checkpoint& checkpoint) {
   if (checkpoint.is_gguf()) {
-    return Status::Unsupported(checkpoint.dir() + ": moeq-inspect reads Hugging Face / MLX model directories, not GGUF files");
+    return Status::Unsupported(
+        checkpoint.dir() +
+        ": moeq-inspect reads Hugging Face / MLX model directories, not GGUF files");
   }
   const ModelConfig& c = checkpoint.config();
   Tally total;
@@ -220,8 +229,8 @@ Result<nlohmann::json> InspectCheckpoint(const Checkpoint& checkpoint) {
                       {"bytes", checkpoint.shard(static_cast<int>(i)).file_size()}});
   }
   const int64_t moe_layers = std::count(c.moe_layer.begin(), c.moe_layer.end(), true);
-  nlohmann::json architectures = c.raw.contains("architectures") ? c.raw.at("architectures")
-                                                                 : nlohmann::json::array();
+  nlohmann::json architectures =
+      c.raw.contains("architectures") ? c.raw.at("architectures") : nlohmann::json::array();
   return nlohmann::json{
       {"model_dir", checkpoint.dir()},
       {"model_type", c.model_type},
@@ -274,10 +283,9 @@ std::string FormatInspectTable(const nlohmann::json& r) {
                                 Str(r, "top_k") + ", " + Str(r, "shared_experts") + " shared" +
                                 (r.value("fused_experts", false) ? ", fused 3-D tensors" : "")});
   }
-  summary.Add({"dimensions", "hidden " + Str(r, "hidden_size") + ", heads " +
-                                 Str(r, "num_heads") + ", kv heads " + Str(r, "num_kv_heads") +
-                                 ", head_dim " + Str(r, "head_dim") + ", vocab " +
-                                 Str(r, "vocab_size")});
+  summary.Add({"dimensions", "hidden " + Str(r, "hidden_size") + ", heads " + Str(r, "num_heads") +
+                                 ", kv heads " + Str(r, "num_kv_heads") + ", head_dim " +
+                                 Str(r, "head_dim") + ", vocab " + Str(r, "vocab_size")});
   std::string widths;
   auto add_width = [&](const char* label, const char* key, bool show) {
     if (show) widths += (widths.empty() ? "" : ", ") + std::string(label) + " " + Str(r, key);
@@ -292,8 +300,10 @@ std::string FormatInspectTable(const nlohmann::json& r) {
                                  Str(r, "bytes") + " bytes (" +
                                  HumanBytes(static_cast<double>(Int(r, "bytes"))) + ")"});
   if (r.value("quantized", false)) {
-    summary.Add({"quantized", "MLX affine, " + Grouped(static_cast<int64_t>(r.at("quantized_tensors").size())) +
-                                  " tensors; " + Fixed(r.value("bits_per_weight", 0.0), 3) + " bits per weight overall"});
+    summary.Add({"quantized", "MLX affine, " +
+                                  Grouped(static_cast<int64_t>(r.at("quantized_tensors").size())) +
+                                  " tensors; " + Fixed(r.value("bits_per_weight", 0.0), 3) +
+                                  " bits per weight overall"});
   }
   summary.Add({"fingerprint", Str(r, "fingerprint")});
 

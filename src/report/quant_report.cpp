@@ -18,7 +18,8 @@ std::string RoleGroup(TensorRole r) {
   if (IsSharedExpertRole(r)) return "shared_experts";
   if (r == TensorRole::kEmbedding || r == TensorRole::kLmHead) return "embeddings";
   if (r == TensorRole::kRouter) return "router";
-  if (r == TensorRole::kMlpGate || r == TensorRole::kMlpUp || r == TensorRole::kMlpDown) return "dense_mlp";
+  if (r == TensorRole::kMlpGate || r == TensorRole::kMlpUp || r == TensorRole::kMlpDown)
+    return "dense_mlp";
   return "attention";
 }
 
@@ -58,7 +59,8 @@ Result<nlohmann::json> QuantReport(const Checkpoint& ckpt, const QuantReportOpti
     }
   }
   std::optional<Progress> progress;
-  if (options.progress) progress.emplace("quant-report", static_cast<int64_t>(todo.size()), "tensors");
+  if (options.progress)
+    progress.emplace("quant-report", static_cast<int64_t>(todo.size()), "tensors");
   for (const CheckpointTensor* t : todo) {
     MOEQ_ASSIGN_OR_RETURN(TensorView view, ckpt.View(t->info.name));
     MOEQ_RETURN_IF_ERROR(CheckFinite(view, ckpt.dir()));
@@ -97,13 +99,14 @@ Result<nlohmann::json> QuantReport(const Checkpoint& ckpt, const QuantReportOpti
   if (progress) progress->Finish();
 
   auto acc_json = [&](const Acc& a) {
-    nlohmann::json j = {{"tensors", a.tensors},
-                        {"bytes", a.stats.storage_bytes},
-                        {"nrmse", a.stats.Nrmse()},
-                        {"sqnr_db", a.stats.SqnrDb()},
-                        {"min_tensor_sqnr_db", a.tensors ? a.min_sqnr : 0.0},
-                        {"mean_tensor_sqnr_db", a.tensors ? a.sqnr_sum / static_cast<double>(a.tensors) : 0.0},
-                        {"tensors_below_floor", a.unsafe}};
+    nlohmann::json j = {
+        {"tensors", a.tensors},
+        {"bytes", a.stats.storage_bytes},
+        {"nrmse", a.stats.Nrmse()},
+        {"sqnr_db", a.stats.SqnrDb()},
+        {"min_tensor_sqnr_db", a.tensors ? a.min_sqnr : 0.0},
+        {"mean_tensor_sqnr_db", a.tensors ? a.sqnr_sum / static_cast<double>(a.tensors) : 0.0},
+        {"tensors_below_floor", a.unsafe}};
     if (a.kept) j["tensors_kept_16bit"] = a.kept;
     return j;
   };
@@ -115,7 +118,10 @@ Result<nlohmann::json> QuantReport(const Checkpoint& ckpt, const QuantReportOpti
     r["spec"] = quant::FormatSpec(*formats[f]);
     r["model_bytes"] = bytes;
     r["model_bpw"] = params ? 8.0 * static_cast<double>(bytes) / static_cast<double>(params) : 0.0;
-    r["quantized_bpw"] = quantizable_params ? 8.0 * static_cast<double>(total[f].stats.storage_bytes) / static_cast<double>(quantizable_params) : 0.0;
+    r["quantized_bpw"] = quantizable_params
+                             ? 8.0 * static_cast<double>(total[f].stats.storage_bytes) /
+                                   static_cast<double>(quantizable_params)
+                             : 0.0;
     nlohmann::json groups = nlohmann::json::object();
     for (const auto& [g, a] : by_group[f]) groups[g] = acc_json(a);
     r["by_group"] = groups;
@@ -134,20 +140,23 @@ Result<nlohmann::json> QuantReport(const Checkpoint& ckpt, const QuantReportOpti
 std::string FormatQuantReportTable(const nlohmann::json& report) {
   std::string out;
   char line[256];
-  std::snprintf(line, sizeof line, "%-8s %12s %9s %9s %10s %10s %10s %8s  %s\n", "format", "bytes", "bpw", "q.bpw",
-                "NRMSE", "SQNR dB", "min SQNR", "<floor", "experts NRMSE / attention NRMSE");
+  std::snprintf(line, sizeof line, "%-8s %12s %9s %9s %10s %10s %10s %8s  %s\n", "format", "bytes",
+                "bpw", "q.bpw", "NRMSE", "SQNR dB", "min SQNR", "<floor",
+                "experts NRMSE / attention NRMSE");
   out += line;
   const double source = report["source_bytes"].get<double>();
   for (const auto& r : report["formats"]) {
     auto group_nrmse = [&](const char* g) {
       return r["by_group"].contains(g) ? r["by_group"][g]["nrmse"].get<double>() : NAN;
     };
-    std::snprintf(line, sizeof line, "%-8s %12llu %9.3f %9.3f %10.5f %10.2f %10.2f %8lld  %.5f / %.5f  (%.1f%% of source)\n",
-                  r["format"].get<std::string>().c_str(), r["model_bytes"].get<unsigned long long>(),
-                  r["model_bpw"].get<double>(), r["quantized_bpw"].get<double>(), r["nrmse"].get<double>(),
-                  r["sqnr_db"].get<double>(), r["min_tensor_sqnr_db"].get<double>(),
-                  r["tensors_below_floor"].get<long long>(), group_nrmse("experts"), group_nrmse("attention"),
-                  100.0 * r["model_bytes"].get<double>() / source);
+    std::snprintf(
+        line, sizeof line,
+        "%-8s %12llu %9.3f %9.3f %10.5f %10.2f %10.2f %8lld  %.5f / %.5f  (%.1f%% of source)\n",
+        r["format"].get<std::string>().c_str(), r["model_bytes"].get<unsigned long long>(),
+        r["model_bpw"].get<double>(), r["quantized_bpw"].get<double>(), r["nrmse"].get<double>(),
+        r["sqnr_db"].get<double>(), r["min_tensor_sqnr_db"].get<double>(),
+        r["tensors_below_floor"].get<long long>(), group_nrmse("experts"), group_nrmse("attention"),
+        100.0 * r["model_bytes"].get<double>() / source);
     out += line;
   }
   return out;

@@ -1,15 +1,15 @@
 // Sensitivity features: randomized SVD, group kurtosis, noise amplification, k-means.
+#include "moeq/sensitivity/features.h"
+
+#include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numeric>
 #include <vector>
 
-#include <Eigen/Dense>
-
-#include "moeq/sensitivity/streamed_features.h"
-#include "moeq/sensitivity/features.h"
 #include "moeq/base/parallel.h"
+#include "moeq/sensitivity/streamed_features.h"
 
 namespace moeq::analyze {
 namespace {
@@ -28,10 +28,13 @@ MatF MulW(const Eigen::Map<const RowMatF>& W, const MatF& M, int threads) {
   const int64_t rows = W.rows();
   MatF Y(rows, M.cols());
   const int64_t per = internal::RowsPerBlock(W.cols());
-  ParallelFor(NumBlocks(rows, per), [&](int64_t b) {
-    const int64_t r0 = b * per, n = std::min(per, rows - r0);
-    Y.middleRows(r0, n).noalias() = W.middleRows(r0, n) * M;
-  }, threads);
+  ParallelFor(
+      NumBlocks(rows, per),
+      [&](int64_t b) {
+        const int64_t r0 = b * per, n = std::min(per, rows - r0);
+        Y.middleRows(r0, n).noalias() = W.middleRows(r0, n) * M;
+      },
+      threads);
   return Y;
 }
 
@@ -39,10 +42,13 @@ MatF MulW(const Eigen::Map<const RowMatF>& W, const MatF& M, int threads) {
 MatF MulWt(const Eigen::Map<const RowMatF>& W, const MatF& Q, int threads) {
   const int64_t cols = W.cols();
   MatF Z(cols, Q.cols());
-  ParallelFor(NumBlocks(cols, kColsPerBlock), [&](int64_t b) {
-    const int64_t c0 = b * kColsPerBlock, n = std::min(kColsPerBlock, cols - c0);
-    Z.middleRows(c0, n).noalias() = W.middleCols(c0, n).transpose() * Q;
-  }, threads);
+  ParallelFor(
+      NumBlocks(cols, kColsPerBlock),
+      [&](int64_t b) {
+        const int64_t c0 = b * kColsPerBlock, n = std::min(kColsPerBlock, cols - c0);
+        Z.middleRows(c0, n).noalias() = W.middleCols(c0, n).transpose() * Q;
+      },
+      threads);
   return Z;
 }
 
@@ -56,7 +62,8 @@ std::vector<double> SigmasFromGram(const MatD& G) {
   Eigen::SelfAdjointEigenSolver<MatD> es(G, Eigen::EigenvaluesOnly);
   const auto& ev = es.eigenvalues();  // ascending
   std::vector<double> s(static_cast<size_t>(ev.size()));
-  for (int64_t i = 0; i < ev.size(); ++i) s[static_cast<size_t>(i)] = std::sqrt(std::max(0.0, ev(ev.size() - 1 - i)));
+  for (int64_t i = 0; i < ev.size(); ++i)
+    s[static_cast<size_t>(i)] = std::sqrt(std::max(0.0, ev(ev.size() - 1 - i)));
   return s;
 }
 
@@ -64,7 +71,9 @@ std::vector<double> SigmasFromGram(const MatD& G) {
 
 namespace internal {
 
-int64_t RowsPerBlock(int64_t cols) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, cols)); }
+int64_t RowsPerBlock(int64_t cols) {
+  return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, cols));
+}
 
 Result<double> NoiseAmplificationRows(std::span<const float> w, const RowFetcher& fetch_hat,
                                       int64_t rows, int64_t cols, std::span<const float> scale,
@@ -90,20 +99,23 @@ Result<double> NoiseAmplificationRows(std::span<const float> w, const RowFetcher
   const int64_t nb = NumBlocks(rows, per);
   std::vector<double> num(static_cast<size_t>(nb)), den(static_cast<size_t>(nb));
   std::vector<Status> st(static_cast<size_t>(nb));
-  ParallelFor(nb, [&](int64_t b) {
-    const int64_t r0 = b * per, n = std::min(per, rows - r0);
-    RowMatF hat(n, cols);
-    Status s = fetch_hat(r0, n, std::span<float>(hat.data(), static_cast<size_t>(n * cols)));
-    if (!s.ok()) {
-      st[static_cast<size_t>(b)] = s;
-      return;
-    }
-    hat -= W.middleRows(r0, n);
-    const MatF e = hat * X;
-    const MatF y = W.middleRows(r0, n) * X;
-    num[static_cast<size_t>(b)] = e.cast<double>().squaredNorm();
-    den[static_cast<size_t>(b)] = y.cast<double>().squaredNorm();
-  }, threads);
+  ParallelFor(
+      nb,
+      [&](int64_t b) {
+        const int64_t r0 = b * per, n = std::min(per, rows - r0);
+        RowMatF hat(n, cols);
+        Status s = fetch_hat(r0, n, std::span<float>(hat.data(), static_cast<size_t>(n * cols)));
+        if (!s.ok()) {
+          st[static_cast<size_t>(b)] = s;
+          return;
+        }
+        hat -= W.middleRows(r0, n);
+        const MatF e = hat * X;
+        const MatF y = W.middleRows(r0, n) * X;
+        num[static_cast<size_t>(b)] = e.cast<double>().squaredNorm();
+        den[static_cast<size_t>(b)] = y.cast<double>().squaredNorm();
+      },
+      threads);
   double sn = 0, sd = 0;
   for (int64_t b = 0; b < nb; ++b) {
     MOEQ_RETURN_IF_ERROR(st[static_cast<size_t>(b)]);
@@ -160,19 +172,25 @@ SpectralFeatures ComputeSpectral(std::span<const float> w, int64_t rows, int64_t
     const int64_t per = internal::RowsPerBlock(cols);
     const int64_t nb = NumBlocks(rows, per);
     std::vector<double> part(static_cast<size_t>(nb));
-    ParallelFor(nb, [&](int64_t b) {
-      const int64_t r0 = b * per, n = std::min(per, rows - r0);
-      double s = 0;
-      for (const float v : w.subspan(static_cast<size_t>(r0 * cols), static_cast<size_t>(n * cols))) s += static_cast<double>(v) * v;
-      part[static_cast<size_t>(b)] = s;
-    }, threads);
+    ParallelFor(
+        nb,
+        [&](int64_t b) {
+          const int64_t r0 = b * per, n = std::min(per, rows - r0);
+          double s = 0;
+          for (const float v :
+               w.subspan(static_cast<size_t>(r0 * cols), static_cast<size_t>(n * cols)))
+            s += static_cast<double>(v) * v;
+          part[static_cast<size_t>(b)] = s;
+        },
+        threads);
     double s = 0;
     for (double v : part) s += v;
     f.frobenius = std::sqrt(s);
   }
   const int64_t n_small = std::min(rows, cols);
   const int k = static_cast<int>(std::min<int64_t>(std::max(1, o.rank), n_small));
-  const int64_t l = std::min<int64_t>(static_cast<int64_t>(k) + std::max(0, o.oversampling), n_small);
+  const int64_t l =
+      std::min<int64_t>(static_cast<int64_t>(k) + std::max(0, o.oversampling), n_small);
   std::vector<double> sig;
   if (l >= n_small) {
     // Exact: eigenvalues of the Gram matrix of the smaller side, in double.
@@ -185,11 +203,14 @@ SpectralFeatures ComputeSpectral(std::span<const float> w, int64_t rows, int64_t
       const int64_t per = internal::RowsPerBlock(cols);
       const int64_t nb = NumBlocks(rows, per);
       std::vector<MatD> part(static_cast<size_t>(nb));
-      ParallelFor(nb, [&](int64_t b) {
-        const int64_t r0 = b * per, n = std::min(per, rows - r0);
-        const MatD Wb = W.middleRows(r0, n).cast<double>();
-        part[static_cast<size_t>(b)] = Wb.transpose() * Wb;
-      }, threads);
+      ParallelFor(
+          nb,
+          [&](int64_t b) {
+            const int64_t r0 = b * per, n = std::min(per, rows - r0);
+            const MatD Wb = W.middleRows(r0, n).cast<double>();
+            part[static_cast<size_t>(b)] = Wb.transpose() * Wb;
+          },
+          threads);
       G = MatD::Zero(cols, cols);
       for (const MatD& p : part) G += p;
     }
@@ -264,37 +285,46 @@ DistributionFeatures ComputeDistribution(std::span<const float> w, int64_t rows,
   std::vector<double> kurt(static_cast<size_t>(rows * per_row));
   const int64_t per = internal::RowsPerBlock(cols);
   const int64_t nb = NumBlocks(rows, per);
-  std::vector<double> sum(static_cast<size_t>(nb)), m2(static_cast<size_t>(nb)), m4(static_cast<size_t>(nb));
+  std::vector<double> sum(static_cast<size_t>(nb)), m2(static_cast<size_t>(nb)),
+      m4(static_cast<size_t>(nb));
   // Pass 1: group kurtosis and the global sum.
-  ParallelFor(nb, [&](int64_t b) {
-    const int64_t r0 = b * per, n = std::min(per, rows - r0);
-    double s = 0;
-    for (int64_t r = r0; r < r0 + n; ++r) {
-      const float* row = w.data() + r * cols;
-      for (int64_t c = 0; c < cols; ++c) s += row[c];
-      for (int64_t j = 0; j < per_row; ++j) {
-        const int64_t len = std::min(g, cols - j * g);
-        kurt[static_cast<size_t>(r * per_row + j)] = ExcessKurtosis(std::span<const float>(row + j * g, static_cast<size_t>(len)));
-      }
-    }
-    sum[static_cast<size_t>(b)] = s;
-  }, threads);
+  ParallelFor(
+      nb,
+      [&](int64_t b) {
+        const int64_t r0 = b * per, n = std::min(per, rows - r0);
+        double s = 0;
+        for (int64_t r = r0; r < r0 + n; ++r) {
+          const float* row = w.data() + r * cols;
+          for (int64_t c = 0; c < cols; ++c) s += row[c];
+          for (int64_t j = 0; j < per_row; ++j) {
+            const int64_t len = std::min(g, cols - j * g);
+            kurt[static_cast<size_t>(r * per_row + j)] =
+                ExcessKurtosis(std::span<const float>(row + j * g, static_cast<size_t>(len)));
+          }
+        }
+        sum[static_cast<size_t>(b)] = s;
+      },
+      threads);
   double total = 0;
   for (double s : sum) total += s;
   const double numel = static_cast<double>(rows) * static_cast<double>(cols);
   f.mean = total / numel;
   // Pass 2: central moments.
-  ParallelFor(nb, [&](int64_t b) {
-    const int64_t r0 = b * per, n = std::min(per, rows - r0);
-    double a2 = 0, a4 = 0;
-    for (const float v : w.subspan(static_cast<size_t>(r0 * cols), static_cast<size_t>(n * cols))) {
-      const double d = v - f.mean, d2 = d * d;
-      a2 += d2;
-      a4 += d2 * d2;
-    }
-    m2[static_cast<size_t>(b)] = a2;
-    m4[static_cast<size_t>(b)] = a4;
-  }, threads);
+  ParallelFor(
+      nb,
+      [&](int64_t b) {
+        const int64_t r0 = b * per, n = std::min(per, rows - r0);
+        double a2 = 0, a4 = 0;
+        for (const float v :
+             w.subspan(static_cast<size_t>(r0 * cols), static_cast<size_t>(n * cols))) {
+          const double d = v - f.mean, d2 = d * d;
+          a2 += d2;
+          a4 += d2 * d2;
+        }
+        m2[static_cast<size_t>(b)] = a2;
+        m4[static_cast<size_t>(b)] = a4;
+      },
+      threads);
   double s2 = 0, s4 = 0;
   for (int64_t b = 0; b < nb; ++b) {
     s2 += m2[static_cast<size_t>(b)];
@@ -341,14 +371,16 @@ std::vector<int> KMeans(std::span<const double> pts, int n, int dims, int k, uin
   auto dist2 = [&](int i, const std::vector<double>& c, int j) {
     double s = 0;
     for (int d = 0; d < dims; ++d) {
-      const double x = pts[static_cast<size_t>(i * dims + d)] - c[static_cast<size_t>(j * dims + d)];
+      const double x =
+          pts[static_cast<size_t>(i * dims + d)] - c[static_cast<size_t>(j * dims + d)];
       s += x * x;
     }
     return s;
   };
   std::vector<double> cent(static_cast<size_t>(k * dims));
   auto set_center = [&](int j, int i) {
-    for (int d = 0; d < dims; ++d) cent[static_cast<size_t>(j * dims + d)] = pts[static_cast<size_t>(i * dims + d)];
+    for (int d = 0; d < dims; ++d)
+      cent[static_cast<size_t>(j * dims + d)] = pts[static_cast<size_t>(i * dims + d)];
   };
   // k-means++ initialisation.
   Gaussian rng(seed);
@@ -399,7 +431,8 @@ std::vector<int> KMeans(std::span<const double> pts, int n, int dims, int k, uin
     for (int i = 0; i < n; ++i) {
       const int j = label[static_cast<size_t>(i)];
       ++cnt[static_cast<size_t>(j)];
-      for (int d = 0; d < dims; ++d) sum[static_cast<size_t>(j * dims + d)] += pts[static_cast<size_t>(i * dims + d)];
+      for (int d = 0; d < dims; ++d)
+        sum[static_cast<size_t>(j * dims + d)] += pts[static_cast<size_t>(i * dims + d)];
     }
     for (int j = 0; j < k; ++j) {
       if (cnt[static_cast<size_t>(j)] == 0) {
@@ -417,7 +450,8 @@ std::vector<int> KMeans(std::span<const double> pts, int n, int dims, int k, uin
         continue;
       }
       for (int d = 0; d < dims; ++d)
-        cent[static_cast<size_t>(j * dims + d)] = sum[static_cast<size_t>(j * dims + d)] / cnt[static_cast<size_t>(j)];
+        cent[static_cast<size_t>(j * dims + d)] =
+            sum[static_cast<size_t>(j * dims + d)] / cnt[static_cast<size_t>(j)];
     }
   }
   // Renumber clusters by their smallest member.

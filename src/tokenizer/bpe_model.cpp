@@ -1,12 +1,12 @@
 // BPE merging: rank-ordered merges over a linked list of symbols with a heap (O(n log n) per word),
 // score-ordered merges for SentencePiece, and a bounded word cache shared by all threads.
-#include "moeq/base/json_reader.h"
 #include "tokenizer/bpe_model.h"
 
 #include <algorithm>
 #include <cstdio>
 #include <queue>
 
+#include "moeq/base/json_reader.h"
 #include "tokenizer/unicode_text.h"
 
 namespace moeq::tokenizer_internal {

@@ -82,11 +82,12 @@ Status Decoder::Parse(const json& j, const std::string& where, int depth) {
     if (it == j.end() || !it->is_array())
       return Status::Corruption(where + ".decoders: expected an array");
     if (depth >= kMaxSequenceDepth) {
-      return Status::Corruption(where + ": Sequence nested deeper than " + std::to_string(kMaxSequenceDepth) +
-                                " levels");
+      return Status::Corruption(where + ": Sequence nested deeper than " +
+                                std::to_string(kMaxSequenceDepth) + " levels");
     }
     for (size_t i = 0; i < it->size(); ++i) {
-      MOEQ_RETURN_IF_ERROR(Parse((*it)[i], where + ".decoders[" + std::to_string(i) + "]", depth + 1));
+      MOEQ_RETURN_IF_ERROR(
+          Parse((*it)[i], where + ".decoders[" + std::to_string(i) + "]", depth + 1));
     }
     return Status::Ok();
   } else if (type == "ByteLevel") {

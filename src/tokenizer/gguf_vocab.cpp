@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "moeq/base/file_util.h"
@@ -254,11 +253,13 @@ Result<std::string> ReadPrefix(const std::string& path, uint64_t limit) {
 /// moeq's GGUF writer emits); "" = GPT-2's own ByteLevel regex.
 std::string PreRegex(const std::string& pre) {
   if (pre == "qwen2" || pre == "deepseek-r1-qwen") {
-    return "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    return "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+           "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
            "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
   }
   if (pre == "llama-bpe" || pre == "llama3") {
-    return "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    return "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+           "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
            "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
   }
   return "";
@@ -274,8 +275,13 @@ Result<std::unique_ptr<TokenizerImpl>> BuildGpt2(GgufVocab& v, const std::string
     const int32_t type = v.types.empty() ? 1 : v.types[i];
     if (type == 5) continue;  // UNUSED
     if (type == kTokenControl || type == kTokenUserDefined) {
-      added.push_back({{"id", i}, {"content", v.tokens[i]}, {"single_word", false}, {"lstrip", false},
-                       {"rstrip", false}, {"normalized", false}, {"special", type == kTokenControl}});
+      added.push_back({{"id", i},
+                       {"content", v.tokens[i]},
+                       {"single_word", false},
+                       {"lstrip", false},
+                       {"rstrip", false},
+                       {"normalized", false},
+                       {"special", type == kTokenControl}});
       continue;
     }
     vocab[v.tokens[i]] = i;
@@ -283,19 +289,33 @@ Result<std::unique_ptr<TokenizerImpl>> BuildGpt2(GgufVocab& v, const std::string
   const std::string regex = PreRegex(v.pre);
   json pre;
   if (regex.empty()) {
-    pre = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+    pre = {{"type", "ByteLevel"},
+           {"add_prefix_space", false},
+           {"trim_offsets", true},
+           {"use_regex", true}};
   } else {
     pre = {{"type", "Sequence"},
-           {"pretokenizers",
-            json::array({{{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"}, {"invert", false}},
-                         {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}}})}};
+           {"pretokenizers", json::array({{{"type", "Split"},
+                                           {"pattern", {{"Regex", regex}}},
+                                           {"behavior", "Isolated"},
+                                           {"invert", false}},
+                                          {{"type", "ByteLevel"},
+                                           {"add_prefix_space", false},
+                                           {"trim_offsets", false},
+                                           {"use_regex", false}}})}};
   }
-  json tok = {{"version", "1.0"},
-              {"added_tokens", added},
-              {"normalizer", v.pre == "qwen2" ? json{{"type", "NFC"}} : json(nullptr)},
-              {"pre_tokenizer", pre},
-              {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}}},
-              {"model", {{"type", "BPE"}, {"byte_fallback", false}, {"vocab", vocab}, {"merges", v.merges}}}};
+  json tok = {
+      {"version", "1.0"},
+      {"added_tokens", added},
+      {"normalizer", v.pre == "qwen2" ? json{{"type", "NFC"}} : json(nullptr)},
+      {"pre_tokenizer", pre},
+      {"decoder",
+       {{"type", "ByteLevel"},
+        {"add_prefix_space", false},
+        {"trim_offsets", false},
+        {"use_regex", false}}},
+      {"model",
+       {{"type", "BPE"}, {"byte_fallback", false}, {"vocab", vocab}, {"merges", v.merges}}}};
   return BuildFromJson(tok, path + " (tokenizer.ggml.*)");
 }
 
@@ -338,7 +358,8 @@ Result<std::unique_ptr<TokenizerImpl>> LoadGgufVocab(const std::string& path) {
 
   if (v.model != "llama" && v.model != "gpt2") {
     return Status::Unsupported(path + ": tokenizer.ggml.model \"" + v.model +
-                               "\" is not supported (only the SentencePiece \"llama\" and byte-level BPE \"gpt2\" vocabularies)");
+                               "\" is not supported (only the SentencePiece \"llama\" and "
+                               "byte-level BPE \"gpt2\" vocabularies)");
   }
   const size_t n = v.tokens.size();
   if (n == 0) return Status::Corruption(path + ": tokenizer.ggml.tokens: missing or empty");

@@ -5,8 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "moeq/base/status.h"
 #include "moeq/base/json_reader.h"
+#include "moeq/base/status.h"
 
 namespace moeq::tokenizer_internal {
 
@@ -16,7 +16,8 @@ inline Result<bool> GetBool(const nlohmann::json& obj, const char* key, bool fal
   const auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) return fallback;
   if (!it->is_boolean())
-    return Status::Corruption(where + "." + key + ": expected true or false, got " + JsonExcerpt(*it));
+    return Status::Corruption(where + "." + key + ": expected true or false, got " +
+                              JsonExcerpt(*it));
   return it->get<bool>();
 }
 

@@ -1,10 +1,10 @@
 // Patterns, normalizers and pre-tokenizers of tokenizer.json, with Hugging Face tokenizers'
 // semantics (split behaviors, invert, ByteLevel prefix space, Metaspace prepend schemes).
-#include "moeq/base/json_reader.h"
 #include "tokenizer/pipeline.h"
 
 #include <algorithm>
 
+#include "moeq/base/json_reader.h"
 #include "tokenizer/json_fields.h"
 #include "tokenizer/unicode_text.h"
 
@@ -19,7 +19,8 @@ constexpr std::string_view kGpt2Pattern =
 constexpr std::string_view kMetaspace = "\xE2\x96\x81";  // U+2581 "▁"
 
 Result<SplitBehavior> ParseBehavior(const json& j, const std::string& where) {
-  if (!j.is_string()) return Status::Corruption(where + ": expected a string, got " + JsonExcerpt(j));
+  if (!j.is_string())
+    return Status::Corruption(where + ": expected a string, got " + JsonExcerpt(j));
   const std::string& s = j.get_ref<const std::string&>();
   if (s == "Removed") return SplitBehavior::kRemoved;
   if (s == "Isolated") return SplitBehavior::kIsolated;
@@ -174,11 +175,12 @@ Status Normalizer::Parse(const json& j, const std::string& where, int depth) {
     if (it == j.end() || !it->is_array())
       return Status::Corruption(where + ".normalizers: expected an array");
     if (depth >= kMaxSequenceDepth) {
-      return Status::Corruption(where + ": Sequence nested deeper than " + std::to_string(kMaxSequenceDepth) +
-                                " levels");
+      return Status::Corruption(where + ": Sequence nested deeper than " +
+                                std::to_string(kMaxSequenceDepth) + " levels");
     }
     for (size_t i = 0; i < it->size(); ++i) {
-      MOEQ_RETURN_IF_ERROR(Parse((*it)[i], where + ".normalizers[" + std::to_string(i) + "]", depth + 1));
+      MOEQ_RETURN_IF_ERROR(
+          Parse((*it)[i], where + ".normalizers[" + std::to_string(i) + "]", depth + 1));
     }
     return Status::Ok();
   } else if (type == "NFC") {
@@ -309,11 +311,12 @@ Status PreTokenizer::Parse(const json& j, const std::string& where, int depth) {
     if (it == j.end() || !it->is_array())
       return Status::Corruption(where + ".pretokenizers: expected an array");
     if (depth >= kMaxSequenceDepth) {
-      return Status::Corruption(where + ": Sequence nested deeper than " + std::to_string(kMaxSequenceDepth) +
-                                " levels");
+      return Status::Corruption(where + ": Sequence nested deeper than " +
+                                std::to_string(kMaxSequenceDepth) + " levels");
     }
     for (size_t i = 0; i < it->size(); ++i) {
-      MOEQ_RETURN_IF_ERROR(Parse((*it)[i], where + ".pretokenizers[" + std::to_string(i) + "]", depth + 1));
+      MOEQ_RETURN_IF_ERROR(
+          Parse((*it)[i], where + ".pretokenizers[" + std::to_string(i) + "]", depth + 1));
     }
     return Status::Ok();
   }

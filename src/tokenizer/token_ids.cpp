@@ -6,8 +6,8 @@
 #include <limits>
 
 #include "moeq/base/file_util.h"
-#include "moeq/tokenizer/tokenizer.h"
 #include "moeq/base/json_reader.h"
+#include "moeq/tokenizer/tokenizer.h"
 
 namespace moeq {
 namespace {

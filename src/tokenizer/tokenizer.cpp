@@ -1,12 +1,12 @@
 // moeq::Tokenizer: loading tokenizer.json (+ tokenizer_config.json), added-token splitting, and
 // the encode pipeline normalizer → pre-tokenizer → BPE model, and decoding.
 #include "moeq/tokenizer/tokenizer.h"
-#include "moeq/base/json_reader.h"
 
 #include <algorithm>
 #include <filesystem>
 
 #include "moeq/base/file_util.h"
+#include "moeq/base/json_reader.h"
 #include "tokenizer/json_fields.h"
 #include "tokenizer/tokenizer_impl.h"
 #include "tokenizer/unicode_text.h"
@@ -58,7 +58,8 @@ Result<std::optional<std::string>> ConfigTokenText(const json& config, const cha
     return std::optional<std::string>((*it)["content"].get<std::string>());
   }
   return Status::Corruption(where + "." + key +
-                            ": expected a string, {\"content\": ...} or null, got " + JsonExcerpt(*it));
+                            ": expected a string, {\"content\": ...} or null, got " +
+                            JsonExcerpt(*it));
 }
 
 }  // namespace

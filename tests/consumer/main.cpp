@@ -17,8 +17,8 @@ int main(int argc, char** argv) {
   }
   auto report = moeq::InspectCheckpoint(**ckpt);
   if (!report.ok()) return 1;
-  std::printf("moeq %s: %s, %d layers, %lld tensors\n", moeq::kVersion, (*ckpt)->config().model_type.c_str(),
-              static_cast<int>((*ckpt)->config().num_layers),
+  std::printf("moeq %s: %s, %d layers, %lld tensors\n", moeq::kVersion,
+              (*ckpt)->config().model_type.c_str(), static_cast<int>((*ckpt)->config().num_layers),
               static_cast<long long>((*report)["tensors"].get<int64_t>()));
   return 0;
 }

@@ -2,9 +2,8 @@
 // moments, a file-size limit (disk full), symbolic links planted at temporary names, and two
 // concurrent writers of one output. Whatever happens, an output is either absent or complete,
 // an input is never touched, and the next run succeeds and removes the dead run's leftovers.
-#include <gtest/gtest.h>
-
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -37,12 +36,15 @@ struct Proc {
   pid_t pid = -1;
 };
 
-Proc Start(const std::vector<std::string>& args, const std::string& err, rlim_t fsize_limit = RLIM_INFINITY) {
+Proc Start(const std::vector<std::string>& args, const std::string& err,
+           rlim_t fsize_limit = RLIM_INFINITY) {
   Proc p;
   p.pid = ::fork();
   if (p.pid == 0) {
     if (fsize_limit != RLIM_INFINITY) {
-      struct rlimit rl{fsize_limit, fsize_limit};
+      struct rlimit rl {
+        fsize_limit, fsize_limit
+      };
       ::setrlimit(RLIMIT_FSIZE, &rl);
     }
     const int out = ::open("/dev/null", O_WRONLY);
@@ -67,12 +69,14 @@ int Wait(const Proc& p) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-int RunTool(const std::vector<std::string>& args, const std::string& err, rlim_t fsize_limit = RLIM_INFINITY) {
+int RunTool(const std::vector<std::string>& args, const std::string& err,
+            rlim_t fsize_limit = RLIM_INFINITY) {
   return Wait(Start(args, err, fsize_limit));
 }
 
 /// SIGKILL after `delay`; returns the exit status (128 + 9 when killed, else the tool's own).
-int KillAfter(const std::vector<std::string>& args, const std::string& err, std::chrono::microseconds delay) {
+int KillAfter(const std::vector<std::string>& args, const std::string& err,
+              std::chrono::microseconds delay) {
   const Proc p = Start(args, err);
   std::this_thread::sleep_for(delay);
   ::kill(p.pid, SIGKILL);
@@ -90,12 +94,16 @@ std::vector<std::string> Entries(const std::string& dir) {
 std::map<std::string, std::string> Tree(const std::string& dir) {
   std::map<std::string, std::string> out;
   for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file()) out[fs::relative(e.path(), dir).string()] = *ReadFile(e.path().string());
+    if (e.is_regular_file())
+      out[fs::relative(e.path(), dir).string()] = *ReadFile(e.path().string());
   }
   return out;
 }
 
-bool HaveTools() { return fs::exists(test::ToolBinDir() + "/moeq-quantize") && fs::exists(test::ToolBinDir() + "/moeq-analyze"); }
+bool HaveTools() {
+  return fs::exists(test::ToolBinDir() + "/moeq-quantize") &&
+         fs::exists(test::ToolBinDir() + "/moeq-analyze");
+}
 
 class Fault : public ::testing::Test {
  protected:
@@ -127,7 +135,8 @@ class Fault : public ::testing::Test {
     fs::remove_all(output, ec);
     int killed = 0;
     for (double f : {0.05, 0.2, 0.4, 0.6, 0.8, 0.95}) {
-      const int rc = KillAfter(args, Err(), std::chrono::microseconds(static_cast<int64_t>(full.count() * f)));
+      const int rc =
+          KillAfter(args, Err(), std::chrono::microseconds(static_cast<int64_t>(full.count() * f)));
       if (rc == 128 + SIGKILL) {
         ++killed;
         // Killed before its commit, a run leaves nothing in place; killed after it (a run that
@@ -152,7 +161,8 @@ class Fault : public ::testing::Test {
     check_complete(output);
     // A GGUF output has its model card beside it ("<stem>.README.md").
     std::vector<std::string> want = {fs::path(output).filename().string(), "stderr.txt"};
-    if (fs::path(output).extension() == ".gguf") want.push_back(fs::path(output).stem().string() + ".README.md");
+    if (fs::path(output).extension() == ".gguf")
+      want.push_back(fs::path(output).stem().string() + ".README.md");
     std::sort(want.begin(), want.end());
     EXPECT_EQ(Entries(out_.path()), want);
   }
@@ -187,14 +197,16 @@ void CheckJsonl(const std::string& path) {
 
 TEST_F(Fault, KillQuantizeMlx) {
   const std::string out = out_.Join("q4");
-  KillAtSeveralMoments({"moeq-quantize", Model(), "-o", out, "--uniform", "4", "--group", "32", "-q"}, out, CheckMlx);
+  KillAtSeveralMoments(
+      {"moeq-quantize", Model(), "-o", out, "--uniform", "4", "--group", "32", "-q"}, out,
+      CheckMlx);
 }
 
 TEST_F(Fault, KillQuantizeGguf) {
   const std::string out = out_.Join("m.gguf");
   if (!fs::exists(GgufModel() + "/config.json")) GTEST_SKIP() << "bundled model not found";
-  KillAtSeveralMoments({"moeq-quantize", GgufModel(), "-o", out, "--format", "gguf", "--uniform", "8", "--group", "32",
-                        "-q"},
+  KillAtSeveralMoments({"moeq-quantize", GgufModel(), "-o", out, "--format", "gguf", "--uniform",
+                        "8", "--group", "32", "-q"},
                        out, CheckGguf);
 }
 
@@ -205,7 +217,8 @@ TEST_F(Fault, KillAnalyze) {
 
 TEST_F(Fault, DiskFullLeavesNothingAndSaysWhy) {
   for (const auto& args : std::vector<std::vector<std::string>>{
-           {"moeq-quantize", Model(), "-o", out_.Join("q4"), "--uniform", "4", "--group", "32", "-q"},
+           {"moeq-quantize", Model(), "-o", out_.Join("q4"), "--uniform", "4", "--group", "32",
+            "-q"},
            {"moeq-analyze", Model(), "--rank", "8", "-q", "-o", out_.Join("sens.jsonl")}}) {
     EXPECT_EQ(RunTool(args, Err(), 16 * 1024), 1) << args[0];
     const std::string err = *ReadFile(Err());
@@ -222,12 +235,14 @@ TEST_F(Fault, SymlinksAtTemporaryNamesAreNeverFollowed) {
   fs::create_symlink(victim, out_.Join("sens.jsonl.tmp"));
   fs::create_symlink(victim, out_.Join(".m.gguf.moeq-tmp-999999999-0000000000000000"));
   if (!fs::exists(GgufModel() + "/config.json")) GTEST_SKIP() << "bundled model not found";
-  ASSERT_EQ(RunTool({"moeq-quantize", GgufModel(), "-o", out_.Join("m.gguf"), "--format", "gguf", "--uniform", "8", "--group",
-                 "32", "-q"},
-                Err()),
+  ASSERT_EQ(RunTool({"moeq-quantize", GgufModel(), "-o", out_.Join("m.gguf"), "--format", "gguf",
+                     "--uniform", "8", "--group", "32", "-q"},
+                    Err()),
             0)
       << *ReadFile(Err());
-  ASSERT_EQ(RunTool({"moeq-analyze", Model(), "--rank", "8", "-q", "-o", out_.Join("sens.jsonl")}, Err()), 0)
+  ASSERT_EQ(
+      RunTool({"moeq-analyze", Model(), "--rank", "8", "-q", "-o", out_.Join("sens.jsonl")}, Err()),
+      0)
       << *ReadFile(Err());
   EXPECT_EQ(*ReadFile(victim), before);
   EXPECT_TRUE(fs::is_symlink(out_.Join("m.gguf.tmp")));
@@ -239,8 +254,9 @@ TEST_F(Fault, ConcurrentWritersLastRenameWinsNeverAMix) {
   if (!fs::exists(GgufModel() + "/config.json")) GTEST_SKIP() << "bundled model not found";
   const std::string out = out_.Join("m.gguf");
   auto args = [&](const char* bits) {
-    return std::vector<std::string>{"moeq-quantize", GgufModel(), "-o", out, "--format", "gguf", "--uniform", bits,
-                                    "--group", "32", "-q", "--force"};
+    return std::vector<std::string>{"moeq-quantize", GgufModel(), "-o",        out,
+                                    "--format",      "gguf",      "--uniform", bits,
+                                    "--group",       "32",        "-q",        "--force"};
   };
   ASSERT_EQ(RunTool(args("8"), Err()), 0) << *ReadFile(Err());
   const std::string a = *ReadFile(out);
@@ -255,13 +271,14 @@ TEST_F(Fault, ConcurrentWritersLastRenameWinsNeverAMix) {
     const std::string got = *ReadFile(out);
     EXPECT_TRUE(got == a || got == b) << "round " << round << ": the output matches neither run";
   }
-  EXPECT_EQ(Entries(out_.path()), (std::vector<std::string>{"e1.txt", "e2.txt", "m.README.md", "m.gguf", "stderr.txt"}));
+  EXPECT_EQ(Entries(out_.path()),
+            (std::vector<std::string>{"e1.txt", "e2.txt", "m.README.md", "m.gguf", "stderr.txt"}));
 
   // MLX directories: the same, compared file by file.
   const std::string dir = out_.Join("q");
   auto margs = [&](const char* bits) {
-    return std::vector<std::string>{"moeq-quantize", Model(), "-o", dir, "--uniform", bits, "--group", "32", "-q",
-                                    "--force"};
+    return std::vector<std::string>{"moeq-quantize", Model(), "-o", dir,      "--uniform", bits,
+                                    "--group",       "32",    "-q", "--force"};
   };
   ASSERT_EQ(RunTool(margs("8"), Err()), 0) << *ReadFile(Err());
   const auto ta = Tree(dir);

@@ -3,8 +3,8 @@
 #include <algorithm>
 
 #include "fuzz/fuzz_common.h"
-#include "moeq/model/arch.h"
 #include "moeq/base/json_reader.h"
+#include "moeq/model/arch.h"
 #include "moeq/model/model_config.h"
 
 namespace moeq::fuzz {
@@ -16,9 +16,10 @@ int ConfigAdapter(const uint8_t* data, size_t size) {
   if (!config.ok()) return 0;
   auto adapter = MakeArchAdapter(*config);
   if (!adapter.ok()) return 0;
-  for (const char* name : {"model.layers.0.mlp.experts.1.gate_proj.weight", "model.layers.1.self_attn.q_proj.weight",
-                           "model.embed_tokens.weight", "lm_head.weight", "model.layers.0.mlp.gate.weight",
-                           "model.layers.0.block_sparse_moe.experts.0.w1.weight"}) {
+  for (const char* name :
+       {"model.layers.0.mlp.experts.1.gate_proj.weight", "model.layers.1.self_attn.q_proj.weight",
+        "model.embed_tokens.weight", "lm_head.weight", "model.layers.0.mlp.gate.weight",
+        "model.layers.0.block_sparse_moe.experts.0.w1.weight"}) {
     (void)(*adapter)->Classify(name);
   }
   // Checkpoint::Open bounds layers x experts by the tensors present before it builds this list

@@ -29,8 +29,10 @@ int TokenIds(const uint8_t* data, size_t size);
 }  // namespace moeq::fuzz
 
 #ifdef MOEQ_LIBFUZZER
-#define MOEQ_FUZZ_ENTRY(fn) \
-  extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) { return moeq::fuzz::fn(data, size); }
+#define MOEQ_FUZZ_ENTRY(fn)                                                 \
+  extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) { \
+    return moeq::fuzz::fn(data, size);                                      \
+  }
 #else
 #define MOEQ_FUZZ_ENTRY(fn)
 #endif

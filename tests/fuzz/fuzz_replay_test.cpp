@@ -42,7 +42,8 @@ void Replay(const std::string& target, int (*fn)(const uint8_t*, size_t)) {
       EXPECT_LT(s, 10.0) << path << " took " << s << " s (a hang in the making)";
     }
   }
-  std::printf("%s: replayed %zu corpus + %zu regression inputs\n", target.c_str(), corpus.size(), regressions.size());
+  std::printf("%s: replayed %zu corpus + %zu regression inputs\n", target.c_str(), corpus.size(),
+              regressions.size());
 }
 
 TEST(FuzzReplay, SafetensorsHeader) { Replay("safetensors_header", SafetensorsHeader); }

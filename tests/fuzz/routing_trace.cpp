@@ -7,10 +7,11 @@ namespace moeq::fuzz {
 
 int RoutingTrace(const uint8_t* data, size_t size) {
   static const ModelConfig config = [] {
-    auto c = ParseModelConfig(nlohmann::json::parse(R"({"model_type": "qwen3_moe", "hidden_size": 64,
+    auto c =
+        ParseModelConfig(nlohmann::json::parse(R"({"model_type": "qwen3_moe", "hidden_size": 64,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256,
         "intermediate_size": 96, "moe_intermediate_size": 32, "num_experts": 4, "num_experts_per_tok": 2})"),
-                              "config.json");
+                         "config.json");
     if (!c.ok()) std::abort();
     return *c;
   }();

@@ -6,7 +6,8 @@
 namespace moeq::fuzz {
 
 int TokenizerJson(const uint8_t* data, size_t size) {
-  auto tok = Tokenizer::FromJsonText(std::string_view(reinterpret_cast<const char*>(data), size), "tokenizer.json");
+  auto tok = Tokenizer::FromJsonText(std::string_view(reinterpret_cast<const char*>(data), size),
+                                     "tokenizer.json");
   if (!tok.ok()) return 0;
   static const char* kTexts[] = {"Hello world, it's 2024!\n  tabs\tand  spaces",
                                  "ünïcödé 日本語のテキスト 🙂 \xe2\x80\x8b",

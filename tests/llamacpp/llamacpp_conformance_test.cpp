@@ -22,17 +22,16 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
-#include <nlohmann/json.hpp>
-
+#include "moeq-quantize/quantize_command.h"
 #include "moeq/base/build_info.h"
+#include "moeq/base/file_util.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/engine/engine.h"
-#include "moeq/base/file_util.h"
 #include "moeq/export/gguf_writer.h"
 #include "moeq/export/quant_plan.h"
-#include "moeq-quantize/quantize_command.h"
 #include "moeq/tokenizer/tokenizer.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
@@ -58,20 +57,22 @@ std::string Quote(const std::string& s) { return "'" + s + "'"; }
 
 /// Why llama.cpp cannot run here, or "" when it can.
 std::string LlamaUnavailable() {
-  if (std::system("node --version >/dev/null 2>&1") != 0) return "node is not installed (Debian package nodejs)";
+  if (std::system("node --version >/dev/null 2>&1") != 0)
+    return "node is not installed (Debian package nodejs)";
   if (!fs::exists(kLlamaDir + "/node_modules/node-llama-cpp/package.json")) {
-    return kLlamaDir + "/node_modules is missing (run: npm ci --prefix tests/llamacpp, or make llamacpp-deps)";
+    return kLlamaDir +
+           "/node_modules is missing (run: npm ci --prefix tests/llamacpp, or make llamacpp-deps)";
   }
   return "";
 }
 
-#define SKIP_WITHOUT_LLAMA()                                                                                   \
-  do {                                                                                                         \
-    const std::string why = LlamaUnavailable();                                                                \
-    if (!why.empty()) {                                                                                        \
-      std::fprintf(stderr, "\n*** llama.cpp conformance test SKIPPED: %s ***\n\n", why.c_str());              \
-      GTEST_SKIP() << "llama.cpp conformance SKIPPED: " << why;                                                \
-    }                                                                                                          \
+#define SKIP_WITHOUT_LLAMA()                                                                     \
+  do {                                                                                           \
+    const std::string why = LlamaUnavailable();                                                  \
+    if (!why.empty()) {                                                                          \
+      std::fprintf(stderr, "\n*** llama.cpp conformance test SKIPPED: %s ***\n\n", why.c_str()); \
+      GTEST_SKIP() << "llama.cpp conformance SKIPPED: " << why;                                  \
+    }                                                                                            \
   } while (0)
 
 struct LlamaOutput {
@@ -82,39 +83,46 @@ struct LlamaOutput {
 };
 
 /// Runs llama.cpp (tests/llamacpp/llamacpp_logprobs.mjs) once on every file of `ggufs`.
-Result<std::vector<LlamaOutput>> RunLlama(const std::vector<std::string>& ggufs, const std::vector<int32_t>& ids,
-                                          const std::vector<std::string>& strings, const std::string& work,
-                                          std::string* version) {
-  const std::string job_path = work + "/job.json", out_path = work + "/llama.json", err_path = work + "/llama.err";
+Result<std::vector<LlamaOutput>> RunLlama(const std::vector<std::string>& ggufs,
+                                          const std::vector<int32_t>& ids,
+                                          const std::vector<std::string>& strings,
+                                          const std::string& work, std::string* version) {
+  const std::string job_path = work + "/job.json", out_path = work + "/llama.json",
+                    err_path = work + "/llama.err";
   const nlohmann::json job = {{"models", ggufs}, {"ids", ids}, {"strings", strings}};
   MOEQ_RETURN_IF_ERROR(WriteFileAtomic(job_path, job.dump()));
-  const std::string cmd = "cd " + Quote(kLlamaDir) + " && node llamacpp_logprobs.mjs " + Quote(job_path) + " > " +
-                          Quote(out_path) + " 2> " + Quote(err_path);
+  const std::string cmd = "cd " + Quote(kLlamaDir) + " && node llamacpp_logprobs.mjs " +
+                          Quote(job_path) + " > " + Quote(out_path) + " 2> " + Quote(err_path);
   if (std::system(cmd.c_str()) != 0) {
     auto err = ReadFile(err_path);
     return Status::Internal("llama.cpp failed: " + (err.ok() ? *err : std::string("?")));
   }
   MOEQ_ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(out_path));
-  *version = "node-llama-cpp " + j.value("node_llama_cpp", "?") + " (llama.cpp " + j.value("llama_cpp", "?") + ")";
+  *version = "node-llama-cpp " + j.value("node_llama_cpp", "?") + " (llama.cpp " +
+             j.value("llama_cpp", "?") + ")";
   std::vector<LlamaOutput> all;
   for (const auto& m : j.at("models")) {
     LlamaOutput out;
     for (const auto& p : m.at("positions")) {
       std::vector<std::pair<int32_t, double>> top;
-      for (const auto& e : p.at("top")) top.emplace_back(e.at(0).get<int32_t>(), e.at(1).get<double>());
+      for (const auto& e : p.at("top"))
+        top.emplace_back(e.at(0).get<int32_t>(), e.at(1).get<double>());
       out.positions.push_back(std::move(top));
     }
     for (const auto& t : m.at("tokenized")) out.tokenized.push_back(t.get<std::vector<int32_t>>());
-    for (const auto& t : m.at("tokenized_nfc")) out.tokenized_nfc.push_back(t.get<std::vector<int32_t>>());
+    for (const auto& t : m.at("tokenized_nfc"))
+      out.tokenized_nfc.push_back(t.get<std::vector<int32_t>>());
     for (const auto& t : m.at("nfc_changes")) out.nfc_changes.push_back(t.get<bool>());
     all.push_back(std::move(out));
   }
-  if (all.size() != ggufs.size()) return Status::Internal("llama.cpp returned " + std::to_string(all.size()) + " results");
+  if (all.size() != ggufs.size())
+    return Status::Internal("llama.cpp returned " + std::to_string(all.size()) + " results");
   return all;
 }
 
 /// moeq's engine on the GGUF file: log-softmax rows [tokens, vocab].
-Result<std::vector<std::vector<double>>> RunMoeq(const std::string& gguf, const std::vector<int32_t>& ids) {
+Result<std::vector<std::vector<double>>> RunMoeq(const std::string& gguf,
+                                                 const std::vector<int32_t>& ids) {
   MOEQ_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(gguf));
   MOEQ_ASSIGN_OR_RETURN(auto engine, Engine::Load(*ckpt));
   std::vector<float> logits;
@@ -137,8 +145,8 @@ Result<std::vector<std::vector<double>>> RunMoeq(const std::string& gguf, const 
 struct Agreement {
   double mean_abs_dlogp = 0;  // over positions, of the next token's log p
   double max_abs_dlogp = 0;
-  double top1 = 0;            // fraction of positions with the same argmax
-  double kl = 0;              // mean KL(moeq || llama.cpp) over positions, nats
+  double top1 = 0;  // fraction of positions with the same argmax
+  double kl = 0;    // mean KL(moeq || llama.cpp) over positions, nats
 };
 
 Agreement Compare(const std::vector<std::vector<double>>& moeq, const LlamaOutput& llama,
@@ -215,10 +223,14 @@ QuantPlan MixedPlan(const Checkpoint& ckpt) {
       continue;
     }
     const char* f = "q8g64";
-    if (IsExpertRole(t.id.role)) f = t.id.layer == 0 ? "q4g64" : "q3g64";
-    else if (IsSharedExpertRole(t.id.role)) f = "q6g64";
-    else if (t.id.role == TensorRole::kEmbedding) f = "q5g32";
-    else if (t.id.role == TensorRole::kLmHead) f = "q6g64";
+    if (IsExpertRole(t.id.role))
+      f = t.id.layer == 0 ? "q4g64" : "q3g64";
+    else if (IsSharedExpertRole(t.id.role))
+      f = "q6g64";
+    else if (t.id.role == TensorRole::kEmbedding)
+      f = "q5g32";
+    else if (t.id.role == TensorRole::kLmHead)
+      f = "q6g64";
     plan.formats[t.info.name] = quant::FindFormat(f);
   }
   return plan;
@@ -239,8 +251,9 @@ TEST_P(LlamaCppConformance, EveryGgufFlavourAgreesWithMoeqEngine) {
   ASSERT_TRUE(tok.ok()) << tok.status().ToString();
   const std::vector<std::string> strings = TokenizerTestStrings();
   ASSERT_FALSE(strings.empty()) << "no tokenizer test strings in " << kTokenizerDir;
-  auto seq = (*tok)->Encode("In the beginning God created the heaven and the earth. And the earth was without form, "
-                            "and void; and darkness was upon the face of the deep. int main(void) { return 0; }");
+  auto seq = (*tok)->Encode(
+      "In the beginning God created the heaven and the earth. And the earth was without form, "
+      "and void; and darkness was upon the face of the deep. int main(void) { return 0; }");
   ASSERT_TRUE(seq.ok());
   std::vector<int32_t> ids = *seq;
   ASSERT_GE(ids.size(), 32u);
@@ -252,9 +265,9 @@ TEST_P(LlamaCppConformance, EveryGgufFlavourAgreesWithMoeqEngine) {
     bool mixed = false;
   };
   const std::vector<Flavour> flavours = {
-      {"Q4_0", "q4_0"}, {"Q4_1", "q4_1"}, {"Q5_0", "q5_0"}, {"Q5_1", "q5_1"}, {"Q8_0", "q8_0"},
-      {"Q2_K", "q2_K"}, {"Q3_K", "q3_K"}, {"Q4_K", "q4_K"}, {"Q5_K", "q5_K"}, {"Q6_K", "q6_K"},
-      {"BF16", "", 16}, {"mixed", "", 0, true},
+      {"Q4_0", "q4_0"}, {"Q4_1", "q4_1"}, {"Q5_0", "q5_0"}, {"Q5_1", "q5_1"},
+      {"Q8_0", "q8_0"}, {"Q2_K", "q2_K"}, {"Q3_K", "q3_K"}, {"Q4_K", "q4_K"},
+      {"Q5_K", "q5_K"}, {"Q6_K", "q6_K"}, {"BF16", "", 16}, {"mixed", "", 0, true},
   };
   ArtifactContext ctx;
   ctx.tool = "moeq-quantize";
@@ -283,7 +296,8 @@ TEST_P(LlamaCppConformance, EveryGgufFlavourAgreesWithMoeqEngine) {
   std::string version;
   auto llama = RunLlama(ggufs, ids, strings, tmp.path(), &version);
   ASSERT_TRUE(llama.ok()) << llama.status().ToString();
-  std::printf("llamacpp-conformance %s: %s, %zu tokens\n", family.c_str(), version.c_str(), ids.size());
+  std::printf("llamacpp-conformance %s: %s, %zu tokens\n", family.c_str(), version.c_str(),
+              ids.size());
 
   for (size_t k = 0; k < flavours.size(); ++k) {
     const Flavour& f = flavours[k];
@@ -294,7 +308,8 @@ TEST_P(LlamaCppConformance, EveryGgufFlavourAgreesWithMoeqEngine) {
     ASSERT_TRUE(g.ok()) << g.status().ToString();
     std::map<std::string, int> types;
     for (const auto& t : (*g)->tensors()) ++types[GgmlTypeName(t.type)];
-    if (!f.gguf_type.empty()) EXPECT_GT(types[std::string(FindGgmlTypeByName(f.gguf_type)->name)], 0);
+    if (!f.gguf_type.empty())
+      EXPECT_GT(types[std::string(FindGgmlTypeByName(f.gguf_type)->name)], 0);
 
     auto moeq_lp = RunMoeq(gguf, ids);
     ASSERT_TRUE(moeq_lp.ok()) << moeq_lp.status().ToString();
@@ -302,10 +317,13 @@ TEST_P(LlamaCppConformance, EveryGgufFlavourAgreesWithMoeqEngine) {
     ASSERT_EQ(out.positions.size(), ids.size());
     const Agreement a = Compare(*moeq_lp, out, ids);
     std::string type_list;
-    for (const auto& [name, n] : types) type_list += (type_list.empty() ? "" : " ") + name + "x" + std::to_string(n);
-    std::printf("llamacpp-conformance %-10s %-6s bytes %9ju  mean|dlogp| %.5f  max|dlogp| %.5f  top1 %5.1f%%  KL %.6f  [%s]\n",
-                family.c_str(), f.name.c_str(), static_cast<uintmax_t>(fs::file_size(gguf)), a.mean_abs_dlogp,
-                a.max_abs_dlogp, 100.0 * a.top1, a.kl, type_list.c_str());
+    for (const auto& [name, n] : types)
+      type_list += (type_list.empty() ? "" : " ") + name + "x" + std::to_string(n);
+    std::printf(
+        "llamacpp-conformance %-10s %-6s bytes %9ju  mean|dlogp| %.5f  max|dlogp| %.5f  top1 "
+        "%5.1f%%  KL %.6f  [%s]\n",
+        family.c_str(), f.name.c_str(), static_cast<uintmax_t>(fs::file_size(gguf)),
+        a.mean_abs_dlogp, a.max_abs_dlogp, 100.0 * a.top1, a.kl, type_list.c_str());
     EXPECT_LE(a.mean_abs_dlogp, kMaxMeanAbsDeltaLogp);
     EXPECT_GE(a.top1, kMinTop1);
     EXPECT_LE(a.kl, kMaxKl);
@@ -323,23 +341,29 @@ TEST_P(LlamaCppConformance, EveryGgufFlavourAgreesWithMoeqEngine) {
         if (out.nfc_changes.at(i) && out.tokenized[i] != *mine) {
           // llama.cpp does not run tokenizer.json's NFC normalizer (the Qwen2 tokenizer has
           // one): on non-NFC text it must agree once the text is normalised.
-          EXPECT_EQ(out.tokenized_nfc[i], *mine) << "llama.cpp tokenizer differs on NFC(test string " << i << ")";
+          EXPECT_EQ(out.tokenized_nfc[i], *mine)
+              << "llama.cpp tokenizer differs on NFC(test string " << i << ")";
           ++nfc_only;
           continue;
         }
-        EXPECT_EQ(out.tokenized[i], *mine) << "llama.cpp tokenizer differs on test string " << i << ": " << strings[i];
+        EXPECT_EQ(out.tokenized[i], *mine)
+            << "llama.cpp tokenizer differs on test string " << i << ": " << strings[i];
         auto from_gguf = (*gguf_tok)->Encode(strings[i]);
         ASSERT_TRUE(from_gguf.ok());
-        EXPECT_EQ(*from_gguf, *mine) << "moeq's tokenizer read from the GGUF differs on test string " << i;
+        EXPECT_EQ(*from_gguf, *mine)
+            << "moeq's tokenizer read from the GGUF differs on test string " << i;
       }
-      std::printf("llamacpp-conformance %s tokenizer: %zu strings, llama.cpp ids == moeq ids on %zu, on the NFC form "
-                  "only for %d (llama.cpp does not NFC-normalise)\n",
-                  family.c_str(), strings.size(), strings.size() - static_cast<size_t>(nfc_only), nfc_only);
+      std::printf(
+          "llamacpp-conformance %s tokenizer: %zu strings, llama.cpp ids == moeq ids on %zu, on "
+          "the NFC form "
+          "only for %d (llama.cpp does not NFC-normalise)\n",
+          family.c_str(), strings.size(), strings.size() - static_cast<size_t>(nfc_only), nfc_only);
     }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, LlamaCppConformance, ::testing::Values("qwen3_moe", "qwen2_moe", "mixtral"),
+INSTANTIATE_TEST_SUITE_P(Families, LlamaCppConformance,
+                         ::testing::Values("qwen3_moe", "qwen2_moe", "mixtral"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -8,11 +8,11 @@
 #include <cstring>
 #include <filesystem>
 
-#include "moeq/model/arch.h"
 #include "moeq/base/file_util.h"
 #include "moeq/base/half.h"
-#include "moeq/model/model_config.h"
 #include "moeq/formats/safetensors.h"
+#include "moeq/model/arch.h"
+#include "moeq/model/model_config.h"
 
 namespace moeq::test {
 namespace {
@@ -23,10 +23,14 @@ struct FamilyName {
   std::string_view architecture;
 };
 constexpr FamilyName kArchitectures[] = {
-    {"deepseek_v2", "DeepseekV2ForCausalLM"}, {"deepseek_v3", "DeepseekV3ForCausalLM"},
-    {"llama", "LlamaForCausalLM"},            {"mixtral", "MixtralForCausalLM"},
-    {"olmoe", "OlmoeForCausalLM"},            {"qwen2", "Qwen2ForCausalLM"},
-    {"qwen2_moe", "Qwen2MoeForCausalLM"},     {"qwen3", "Qwen3ForCausalLM"},
+    {"deepseek_v2", "DeepseekV2ForCausalLM"},
+    {"deepseek_v3", "DeepseekV3ForCausalLM"},
+    {"llama", "LlamaForCausalLM"},
+    {"mixtral", "MixtralForCausalLM"},
+    {"olmoe", "OlmoeForCausalLM"},
+    {"qwen2", "Qwen2ForCausalLM"},
+    {"qwen2_moe", "Qwen2MoeForCausalLM"},
+    {"qwen3", "Qwen3ForCausalLM"},
     {"qwen3_moe", "Qwen3MoeForCausalLM"},
 };
 
@@ -52,9 +56,12 @@ bool EndsWith(std::string_view s, std::string_view tail) {
 
 std::string_view TorchDtype(DType dtype) {
   switch (dtype) {
-    case DType::kF16: return "float16";
-    case DType::kF32: return "float32";
-    default: return "bfloat16";
+    case DType::kF16:
+      return "float16";
+    case DType::kF32:
+      return "float32";
+    default:
+      return "bfloat16";
   }
 }
 
@@ -216,7 +223,8 @@ Result<SyntheticCheckpoint> WriteSyntheticCheckpoint(const std::string& dir,
     int64_t numel = 1;
     for (int64_t d : shape) numel *= d;
     if (o.fused_experts && id.expert >= 0 && IsExpertRole(id.role)) {
-      const bool gate_or_up = id.role == TensorRole::kExpertGate || id.role == TensorRole::kExpertUp;
+      const bool gate_or_up =
+          id.role == TensorRole::kExpertGate || id.role == TensorRole::kExpertUp;
       const TensorRole fused_role = gate_or_up ? TensorRole::kExpertGateUp : id.role;
       auto [it, inserted] = fused_index.emplace(std::pair(id.layer, fused_role), plan.size());
       if (inserted) {
@@ -261,7 +269,8 @@ Result<SyntheticCheckpoint> WriteSyntheticCheckpoint(const std::string& dir,
   if (ec) return Status::Io(dir + ": cannot create directory: " + ec.message());
 
   const int n_shards = std::min<int>(o.shards, static_cast<int>(std::max<size_t>(1, plan.size())));
-  const size_t per_shard = (plan.size() + static_cast<size_t>(n_shards) - 1) / static_cast<size_t>(n_shards);
+  const size_t per_shard =
+      (plan.size() + static_cast<size_t>(n_shards) - 1) / static_cast<size_t>(n_shards);
   nlohmann::json weight_map = nlohmann::json::object();
   uint64_t total_size = 0;
   for (int s = 0; s < n_shards; ++s) {
@@ -297,11 +306,12 @@ Result<SyntheticCheckpoint> WriteSyntheticCheckpoint(const std::string& dir,
   }
   MOEQ_RETURN_IF_ERROR(WriteFileAtomic(dir + "/config.json", DumpJson(out.config)));
   if (o.tokenizer) {
-    const nlohmann::json tokenizer = {
-        {"version", "1.0"},
-        {"added_tokens", nlohmann::json::array()},
-        {"model", {{"type", "BPE"}, {"vocab", nlohmann::json::object()},
-                   {"merges", nlohmann::json::array()}}}};
+    const nlohmann::json tokenizer = {{"version", "1.0"},
+                                      {"added_tokens", nlohmann::json::array()},
+                                      {"model",
+                                       {{"type", "BPE"},
+                                        {"vocab", nlohmann::json::object()},
+                                        {"merges", nlohmann::json::array()}}}};
     MOEQ_RETURN_IF_ERROR(WriteFileAtomic(dir + "/tokenizer.json", DumpJson(tokenizer)));
   }
   return out;

@@ -2,13 +2,12 @@
 // compile definition of the test target, overridable by the environment variable of that name).
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <string>
-
-#include <gtest/gtest.h>
 
 namespace moeq::test {
 
@@ -23,13 +22,16 @@ inline std::string ToolBinDir() {
 inline ::testing::AssertionResult ToolBuilt(const std::string& tool) {
   const std::string path = ToolBinDir() + "/" + tool;
   if (access(path.c_str(), X_OK) == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << path << " is not built (build the tools with the tests, or set MOEQ_BIN_DIR)";
+  return ::testing::AssertionFailure()
+         << path << " is not built (build the tools with the tests, or set MOEQ_BIN_DIR)";
 }
 
 /// Runs "BIN_DIR/<args>" through the shell with a time limit, stdout discarded and stderr sent
 /// to `err_file`; returns the exit status (128 + signal when killed).
-inline int RunToolCommand(const std::string& args, const std::string& err_file = "/dev/null", int timeout_s = 120) {
-  const std::string cmd = "timeout " + std::to_string(timeout_s) + " " + ToolBinDir() + "/" + args + " >/dev/null 2>" + err_file;
+inline int RunToolCommand(const std::string& args, const std::string& err_file = "/dev/null",
+                          int timeout_s = 120) {
+  const std::string cmd = "timeout " + std::to_string(timeout_s) + " " + ToolBinDir() + "/" + args +
+                          " >/dev/null 2>" + err_file;
   const int rc = std::system(cmd.c_str());
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
 }

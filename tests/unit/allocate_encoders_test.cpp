@@ -12,18 +12,31 @@ namespace moeq::alloc {
 namespace {
 
 std::string Header() {
-  nlohmann::json h = {{"schema", "moeq.sensitivity"}, {"version", 1}, {"producer", {{"tool", "test"}}},
-                      {"inputs", {{"model", "fake"}, {"model_fingerprint", "abc"}}}, {"options", nlohmann::json::object()}};
+  nlohmann::json h = {{"schema", "moeq.sensitivity"},
+                      {"version", 1},
+                      {"producer", {{"tool", "test"}}},
+                      {"inputs", {{"model", "fake"}, {"model_fingerprint", "abc"}}},
+                      {"options", nlohmann::json::object()}};
   return h.dump() + "\n";
 }
 
-std::string Row(const std::string& tensor, const std::string& format, int bits, int group, const std::string& encoder,
-                double nrmse) {
+std::string Row(const std::string& tensor, const std::string& format, int bits, int group,
+                const std::string& encoder, double nrmse) {
   const int64_t n = 64 * 64;
   const uint64_t bytes = bits == 16 ? 2 * n : n * bits / 8 + n / group * 4;
-  nlohmann::json j = {{"tensor", tensor}, {"role", "expert_up"}, {"layer", 0}, {"expert", 0}, {"shape", {64, 64}},
-                      {"params", n}, {"dtype", "BF16"}, {"format", format}, {"bits", bits}, {"group_size", group},
-                      {"bytes", bytes}, {"nrmse", nrmse}, {"sqnr_db", -20 * std::log10(nrmse)}};
+  nlohmann::json j = {{"tensor", tensor},
+                      {"role", "expert_up"},
+                      {"layer", 0},
+                      {"expert", 0},
+                      {"shape", {64, 64}},
+                      {"params", n},
+                      {"dtype", "BF16"},
+                      {"format", format},
+                      {"bits", bits},
+                      {"group_size", group},
+                      {"bytes", bytes},
+                      {"nrmse", nrmse},
+                      {"sqnr_db", -20 * std::log10(nrmse)}};
   if (!encoder.empty()) j["encoder"] = encoder;
   return j.dump() + "\n";
 }
@@ -40,7 +53,8 @@ std::string Tensor(const std::string& name, bool encoders) {
 }
 
 TEST(AllocateEncoders, PicksTheBestEncoderAndRecordsIt) {
-  auto f = ParseSensitivity(Header() + Tensor("a.weight", true) + Tensor("b.weight", true), "s.jsonl");
+  auto f =
+      ParseSensitivity(Header() + Tensor("a.weight", true) + Tensor("b.weight", true), "s.jsonl");
   ASSERT_TRUE(f.ok()) << f.status().ToString();
   ASSERT_EQ(f->tensors[0].configs.size(), 6u);
   EXPECT_EQ(f->tensors[0].configs[1].encoder, "gptq");
@@ -71,17 +85,21 @@ TEST(AllocateEncoders, PicksTheBestEncoderAndRecordsIt) {
   auto pm = BuildAllocationModel(*plain, AllocationSettings{});
   auto pr = SolveAllocation(*plain, *pm, q4, SolverKind::kAuto);
   ASSERT_TRUE(pr.ok());
-  EXPECT_FALSE(AllocationToJson(*plain, *pr, *pm, Policy::kMckp, std::nullopt)["tensors"][0].contains("encoder"));
+  EXPECT_FALSE(
+      AllocationToJson(*plain, *pr, *pm, Policy::kMckp, std::nullopt)["tensors"][0].contains(
+          "encoder"));
 }
 
 TEST(AllocateEncoders, ReaderRejectsUnknownAndRepeatedEncoders) {
   auto bad = ParseSensitivity(Header() + Row("a.weight", "q4g64", 4, 64, "awq", 0.1), "s.jsonl");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("encoder"), std::string::npos) << bad.status().ToString();
-  auto twice = ParseSensitivity(Header() + Row("a.weight", "q4g64", 4, 64, "gptq", 0.1) + Row("a.weight", "q4g64", 4, 64, "gptq", 0.1),
+  auto twice = ParseSensitivity(Header() + Row("a.weight", "q4g64", 4, 64, "gptq", 0.1) +
+                                    Row("a.weight", "q4g64", 4, 64, "gptq", 0.1),
                                 "s.jsonl");
   ASSERT_FALSE(twice.ok());
-  EXPECT_NE(twice.status().message().find("already given"), std::string::npos) << twice.status().ToString();
+  EXPECT_NE(twice.status().message().find("already given"), std::string::npos)
+      << twice.status().ToString();
 }
 
 }  // namespace

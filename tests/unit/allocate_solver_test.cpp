@@ -85,7 +85,9 @@ TEST(AllocateSolver, ExactEqualsBruteForceAndLagrangianIsWithinItsGap) {
       ++infeasible;
       EXPECT_FALSE(exact.ok());
       EXPECT_FALSE(lag.ok());
-      EXPECT_NE(exact.status().message().find("smallest feasible size " + std::to_string(lo) + " bytes"), std::string::npos)
+      EXPECT_NE(
+          exact.status().message().find("smallest feasible size " + std::to_string(lo) + " bytes"),
+          std::string::npos)
           << exact.status().message();
       continue;
     }
@@ -100,7 +102,9 @@ TEST(AllocateSolver, ExactEqualsBruteForceAndLagrangianIsWithinItsGap) {
     // a true bound: lower_bound ≤ optimum ≤ objective.
     EXPECT_GE(lag->objective, brute - 1e-9) << "trial " << trial;
     EXPECT_LE(lag->lower_bound, brute + 1e-9) << "trial " << trial;
-    EXPECT_NEAR(lag->gap, lag->objective > 0 ? (lag->objective - lag->lower_bound) / lag->objective : 0.0, 1e-12);
+    EXPECT_NEAR(lag->gap,
+                lag->objective > 0 ? (lag->objective - lag->lower_bound) / lag->objective : 0.0,
+                1e-12);
   }
   EXPECT_GT(feasible, 300);
   EXPECT_GT(infeasible, 5);

@@ -1,7 +1,6 @@
 // moeq-allocate: sensitivity reader, priors and rules, the SQNR veto, policies (MCKP, hotness,
 // tiers), budget curve, and the command end to end on hand-written sensitivity files.
 #include <gtest/gtest.h>
-
 #include <sys/wait.h>
 
 #include <cmath>
@@ -10,8 +9,8 @@
 #include <fstream>
 #include <random>
 
-#include "moeq/allocate/allocation.h"
 #include "moeq-allocate/allocate_command.h"
+#include "moeq/allocate/allocation.h"
 #include "moeq/base/build_info.h"
 #include "moeq/base/file_util.h"
 #include "testing/temp_dir.h"
@@ -24,8 +23,9 @@ struct Grid {
   int bits, group;
   double nrmse;  // typical NRMSE of Gaussian weights
 };
-constexpr Grid kGrid[] = {{"q2g32", 2, 32, 0.40},  {"q3g64", 3, 64, 0.19},  {"q4g32", 4, 32, 0.080},
-                          {"q4g64", 4, 64, 0.089}, {"q4g128", 4, 128, 0.10}, {"q8g64", 8, 64, 0.0053},
+constexpr Grid kGrid[] = {{"q2g32", 2, 32, 0.40},     {"q3g64", 3, 64, 0.19},
+                          {"q4g32", 4, 32, 0.080},    {"q4g64", 4, 64, 0.089},
+                          {"q4g128", 4, 128, 0.10},   {"q8g64", 8, 64, 0.0053},
                           {"q8g128", 8, 128, 0.0059}, {"bf16", 16, 0, 0.0}};
 
 struct FakeTensor {
@@ -36,8 +36,11 @@ struct FakeTensor {
 };
 
 std::string Header(const std::string& schema = "moeq.sensitivity", int version = 1) {
-  nlohmann::json h = {{"schema", schema}, {"version", version}, {"producer", {{"tool", "test"}}},
-                      {"inputs", {{"model", "fake"}, {"model_fingerprint", "abc"}}}, {"options", nlohmann::json::object()}};
+  nlohmann::json h = {{"schema", schema},
+                      {"version", version},
+                      {"producer", {{"tool", "test"}}},
+                      {"inputs", {{"model", "fake"}, {"model_fingerprint", "abc"}}},
+                      {"options", nlohmann::json::object()}};
   return h.dump() + "\n";
 }
 
@@ -48,9 +51,18 @@ std::string Lines(const std::vector<FakeTensor>& ts) {
     for (const auto& g : kGrid) {
       const double nrmse = g.nrmse * t.scale;
       const uint64_t bytes = g.bits == 16 ? 2 * n : n * g.bits / 8 + n / g.group * 4;
-      nlohmann::json j = {{"tensor", t.name}, {"role", t.role}, {"layer", t.layer}, {"expert", t.expert},
-                          {"shape", {t.rows, t.cols}}, {"params", n}, {"dtype", "BF16"}, {"format", g.format},
-                          {"bits", g.bits}, {"group_size", g.group}, {"bytes", bytes}, {"nrmse", nrmse},
+      nlohmann::json j = {{"tensor", t.name},
+                          {"role", t.role},
+                          {"layer", t.layer},
+                          {"expert", t.expert},
+                          {"shape", {t.rows, t.cols}},
+                          {"params", n},
+                          {"dtype", "BF16"},
+                          {"format", g.format},
+                          {"bits", g.bits},
+                          {"group_size", g.group},
+                          {"bytes", bytes},
+                          {"nrmse", nrmse},
                           {"sqnr_db", nrmse > 0 ? std::min(200.0, -20 * std::log10(nrmse)) : 200.0},
                           {"features", {{"kurtosis", 0.1}}}};
       out += j.dump() + "\n";
@@ -84,7 +96,8 @@ SensitivityFile Parse(const std::string& text) {
   return f.ok() ? *f : SensitivityFile{};
 }
 
-const TensorDecision& DecisionOf(const SensitivityFile& f, const AllocationResult& r, const std::string& name) {
+const TensorDecision& DecisionOf(const SensitivityFile& f, const AllocationResult& r,
+                                 const std::string& name) {
   for (size_t i = 0; i < f.tensors.size(); ++i) {
     if (f.tensors[i].name == name) return r.decisions[i];
   }
@@ -151,16 +164,19 @@ TEST(AllocateSensitivity, ErrorsNameTheFileLineAndField) {
   bad.replace(bad.find("\"nrmse\":"), 8, "\"nrmse\":\"x\",\"zz\":");
   auto f = ParseSensitivity(Header() + bad, "s.jsonl");
   ASSERT_FALSE(f.ok());
-  EXPECT_NE(f.status().message().find("s.jsonl:2: field 'nrmse'"), std::string::npos) << f.status().message();
+  EXPECT_NE(f.status().message().find("s.jsonl:2: field 'nrmse'"), std::string::npos)
+      << f.status().message();
   std::string role = good;
   role.replace(role.find("attn_q"), 6, "attn_zz");
   f = ParseSensitivity(Header() + role, "s.jsonl");
   ASSERT_FALSE(f.ok());
   EXPECT_NE(f.status().message().find("field 'role'"), std::string::npos) << f.status().message();
   // The lines of one tensor must be consecutive.
-  f = ParseSensitivity(Header() + Lines({{"a", "attn_q", 0}, {"b", "attn_k", 0}, {"a", "attn_q", 0}}), "s.jsonl");
+  f = ParseSensitivity(
+      Header() + Lines({{"a", "attn_q", 0}, {"b", "attn_k", 0}, {"a", "attn_q", 0}}), "s.jsonl");
   ASSERT_FALSE(f.ok());
-  EXPECT_NE(f.status().message().find("s.jsonl:18: field 'tensor'"), std::string::npos) << f.status().message();
+  EXPECT_NE(f.status().message().find("s.jsonl:18: field 'tensor'"), std::string::npos)
+      << f.status().message();
 }
 
 // ---------------------------------------------------------------- priors and rules
@@ -176,7 +192,8 @@ TEST(AllocatePriors, CombineByMaxAndRepoConfigMatchesTheDefaults) {
   };
   EXPECT_EQ(prior("model.embed_tokens.weight"), 10.0);
   EXPECT_EQ(prior("lm_head.weight"), 10.0);
-  EXPECT_EQ(prior("model.layers.0.mlp.gate.weight"), 8.0);  // router (8) in the first layer (3): max
+  EXPECT_EQ(prior("model.layers.0.mlp.gate.weight"),
+            8.0);  // router (8) in the first layer (3): max
   EXPECT_EQ(prior("model.layers.0.self_attn.q_proj.weight"), 3.0);
   EXPECT_EQ(prior("model.layers.1.self_attn.q_proj.weight"), 1.0);
   EXPECT_EQ(prior("model.layers.2.mlp.experts.1.down_proj.weight"), 2.0);
@@ -191,21 +208,27 @@ TEST(AllocatePriors, CombineByMaxAndRepoConfigMatchesTheDefaults) {
   bad["roles"]["routr"] = 3;
   auto e = PriorsFromJson(bad, "p.json");
   ASSERT_FALSE(e.ok());
-  EXPECT_NE(e.status().message().find("p.json: field 'roles.routr'"), std::string::npos) << e.status().message();
+  EXPECT_NE(e.status().message().find("p.json: field 'roles.routr'"), std::string::npos)
+      << e.status().message();
   bad = *j;
   bad["rules"] = {{{"match", {{"role", "router"}}}, {"max_bits", "eight"}}};
   e = PriorsFromJson(bad, "p.json");
   ASSERT_FALSE(e.ok());
-  EXPECT_NE(e.status().message().find("field 'rules[0].max_bits'"), std::string::npos) << e.status().message();
+  EXPECT_NE(e.status().message().find("field 'rules[0].max_bits'"), std::string::npos)
+      << e.status().message();
 }
 
 TEST(AllocatePriors, PinsAndBitBoundsAreHonoured) {
   auto f = Parse(Header() + Lines(SmallMoe(2, 2)));
   PriorsConfig cfg;
-  nlohmann::json rules = {{"schema", "moeq.allocate_rules"}, {"version", 1},
-                          {"rules", {{{"match", {{"role", "router"}}}, {"format", "q8g64"}},
-                                     {{"match", {{"role", {"expert_down"}}, {"layers", {1, 1}}, {"experts", {0}}}}, {"min_bits", 8}},
-                                     {{"match", {{"name", "lm_head.weight"}}}, {"max_bits", 4}}}}};
+  nlohmann::json rules = {
+      {"schema", "moeq.allocate_rules"},
+      {"version", 1},
+      {"rules",
+       {{{"match", {{"role", "router"}}}, {"format", "q8g64"}},
+        {{"match", {{"role", {"expert_down"}}, {"layers", {1, 1}}, {"experts", {0}}}},
+         {"min_bits", 8}},
+        {{"match", {{"name", "lm_head.weight"}}}, {"max_bits", 4}}}}};
   ASSERT_TRUE(AppendRulesFromJson(rules, "rules.json", &cfg).ok());
   AllocationSettings s;
   s.priors = cfg;
@@ -225,13 +248,15 @@ TEST(AllocatePriors, PinsAndBitBoundsAreHonoured) {
 
   // A pin to a format the tensor was not measured in names the rule and the tensor.
   PriorsConfig bad;
-  nlohmann::json r2 = {{"schema", "moeq.allocate_rules"}, {"version", 1},
+  nlohmann::json r2 = {{"schema", "moeq.allocate_rules"},
+                       {"version", 1},
                        {"rules", {{{"match", {{"role", "attn_q"}}}, {"format", "q5g64"}}}}};
   ASSERT_TRUE(AppendRulesFromJson(r2, "rules.json", &bad).ok());
   s.priors = bad;
   auto e = BuildAllocationModel(f, s);
   ASSERT_FALSE(e.ok());
-  EXPECT_NE(e.status().message().find("rules.json: rules[0]"), std::string::npos) << e.status().message();
+  EXPECT_NE(e.status().message().find("rules.json: rules[0]"), std::string::npos)
+      << e.status().message();
   EXPECT_NE(e.status().message().find("q_proj"), std::string::npos) << e.status().message();
 }
 
@@ -247,7 +272,8 @@ TEST(AllocateVeto, VetoAndBudgetAreNeverViolated) {
   ASSERT_TRUE(m.ok());
   EXPECT_GT(m->vetoed_configs, 0);
   double prev = 1e300;
-  for (uint64_t b = m->problem.MinBytes(); b <= m->problem.MaxBytes(); b += (m->problem.MaxBytes() - m->problem.MinBytes()) / 23) {
+  for (uint64_t b = m->problem.MinBytes(); b <= m->problem.MaxBytes();
+       b += (m->problem.MaxBytes() - m->problem.MinBytes()) / 23) {
     auto r = SolveAllocation(f, *m, b, SolverKind::kAuto);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     EXPECT_LE(r->solution.bytes, b);
@@ -259,7 +285,8 @@ TEST(AllocateVeto, VetoAndBudgetAreNeverViolated) {
   }
   auto below = SolveAllocation(f, *m, m->problem.MinBytes() - 1, SolverKind::kAuto);
   ASSERT_FALSE(below.ok());
-  EXPECT_NE(below.status().message().find(std::to_string(m->problem.MinBytes()) + " bytes"), std::string::npos);
+  EXPECT_NE(below.status().message().find(std::to_string(m->problem.MinBytes()) + " bytes"),
+            std::string::npos);
 }
 
 TEST(AllocateVeto, AllConfigsVetoedForcesTheBestAndSaysSo) {
@@ -282,7 +309,8 @@ TEST(AllocateVeto, AboveFullPrecisionKeeps16Bit) {
   auto r = SolveAllocation(f, *m, m->full_precision_bytes * 2, SolverKind::kAuto);
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(r->above_full_precision);
-  for (size_t i = 0; i < f.tensors.size(); ++i) EXPECT_EQ(f.tensors[i].configs[r->decisions[i].config].format, "bf16");
+  for (size_t i = 0; i < f.tensors.size(); ++i)
+    EXPECT_EQ(f.tensors[i].configs[r->decisions[i].config].format, "bf16");
   EXPECT_EQ(r->solution.objective, 0.0);
 }
 
@@ -295,11 +323,15 @@ TEST(AllocatePolicies, HotnessAlphaFollowsTheDocumentedFormula) {
   s.profile = Profile(1, {1000, 100, 10, 0});  // mean 277.5
   auto m = BuildAllocationModel(f, s);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
-  auto r = SolveAllocation(f, *m, (m->problem.MinBytes() + m->problem.MaxBytes()) / 3, SolverKind::kAuto);
+  auto r = SolveAllocation(f, *m, (m->problem.MinBytes() + m->problem.MaxBytes()) / 3,
+                           SolverKind::kAuto);
   ASSERT_TRUE(r.ok());
-  EXPECT_NEAR(DecisionOf(f, *r, "model.layers.0.mlp.experts.0.up_proj.weight").alpha, std::sqrt(1000 / 277.5), 1e-12);
-  EXPECT_NEAR(DecisionOf(f, *r, "model.layers.0.mlp.experts.1.up_proj.weight").alpha, std::sqrt(100 / 277.5), 1e-12);
-  EXPECT_EQ(DecisionOf(f, *r, "model.layers.0.mlp.experts.3.up_proj.weight").alpha, 0.25);  // clamped
+  EXPECT_NEAR(DecisionOf(f, *r, "model.layers.0.mlp.experts.0.up_proj.weight").alpha,
+              std::sqrt(1000 / 277.5), 1e-12);
+  EXPECT_NEAR(DecisionOf(f, *r, "model.layers.0.mlp.experts.1.up_proj.weight").alpha,
+              std::sqrt(100 / 277.5), 1e-12);
+  EXPECT_EQ(DecisionOf(f, *r, "model.layers.0.mlp.experts.3.up_proj.weight").alpha,
+            0.25);  // clamped
   EXPECT_EQ(DecisionOf(f, *r, "model.layers.0.self_attn.q_proj.weight").alpha, 1.0);
   // The hot expert gets at least as many bits as the cold one.
   const auto hot = FormatOf(f, *r, "model.layers.0.mlp.experts.0.up_proj.weight");
@@ -377,7 +409,8 @@ TEST(AllocateObjective, MseWeighsSquaredErrorByExposure) {
       ++dense;
     }
     EXPECT_EQ(mn->base[ti].exposure, 1.0);
-    // Every option's cost: prior^2 * alpha * exposure * NRMSE^2 (mse) against prior * alpha * NRMSE.
+    // Every option's cost: prior^2 * alpha * exposure * NRMSE^2 (mse) against prior * alpha *
+    // NRMSE.
     const uint32_t b = m->problem.offsets[ti];
     for (size_t k = 0; k < m->option_config[ti].size(); ++k) {
       const double e = t.configs[static_cast<size_t>(m->option_config[ti][k])].nrmse;
@@ -396,7 +429,8 @@ TEST(AllocateObjective, MseWeighsSquaredErrorByExposure) {
   auto expert_bytes = [&](const AllocationResult& res) {
     uint64_t sum = 0;
     for (size_t ti = 0; ti < f.tensors.size(); ++ti) {
-      if (f.tensors[ti].expert >= 0) sum += f.tensors[ti].configs[static_cast<size_t>(res.decisions[ti].config)].bytes;
+      if (f.tensors[ti].expert >= 0)
+        sum += f.tensors[ti].configs[static_cast<size_t>(res.decisions[ti].config)].bytes;
     }
     return sum;
   };
@@ -437,7 +471,9 @@ TEST(AllocateCurve, MonotoneWithAKneeAndSelfContainedOutputs) {
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 13);
   // A convex elbow: the knee of a hand-made curve is the corner.
   std::vector<CurvePoint> elbow;
-  for (int i = 0; i <= 10; ++i) elbow.push_back({static_cast<uint64_t>(i * 100), 0, i < 3 ? 10.0 - 3.0 * i : 1.0 - 0.01 * i, 0, 0});
+  for (int i = 0; i <= 10; ++i)
+    elbow.push_back(
+        {static_cast<uint64_t>(i * 100), 0, i < 3 ? 10.0 - 3.0 * i : 1.0 - 0.01 * i, 0, 0});
   EXPECT_EQ(CurveKnee(elbow), 3u);
 }
 
@@ -505,12 +541,14 @@ TEST(AllocateCommand, EndToEndIsDeterministicAndNamesTheSmallestFeasibleSize) {
 TEST(AllocateCommand, BinaryExitCodes) {
   const char* env = std::getenv("MOEQ_BIN_DIR");
   const std::string bin = std::string(env ? env : MOEQ_BIN_DIR) + "/moeq-allocate";
-  ASSERT_TRUE(std::filesystem::exists(bin)) << bin << " is not built (the tools are built with the tests)";
+  ASSERT_TRUE(std::filesystem::exists(bin))
+      << bin << " is not built (the tools are built with the tests)";
   test::ScopedTempDir dir("moeq-allocate-bin");
   const std::string sens = dir.Join("s.jsonl");
   std::ofstream(sens) << Header() + Lines(SmallMoe(1, 2));
   auto run = [&](const std::string& args) {
-    const std::string cmd = bin + " " + sens + " -q -o " + dir.Join("a.json") + " --force " + args + " >/dev/null 2>&1";
+    const std::string cmd =
+        bin + " " + sens + " -q -o " + dir.Join("a.json") + " --force " + args + " >/dev/null 2>&1";
     const int rc = std::system(cmd.c_str());
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
   };

@@ -1,7 +1,6 @@
 // moeq-analyze as a program: --shard outputs merged with `moeq-analyze merge OUT SHARD... --force`
 // (options after the subcommand, as a job array's last step writes them) equal the unsharded file.
 #include <gtest/gtest.h>
-
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -36,9 +35,11 @@ TEST(AnalyzeCli, MergeAcceptsOptionsAfterTheSubcommandAndEqualsUnsharded) {
   }
   const std::string merged = tmp.Join("merged.jsonl");
   ASSERT_TRUE(WriteFileAtomic(merged, "old").ok());
-  EXPECT_EQ(RunBin("moeq-analyze merge " + merged + " " + tmp.Join("s1.jsonl") + " " + tmp.Join("s0.jsonl")), 1);
-  ASSERT_EQ(RunBin("moeq-analyze merge " + merged + " " + tmp.Join("s1.jsonl") + " " + tmp.Join("s0.jsonl") +
-                   " --force -q"),
+  EXPECT_EQ(RunBin("moeq-analyze merge " + merged + " " + tmp.Join("s1.jsonl") + " " +
+                   tmp.Join("s0.jsonl")),
+            1);
+  ASSERT_EQ(RunBin("moeq-analyze merge " + merged + " " + tmp.Join("s1.jsonl") + " " +
+                   tmp.Join("s0.jsonl") + " --force -q"),
             0);
   EXPECT_EQ(*ReadFile(merged), *ReadFile(tmp.Join("full.jsonl")));
 }

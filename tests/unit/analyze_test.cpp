@@ -1,13 +1,13 @@
 // moeq-analyze: features against direct references, determinism, sharding, clustering, errors.
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "moeq-analyze/analyze_command.h"
 #include "moeq/base/build_info.h"
@@ -49,14 +49,18 @@ std::vector<double> RandomOrthonormal(int64_t n, int64_t r, uint64_t seed) {
 }
 
 /// W = U diag(sigma) Vᵀ with random orthonormal U, V.
-std::vector<float> KnownSpectrum(int64_t rows, int64_t cols, const std::vector<double>& sigma, uint64_t seed) {
+std::vector<float> KnownSpectrum(int64_t rows, int64_t cols, const std::vector<double>& sigma,
+                                 uint64_t seed) {
   const int64_t r = static_cast<int64_t>(sigma.size());
-  const std::vector<double> U = RandomOrthonormal(rows, r, seed), V = RandomOrthonormal(cols, r, seed + 1);
+  const std::vector<double> U = RandomOrthonormal(rows, r, seed),
+                            V = RandomOrthonormal(cols, r, seed + 1);
   std::vector<float> w(static_cast<size_t>(rows * cols));
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) {
       double s = 0;
-      for (int64_t k = 0; k < r; ++k) s += U[static_cast<size_t>(k * rows + i)] * sigma[static_cast<size_t>(k)] * V[static_cast<size_t>(k * cols + j)];
+      for (int64_t k = 0; k < r; ++k)
+        s += U[static_cast<size_t>(k * rows + i)] * sigma[static_cast<size_t>(k)] *
+             V[static_cast<size_t>(k * cols + j)];
       w[static_cast<size_t>(i * cols + j)] = static_cast<float>(s);
     }
   return w;
@@ -71,8 +75,10 @@ std::vector<double> FullSvd(const std::vector<float>& w, int64_t rows, int64_t c
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) {
       const double v = w[static_cast<size_t>(i * cols + j)];
-      if (tr) a[static_cast<size_t>(i * m + j)] = v;
-      else a[static_cast<size_t>(j * m + i)] = v;
+      if (tr)
+        a[static_cast<size_t>(i * m + j)] = v;
+      else
+        a[static_cast<size_t>(j * m + i)] = v;
     }
   for (int sweep = 0; sweep < 60; ++sweep) {
     double off = 0;
@@ -102,7 +108,8 @@ std::vector<double> FullSvd(const std::vector<float>& w, int64_t rows, int64_t c
   std::vector<double> sv(static_cast<size_t>(n));
   for (int64_t p = 0; p < n; ++p) {
     double s = 0;
-    for (int64_t t = 0; t < m; ++t) s += a[static_cast<size_t>(p * m + t)] * a[static_cast<size_t>(p * m + t)];
+    for (int64_t t = 0; t < m; ++t)
+      s += a[static_cast<size_t>(p * m + t)] * a[static_cast<size_t>(p * m + t)];
     sv[static_cast<size_t>(p)] = std::sqrt(s);
   }
   std::sort(sv.rbegin(), sv.rend());
@@ -112,13 +119,15 @@ std::vector<double> FullSvd(const std::vector<float>& w, int64_t rows, int64_t c
 TEST(AnalyzeFeatures, ExactSpectrumMatchesFullSvd) {
   const int64_t rows = 48, cols = 80;
   std::vector<float> w = RandomMatrix(rows, cols, 7);
-  for (int64_t j = 0; j < cols; ++j) w[static_cast<size_t>(3 * cols + j)] *= 6.0f;  // a dominant row
+  for (int64_t j = 0; j < cols; ++j)
+    w[static_cast<size_t>(3 * cols + j)] *= 6.0f;  // a dominant row
   const std::vector<double> ref = FullSvd(w, rows, cols);
   const analyze::SpectralFeatures f = analyze::ComputeSpectral(w, rows, cols, {256, 10, 2, 1}, 1);
   ASSERT_EQ(f.k, 48);
   double fro = 0;
   for (float x : w) fro += static_cast<double>(x) * x;
-  for (int i = 0; i < f.k; ++i) EXPECT_NEAR(f.sigma[static_cast<size_t>(i)], ref[static_cast<size_t>(i)], 1e-6 * ref[0]) << i;
+  for (int i = 0; i < f.k; ++i)
+    EXPECT_NEAR(f.sigma[static_cast<size_t>(i)], ref[static_cast<size_t>(i)], 1e-6 * ref[0]) << i;
   EXPECT_NEAR(f.stable_rank, fro / (ref[0] * ref[0]), 1e-6);
   double tail = 0, total = 0;
   for (int i = 0; i < 48; ++i) {
@@ -132,12 +141,15 @@ TEST(AnalyzeFeatures, ExactSpectrumMatchesFullSvd) {
 TEST(AnalyzeFeatures, RandomizedSvdRecoversKnownSpectrum) {
   const int64_t rows = 400, cols = 300;
   std::vector<double> sigma(120);
-  for (size_t i = 0; i < sigma.size(); ++i) sigma[i] = 10.0 * std::pow(0.95, static_cast<double>(i));
+  for (size_t i = 0; i < sigma.size(); ++i)
+    sigma[i] = 10.0 * std::pow(0.95, static_cast<double>(i));
   const std::vector<float> w = KnownSpectrum(rows, cols, sigma, 11);
   const analyze::SpectralFeatures f = analyze::ComputeSpectral(w, rows, cols, {20, 10, 2, 3}, 2);
   ASSERT_EQ(f.k, 20);
   EXPECT_NEAR(f.sigma_max, 10.0, 1e-4);
-  for (int i = 0; i < 10; ++i) EXPECT_NEAR(f.sigma[static_cast<size_t>(i)], sigma[static_cast<size_t>(i)], 2e-3 * sigma[0]) << i;
+  for (int i = 0; i < 10; ++i)
+    EXPECT_NEAR(f.sigma[static_cast<size_t>(i)], sigma[static_cast<size_t>(i)], 2e-3 * sigma[0])
+        << i;
   double fro = 0;
   for (double s : sigma) fro += s * s;
   EXPECT_NEAR(f.stable_rank, fro / 100.0, 1e-3 * fro / 100.0);
@@ -181,7 +193,8 @@ TEST(AnalyzeFeatures, GroupKurtosisMatchesBruteForce) {
   auto pct = [&](double q) {
     const double pos = q * 31;
     const int lo = static_cast<int>(pos);
-    return k[static_cast<size_t>(lo)] + (k[static_cast<size_t>(std::min(lo + 1, 31))] - k[static_cast<size_t>(lo)]) * (pos - lo);
+    return k[static_cast<size_t>(lo)] +
+           (k[static_cast<size_t>(std::min(lo + 1, 31))] - k[static_cast<size_t>(lo)]) * (pos - lo);
   };
   EXPECT_NEAR(f.group_p90, pct(0.9), 1e-9);
   EXPECT_NEAR(f.group_p99_minus_p50, pct(0.99) - pct(0.5), 1e-9);
@@ -198,7 +211,8 @@ TEST(AnalyzeFeatures, NoiseAmplificationOfScaledWeightsIsTheScale) {
   std::vector<float> hat = w;
   for (float& x : hat) x *= 1.25f;
   std::vector<float> gamma(cols);
-  for (int64_t c = 0; c < cols; ++c) gamma[static_cast<size_t>(c)] = 0.1f + 0.05f * static_cast<float>(c);
+  for (int64_t c = 0; c < cols; ++c)
+    gamma[static_cast<size_t>(c)] = 0.1f + 0.05f * static_cast<float>(c);
   EXPECT_NEAR(analyze::NoiseAmplification(w, hat, rows, cols, gamma, 32, 4, 1), 0.25, 1e-5);
   // A residual in one input column matters in proportion to that column's gamma.
   std::vector<float> hat2 = w;
@@ -220,7 +234,8 @@ TEST(AnalyzeFeatures, KMeansIsDeterministicAndFindsBlobs) {
   }
   const std::vector<int> a = analyze::KMeans(pts, 30, 2, 3, 17);
   EXPECT_EQ(a, analyze::KMeans(pts, 30, 2, 3, 17));
-  for (int i = 0; i < 30; ++i) EXPECT_EQ(a[static_cast<size_t>(i)], i % 3) << i;  // numbered by smallest member
+  for (int i = 0; i < 30; ++i)
+    EXPECT_EQ(a[static_cast<size_t>(i)], i % 3) << i;  // numbered by smallest member
 }
 
 // ---- end to end ----
@@ -312,7 +327,8 @@ TEST_F(AnalyzeEndToEnd, ThreadsShardsAndClusters) {
       const json& c = r["cluster"];
       auto& m2 = clusters[{r["layer"].get<int>(), r["role"].get<std::string>()}];
       for (int e : c["members"]) m2[c["id"].get<int>()].insert(e);
-      EXPECT_NE(std::find(c["members"].begin(), c["members"].end(), r["expert"]), c["members"].end());
+      EXPECT_NE(std::find(c["members"].begin(), c["members"].end(), r["expert"]),
+                c["members"].end());
       EXPECT_EQ(c["bytes"].get<uint64_t>(), r["bytes"].get<uint64_t>() * c["members"].size());
     } else {
       EXPECT_FALSE(r.contains("cluster"));
@@ -353,7 +369,8 @@ TEST_F(AnalyzeEndToEnd, ClusterFiguresAreTheWorstMembers) {
   ASSERT_TRUE(RunAnalyze(oa, Ctx(2)).ok());
   std::map<std::pair<std::string, std::string>, json> own;  // (tensor, format) -> row
   const std::vector<json> every = Rows(oa.output);
-  for (size_t i = 1; i < every.size(); ++i) own[{every[i]["tensor"], every[i]["format"]}] = every[i];
+  for (size_t i = 1; i < every.size(); ++i)
+    own[{every[i]["tensor"], every[i]["format"]}] = every[i];
   const std::vector<json> rows = Rows(oc.output);
   int checked = 0, above_representative = 0;
   for (size_t i = 1; i < rows.size(); ++i) {
@@ -378,7 +395,8 @@ TEST_F(AnalyzeEndToEnd, ClusterFiguresAreTheWorstMembers) {
     const json& worst = own.at({name_of(c["worst_member"].get<int>()), format});
     EXPECT_DOUBLE_EQ(worst["nrmse"].get<double>(), max_nrmse);
     above_representative +=
-        max_nrmse > own.at({name_of(c["representative"].get<int>()), format})["nrmse"].get<double>();
+        max_nrmse >
+        own.at({name_of(c["representative"].get<int>()), format})["nrmse"].get<double>();
     ++checked;
   }
   EXPECT_EQ(checked, 3 * 3 * 40 * 8);
@@ -407,7 +425,8 @@ TEST(AnalyzeFused, FusedSlicesMatchPerExpertTensors) {
       if (std::string(m) == "b") {
         EXPECT_EQ(r["fused_shape"], json::array({4, 64, 64}));
       }
-      auto key = std::make_tuple(r["layer"].get<int>(), r["expert"].get<int>(), r["format"].get<std::string>(), std::string(m));
+      auto key = std::make_tuple(r["layer"].get<int>(), r["expert"].get<int>(),
+                                 r["format"].get<std::string>(), std::string(m));
       per[key] = r;
     }
   }
@@ -444,7 +463,10 @@ TEST(AnalyzeErrors, BadInputsAreUsageErrors) {
   EXPECT_FALSE(ParseShardSpec("x/2").ok());
   EXPECT_TRUE(ParseShardSpec("1/2").ok());
   o.shard.clear();
-  ASSERT_TRUE(WriteFileAtomic(dir.Join("grid.json"), R"({"schema": "moeq.mint_grid", "version": 1, "configs": [{"format": "q7g64"}]})").ok());
+  ASSERT_TRUE(WriteFileAtomic(
+                  dir.Join("grid.json"),
+                  R"({"schema": "moeq.mint_grid", "version": 1, "configs": [{"format": "q7g64"}]})")
+                  .ok());
   o.grid = dir.Join("grid.json");
   s = RunAnalyze(o, Ctx(1));
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);

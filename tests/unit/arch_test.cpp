@@ -79,8 +79,8 @@ TEST(TensorIdOrder, ModelLevelFirstThenLayerRoleExpert) {
 TEST(Adapters, SupportedModelTypesAreSorted) {
   const auto types = SupportedModelTypes();
   EXPECT_TRUE(std::is_sorted(types.begin(), types.end()));
-  for (const char* t : {"qwen3_moe", "qwen2_moe", "mixtral", "olmoe", "deepseek_v2",
-                        "deepseek_v3", "llama", "qwen2", "qwen3"}) {
+  for (const char* t : {"qwen3_moe", "qwen2_moe", "mixtral", "olmoe", "deepseek_v2", "deepseek_v3",
+                        "llama", "qwen2", "qwen3"}) {
     EXPECT_NE(std::find(types.begin(), types.end(), t), types.end()) << t;
   }
 }
@@ -173,11 +173,11 @@ TEST(Adapters, FusedExpertTensors) {
   for (const std::string type : {"qwen3_moe", "qwen2_moe", "olmoe", "deepseek_v3"}) {
     SCOPED_TRACE(type);
     auto a = Adapter(RichConfig(type));
-    for (const auto& [suffix, role] :
-         std::vector<std::pair<std::string, TensorRole>>{{"gate_up_proj", TensorRole::kExpertGateUp},
-                                                         {"down_proj", TensorRole::kExpertDown},
-                                                         {"gate_proj", TensorRole::kExpertGate},
-                                                         {"up_proj", TensorRole::kExpertUp}}) {
+    for (const auto& [suffix, role] : std::vector<std::pair<std::string, TensorRole>>{
+             {"gate_up_proj", TensorRole::kExpertGateUp},
+             {"down_proj", TensorRole::kExpertDown},
+             {"gate_proj", TensorRole::kExpertGate},
+             {"up_proj", TensorRole::kExpertUp}}) {
       const std::string name = "model.layers.2.mlp.experts." + suffix;
       auto c = a->Classify(name);
       ASSERT_TRUE(c.has_value()) << name;
@@ -250,8 +250,8 @@ TEST(Adapters, QkNormShapesDifferByFamily) {
 TEST(Adapters, UnknownNamesAreNotClassified) {
   auto a = Adapter(RichConfig("qwen3_moe"));  // 3 layers, 4 experts
   for (const char* name : {"", "model.layers.0.mlp.mystery.weight", "lm_head.bias",
-                           "model.layers.3.self_attn.q_proj.weight",       // layer out of range
-                           "model.layers.01.self_attn.q_proj.weight",      // non-canonical index
+                           "model.layers.3.self_attn.q_proj.weight",   // layer out of range
+                           "model.layers.01.self_attn.q_proj.weight",  // non-canonical index
                            "model.layers.-1.self_attn.q_proj.weight",
                            "model.layers.x.self_attn.q_proj.weight", "model.layers.1",
                            "model.layers.1.mlp.experts.4.gate_proj.weight",  // expert out of range

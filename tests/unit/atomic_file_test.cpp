@@ -20,7 +20,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-void Put(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+void Put(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
 std::string Get(const std::string& path) {
   auto r = ReadFile(path);
   return r.ok() ? *r : "<unreadable>";
@@ -124,7 +126,8 @@ TEST(AtomicFile, StaleTemporariesOfDeadProcessesAreRemovedLiveOnesKept) {
   const std::string dead_file = ".out.gguf.moeq-tmp-" + std::to_string(dead) + "-0123456789abcdef";
   const std::string dead_dir = ".model.moeq-tmp-" + std::to_string(dead) + "-00000000000000aa";
   const std::string legacy_dir = ".model.tmp-" + std::to_string(dead) + "-0badf00d";
-  const std::string live_file = ".out.gguf.moeq-tmp-" + std::to_string(::getppid()) + "-0123456789abcdef";
+  const std::string live_file =
+      ".out.gguf.moeq-tmp-" + std::to_string(::getppid()) + "-0123456789abcdef";
   const std::string user_file = ".profile.tmp";  // not moeq's: never touched
   Put(dir.Join(dead_file), "partial");
   fs::create_directory(dir.Join(dead_dir));
@@ -151,7 +154,8 @@ TEST(AtomicFile, ConcurrentWritersEachCompleteLastRenameWins) {
   const std::string out = dir.Join("out.bin");
   const int kWriters = 6;
   std::vector<std::string> payloads;
-  for (int i = 0; i < kWriters; ++i) payloads.push_back(std::string(1 << 20, static_cast<char>('a' + i)));
+  for (int i = 0; i < kWriters; ++i)
+    payloads.push_back(std::string(1 << 20, static_cast<char>('a' + i)));
   for (int round = 0; round < 5; ++round) {
     std::vector<std::thread> th;
     std::vector<int> ok(kWriters, 0);
@@ -168,7 +172,8 @@ TEST(AtomicFile, ConcurrentWritersEachCompleteLastRenameWins) {
     for (auto& t : th) t.join();
     for (int i = 0; i < kWriters; ++i) EXPECT_TRUE(ok[i]) << i;
     const std::string got = Get(out);
-    EXPECT_NE(std::find(payloads.begin(), payloads.end(), got), payloads.end()) << "a mix of writers";
+    EXPECT_NE(std::find(payloads.begin(), payloads.end(), got), payloads.end())
+        << "a mix of writers";
     EXPECT_EQ(Entries(dir.path()), std::vector<std::string>{"out.bin"});
   }
 }

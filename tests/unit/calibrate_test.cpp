@@ -1,24 +1,22 @@
 // moeq-calibrate on a synthetic MoE: one measured prior per quantizable role, the median role at
 // 1, the file accepted by moeq-allocate, errors for mismatched inputs.
-#include "moeq-calibrate/calibrate_command.h"
-#include "moeq/checkpoint/checkpoint.h"
-#include "moeq-quantize/quantize_command.h"
-#include "moeq/export/quant_plan.h"
-#include "moeq/quant/quant_format.h"
-#include "moeq/eval/eval.h"
-#include "moeq/engine/engine.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 #include "moeq-allocate/allocate_command.h"
 #include "moeq-analyze/analyze_command.h"
+#include "moeq-calibrate/calibrate_command.h"
+#include "moeq-quantize/quantize_command.h"
 #include "moeq/base/file_util.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/engine/engine.h"
+#include "moeq/eval/eval.h"
+#include "moeq/export/quant_plan.h"
+#include "moeq/quant/quant_format.h"
 #include "moeq/tokenizer/tokenizer.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
@@ -66,7 +64,8 @@ TEST(Calibrate, MeasuresOnePriorPerRoleThatAllocateAccepts) {
   for (const auto& m : j["measurements"]) {
     EXPECT_GT(m["kl_mean"].get<double>(), 0.0) << m.dump();
     EXPECT_GT(m["predicted_noise"].get<double>(), 0.0) << m.dump();
-    EXPECT_NEAR(m["sensitivity"].get<double>(), m["kl_mean"].get<double>() / m["predicted_noise"].get<double>(), 1e-12);
+    EXPECT_NEAR(m["sensitivity"].get<double>(),
+                m["kl_mean"].get<double>() / m["predicted_noise"].get<double>(), 1e-12);
     priors.push_back(m["prior"].get<double>());
   }
   std::sort(priors.begin(), priors.end());
@@ -100,9 +99,11 @@ TEST(Calibrate, MeasuresOnePriorPerRoleThatAllocateAccepts) {
   ASSERT_TRUE(as.ok()) << as.message();
   auto a = nlohmann::json::parse(*ReadFile(al.output));
   std::map<std::string, double> by_role;
-  for (const auto& r : j["rules"]) by_role[r["match"]["role"].get<std::string>()] = r["prior"].get<double>();
+  for (const auto& r : j["rules"])
+    by_role[r["match"]["role"].get<std::string>()] = r["prior"].get<double>();
   for (const auto& t : a["tensors"]) {
-    EXPECT_DOUBLE_EQ(t["prior"].get<double>(), by_role.at(t["role"].get<std::string>())) << t["name"];
+    EXPECT_DOUBLE_EQ(t["prior"].get<double>(), by_role.at(t["role"].get<std::string>()))
+        << t["name"];
   }
 }
 

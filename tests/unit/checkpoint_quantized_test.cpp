@@ -3,11 +3,11 @@
 // moeq-inspect's report shows formats and bits per weight.
 #include <gtest/gtest.h>
 
-#include "moeq/checkpoint/checkpoint.h"
-#include "moeq/base/file_util.h"
-#include "moeq/report/inspect.h"
 #include "moeq-quantize/quantize_command.h"
+#include "moeq/base/file_util.h"
+#include "moeq/checkpoint/checkpoint.h"
 #include "moeq/quant/quantizer.h"
+#include "moeq/report/inspect.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 
@@ -80,13 +80,15 @@ TEST(CheckpointQuantized, InconsistentQuantizationConfigIsAnError) {
   auto out = Checkpoint::Open(q.out);
   ASSERT_FALSE(out.ok());
   EXPECT_NE(out.status().message().find("bits 8"), std::string::npos) << out.status().message();
-  EXPECT_NE(out.status().message().find("model.safetensors"), std::string::npos) << out.status().message();
+  EXPECT_NE(out.status().message().find("model.safetensors"), std::string::npos)
+      << out.status().message();
 
   cfg.erase("quantization");
   ASSERT_TRUE(WriteFileAtomic(cfg_path, cfg.dump()).ok());
   out = Checkpoint::Open(q.out);
   ASSERT_FALSE(out.ok());
-  EXPECT_NE(out.status().message().find("'quantization'"), std::string::npos) << out.status().message();
+  EXPECT_NE(out.status().message().find("'quantization'"), std::string::npos)
+      << out.status().message();
 }
 
 TEST(CheckpointQuantized, InspectReportsFormatsAndBitsPerWeight) {

@@ -389,9 +389,9 @@ TEST(Checkpoint, ExtraFilesAndFingerprint) {
   auto o = Options("olmoe");
   ASSERT_TRUE(WriteSyntheticCheckpoint(a.path(), o).ok());
   ASSERT_TRUE(WriteSyntheticCheckpoint(b.path(), o).ok());
-  for (const char* name : {"generation_config.json", "special_tokens_map.json",
-                           "chat_template.jinja", "README.md", "train_log.txt",
-                           "reference_logits.safetensors"}) {
+  for (const char* name :
+       {"generation_config.json", "special_tokens_map.json", "chat_template.jinja", "README.md",
+        "train_log.txt", "reference_logits.safetensors"}) {
     std::ofstream(a.Join(name)) << "{}";
   }
   auto ca = MustOpen(a.path());

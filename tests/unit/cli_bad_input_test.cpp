@@ -1,8 +1,6 @@
 // The bad-input corpus: every kind of broken checkpoint makes moeq-inspect exit with status 1
 // and one error message naming the file and the field, never a crash or a hang.
-#include <ostream>
 #include <gtest/gtest.h>
-
 #include <sys/wait.h>
 
 #include <cmath>
@@ -11,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <ostream>
 
 #include "moeq/base/file_util.h"
 #include "testing/synthetic_checkpoint.h"
@@ -56,10 +55,11 @@ void EditHeader(const std::string& path, const std::function<void(nlohmann::json
 
 struct BadInput {
   const char* label;
-  std::function<void(const std::string& dir, test::SyntheticCheckpointOptions* o)> before;  // adjust options
-  std::function<void(const std::string& dir)> corrupt;                                       // then break files
-  const char* file;   // expected in the message
-  const char* field;  // expected in the message
+  std::function<void(const std::string& dir, test::SyntheticCheckpointOptions* o)>
+      before;                                           // adjust options
+  std::function<void(const std::string& dir)> corrupt;  // then break files
+  const char* file;                                     // expected in the message
+  const char* field;                                    // expected in the message
   const char* extra_flags = "";
 };
 
@@ -93,7 +93,9 @@ TEST_P(BadInputCorpus, ExitsOneWithAPreciseMessage) {
   EXPECT_NE(r.err.find(c.file), std::string::npos) << c.label << ": " << r.err;
   EXPECT_NE(r.err.find(c.field), std::string::npos) << c.label << ": " << r.err;
   size_t errors = 0;
-  for (size_t p = r.err.find(": error: "); p != std::string::npos; p = r.err.find(": error: ", p + 1)) ++errors;
+  for (size_t p = r.err.find(": error: "); p != std::string::npos;
+       p = r.err.find(": error: ", p + 1))
+    ++errors;
   EXPECT_EQ(errors, 1u) << c.label << ": " << r.err;
 }
 
@@ -119,7 +121,10 @@ INSTANTIATE_TEST_SUITE_P(
                      std::string a;
                      for (auto it = h.begin(); it != h.end(); ++it) {
                        if (it.key() == "__metadata__") continue;
-                       if (a.empty()) { a = it.key(); continue; }
+                       if (a.empty()) {
+                         a = it.key();
+                         continue;
+                       }
                        if ((*it)["shape"] == h[a]["shape"] && (*it)["dtype"] == h[a]["dtype"]) {
                          (*it)["data_offsets"] = h[a]["data_offsets"];
                          return;
@@ -152,23 +157,26 @@ INSTANTIATE_TEST_SUITE_P(
                  },
                  "model.safetensors", "invalid JSON"},
         BadInput{"invalid_config_json", nullptr,
-                 [](const std::string& d) { std::ofstream(d + "/config.json") << "{\"model_type\": \"qwen3_moe\","; },
-                 "config.json", "invalid JSON"},
-        BadInput{"nan_weight",
-                 [](const std::string&, test::SyntheticCheckpointOptions* o) { o->dtype = DType::kF32; },
                  [](const std::string& d) {
-                   const std::string t = FirstTensor(d);
-                   std::string bytes = *ReadFile(d + kST);
-                   uint64_t n;
-                   std::memcpy(&n, bytes.data(), 8);
-                   auto h = nlohmann::json::parse(bytes.substr(8, n));
-                   const uint64_t at = 8 + n + h[t]["data_offsets"][0].get<uint64_t>() + 4 * 3;
-                   const float nan = std::nanf("");
-                   std::fstream f(d + kST, std::ios::in | std::ios::out | std::ios::binary);
-                   f.seekp(static_cast<std::streamoff>(at));
-                   f.write(reinterpret_cast<const char*>(&nan), 4);
+                   std::ofstream(d + "/config.json") << "{\"model_type\": \"qwen3_moe\",";
                  },
-                 "model.safetensors", "NaN", "--check-finite"},
+                 "config.json", "invalid JSON"},
+        BadInput{
+            "nan_weight",
+            [](const std::string&, test::SyntheticCheckpointOptions* o) { o->dtype = DType::kF32; },
+            [](const std::string& d) {
+              const std::string t = FirstTensor(d);
+              std::string bytes = *ReadFile(d + kST);
+              uint64_t n;
+              std::memcpy(&n, bytes.data(), 8);
+              auto h = nlohmann::json::parse(bytes.substr(8, n));
+              const uint64_t at = 8 + n + h[t]["data_offsets"][0].get<uint64_t>() + 4 * 3;
+              const float nan = std::nanf("");
+              std::fstream f(d + kST, std::ios::in | std::ios::out | std::ios::binary);
+              f.seekp(static_cast<std::streamoff>(at));
+              f.write(reinterpret_cast<const char*>(&nan), 4);
+            },
+            "model.safetensors", "NaN", "--check-finite"},
         BadInput{"missing_shard",
                  [](const std::string&, test::SyntheticCheckpointOptions* o) { o->shards = 2; },
                  [](const std::string& d) { fs::remove(d + "/model-00002-of-00002.safetensors"); },

@@ -9,9 +9,9 @@
 #include <map>
 #include <sstream>
 
+#include "moeq/base/file_util.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/engine/engine.h"
-#include "moeq/base/file_util.h"
 #include "moeq/formats/safetensors.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
@@ -22,7 +22,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-int RunT(const std::string& args, const std::string& err = "/dev/null") { return test::RunToolCommand(args, err); }
+int RunT(const std::string& args, const std::string& err = "/dev/null") {
+  return test::RunToolCommand(args, err);
+}
 
 std::vector<nlohmann::json> ReadJsonl(const std::string& path) {
   std::vector<nlohmann::json> rows;
@@ -48,7 +50,8 @@ std::vector<std::byte> TensorBytes(const std::string& dir, const std::string& na
 
 TEST(EncodersPipeline, ProfileAnalyzeAllocateQuantize) {
   for (const char* tool : {"moeq-profile", "moeq-analyze", "moeq-allocate", "moeq-quantize"}) {
-    if (!fs::exists(test::ToolBinDir() + "/" + tool)) GTEST_SKIP() << tool << " not built in " << test::ToolBinDir();
+    if (!fs::exists(test::ToolBinDir() + "/" + tool))
+      GTEST_SKIP() << tool << " not built in " << test::ToolBinDir();
   }
   test::ScopedTempDir tmp("moeq-encoders-pipeline");
   test::SyntheticCheckpointOptions so;
@@ -61,14 +64,17 @@ TEST(EncodersPipeline, ProfileAnalyzeAllocateQuantize) {
   for (int i = 0; i < 32 * 4; ++i) ids.push_back((i * 37 + 11) % 256);
   ASSERT_TRUE(WriteFileAtomic(tmp.Join("ids.json"), ids.dump()).ok());
   const std::string act = tmp.Join("act.safetensors");
-  ASSERT_EQ(RunT("moeq-profile " + m + " --tokens " + tmp.Join("ids.json") + " --context 32 -q -o " + tmp.Join("rp.json") +
-                " --activation-stats " + act + " --gram"),
-            0);
+  ASSERT_EQ(
+      RunT("moeq-profile " + m + " --tokens " + tmp.Join("ids.json") + " --context 32 -q -o " +
+           tmp.Join("rp.json") + " --activation-stats " + act + " --gram"),
+      0);
   // Data-aware encoders need the statistics.
-  EXPECT_EQ(RunT("moeq-analyze " + m + " --rank 8 -q --encoders rtn,gptq -o " + tmp.Join("x.jsonl")), 2);
+  EXPECT_EQ(
+      RunT("moeq-analyze " + m + " --rank 8 -q --encoders rtn,gptq -o " + tmp.Join("x.jsonl")), 2);
   const std::string sens = tmp.Join("sens.jsonl");
   ASSERT_EQ(RunT("moeq-analyze " + m + " --rank 8 -q --activation-stats " + act +
-                " --encoders rtn,gptq --error activation -o " + sens, tmp.Join("analyze.err")),
+                     " --encoders rtn,gptq --error activation -o " + sens,
+                 tmp.Join("analyze.err")),
             0)
       << *ReadFile(tmp.Join("analyze.err"));
   const auto rows = ReadJsonl(sens);
@@ -109,7 +115,9 @@ TEST(EncodersPipeline, ProfileAnalyzeAllocateQuantize) {
   EXPECT_GT(gptq_tensors, 0);
   // The allocation's gptq codes need the statistics file.
   EXPECT_EQ(RunT("moeq-quantize " + m + " --allocation " + alloc + " -q -o " + tmp.Join("noq")), 2);
-  ASSERT_EQ(RunT("moeq-quantize " + m + " --allocation " + alloc + " --stats " + act + " -q -o " + tmp.Join("q")), 0);
+  ASSERT_EQ(RunT("moeq-quantize " + m + " --allocation " + alloc + " --stats " + act + " -q -o " +
+                 tmp.Join("q")),
+            0);
   auto man = ReadJsonFile(tmp.Join("q") + "/quant_manifest.json");
   ASSERT_TRUE(man.ok());
   EXPECT_EQ((*man)["inputs"]["stats_sha256"], *Sha256File(act));
@@ -128,14 +136,16 @@ TEST(EncodersPipeline, ProfileAnalyzeAllocateQuantize) {
 
   // --expert-encoder gptq on a uniform plan: only routed experts change.
   ASSERT_EQ(RunT("moeq-quantize " + m + " --uniform 4 --group 32 -q -o " + tmp.Join("u")), 0);
-  ASSERT_EQ(RunT("moeq-quantize " + m + " --uniform 4 --group 32 --expert-encoder gptq --stats " + act + " -q -o " +
-                tmp.Join("ug")),
+  ASSERT_EQ(RunT("moeq-quantize " + m + " --uniform 4 --group 32 --expert-encoder gptq --stats " +
+                 act + " -q -o " + tmp.Join("ug")),
             0);
   const std::string qproj = "model.layers.0.self_attn.q_proj.weight";
   const std::string expert = "model.layers.1.mlp.experts.3.up_proj.weight";
   EXPECT_EQ(TensorBytes(tmp.Join("u"), qproj), TensorBytes(tmp.Join("ug"), qproj));
   EXPECT_NE(TensorBytes(tmp.Join("u"), expert), TensorBytes(tmp.Join("ug"), expert));
-  EXPECT_EQ(RunT("moeq-quantize " + m + " --uniform 4 --group 32 --encoder awq --stats " + act + " -q -o " + tmp.Join("bad")), 2);
+  EXPECT_EQ(RunT("moeq-quantize " + m + " --uniform 4 --group 32 --encoder awq --stats " + act +
+                 " -q -o " + tmp.Join("bad")),
+            2);
 }
 
 }  // namespace

@@ -35,7 +35,8 @@ std::vector<double> CorrelatedX(int64_t n, int64_t cols, uint32_t seed) {
   for (int64_t t = 0; t < n; ++t) {
     for (int64_t j = 0; j < cols; ++j) {
       double acc = 0;
-      for (int64_t k = std::max<int64_t>(0, j - 8); k <= j; ++k) acc += z[static_cast<size_t>(t * cols + k)] * std::pow(0.7, static_cast<double>(j - k));
+      for (int64_t k = std::max<int64_t>(0, j - 8); k <= j; ++k)
+        acc += z[static_cast<size_t>(t * cols + k)] * std::pow(0.7, static_cast<double>(j - k));
       const double loud = (j % 17 == 3) ? 6.0 : 1.0;
       x[static_cast<size_t>(t * cols + j)] = acc * loud;
     }
@@ -50,32 +51,38 @@ InputStats StatsOf(const std::vector<double>& x, int64_t n, int64_t cols) {
   for (int64_t t = 0; t < n; ++t)
     for (int64_t i = 0; i < cols; ++i)
       for (int64_t j = 0; j < cols; ++j)
-        s.gram[static_cast<size_t>(i * cols + j)] += x[static_cast<size_t>(t * cols + i)] * x[static_cast<size_t>(t * cols + j)] / static_cast<double>(n);
+        s.gram[static_cast<size_t>(i * cols + j)] += x[static_cast<size_t>(t * cols + i)] *
+                                                     x[static_cast<size_t>(t * cols + j)] /
+                                                     static_cast<double>(n);
   s.diag.resize(static_cast<size_t>(cols));
-  for (int64_t i = 0; i < cols; ++i) s.diag[static_cast<size_t>(i)] = s.gram[static_cast<size_t>(i * cols + i)];
+  for (int64_t i = 0; i < cols; ++i)
+    s.diag[static_cast<size_t>(i)] = s.gram[static_cast<size_t>(i * cols + i)];
   return s;
 }
 
 /// Direct ‖(W − Ŵ) Xᵀ‖F² over the samples (rows of X are tokens).
-double OutputError(const std::vector<float>& w, const std::vector<float>& wh, int64_t rows, int64_t cols,
-                   const std::vector<double>& x, int64_t n) {
+double OutputError(const std::vector<float>& w, const std::vector<float>& wh, int64_t rows,
+                   int64_t cols, const std::vector<double>& x, int64_t n) {
   double e = 0;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t t = 0; t < n; ++t) {
       double acc = 0;
       for (int64_t c = 0; c < cols; ++c)
-        acc += (static_cast<double>(w[static_cast<size_t>(r * cols + c)]) - wh[static_cast<size_t>(r * cols + c)]) * x[static_cast<size_t>(t * cols + c)];
+        acc += (static_cast<double>(w[static_cast<size_t>(r * cols + c)]) -
+                wh[static_cast<size_t>(r * cols + c)]) *
+               x[static_cast<size_t>(t * cols + c)];
       e += acc * acc;
     }
   return e;
 }
 
-double DiagObjective(const std::vector<float>& w, const std::vector<float>& wh, int64_t rows, int64_t cols,
-                     const std::vector<double>& h) {
+double DiagObjective(const std::vector<float>& w, const std::vector<float>& wh, int64_t rows,
+                     int64_t cols, const std::vector<double>& h) {
   double e = 0;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
-      const double d = static_cast<double>(w[static_cast<size_t>(r * cols + c)]) - wh[static_cast<size_t>(r * cols + c)];
+      const double d = static_cast<double>(w[static_cast<size_t>(r * cols + c)]) -
+                       wh[static_cast<size_t>(r * cols + c)];
       e += h[static_cast<size_t>(c)] * d * d;
     }
   return e;
@@ -167,9 +174,11 @@ TEST(Encoders, WeightedCodesAreBruteForceNearestForStoredParameters) {
       double best = 1e300;
       for (int k = 0; k < 8; ++k) {
         const float v = Bf16ToF32(F32ToBf16(Bf16ToF32(F32ToBf16(static_cast<float>(k) * sc)) + bi));
-        best = std::min(best, std::fabs(static_cast<double>(w[static_cast<size_t>(r * cols + c)]) - v));
+        best = std::min(best,
+                        std::fabs(static_cast<double>(w[static_cast<size_t>(r * cols + c)]) - v));
       }
-      const double got = std::fabs(static_cast<double>(w[static_cast<size_t>(r * cols + c)]) - deq[static_cast<size_t>(r * cols + c)]);
+      const double got = std::fabs(static_cast<double>(w[static_cast<size_t>(r * cols + c)]) -
+                                   deq[static_cast<size_t>(r * cols + c)]);
       if (got > best + 1e-6 * std::fabs(sc)) ++worse;
     }
   }
@@ -199,8 +208,8 @@ TEST(Encoders, GptqWithIdentityHessianIsRtn) {
 /// Direct GPTQ reference in the OBS form: after quantizing column i, the remaining columns get
 /// W[:, j] −= (w_i − ŵ_i) · Hinv[i, j] / Hinv[i, i], then Hinv loses row/column i
 /// (Hinv −= Hinv[:, i] Hinv[i, :] / Hinv[i, i]). Double precision, no blocking, no Cholesky.
-std::vector<float> GptqReference(std::vector<float> w, int64_t rows, int64_t cols, int bits, int group,
-                                 const InputStats& s, double damp) {
+std::vector<float> GptqReference(std::vector<float> w, int64_t rows, int64_t cols, int bits,
+                                 int group, const InputStats& s, double damp) {
   std::vector<double> h = s.gram;
   double mean = 0;
   for (int64_t i = 0; i < cols; ++i) mean += h[static_cast<size_t>(i * cols + i)];
@@ -232,7 +241,9 @@ std::vector<float> GptqReference(std::vector<float> w, int64_t rows, int64_t col
     if (i % group == 0) {
       for (int64_t r = 0; r < rows; ++r) {
         std::vector<float> gw(static_cast<size_t>(group));
-        for (int k = 0; k < group; ++k) gw[static_cast<size_t>(k)] = static_cast<float>(wd[static_cast<size_t>(r * cols + i + k)]);
+        for (int k = 0; k < group; ++k)
+          gw[static_cast<size_t>(k)] =
+              static_cast<float>(wd[static_cast<size_t>(r * cols + i + k)]);
         auto q = QuantizeAffine(gw, 1, group, bits, group, DType::kF32, 1);
         sc[static_cast<size_t>(r)] = q->Scale(0);
         bi[static_cast<size_t>(r)] = q->Bias(0);
@@ -241,15 +252,18 @@ std::vector<float> GptqReference(std::vector<float> w, int64_t rows, int64_t col
     const double d = inv[static_cast<size_t>(i * cols + i)];
     for (int64_t r = 0; r < rows; ++r) {
       const float wv = static_cast<float>(wd[static_cast<size_t>(r * cols + i)]);
-      const float c = std::nearbyint(std::min(std::max((wv - bi[static_cast<size_t>(r)]) / sc[static_cast<size_t>(r)], 0.0f), nbins));
+      const float c = std::nearbyint(std::min(
+          std::max((wv - bi[static_cast<size_t>(r)]) / sc[static_cast<size_t>(r)], 0.0f), nbins));
       const float v = c * sc[static_cast<size_t>(r)] + bi[static_cast<size_t>(r)];
       out[static_cast<size_t>(r * cols + i)] = v;
       const double e = (wd[static_cast<size_t>(r * cols + i)] - v) / d;
-      for (int64_t j = i + 1; j < cols; ++j) wd[static_cast<size_t>(r * cols + j)] -= e * inv[static_cast<size_t>(i * cols + j)];
+      for (int64_t j = i + 1; j < cols; ++j)
+        wd[static_cast<size_t>(r * cols + j)] -= e * inv[static_cast<size_t>(i * cols + j)];
     }
     for (int64_t k = i + 1; k < cols; ++k)
       for (int64_t j = i + 1; j < cols; ++j)
-        inv[static_cast<size_t>(k * cols + j)] -= inv[static_cast<size_t>(k * cols + i)] * inv[static_cast<size_t>(i * cols + j)] / d;
+        inv[static_cast<size_t>(k * cols + j)] -=
+            inv[static_cast<size_t>(k * cols + i)] * inv[static_cast<size_t>(i * cols + j)] / d;
   }
   return out;
 }
@@ -267,8 +281,10 @@ TEST(Encoders, GptqMatchesDirectReferenceAndBeatsRtnOnCorrelatedInputs) {
   const auto gdeq = *Dequantize(*gq);
   const auto ref = GptqReference(w, rows, cols, 3, 32, s, o.gptq_damp);
   int64_t same = 0;
-  for (size_t i = 0; i < ref.size(); ++i) same += std::fabs(ref[i] - gdeq[i]) <= 1e-5f * (1 + std::fabs(ref[i]));
-  EXPECT_GE(static_cast<double>(same) / static_cast<double>(ref.size()), 0.98);  // float vs double ties only
+  for (size_t i = 0; i < ref.size(); ++i)
+    same += std::fabs(ref[i] - gdeq[i]) <= 1e-5f * (1 + std::fabs(ref[i]));
+  EXPECT_GE(static_cast<double>(same) / static_cast<double>(ref.size()),
+            0.98);  // float vs double ties only
   const double e_ref = OutputError(w, ref, rows, cols, x, n);
   const double e_gptq = OutputError(w, gdeq, rows, cols, x, n);
   EXPECT_NEAR(e_gptq / e_ref, 1.0, 0.03);
@@ -281,14 +297,16 @@ TEST(Encoders, GptqMatchesDirectReferenceAndBeatsRtnOnCorrelatedInputs) {
   auto ga = EncodeAffine(w, rows, cols, *FindAffineFormat(3, 32), DType::kBF16, o, &s, 2);
   ASSERT_TRUE(ga.ok());
   auto rb = QuantizeAffine(w, rows, cols, 3, 32, DType::kBF16, 1);
-  EXPECT_LT(OutputError(w, *Dequantize(*ga), rows, cols, x, n), 0.8 * OutputError(w, *Dequantize(*rb), rows, cols, x, n));
+  EXPECT_LT(OutputError(w, *Dequantize(*ga), rows, cols, x, n),
+            0.8 * OutputError(w, *Dequantize(*rb), rows, cols, x, n));
 
   // MeasureWeightedError is the direct ‖(W−Ŵ)X‖² / ‖WX‖² (H = XᵀX / n).
   auto me = MeasureWeightedError(w, gdeq, rows, cols, s, 2);
   ASSERT_TRUE(me.ok());
   const std::vector<float> zero(w.size(), 0.0f);
   EXPECT_NEAR(me->output_error * static_cast<double>(n), e_gptq, 1e-9 * e_gptq);
-  EXPECT_NEAR(me->output_power * static_cast<double>(n), OutputError(w, zero, rows, cols, x, n), 1e-6);
+  EXPECT_NEAR(me->output_power * static_cast<double>(n), OutputError(w, zero, rows, cols, x, n),
+              1e-6);
   EXPECT_NEAR(me->Relative(), std::sqrt(e_gptq / OutputError(w, zero, rows, cols, x, n)), 1e-9);
 }
 

@@ -4,9 +4,9 @@
 
 #include <filesystem>
 
+#include "moeq/base/file_util.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/engine/engine.h"
-#include "moeq/base/file_util.h"
 #include "moeq/formats/safetensors.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
@@ -72,7 +72,8 @@ TEST_F(EngineInPlace, Bf16InPlaceMatchesAnF32Copy) {
   // Only norms are copied into the engine's memory; the matrices stay in the mapping.
   EXPECT_LT(a->owned_weight_bytes() * 50, a->weight_bytes());
   EXPECT_LT(b->owned_weight_bytes() * 50, b->weight_bytes());
-  EXPECT_EQ(a->weight_bytes() * 2, b->weight_bytes() + a->owned_weight_bytes());  // norms are f32 in both
+  EXPECT_EQ(a->weight_bytes() * 2,
+            b->weight_bytes() + a->owned_weight_bytes());  // norms are f32 in both
 }
 
 TEST_F(EngineInPlace, F16InPlaceMatchesAnF32Copy) {
@@ -96,8 +97,9 @@ TEST_F(EngineInPlace, LayerMajorPassEqualsForwardPerWindow) {
   std::vector<std::span<const int32_t>> spans(ids.begin(), ids.end());
   struct Count : ForwardObserver {
     std::vector<int32_t> experts;
-    void OnRouting(int, int64_t tokens, int top_k, std::span<const int32_t> ex, std::span<const float>,
-                   std::span<const float>, std::span<const float>) override {
+    void OnRouting(int, int64_t tokens, int top_k, std::span<const int32_t> ex,
+                   std::span<const float>, std::span<const float>,
+                   std::span<const float>) override {
       experts.insert(experts.end(), ex.begin(), ex.begin() + tokens * top_k);
     }
   };

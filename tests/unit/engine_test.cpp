@@ -2,12 +2,12 @@
 // architecture family against a naive per-token implementation written independently here.
 #include "moeq/engine/engine.h"
 
-#include <ostream>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <filesystem>
 #include <numeric>
+#include <ostream>
 
 #include "moeq/base/build_info.h"
 #include "moeq/checkpoint/checkpoint.h"
@@ -44,8 +44,10 @@ void CheckReferenceLogits(const std::string& dir, double tolerance) {
     ASSERT_TRUE(engine->Forward(ids, &got).ok());
     ASSERT_EQ(got.size(), want->size());
     double max_diff = 0;
-    for (size_t i = 0; i < got.size(); ++i) max_diff = std::max(max_diff, std::abs(double(got[i]) - (*want)[i]));
-    std::printf("%s sequence %d (%zu tokens): max |logit - reference| = %.3g\n", dir.c_str(), s, ids.size(), max_diff);
+    for (size_t i = 0; i < got.size(); ++i)
+      max_diff = std::max(max_diff, std::abs(double(got[i]) - (*want)[i]));
+    std::printf("%s sequence %d (%zu tokens): max |logit - reference| = %.3g\n", dir.c_str(), s,
+                ids.size(), max_diff);
     EXPECT_LT(max_diff, tolerance);
   }
 }
@@ -56,7 +58,8 @@ TEST(Engine, BundledModelMatchesReferenceLogits) {
 
 TEST(Engine, SharedModelsMatchReferenceLogits) {
   const std::string shared = std::string(kSourceDir) + "/../shared/models";
-  if (!std::filesystem::exists(shared)) GTEST_SKIP() << "../shared/models is absent: skipping the shared reference models";
+  if (!std::filesystem::exists(shared))
+    GTEST_SKIP() << "../shared/models is absent: skipping the shared reference models";
   for (const auto& entry : std::filesystem::directory_iterator(shared)) {
     if (std::filesystem::exists(entry.path() / "reference_logits.safetensors")) {
       CheckReferenceLogits(entry.path().string(), 2e-3);
@@ -99,7 +102,8 @@ struct Naive {
     return *ToF32(*v);
   }
   bool Has(const std::string& name) const { return c.Find(name) != nullptr; }
-  static std::vector<float> MatVec(const std::vector<float>& w, const std::vector<float>& x, size_t out) {
+  static std::vector<float> MatVec(const std::vector<float>& w, const std::vector<float>& x,
+                                   size_t out) {
     std::vector<float> y(out, 0.0f);
     const size_t in = x.size();
     for (size_t o = 0; o < out; ++o) {
@@ -116,7 +120,8 @@ struct Naive {
     for (size_t i = 0; i < x.size(); ++i) x[i] = float(w[i] * (x[i] * inv));
     return x;
   }
-  std::vector<float> Mlp(const std::string& p, const std::vector<float>& x, const char* g, const char* u, const char* d) const {
+  std::vector<float> Mlp(const std::string& p, const std::vector<float>& x, const char* g,
+                         const char* u, const char* d) const {
     auto gw = W(p + g), uw = W(p + u), dw = W(p + d);
     const size_t ff = gw.size() / x.size();
     auto a = MatVec(gw, x, ff), b = MatVec(uw, x, ff);
@@ -125,11 +130,13 @@ struct Naive {
   }
   // Returns logits [T, vocab].
   std::vector<float> Run(const std::vector<int32_t>& ids) const {
-    const size_t H = cfg.hidden_size, nh = cfg.num_heads, nkv = cfg.num_kv_heads, hd = cfg.head_dim, T = ids.size();
+    const size_t H = cfg.hidden_size, nh = cfg.num_heads, nkv = cfg.num_kv_heads, hd = cfg.head_dim,
+                 T = ids.size();
     const bool mixtral = cfg.model_type == "mixtral";
     auto emb = W("model.embed_tokens.weight");
     std::vector<std::vector<float>> x(T);
-    for (size_t t = 0; t < T; ++t) x[t].assign(emb.begin() + ids[t] * H, emb.begin() + (ids[t] + 1) * H);
+    for (size_t t = 0; t < T; ++t)
+      x[t].assign(emb.begin() + ids[t] * H, emb.begin() + (ids[t] + 1) * H);
     for (int64_t l = 0; l < cfg.num_layers; ++l) {
       const std::string p = "model.layers." + std::to_string(l) + ".";
       auto in_norm = W(p + "input_layernorm.weight");
@@ -140,9 +147,13 @@ struct Naive {
         k[t] = MatVec(W(p + "self_attn.k_proj.weight"), h, nkv * hd);
         v[t] = MatVec(W(p + "self_attn.v_proj.weight"), h, nkv * hd);
         if (Has(p + "self_attn.q_proj.bias")) {
-          auto qb = W(p + "self_attn.q_proj.bias"), kb = W(p + "self_attn.k_proj.bias"), vb = W(p + "self_attn.v_proj.bias");
+          auto qb = W(p + "self_attn.q_proj.bias"), kb = W(p + "self_attn.k_proj.bias"),
+               vb = W(p + "self_attn.v_proj.bias");
           for (size_t i = 0; i < q[t].size(); ++i) q[t][i] += qb[i];
-          for (size_t i = 0; i < k[t].size(); ++i) { k[t][i] += kb[i]; v[t][i] += vb[i]; }
+          for (size_t i = 0; i < k[t].size(); ++i) {
+            k[t][i] += kb[i];
+            v[t][i] += vb[i];
+          }
         }
         if (Has(p + "self_attn.q_norm.weight")) {
           auto qn = W(p + "self_attn.q_norm.weight"), kn = W(p + "self_attn.k_norm.weight");
@@ -192,7 +203,8 @@ struct Naive {
           double sum = 0;
           for (auto& e : s) sum += (e = std::exp(e - mx));
           for (size_t j = 0; j <= t; ++j)
-            for (size_t i = 0; i < hd; ++i) att[h2 * hd + i] += float(s[j] / sum * v[j][kh * hd + i]);
+            for (size_t i = 0; i < hd; ++i)
+              att[h2 * hd + i] += float(s[j] / sum * v[j][kh * hd + i]);
         }
         auto o = MatVec(o_w, att, H);
         for (size_t i = 0; i < H; ++i) x[t][i] += o[i];
@@ -209,20 +221,25 @@ struct Naive {
           for (auto& e : pr) e /= sum;
           std::vector<size_t> idx(pr.size());
           std::iota(idx.begin(), idx.end(), 0);
-          std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return pr[a] > pr[b]; });
+          std::stable_sort(idx.begin(), idx.end(),
+                           [&](size_t a, size_t b) { return pr[a] > pr[b]; });
           double ks = 0;
           for (int64_t j = 0; j < cfg.top_k; ++j) ks += pr[idx[j]];
           for (int64_t j = 0; j < cfg.top_k; ++j) {
             const size_t e = idx[j];
             const double w = (cfg.norm_topk_prob || mixtral) ? pr[e] / ks : pr[e];
-            auto y = mixtral ? Mlp(moe + "experts." + std::to_string(e) + ".", h, "w1.weight", "w3.weight", "w2.weight")
-                             : Mlp(moe + "experts." + std::to_string(e) + ".", h, "gate_proj.weight", "up_proj.weight", "down_proj.weight");
+            auto y = mixtral ? Mlp(moe + "experts." + std::to_string(e) + ".", h, "w1.weight",
+                                   "w3.weight", "w2.weight")
+                             : Mlp(moe + "experts." + std::to_string(e) + ".", h,
+                                   "gate_proj.weight", "up_proj.weight", "down_proj.weight");
             for (size_t i = 0; i < H; ++i) out[i] += float(w * y[i]);
           }
           if (Has(moe + "shared_expert.gate_proj.weight")) {
-            auto y = Mlp(moe + "shared_expert.", h, "gate_proj.weight", "up_proj.weight", "down_proj.weight");
+            auto y = Mlp(moe + "shared_expert.", h, "gate_proj.weight", "up_proj.weight",
+                         "down_proj.weight");
             double g = 1;
-            if (Has(moe + "shared_expert_gate.weight")) g = 1 / (1 + std::exp(-MatVec(W(moe + "shared_expert_gate.weight"), h, 1)[0]));
+            if (Has(moe + "shared_expert_gate.weight"))
+              g = 1 / (1 + std::exp(-MatVec(W(moe + "shared_expert_gate.weight"), h, 1)[0]));
             for (size_t i = 0; i < H; ++i) out[i] += float(g * y[i]);
           }
         } else {
@@ -252,7 +269,10 @@ struct FamilyCase {
 };
 
 /// Printed in test names (gtest_discover_tests shows parameter values): a readable label.
-void PrintTo(const FamilyCase& c, std::ostream* os) { *os << c.model_type << (c.fused ? " fused" : "") << (c.dense_layers ? " dense-first" : "") << (c.shared_experts ? " shared" : ""); }
+void PrintTo(const FamilyCase& c, std::ostream* os) {
+  *os << c.model_type << (c.fused ? " fused" : "") << (c.dense_layers ? " dense-first" : "")
+      << (c.shared_experts ? " shared" : "");
+}
 
 class EngineFamily : public ::testing::TestWithParam<FamilyCase> {};
 
@@ -291,21 +311,27 @@ TEST_P(EngineFamily, MatchesNaiveImplementation) {
   auto want = Naive{**ckpt, (*ckpt)->config()}.Run(ids);
   ASSERT_EQ(got.size(), want.size());
   double max_diff = 0;
-  for (size_t i = 0; i < got.size(); ++i) max_diff = std::max(max_diff, std::abs(double(got[i]) - want[i]));
+  for (size_t i = 0; i < got.size(); ++i)
+    max_diff = std::max(max_diff, std::abs(double(got[i]) - want[i]));
   EXPECT_LT(max_diff, 2e-3) << fc.model_type;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    All, EngineFamily,
-    ::testing::Values(FamilyCase{"qwen3_moe", 0, 0, false, false}, FamilyCase{"qwen3_moe", 0, 1, false, false},
-                      FamilyCase{"qwen3_moe", 0, 0, true, false}, FamilyCase{"qwen2_moe", 1, 0, false, true},
-                      FamilyCase{"mixtral", 0, 0, false, false}, FamilyCase{"olmoe", 0, 0, false, false},
-                      FamilyCase{"llama", 0, 0, false, false}, FamilyCase{"qwen2", 0, 0, false, true},
-                      FamilyCase{"qwen3", 0, 0, false, false}),
-    [](const auto& info) {
-      return std::string(info.param.model_type) + (info.param.fused ? "_fused" : "") +
-             (info.param.dense_layers ? "_dense_first" : "") + (info.param.shared_experts ? "_shared" : "");
-    });
+INSTANTIATE_TEST_SUITE_P(All, EngineFamily,
+                         ::testing::Values(FamilyCase{"qwen3_moe", 0, 0, false, false},
+                                           FamilyCase{"qwen3_moe", 0, 1, false, false},
+                                           FamilyCase{"qwen3_moe", 0, 0, true, false},
+                                           FamilyCase{"qwen2_moe", 1, 0, false, true},
+                                           FamilyCase{"mixtral", 0, 0, false, false},
+                                           FamilyCase{"olmoe", 0, 0, false, false},
+                                           FamilyCase{"llama", 0, 0, false, false},
+                                           FamilyCase{"qwen2", 0, 0, false, true},
+                                           FamilyCase{"qwen3", 0, 0, false, false}),
+                         [](const auto& info) {
+                           return std::string(info.param.model_type) +
+                                  (info.param.fused ? "_fused" : "") +
+                                  (info.param.dense_layers ? "_dense_first" : "") +
+                                  (info.param.shared_experts ? "_shared" : "");
+                         });
 
 }  // namespace
 }  // namespace moeq

@@ -2,7 +2,6 @@
 // by moeq-quantize) makes moeq-eval exit 3 against the original's eval.json (--max-ppl-delta)
 // and against the original as reference (--max-kl); the original passes its own gate.
 #include <gtest/gtest.h>
-
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -20,7 +19,9 @@ namespace fs = std::filesystem;
 
 std::string BinDir() { return test::ToolBinDir(); }
 
-int RunBin(const std::string& args, const std::string& err_file) { return test::RunToolCommand(args, err_file); }
+int RunBin(const std::string& args, const std::string& err_file) {
+  return test::RunToolCommand(args, err_file);
+}
 
 TEST(EvalGateCli, DegradedModelFailsTheGateWithExitCode3) {
   const std::string model = std::string(kSourceDir) + "/models/tiny-qwen3moe";
@@ -32,31 +33,35 @@ TEST(EvalGateCli, DegradedModelFailsTheGateWithExitCode3) {
   const std::string text = tmp.Join("text.txt");
   std::string s;
   for (int i = 0; i < 40; ++i) {
-    s += "In the beginning God created the heaven and the earth. The man page describes the options of "
+    s += "In the beginning God created the heaven and the earth. The man page describes the "
+         "options of "
          "the command; see also printf(3) and the GNU C library manual. ";
   }
   ASSERT_TRUE(WriteFileAtomic(text, s).ok());
   const std::string degraded = tmp.Join("q2");
-  ASSERT_EQ(RunBin("moeq-quantize " + model + " --uniform 2 --group 64 -q -o " + degraded, err), 0) << *ReadFile(err);
+  ASSERT_EQ(RunBin("moeq-quantize " + model + " --uniform 2 --group 64 -q -o " + degraded, err), 0)
+      << *ReadFile(err);
   const std::string base = tmp.Join("base.json");
-  ASSERT_EQ(RunBin("moeq-eval " + model + " --text " + text + " --context 256 -q -o " + base, err), 0) << *ReadFile(err);
+  ASSERT_EQ(RunBin("moeq-eval " + model + " --text " + text + " --context 256 -q -o " + base, err),
+            0)
+      << *ReadFile(err);
   // The original passes its own gate.
-  EXPECT_EQ(RunBin("moeq-eval " + model + " --text " + text + " --context 256 -q --baseline " + base +
-                    " --max-ppl-delta 2%",
-                err),
+  EXPECT_EQ(RunBin("moeq-eval " + model + " --text " + text + " --context 256 -q --baseline " +
+                       base + " --max-ppl-delta 2%",
+                   err),
             0)
       << *ReadFile(err);
   // The degraded model fails it, with both perplexities in the message.
-  EXPECT_EQ(RunBin("moeq-eval " + degraded + " --text " + text + " --context 256 -q --baseline " + base +
-                    " --max-ppl-delta 2%",
-                err),
+  EXPECT_EQ(RunBin("moeq-eval " + degraded + " --text " + text + " --context 256 -q --baseline " +
+                       base + " --max-ppl-delta 2%",
+                   err),
             3);
   const std::string msg = *ReadFile(err);
   EXPECT_NE(msg.find("quality gate failed"), std::string::npos) << msg;
   EXPECT_NE(msg.find("baseline"), std::string::npos) << msg;
-  EXPECT_EQ(RunBin("moeq-eval " + degraded + " --text " + text + " --context 256 -q --reference " + model +
-                    " --max-kl 0.01",
-                err),
+  EXPECT_EQ(RunBin("moeq-eval " + degraded + " --text " + text + " --context 256 -q --reference " +
+                       model + " --max-kl 0.01",
+                   err),
             3)
       << *ReadFile(err);
   EXPECT_NE(ReadFile(err)->find("KL"), std::string::npos) << *ReadFile(err);

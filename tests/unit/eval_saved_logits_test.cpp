@@ -67,8 +67,8 @@ TEST_F(EvalSavedLogits, WholeVocabularyGivesTheLiveKl) {
   auto r = Evaluate(*model_, ids_, eo);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->reference_source, "saved_logits");
-  std::printf("KL mean live %.9g saved %.9g; p99 %.9g / %.9g; max %.9g / %.9g\n", live->kl_mean, r->kl_mean, live->kl_p99,
-              r->kl_p99, live->kl_max, r->kl_max);
+  std::printf("KL mean live %.9g saved %.9g; p99 %.9g / %.9g; max %.9g / %.9g\n", live->kl_mean,
+              r->kl_mean, live->kl_p99, r->kl_p99, live->kl_max, r->kl_max);
   // Documented tolerance (float32 log-probabilities): |ΔKL| <= 1e-6 + 1e-3·KL.
   EXPECT_NEAR(r->kl_mean, live->kl_mean, 1e-6 + 1e-3 * live->kl_mean);
   EXPECT_NEAR(r->kl_p99, live->kl_p99, 1e-6 + 1e-3 * live->kl_p99);
@@ -107,7 +107,8 @@ TEST_F(EvalSavedLogits, RefusesAnotherTextOrWindowCount) {
   other[70] = (other[70] + 1) % 256;
   auto r = Evaluate(*model_, other, eo);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("do not match this text"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("do not match this text"), std::string::npos)
+      << r.status().message();
   eo.protocol.max_chunks = 2;
   r = Evaluate(*model_, ids_, eo);
   ASSERT_FALSE(r.ok());

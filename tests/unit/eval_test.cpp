@@ -5,12 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-
 #include <nlohmann/json.hpp>
 
-#include "moeq/checkpoint/checkpoint.h"
 #include "moeq-eval/eval_command.h"
 #include "moeq/base/file_util.h"
+#include "moeq/checkpoint/checkpoint.h"
 #include "moeq/tokenizer/tokenizer.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"

@@ -10,9 +10,9 @@
 #include <filesystem>
 
 #include "moeq/base/build_info.h"
+#include "moeq/base/file_util.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/engine/engine.h"
-#include "moeq/base/file_util.h"
 #include "moeq/export/gguf_writer.h"
 #include "moeq/export/quant_plan.h"
 #include "moeq/tokenizer/tokenizer.h"
@@ -37,7 +37,8 @@ test::SyntheticCheckpointOptions Opts(const std::string& type) {
   o.dense_ff = 128;
   o.vocab = 256;
   o.shared_experts = type == "qwen2_moe" ? 1 : 0;
-  o.dense_layers = type == "qwen3_moe" ? 1 : 0;  // a dense first layer: mlp_only_layers from the tensors
+  o.dense_layers =
+      type == "qwen3_moe" ? 1 : 0;  // a dense first layer: mlp_only_layers from the tensors
   o.tokenizer = false;
   return o;
 }
@@ -87,7 +88,8 @@ TEST_P(GgufCheckpoint, F32GgufGivesTheSourceLogitsAndConfig) {
   EXPECT_EQ(b.shared_expert_intermediate_size, a.shared_expert_intermediate_size);
   EXPECT_EQ(b.moe_layer, a.moe_layer);
   EXPECT_EQ(b.tie_word_embeddings, a.tie_word_embeddings);
-  EXPECT_EQ(b.norm_topk_prob || b.model_type == "mixtral", a.norm_topk_prob || a.model_type == "mixtral");
+  EXPECT_EQ(b.norm_topk_prob || b.model_type == "mixtral",
+            a.norm_topk_prob || a.model_type == "mixtral");
   EXPECT_EQ((*g)->GgufStorageType((*g)->tensors().front().info.name), "f32");
 
   // Non-expert tensors keep their Hugging Face names and values.
@@ -162,16 +164,19 @@ TEST_P(GgufCheckpoint, QuantizedGgufDecodesTheFileAndStaysClose) {
     num += (la[i] - lb[i]) * (la[i] - lb[i]);
     den += la[i] * la[i];
   }
-  EXPECT_LT(std::sqrt(num / den), 0.2);  // 5.5-bit weights: logits within 20 % relative RMS (measured 0.104)
+  EXPECT_LT(std::sqrt(num / den),
+            0.2);  // 5.5-bit weights: logits within 20 % relative RMS (measured 0.104)
   EXPECT_GT(std::sqrt(num / den), 0.0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, GgufCheckpoint, ::testing::Values("qwen3_moe", "qwen2_moe", "mixtral"),
+INSTANTIATE_TEST_SUITE_P(Families, GgufCheckpoint,
+                         ::testing::Values("qwen3_moe", "qwen2_moe", "mixtral"),
                          [](const auto& info) { return info.param; });
 
 TEST(GgufCheckpointTokenizer, Gpt2VocabularyFromGgufEncodesLikeTokenizerJson) {
   const std::string model = std::string(kSourceDir) + "/models/tiny-qwen3moe";
-  if (!fs::exists(model + "/tokenizer_tests.json")) GTEST_SKIP() << "bundled model not found at " << model;
+  if (!fs::exists(model + "/tokenizer_tests.json"))
+    GTEST_SKIP() << "bundled model not found at " << model;
   test::ScopedTempDir tmp("moeq-gguf-tok");
   auto src = Checkpoint::Open(model);
   ASSERT_TRUE(src.ok());

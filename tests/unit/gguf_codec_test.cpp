@@ -2,8 +2,6 @@
 // blocks against the documented element→bits formulas (written here independently of the
 // decoders, element by element), encode→decode error bounds on Gaussian data, and the plan
 // format → ggml type mapping with its shape fallbacks.
-#include "moeq/export/gguf_writer.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,6 +10,7 @@
 #include <vector>
 
 #include "moeq/base/half.h"
+#include "moeq/export/gguf_writer.h"
 #include "moeq/quant/quant_format.h"
 
 namespace moeq {
@@ -34,7 +33,8 @@ Block RandomBytes(size_t n, uint32_t seed) {
 
 std::vector<float> Decode(GgmlType type, const Block& b, int64_t n) {
   std::vector<float> y(static_cast<size_t>(n));
-  const Status s = DequantizeGgmlRow(type, reinterpret_cast<const std::byte*>(b.data()), n, y.data());
+  const Status s =
+      DequantizeGgmlRow(type, reinterpret_cast<const std::byte*>(b.data()), n, y.data());
   EXPECT_TRUE(s.ok()) << s.ToString();
   return y;
 }
@@ -47,13 +47,14 @@ TEST(GgufCodecTest, TypeIdsAndBlockSizesMatchGgml) {
     int64_t block;
     int64_t bytes;
   };
-  const Row rows[] = {{GgmlType::kF32, 0, "f32", 1, 4},        {GgmlType::kF16, 1, "f16", 1, 2},
-                      {GgmlType::kQ4_0, 2, "q4_0", 32, 18},    {GgmlType::kQ4_1, 3, "q4_1", 32, 20},
-                      {GgmlType::kQ5_0, 6, "q5_0", 32, 22},    {GgmlType::kQ5_1, 7, "q5_1", 32, 24},
-                      {GgmlType::kQ8_0, 8, "q8_0", 32, 34},    {GgmlType::kQ2_K, 10, "q2_K", 256, 84},
-                      {GgmlType::kQ3_K, 11, "q3_K", 256, 110}, {GgmlType::kQ4_K, 12, "q4_K", 256, 144},
-                      {GgmlType::kQ5_K, 13, "q5_K", 256, 176}, {GgmlType::kQ6_K, 14, "q6_K", 256, 210},
-                      {GgmlType::kBF16, 30, "bf16", 1, 2}};
+  const Row rows[] = {
+      {GgmlType::kF32, 0, "f32", 1, 4},        {GgmlType::kF16, 1, "f16", 1, 2},
+      {GgmlType::kQ4_0, 2, "q4_0", 32, 18},    {GgmlType::kQ4_1, 3, "q4_1", 32, 20},
+      {GgmlType::kQ5_0, 6, "q5_0", 32, 22},    {GgmlType::kQ5_1, 7, "q5_1", 32, 24},
+      {GgmlType::kQ8_0, 8, "q8_0", 32, 34},    {GgmlType::kQ2_K, 10, "q2_K", 256, 84},
+      {GgmlType::kQ3_K, 11, "q3_K", 256, 110}, {GgmlType::kQ4_K, 12, "q4_K", 256, 144},
+      {GgmlType::kQ5_K, 13, "q5_K", 256, 176}, {GgmlType::kQ6_K, 14, "q6_K", 256, 210},
+      {GgmlType::kBF16, 30, "bf16", 1, 2}};
   EXPECT_EQ(AllGgmlTypes().size(), std::size(rows));
   for (const Row& r : rows) {
     SCOPED_TRACE(r.name);
@@ -197,7 +198,9 @@ TEST(GgufCodecTest, Q4_KAndQ5_KDecodeHandBlocks) {
       const int q = r < 32 ? (b[16 + 32 * c + r] & 15) : (b[16 + 32 * c + r - 32] >> 4);
       int sc, m;
       SpecScaleMin(&b[4], e / 32, &sc, &m);
-      EXPECT_EQ(y[e], (d * static_cast<float>(sc)) * static_cast<float>(q) - dmin * static_cast<float>(m)) << e;
+      EXPECT_EQ(y[e],
+                (d * static_cast<float>(sc)) * static_cast<float>(q) - dmin * static_cast<float>(m))
+          << e;
     }
   }
   {
@@ -212,7 +215,9 @@ TEST(GgufCodecTest, Q4_KAndQ5_KDecodeHandBlocks) {
       if (b[16 + r % 32] & (1 << (2 * c + (r >= 32 ? 1 : 0)))) q += 16;
       int sc, m;
       SpecScaleMin(&b[4], e / 32, &sc, &m);
-      EXPECT_EQ(y[e], (d * static_cast<float>(sc)) * static_cast<float>(q) - dmin * static_cast<float>(m)) << e;
+      EXPECT_EQ(y[e],
+                (d * static_cast<float>(sc)) * static_cast<float>(q) - dmin * static_cast<float>(m))
+          << e;
     }
   }
 }
@@ -225,7 +230,8 @@ TEST(GgufCodecTest, Q6_KDecodesHandBlock) {
   for (int e = 0; e < 256; ++e) {
     const int h = e / 128, r = e % 128, k = r / 32, l = r % 32;
     const uint8_t lo = (k & 1) ? b[64 * h + 32 + l] : b[64 * h + l];
-    const int q = (((lo >> (k >= 2 ? 4 : 0)) & 15) | (((b[128 + 32 * h + l] >> (2 * k)) & 3) << 4)) - 32;
+    const int q =
+        (((lo >> (k >= 2 ? 4 : 0)) & 15) | (((b[128 + 32 * h + l] >> (2 * k)) & 3) << 4)) - 32;
     const float sc = static_cast<float>(static_cast<int8_t>(b[192 + e / 16]));
     EXPECT_EQ(y[e], d * sc * static_cast<float>(q)) << e;
   }
@@ -267,10 +273,11 @@ TEST(GgufCodecTest, EncodeDecodeErrorIsSmallOnGaussianData) {
     GgmlType type;
     double max_nrmse;
   };
-  const Bound bounds[] = {{GgmlType::kQ8_0, 0.006}, {GgmlType::kQ6_K, 0.025}, {GgmlType::kQ5_K, 0.045},
-                          {GgmlType::kQ5_1, 0.055}, {GgmlType::kQ5_0, 0.06},  {GgmlType::kQ4_K, 0.09},
-                          {GgmlType::kQ4_1, 0.11},  {GgmlType::kQ4_0, 0.12},  {GgmlType::kQ3_K, 0.20},
-                          {GgmlType::kQ2_K, 0.40},  {GgmlType::kF16, 0.0005}, {GgmlType::kBF16, 0.004}};
+  const Bound bounds[] = {
+      {GgmlType::kQ8_0, 0.006}, {GgmlType::kQ6_K, 0.025}, {GgmlType::kQ5_K, 0.045},
+      {GgmlType::kQ5_1, 0.055}, {GgmlType::kQ5_0, 0.06},  {GgmlType::kQ4_K, 0.09},
+      {GgmlType::kQ4_1, 0.11},  {GgmlType::kQ4_0, 0.12},  {GgmlType::kQ3_K, 0.20},
+      {GgmlType::kQ2_K, 0.40},  {GgmlType::kF16, 0.0005}, {GgmlType::kBF16, 0.004}};
   const auto x = Gaussian(64 * 256, 3);
   double prev = 1.0;
   for (const Bound& b : bounds) {
@@ -281,8 +288,10 @@ TEST(GgufCodecTest, EncodeDecodeErrorIsSmallOnGaussianData) {
     (void)prev;
   }
   // Ordering of the K-quants: more bits, less error.
-  const double e2 = Nrmse(x, RoundTrip(GgmlType::kQ2_K, x)), e3 = Nrmse(x, RoundTrip(GgmlType::kQ3_K, x)),
-               e4 = Nrmse(x, RoundTrip(GgmlType::kQ4_K, x)), e5 = Nrmse(x, RoundTrip(GgmlType::kQ5_K, x)),
+  const double e2 = Nrmse(x, RoundTrip(GgmlType::kQ2_K, x)),
+               e3 = Nrmse(x, RoundTrip(GgmlType::kQ3_K, x)),
+               e4 = Nrmse(x, RoundTrip(GgmlType::kQ4_K, x)),
+               e5 = Nrmse(x, RoundTrip(GgmlType::kQ5_K, x)),
                e6 = Nrmse(x, RoundTrip(GgmlType::kQ6_K, x));
   EXPECT_GT(e2, e3);
   EXPECT_GT(e3, e4);
@@ -333,8 +342,10 @@ TEST(GgufCodecTest, EncodingIsDeterministic) {
 TEST(GgufCodecTest, RejectsRowsThatAreNotWholeBlocks) {
   std::vector<float> x(100, 1.0f);
   std::vector<std::byte> out(1024);
-  EXPECT_EQ(QuantizeGgmlRow(GgmlType::kQ4_K, x.data(), 100, out.data()).code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(DequantizeGgmlRow(GgmlType::kQ8_0, out.data(), 100, x.data()).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeGgmlRow(GgmlType::kQ4_K, x.data(), 100, out.data()).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(DequantizeGgmlRow(GgmlType::kQ8_0, out.data(), 100, x.data()).code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST(GgufCodecTest, PlanFormatMapping) {
@@ -374,7 +385,9 @@ TEST(GgufCodecTest, PlanFormatMapping) {
   for (const auto& f : quant::AllFormats()) {
     if (!f.is_affine()) continue;
     const GgmlTypeChoice ch = ChooseGgmlType(&f, DType::kBF16, 32 * 3);
-    EXPECT_GE(FindGgmlType(ch.type)->BitsPerWeight(), FindGgmlType(ch.preferred)->BitsPerWeight() - 1e-9) << f.name;
+    EXPECT_GE(FindGgmlType(ch.type)->BitsPerWeight(),
+              FindGgmlType(ch.preferred)->BitsPerWeight() - 1e-9)
+        << f.name;
   }
 }
 

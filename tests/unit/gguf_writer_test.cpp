@@ -12,8 +12,8 @@
 #include <fstream>
 
 #include "moeq/base/build_info.h"
-#include "moeq/checkpoint/checkpoint.h"
 #include "moeq/base/file_util.h"
+#include "moeq/checkpoint/checkpoint.h"
 #include "moeq/export/quant_plan.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
@@ -56,7 +56,8 @@ void WriteTokenizer(const std::string& dir) {
          {{{"type", "Split"},
            {"pattern",
             {{"Regex",
-              "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+              "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+              "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
               "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
            {"behavior", "Isolated"}},
           {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}}},
@@ -64,8 +65,10 @@ void WriteTokenizer(const std::string& dir) {
       {"model",
        {{"type", "BPE"}, {"vocab", vocab}, {"merges", {{"t1", "t2"}, {"t3", "t4"}, "t5 t6"}}}}};
   ASSERT_TRUE(WriteFileAtomic(dir + "/tokenizer.json", DumpJson(tok)).ok());
-  nlohmann::json cfg = {{"eos_token", "<|endoftext|>"}, {"pad_token", {{"content", "<|endoftext|>"}}},
-                        {"bos_token", nullptr}, {"add_bos_token", false}};
+  nlohmann::json cfg = {{"eos_token", "<|endoftext|>"},
+                        {"pad_token", {{"content", "<|endoftext|>"}}},
+                        {"bos_token", nullptr},
+                        {"add_bos_token", false}};
   ASSERT_TRUE(WriteFileAtomic(dir + "/tokenizer_config.json", DumpJson(cfg)).ok());
 }
 
@@ -75,8 +78,8 @@ struct Written {
   GgufWriteReport report;
 };
 
-Written WriteAndOpen(const ScopedTempDir& tmp, const SyntheticCheckpointOptions& o, const char* format,
-                     QuantPlan* plan_override = nullptr) {
+Written WriteAndOpen(const ScopedTempDir& tmp, const SyntheticCheckpointOptions& o,
+                     const char* format, QuantPlan* plan_override = nullptr) {
   Written w;
   const std::string dir = tmp.Join("model");
   auto sc = test::WriteSyntheticCheckpoint(dir, o);
@@ -200,8 +203,9 @@ TEST(GgufWriterTest, Qwen3MoeQ4K) {
   const auto* down = g.FindTensor("blk.1.ffn_down_exps.weight");
   ASSERT_NE(down, nullptr);
   EXPECT_EQ(down->ne, (std::vector<int64_t>{256, 256, 4}));
-  for (const char* n : {"blk.0.ffn_gate_inp.weight", "blk.0.attn_norm.weight", "blk.0.ffn_norm.weight",
-                        "blk.0.attn_q_norm.weight", "blk.0.attn_k_norm.weight", "output_norm.weight"}) {
+  for (const char* n :
+       {"blk.0.ffn_gate_inp.weight", "blk.0.attn_norm.weight", "blk.0.ffn_norm.weight",
+        "blk.0.attn_q_norm.weight", "blk.0.attn_k_norm.weight", "output_norm.weight"}) {
     const auto* t = g.FindTensor(n);
     ASSERT_NE(t, nullptr) << n;
     EXPECT_EQ(t->type, GgmlType::kF32) << n;
@@ -226,9 +230,11 @@ TEST(GgufWriterTest, Qwen3MoeQ4K) {
     auto deq = g.DequantizeTensor(gname);
     ASSERT_TRUE(deq.ok()) << deq.status().ToString();
     for (int e = 0; e < 4; ++e) {
-      const auto src = SourceF32(*w.ckpt, "model.layers.1.mlp.experts." + std::to_string(e) + "." + proj + "_proj.weight");
+      const auto src = SourceF32(
+          *w.ckpt, "model.layers.1.mlp.experts." + std::to_string(e) + "." + proj + "_proj.weight");
       ASSERT_EQ(src.size(), 256u * 256u);
-      const double err = Nrmse(src.data(), deq->data() + static_cast<size_t>(e) * src.size(), src.size());
+      const double err =
+          Nrmse(src.data(), deq->data() + static_cast<size_t>(e) * src.size(), src.size());
       EXPECT_LT(err, 0.09) << gname << " expert " << e;
       EXPECT_GT(err, 0.0);
     }
@@ -247,7 +253,9 @@ TEST(GgufWriterTest, FloatPlanRoundTripsExactly) {
     o.dtype = dt;
     Written w = WriteAndOpen(tmp, o, nullptr);
     ASSERT_TRUE(w.gguf);
-    const GgmlType expect = dt == DType::kBF16 ? GgmlType::kBF16 : dt == DType::kF16 ? GgmlType::kF16 : GgmlType::kF32;
+    const GgmlType expect = dt == DType::kBF16  ? GgmlType::kBF16
+                            : dt == DType::kF16 ? GgmlType::kF16
+                                                : GgmlType::kF32;
     EXPECT_EQ(w.gguf->FindTensor("blk.0.attn_v.weight")->type, expect);
     EXPECT_EQ(w.gguf->FindTensor("token_embd.weight")->type, expect);
     auto v = w.gguf->DequantizeTensor("blk.0.attn_v.weight");
@@ -256,8 +264,11 @@ TEST(GgufWriterTest, FloatPlanRoundTripsExactly) {
     auto up = w.gguf->DequantizeTensor("blk.1.ffn_up_exps.weight");
     ASSERT_TRUE(up.ok());
     for (int e = 0; e < 4; ++e) {
-      const auto src = SourceF32(*w.ckpt, "model.layers.1.mlp.experts." + std::to_string(e) + ".up_proj.weight");
-      EXPECT_TRUE(std::equal(src.begin(), src.end(), up->begin() + static_cast<ptrdiff_t>(e * src.size()))) << e;
+      const auto src =
+          SourceF32(*w.ckpt, "model.layers.1.mlp.experts." + std::to_string(e) + ".up_proj.weight");
+      EXPECT_TRUE(
+          std::equal(src.begin(), src.end(), up->begin() + static_cast<ptrdiff_t>(e * src.size())))
+          << e;
     }
     const uint32_t ftype = static_cast<uint32_t>(U(*w.gguf, "general.file_type"));
     EXPECT_EQ(ftype, dt == DType::kBF16 ? 32u : dt == DType::kF16 ? 1u : 0u);
@@ -291,7 +302,8 @@ TEST(GgufWriterTest, MixtralPermutesQkAndUsesLlamaArch) {
       for (int64_t i = 0; i < 2; ++i) {
         for (int64_t j = 0; j < hd / 2; ++j) {
           const int64_t src_row = h * hd + i * (hd / 2) + j, dst_row = h * hd + 2 * j + i;
-          for (int64_t k = 0; k < cols; ++k) mismatches += (*got)[dst_row * cols + k] != src[src_row * cols + k];
+          for (int64_t k = 0; k < cols; ++k)
+            mismatches += (*got)[dst_row * cols + k] != src[src_row * cols + k];
         }
       }
     }
@@ -300,11 +312,13 @@ TEST(GgufWriterTest, MixtralPermutesQkAndUsesLlamaArch) {
     EXPECT_NE(*got, src);
   }
   // v is not permuted; experts are w1/w3/w2.
-  EXPECT_EQ(*g.DequantizeTensor("blk.0.attn_v.weight"), SourceF32(*w.ckpt, "model.layers.0.self_attn.v_proj.weight"));
+  EXPECT_EQ(*g.DequantizeTensor("blk.0.attn_v.weight"),
+            SourceF32(*w.ckpt, "model.layers.0.self_attn.v_proj.weight"));
   auto down = g.DequantizeTensor("blk.1.ffn_down_exps.weight");
   ASSERT_TRUE(down.ok());
   const auto w2 = SourceF32(*w.ckpt, "model.layers.1.block_sparse_moe.experts.3.w2.weight");
-  EXPECT_TRUE(std::equal(w2.begin(), w2.end(), down->begin() + static_cast<ptrdiff_t>(3 * w2.size())));
+  EXPECT_TRUE(
+      std::equal(w2.begin(), w2.end(), down->begin() + static_cast<ptrdiff_t>(3 * w2.size())));
 }
 
 TEST(GgufWriterTest, Qwen2MoeSharedExpertAndFallbacks) {
@@ -321,7 +335,8 @@ TEST(GgufWriterTest, Qwen2MoeSharedExpertAndFallbacks) {
   ASSERT_NE(shexp_gate, nullptr);
   EXPECT_EQ(shexp_gate->ne, (std::vector<int64_t>{64}));
   EXPECT_EQ(shexp_gate->type, GgmlType::kF32);
-  for (const char* n : {"blk.0.ffn_gate_shexp.weight", "blk.0.ffn_up_shexp.weight", "blk.0.ffn_down_shexp.weight"}) {
+  for (const char* n : {"blk.0.ffn_gate_shexp.weight", "blk.0.ffn_up_shexp.weight",
+                        "blk.0.ffn_down_shexp.weight"}) {
     ASSERT_NE(g.FindTensor(n), nullptr) << n;
   }
   // ne0 = 64: Q4_K falls back to Q4_1.
@@ -329,7 +344,8 @@ TEST(GgufWriterTest, Qwen2MoeSharedExpertAndFallbacks) {
   EXPECT_EQ(g.FindTensor("blk.0.ffn_down_exps.weight")->type, GgmlType::kQ4_1);
   EXPECT_EQ(g.FindTensor("blk.0.ffn_down_exps.weight")->ne, (std::vector<int64_t>{64, 64, 4}));
   EXPECT_GT(w.report.fallback_tensors, 0);
-  EXPECT_EQ(g.FindTensor("blk.0.attn_q.bias") != nullptr, w.ckpt->Find("model.layers.0.self_attn.q_proj.bias") != nullptr);
+  EXPECT_EQ(g.FindTensor("blk.0.attn_q.bias") != nullptr,
+            w.ckpt->Find("model.layers.0.self_attn.q_proj.bias") != nullptr);
   const auto summary = w.report.TypeSummary();
   EXPECT_TRUE(summary.contains("q4_1"));
   EXPECT_TRUE(summary.contains("f32"));
@@ -367,7 +383,8 @@ TEST(GgufWriterTest, FusedExpertsMatchPerExpertLayout) {
   o.fused_experts = true;
   Written fused = WriteAndOpen(b, o, "q8g32");
   ASSERT_TRUE(per.gguf && fused.gguf);
-  for (const char* n : {"blk.0.ffn_gate_exps.weight", "blk.0.ffn_up_exps.weight", "blk.1.ffn_down_exps.weight"}) {
+  for (const char* n :
+       {"blk.0.ffn_gate_exps.weight", "blk.0.ffn_up_exps.weight", "blk.1.ffn_down_exps.weight"}) {
     const auto* tp = per.gguf->FindTensor(n);
     const auto* tf = fused.gguf->FindTensor(n);
     ASSERT_TRUE(tp && tf) << n;
@@ -406,7 +423,8 @@ TEST(GgufWriterTest, OutputIsDeterministicAcrossThreadCounts) {
 TEST(GgufWriterTest, RequireTokenizerAndUnsupportedArch) {
   ScopedTempDir tmp("moeq-gguf");
   const std::string dir = tmp.Join("model");
-  ASSERT_TRUE(test::WriteSyntheticCheckpoint(dir, Opts("qwen3_moe", 64, 32)).ok());  // placeholder vocab
+  ASSERT_TRUE(
+      test::WriteSyntheticCheckpoint(dir, Opts("qwen3_moe", 64, 32)).ok());  // placeholder vocab
   auto ck = Checkpoint::Open(dir);
   ASSERT_TRUE(ck.ok());
   GgufWriteOptions opt;
@@ -419,7 +437,9 @@ TEST(GgufWriterTest, RequireTokenizerAndUnsupportedArch) {
   EXPECT_EQ(GgufArchitecture("deepseek_v3").status().code(), StatusCode::kUnsupported);
   EXPECT_EQ(*GgufArchitecture("mixtral"), "llama");
   // An unwritable destination fails cleanly.
-  EXPECT_EQ(WriteGguf(**ck, QuantPlan{}, tmp.Join("no/such/dir/x.gguf"), GgufWriteOptions{.progress = false}).code(),
+  EXPECT_EQ(WriteGguf(**ck, QuantPlan{}, tmp.Join("no/such/dir/x.gguf"),
+                      GgufWriteOptions{.progress = false})
+                .code(),
             StatusCode::kIo);
 }
 
@@ -441,8 +461,10 @@ TEST(GgufReaderTest, RejectsCorruptFiles) {
   EXPECT_EQ(GgufFile::Open(write("v2.gguf", bad)).status().code(), StatusCode::kUnsupported);
   auto trunc = GgufFile::Open(write("trunc.gguf", bytes->substr(0, bytes->size() - 100)));
   EXPECT_EQ(trunc.status().code(), StatusCode::kCorruption);
-  EXPECT_NE(trunc.status().message().find("past the end"), std::string::npos) << trunc.status().message();
-  EXPECT_EQ(GgufFile::Open(write("head.gguf", bytes->substr(0, 300))).status().code(), StatusCode::kCorruption);
+  EXPECT_NE(trunc.status().message().find("past the end"), std::string::npos)
+      << trunc.status().message();
+  EXPECT_EQ(GgufFile::Open(write("head.gguf", bytes->substr(0, 300))).status().code(),
+            StatusCode::kCorruption);
   EXPECT_EQ(GgufFile::Open(tmp.Join("absent.gguf")).status().code(), StatusCode::kNotFound);
 }
 
@@ -471,7 +493,10 @@ TEST(GgufWriterTest, SharedModelsWriteAndReadBack) {
     EXPECT_EQ(S(**g, "tokenizer.ggml.model"), "gpt2");
     EXPECT_EQ(S(**g, "tokenizer.ggml.pre"), "qwen2");
     EXPECT_EQ((*g)->Find("tokenizer.ggml.tokens")->value.size(), 2048u);
-    EXPECT_EQ((*g)->Find("tokenizer.ggml.merges")->value.size(), std::string(name) == "tiny-mixtral" ? 1789u : (*g)->Find("tokenizer.ggml.merges")->value.size());
+    EXPECT_EQ((*g)->Find("tokenizer.ggml.merges")->value.size(),
+              std::string(name) == "tiny-mixtral"
+                  ? 1789u
+                  : (*g)->Find("tokenizer.ggml.merges")->value.size());
     for (const auto& t : (*g)->tensors()) {
       auto d = (*g)->DequantizeTensor(t.name);
       ASSERT_TRUE(d.ok()) << t.name;

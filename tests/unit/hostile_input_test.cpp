@@ -8,14 +8,14 @@
 #include <fstream>
 
 #include "moeq/allocate/allocation.h"
-#include "moeq/model/arch.h"
 #include "moeq/base/checked_math.h"
-#include "moeq/checkpoint/checkpoint.h"
 #include "moeq/base/file_util.h"
-#include "moeq/export/gguf_writer.h"
 #include "moeq/base/json_reader.h"
-#include "moeq/model/model_config.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/export/gguf_writer.h"
 #include "moeq/export/quant_plan.h"
+#include "moeq/model/arch.h"
+#include "moeq/model/model_config.h"
 #include "moeq/tokenizer/tokenizer.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
@@ -28,7 +28,8 @@ namespace fs = std::filesystem;
 std::string Deep(int n) { return std::string(n, '[') + std::string(n, ']'); }
 
 nlohmann::json MoeConfig() {
-  return nlohmann::json::parse(R"({"model_type": "qwen3_moe", "hidden_size": 64, "num_hidden_layers": 2,
+  return nlohmann::json::parse(
+      R"({"model_type": "qwen3_moe", "hidden_size": 64, "num_hidden_layers": 2,
       "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256, "intermediate_size": 96,
       "moe_intermediate_size": 32, "num_experts": 4, "num_experts_per_tok": 2})");
 }
@@ -39,7 +40,8 @@ TEST(JsonReader, DeepNestingFailsFastWithTheLimitNamed) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kCorruption);
   EXPECT_NE(r.status().message().find("config.json"), std::string::npos);
-  EXPECT_NE(r.status().message().find("nested deeper than 256"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("nested deeper than 256"), std::string::npos)
+      << r.status().message();
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 1.0);
   EXPECT_TRUE(ParseJson(Deep(kMaxJsonDepth), "x").ok());
   EXPECT_FALSE(ParseJson(Deep(kMaxJsonDepth + 1), "x").ok());
@@ -48,11 +50,13 @@ TEST(JsonReader, DeepNestingFailsFastWithTheLimitNamed) {
 }
 
 TEST(JsonReader, NumberOverflowAndBadTextBecomeStatusesNamingTheSource) {
-  for (const char* text : {"{\"a\": 1e400}", "[-1e999]", "{\"a\": tru}", "", "{\"a\": \"\\ud800\"}"}) {
+  for (const char* text :
+       {"{\"a\": 1e400}", "[-1e999]", "{\"a\": tru}", "", "{\"a\": \"\\ud800\"}"}) {
     auto r = ParseJson(text, "file.json: line 3");
     ASSERT_FALSE(r.ok()) << text;
     EXPECT_EQ(r.status().code(), StatusCode::kCorruption);
-    EXPECT_EQ(r.status().message().rfind("file.json: line 3: invalid JSON", 0), 0u) << r.status().message();
+    EXPECT_EQ(r.status().message().rfind("file.json: line 3: invalid JSON", 0), 0u)
+        << r.status().message();
   }
   test::ScopedTempDir dir;
   std::ofstream(dir.Join("c.json")) << "{\"vocab_size\": 1e400}";
@@ -81,17 +85,19 @@ TEST(ModelConfigLimits, AbsurdCountsAreRejectedBeforeAnythingIsSized) {
     const char* key;
     nlohmann::json value;
   };
-  for (const Case& c : {Case{"num_hidden_layers", int64_t{4294967300}}, Case{"num_hidden_layers", 2147483647},
-                        Case{"num_hidden_layers", 1000000}, Case{"num_experts", 1000000000},
-                        Case{"vocab_size", int64_t{1} << 62}, Case{"hidden_size", int64_t{1} << 40},
-                        Case{"num_attention_heads", 1 << 30}}) {
+  for (const Case& c :
+       {Case{"num_hidden_layers", int64_t{4294967300}}, Case{"num_hidden_layers", 2147483647},
+        Case{"num_hidden_layers", 1000000}, Case{"num_experts", 1000000000},
+        Case{"vocab_size", int64_t{1} << 62}, Case{"hidden_size", int64_t{1} << 40},
+        Case{"num_attention_heads", 1 << 30}}) {
     nlohmann::json j = MoeConfig();
     j[c.key] = c.value;
     const auto t0 = std::chrono::steady_clock::now();
     auto r = ParseModelConfig(j, "config.json");
     ASSERT_FALSE(r.ok()) << c.key << " = " << c.value;
     EXPECT_NE(r.status().message().find(c.key), std::string::npos) << r.status().message();
-    EXPECT_NE(r.status().message().find("docs/limits.md"), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find("docs/limits.md"), std::string::npos)
+        << r.status().message();
     EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 0.5);
   }
   nlohmann::json j = MoeConfig();
@@ -110,7 +116,8 @@ TEST(ModelConfigLimits, CountsAreCheckedAgainstTheTensorsPresent) {
   auto t0 = std::chrono::steady_clock::now();
   auto c = Checkpoint::Open(dir.path());
   ASSERT_FALSE(c.ok());
-  EXPECT_NE(c.status().message().find("num_hidden_layers is 4096"), std::string::npos) << c.status().message();
+  EXPECT_NE(c.status().message().find("num_hidden_layers is 4096"), std::string::npos)
+      << c.status().message();
   test::ScopedTempDir dir2;
   o.config_patch = {{"num_experts", 65536}};
   ASSERT_TRUE(test::WriteSyntheticCheckpoint(dir2.path(), o).ok());
@@ -124,7 +131,8 @@ TEST(CheckedMath, OverflowIsDetectedNeverWrapped) {
   EXPECT_EQ(CheckedMul<int64_t>(int64_t{1} << 40, int64_t{1} << 40), std::nullopt);
   EXPECT_EQ(CheckedMul<uint64_t>(3, 5), 15u);
   EXPECT_EQ(CheckedAdd<uint64_t>(UINT64_MAX, 1), std::nullopt);
-  const std::vector<int64_t> big = {int64_t{1} << 40, int64_t{1} << 40, int64_t{1} << 40, int64_t{1} << 40};
+  const std::vector<int64_t> big = {int64_t{1} << 40, int64_t{1} << 40, int64_t{1} << 40,
+                                    int64_t{1} << 40};
   EXPECT_EQ(CheckedProduct(big), std::nullopt);
   EXPECT_EQ(CheckedProduct(std::vector<int64_t>{2, 3, 4}), 24);
   EXPECT_EQ(CheckedProduct(std::vector<int64_t>{2, -3}), std::nullopt);
@@ -160,7 +168,8 @@ TEST(TokenizerLimits, NestedSequencesFailFast) {
   for (int i = 0; i < n; ++i) seq += R"({"type": "Sequence", "normalizers": [)";
   seq += R"({"type": "NFC"})";
   for (int i = 0; i < n; ++i) seq += "]}";
-  const std::string text = R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "normalizer": )" + seq + "}";
+  const std::string text =
+      R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "normalizer": )" + seq + "}";
   const auto t0 = std::chrono::steady_clock::now();
   auto t = Tokenizer::FromJsonText(text, "tokenizer.json");
   ASSERT_FALSE(t.ok());
@@ -172,16 +181,20 @@ TEST(TokenizerLimits, NestedSequencesFailFast) {
   seq20 += R"({"type": "NFC"})";
   for (int i = 0; i < 20; ++i) seq20 += "]}";
   auto t20 = Tokenizer::FromJsonText(
-      R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "normalizer": )" + seq20 + "}", "tok.json");
+      R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "normalizer": )" + seq20 + "}",
+      "tok.json");
   ASSERT_FALSE(t20.ok());
-  EXPECT_NE(t20.status().message().find("Sequence nested deeper than"), std::string::npos) << t20.status().message();
+  EXPECT_NE(t20.status().message().find("Sequence nested deeper than"), std::string::npos)
+      << t20.status().message();
 }
 
 TEST(SensitivityLimits, ShapeProductOverflowIsAnError) {
   const std::string text =
       "{\"schema\": \"moeq.sensitivity\", \"version\": 1}\n"
-      "{\"tensor\": \"t\", \"role\": \"attn_q\", \"layer\": 0, \"expert\": -1, \"shape\": [4294967296, 4294967296, 16], "
-      "\"params\": 1, \"dtype\": \"bf16\", \"format\": \"q4g64\", \"bits\": 4, \"group_size\": 64, \"bytes\": 1, "
+      "{\"tensor\": \"t\", \"role\": \"attn_q\", \"layer\": 0, \"expert\": -1, \"shape\": "
+      "[4294967296, 4294967296, 16], "
+      "\"params\": 1, \"dtype\": \"bf16\", \"format\": \"q4g64\", \"bits\": 4, \"group_size\": 64, "
+      "\"bytes\": 1, "
       "\"nrmse\": 0.1, \"sqnr_db\": 1}\n";
   auto r = alloc::ParseSensitivity(text, "s.jsonl");
   ASSERT_FALSE(r.ok());
@@ -202,12 +215,18 @@ TEST(AllocationChecks, EmptyStrayFieldsAndVersionAreDataErrors) {
   auto empty = load(head + "[]}");
   ASSERT_FALSE(empty.ok());
   EXPECT_NE(empty.status().message().find("'tensors' is empty"), std::string::npos);
-  auto stray = load(head + R"([{"name": "model.layers.0.self_attn.q_proj.weight", "format": "q4g32", "bits": 7}]})");
+  auto stray = load(
+      head +
+      R"([{"name": "model.layers.0.self_attn.q_proj.weight", "format": "q4g32", "bits": 7}]})");
   ASSERT_FALSE(stray.ok());
   EXPECT_NE(stray.status().message().find("'bits'"), std::string::npos) << stray.status().message();
-  auto group = load(head + R"([{"name": "model.layers.0.self_attn.q_proj.weight", "format": "q4g32", "group_size": 48}]})");
+  auto group = load(
+      head +
+      R"([{"name": "model.layers.0.self_attn.q_proj.weight", "format": "q4g32", "group_size": 48}]})");
   ASSERT_FALSE(group.ok());
-  auto good = load(head + R"([{"name": "model.layers.0.self_attn.q_proj.weight", "format": "q4g32", "bits": 4, "group_size": 32}]})");
+  auto good = load(
+      head +
+      R"([{"name": "model.layers.0.self_attn.q_proj.weight", "format": "q4g32", "bits": 4, "group_size": 32}]})");
   EXPECT_TRUE(good.ok()) << good.status().ToString();
   // Unknown tensor and a too-new version: the same exit status class (1, a data error).
   auto unknown = load(head + R"([{"name": "nope", "format": "q4g32"}]})");

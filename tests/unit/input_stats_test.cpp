@@ -24,8 +24,9 @@ class RawInputs : public ForwardObserver {
     auto& v = attn[layer];
     v.insert(v.end(), h.begin(), h.begin() + tokens * (static_cast<int64_t>(h.size()) / tokens));
   }
-  void OnRouting(int layer, int64_t tokens, int top_k, std::span<const int32_t> experts, std::span<const float>,
-                 std::span<const float>, std::span<const float> hidden) override {
+  void OnRouting(int layer, int64_t tokens, int top_k, std::span<const int32_t> experts,
+                 std::span<const float>, std::span<const float>,
+                 std::span<const float> hidden) override {
     const int64_t H = static_cast<int64_t>(hidden.size()) / tokens;
     for (int64_t t = 0; t < tokens; ++t)
       for (int j = 0; j < top_k; ++j) {
@@ -47,14 +48,18 @@ std::vector<double> Gram(const std::vector<float>& x, int64_t width) {
   for (int64_t t = 0; t < n; ++t)
     for (int64_t i = 0; i < width; ++i)
       for (int64_t j = 0; j < width; ++j)
-        g[static_cast<size_t>(i * width + j)] += static_cast<double>(x[static_cast<size_t>(t * width + i)]) * x[static_cast<size_t>(t * width + j)];
+        g[static_cast<size_t>(i * width + j)] +=
+            static_cast<double>(x[static_cast<size_t>(t * width + i)]) *
+            x[static_cast<size_t>(t * width + j)];
   return g;
 }
 
-void ExpectNear(const std::vector<double>& a, const double* b, double rel, const std::string& what) {
+void ExpectNear(const std::vector<double>& a, const double* b, double rel,
+                const std::string& what) {
   double scale = 0;
   for (double v : a) scale = std::max(scale, std::fabs(v));
-  for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], rel * scale + 1e-12) << what << " element " << i;
+  for (size_t i = 0; i < a.size(); ++i)
+    ASSERT_NEAR(a[i], b[i], rel * scale + 1e-12) << what << " element " << i;
 }
 
 class InputStatsTest : public ::testing::Test {
@@ -70,7 +75,8 @@ class InputStatsTest : public ::testing::Test {
     ASSERT_TRUE(e.ok());
     engine_ = std::move(*e);
     tokens_.resize(32 * 3);
-    for (size_t i = 0; i < tokens_.size(); ++i) tokens_[i] = static_cast<int32_t>((i * 37 + 11) % 256);
+    for (size_t i = 0; i < tokens_.size(); ++i)
+      tokens_[i] = static_cast<int32_t>((i * 37 + 11) % 256);
     po_.context = 32;
     po_.progress = false;
     po_.activations = true;
@@ -93,7 +99,10 @@ TEST_F(InputStatsTest, GramMatchesBruteForceAndThreadCount) {
   RawInputs raw;
   for (int w = 0; w < 3; ++w) {
     std::vector<float> logits;
-    ASSERT_TRUE(engine_->Forward(std::span(tokens_).subspan(static_cast<size_t>(w * 32), 32), &logits, &raw, 1).ok());
+    ASSERT_TRUE(
+        engine_
+            ->Forward(std::span(tokens_).subspan(static_cast<size_t>(w * 32), 32), &logits, &raw, 1)
+            .ok());
   }
   const int64_t H = ckpt_->config().hidden_size, F = ckpt_->config().moe_intermediate_size;
   for (size_t l = 0; l < p1->layers.size(); ++l) {
@@ -107,9 +116,11 @@ TEST_F(InputStatsTest, GramMatchesBruteForceAndThreadCount) {
       const auto in = raw.expert_in[{static_cast<int>(l), e}];
       ASSERT_EQ(static_cast<int64_t>(in.size()) / H, lp.experts[static_cast<size_t>(e)].count);
       ExpectNear(Gram(in, H), lp.expert_in_gram.data() + e * H * H, 1e-9, "expert in");
-      ExpectNear(Gram(raw.expert_act[{static_cast<int>(l), e}], F), lp.expert_act_gram.data() + e * F * F, 1e-9, "expert act");
+      ExpectNear(Gram(raw.expert_act[{static_cast<int>(l), e}], F),
+                 lp.expert_act_gram.data() + e * F * F, 1e-9, "expert act");
       for (int64_t i = 0; i < H; ++i) {
-        EXPECT_NEAR(lp.expert_in_gram[static_cast<size_t>(e * H * H + i * H + i)], lp.expert_in_sq[static_cast<size_t>(e * H + i)],
+        EXPECT_NEAR(lp.expert_in_gram[static_cast<size_t>(e * H * H + i * H + i)],
+                    lp.expert_in_sq[static_cast<size_t>(e * H + i)],
                     1e-9 * (1 + lp.expert_in_sq[static_cast<size_t>(e * H + i)]));
       }
     }
@@ -134,7 +145,8 @@ TEST_F(InputStatsTest, WrittenStatisticsAreShrunkTowardThePooledOnes) {
   int64_t act_n = 0;
   for (int e = 0; e < so_.experts; ++e) {
     act_n += lp.experts[static_cast<size_t>(e)].count;
-    for (int64_t i = 0; i < F * F; ++i) act_pool[static_cast<size_t>(i)] += lp.expert_act_gram[static_cast<size_t>(e * F * F + i)];
+    for (int64_t i = 0; i < F * F; ++i)
+      act_pool[static_cast<size_t>(i)] += lp.expert_act_gram[static_cast<size_t>(e * F * F + i)];
   }
   for (int e = 0; e < so_.experts; ++e) {
     const double n = static_cast<double>(lp.experts[static_cast<size_t>(e)].count);
@@ -144,25 +156,34 @@ TEST_F(InputStatsTest, WrittenStatisticsAreShrunkTowardThePooledOnes) {
     EXPECT_EQ((*s)->count, lp.experts[static_cast<size_t>(e)].count);
     ASSERT_TRUE((*s)->has_gram());
     for (int64_t i = 0; i < H * H; i += 7) {
-      const double want = (lp.expert_in_gram[static_cast<size_t>(e * H * H + i)] +
-                           k * lp.mlp_in_gram[static_cast<size_t>(i)] / static_cast<double>(lp.tokens)) / (n + k);
+      const double want =
+          (lp.expert_in_gram[static_cast<size_t>(e * H * H + i)] +
+           k * lp.mlp_in_gram[static_cast<size_t>(i)] / static_cast<double>(lp.tokens)) /
+          (n + k);
       ASSERT_NEAR((*s)->gram[static_cast<size_t>(i)], want, 1e-6 * (1 + std::fabs(want)));
     }
     for (int64_t i = 0; i < H; ++i) {
-      const double want = (lp.expert_in_sq[static_cast<size_t>(e * H + i)] + k * lp.mlp_in_sq[static_cast<size_t>(i)] / static_cast<double>(lp.tokens)) / (n + k);
+      const double want =
+          (lp.expert_in_sq[static_cast<size_t>(e * H + i)] +
+           k * lp.mlp_in_sq[static_cast<size_t>(i)] / static_cast<double>(lp.tokens)) /
+          (n + k);
       ASSERT_NEAR((*s)->diag[static_cast<size_t>(i)], want, 1e-6 * (1 + want));
     }
     auto d = (*f)->Get(ckpt_->adapter().Name({1, e, TensorRole::kExpertDown}), F);
     ASSERT_TRUE(d.ok() && d->has_value());
     for (int64_t i = 0; i < F * F; i += 5) {
-      const double want = (lp.expert_act_gram[static_cast<size_t>(e * F * F + i)] + k * act_pool[static_cast<size_t>(i)] / static_cast<double>(act_n)) / (n + k);
+      const double want = (lp.expert_act_gram[static_cast<size_t>(e * F * F + i)] +
+                           k * act_pool[static_cast<size_t>(i)] / static_cast<double>(act_n)) /
+                          (n + k);
       ASSERT_NEAR((*d)->gram[static_cast<size_t>(i)], want, 1e-6 * (1 + std::fabs(want)));
     }
   }
   // Attention inputs: all tokens, not shrunk; k_proj shares q_proj's Gram.
   auto q = (*f)->Get(ckpt_->adapter().Name({0, -1, TensorRole::kAttnK}), H);
   ASSERT_TRUE(q.ok() && q->has_value());
-  EXPECT_NEAR((*q)->gram[0], p->layers[0].attn_in_gram[0] / static_cast<double>(p->layers[0].tokens), 1e-6 * (1 + (*q)->gram[0]));
+  EXPECT_NEAR((*q)->gram[0],
+              p->layers[0].attn_in_gram[0] / static_cast<double>(p->layers[0].tokens),
+              1e-6 * (1 + (*q)->gram[0]));
   // Wrong width or an unobserved input: nothing.
   auto none = (*f)->Get(ckpt_->adapter().Name({0, -1, TensorRole::kAttnO}), H);
   ASSERT_TRUE(none.ok());

@@ -1,10 +1,10 @@
 // InspectCheckpoint / FormatInspectTable on synthetic checkpoints and on the shared tiny models.
 #include "moeq/report/inspect.h"
 
-#include <ostream>
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <ostream>
 
 #include "moeq/base/build_info.h"
 #include "testing/synthetic_checkpoint.h"
@@ -155,10 +155,9 @@ TEST_P(SharedModels, MatchModelCard) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Inspect, SharedModels,
-                         ::testing::Values(SharedModel{"tiny-qwen3moe", "qwen3_moe", 13'337'984,
-                                                       64, 4},
-                                           SharedModel{"tiny-mixtral", "mixtral", 3'871'872, 8,
-                                                       2}),
+                         ::testing::Values(SharedModel{"tiny-qwen3moe", "qwen3_moe", 13'337'984, 64,
+                                                       4},
+                                           SharedModel{"tiny-mixtral", "mixtral", 3'871'872, 8, 2}),
                          [](const auto& info) {
                            std::string name = info.param.dir;
                            for (char& ch : name) {

@@ -5,9 +5,9 @@
 
 #include <filesystem>
 
+#include "moeq-quantize/quantize_command.h"
 #include "moeq/base/build_info.h"
 #include "moeq/base/file_util.h"
-#include "moeq-quantize/quantize_command.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 
@@ -33,9 +33,15 @@ TEST(ModelCard, MlxOutputHasReadmeWithFrontMatterSummaryAndQuality) {
   so.moe_ff = 32;
   so.vocab = 64;
   ASSERT_TRUE(test::WriteSyntheticCheckpoint(tmp.Join("m"), so).ok());
-  const nlohmann::json eval = {{"ppl", 12.345}, {"ppl_stderr", 0.5}, {"tokens_scored", 1000},
-                               {"reference", {{"ppl", 12.0}, {"ppl_delta_pct", 2.875}, {"kl_mean", 0.01234},
-                                              {"kl_p99", 0.1}, {"top1_agreement", 0.9}}}};
+  const nlohmann::json eval = {{"ppl", 12.345},
+                               {"ppl_stderr", 0.5},
+                               {"tokens_scored", 1000},
+                               {"reference",
+                                {{"ppl", 12.0},
+                                 {"ppl_delta_pct", 2.875},
+                                 {"kl_mean", 0.01234},
+                                 {"kl_p99", 0.1},
+                                 {"top1_agreement", 0.9}}}};
   ASSERT_TRUE(WriteFileAtomic(tmp.Join("eval.json"), eval.dump()).ok());
   QuantizeCommandOptions o;
   o.model_dir = tmp.Join("m");
@@ -47,10 +53,12 @@ TEST(ModelCard, MlxOutputHasReadmeWithFrontMatterSummaryAndQuality) {
   auto card = ReadFile(o.output + "/README.md");
   ASSERT_TRUE(card.ok());
   const std::string& c = *card;
-  EXPECT_EQ(c.rfind("---\nbase_model: \"m\"\nquantized_by: moeq\nlibrary_name: mlx\n", 0), 0u) << c.substr(0, 200);
-  for (const char* want : {"  - mlx\n", "## Allocation", "| expert_down |", "q4g32 ×", "| router |",
-                           "q8g64 ×",  // mlx-lm rule
-                           "moeq-quantize m --uniform 4 -o out", "## Quality", "12.345", "0.01234", "2.88"}) {
+  EXPECT_EQ(c.rfind("---\nbase_model: \"m\"\nquantized_by: moeq\nlibrary_name: mlx\n", 0), 0u)
+      << c.substr(0, 200);
+  for (const char* want :
+       {"  - mlx\n", "## Allocation", "| expert_down |", "q4g32 ×", "| router |",
+        "q8g64 ×",  // mlx-lm rule
+        "moeq-quantize m --uniform 4 -o out", "## Quality", "12.345", "0.01234", "2.88"}) {
     EXPECT_NE(c.find(want), std::string::npos) << "missing '" << want << "' in\n" << c;
   }
   // Without --eval there is no quality section; with --no-model-card no README.

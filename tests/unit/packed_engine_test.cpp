@@ -10,12 +10,12 @@
 #include <random>
 
 #include "engine/qmatmul.h"
-#include "moeq/model/arch.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/engine/engine.h"
-#include "moeq/quant/quant_format.h"
-#include "moeq/export/quant_plan.h"
 #include "moeq/export/mlx_writer.h"
+#include "moeq/export/quant_plan.h"
+#include "moeq/model/arch.h"
+#include "moeq/quant/quant_format.h"
 #include "moeq/quant/quantizer.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
@@ -43,9 +43,10 @@ PackedCopy MakePacked(const quant::QuantizedTensor& q) {
   std::memcpy(c.biases.data(), q.biases.data(), q.biases.size());
   c.m.bits = q.bits;
   c.m.group = q.group_size;
-  c.m.scale = q.scale_dtype == DType::kF32 ? engine::PackedScale::kF32
-                                           : (q.scale_dtype == DType::kF16 ? engine::PackedScale::kF16
-                                                                           : engine::PackedScale::kBF16);
+  c.m.scale =
+      q.scale_dtype == DType::kF32
+          ? engine::PackedScale::kF32
+          : (q.scale_dtype == DType::kF16 ? engine::PackedScale::kF16 : engine::PackedScale::kBF16);
   c.m.out = q.rows();
   c.m.in = q.cols();
   c.m.codes = c.codes.data();
@@ -89,7 +90,8 @@ TEST(PackedKernels, EveryFormatAndIsaMatchesDequantizeThenMultiply) {
           for (int64_t o = 0; o < out; ++o) {
             double s = 0, a = 0;
             for (int64_t i = 0; i < in; ++i) {
-              const double p = double((*deq)[static_cast<size_t>(o * in + i)]) * x[static_cast<size_t>(r * in + i)];
+              const double p = double((*deq)[static_cast<size_t>(o * in + i)]) *
+                               x[static_cast<size_t>(r * in + i)];
               s += p;
               a += std::abs(p);
             }
@@ -100,8 +102,8 @@ TEST(PackedKernels, EveryFormatAndIsaMatchesDequantizeThenMultiply) {
         PackedCopy pc = MakePacked(*q);
         // Affine magnitudes Σ(|q·s| + |b|)|x| bound the kernel's own float rounding.
         for (PackedIsa isa : AvailableIsas()) {
-          SCOPED_TRACE(std::string(engine::PackedIsaName(isa)) + " bits " + std::to_string(bits) + " group " +
-                       std::to_string(group) + " scales " + std::string(DTypeName(sd)));
+          SCOPED_TRACE(std::string(engine::PackedIsaName(isa)) + " bits " + std::to_string(bits) +
+                       " group " + std::to_string(group) + " scales " + std::string(DTypeName(sd)));
           std::vector<float> y(static_cast<size_t>(rows * out), NAN);
           engine::PackedGemm(pc.m, x.data(), rows, in, y.data(), out, 1, isa);
           double worst = 0;
@@ -116,7 +118,8 @@ TEST(PackedKernels, EveryFormatAndIsaMatchesDequantizeThenMultiply) {
           EXPECT_EQ(0, std::memcmp(y.data(), y2.data(), y.size() * 4));
           for (int64_t r = 0; r < rows; ++r) {
             engine::PackedGemm(pc.m, x.data() + r * in, 1, in, y1.data(), out, 1, isa);
-            EXPECT_EQ(0, std::memcmp(y1.data(), y.data() + r * out, static_cast<size_t>(out) * 4)) << "row " << r;
+            EXPECT_EQ(0, std::memcmp(y1.data(), y.data() + r * out, static_cast<size_t>(out) * 4))
+                << "row " << r;
           }
         }
       }
@@ -143,7 +146,8 @@ TEST(PackedKernels, ExactAffineProductsAgreeAcrossIsas) {
       if (base.empty()) {
         base = y;
       } else {
-        for (size_t k = 0; k < y.size(); ++k) EXPECT_NEAR(y[k], base[k], 1e-3 * (1 + std::abs(base[k])));
+        for (size_t k = 0; k < y.size(); ++k)
+          EXPECT_NEAR(y[k], base[k], 1e-3 * (1 + std::abs(base[k])));
       }
     }
   }
@@ -222,7 +226,8 @@ double MaxRelDiff(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
   double m = 0, scale = 0;
   for (float v : b) scale = std::max(scale, double(std::abs(v)));
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::abs(double(a[i]) - b[i]));
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i)
+    m = std::max(m, std::abs(double(a[i]) - b[i]));
   return m / std::max(scale, 1e-30);
 }
 

@@ -24,10 +24,13 @@ TEST(ParallelExample, ShardedAnalyzeMergesToTheSingleProcessBytes) {
   so.moe_ff = 64;
   ASSERT_TRUE(test::WriteSyntheticCheckpoint(dir.Join("m"), so).ok());
   const std::string bin = test::ToolBinDir();
-  ASSERT_EQ(test::RunToolCommand("moeq-analyze " + dir.Join("m") + " --rank 8 -o " + dir.Join("one.jsonl")), 0);
+  ASSERT_EQ(test::RunToolCommand("moeq-analyze " + dir.Join("m") + " --rank 8 -o " +
+                                 dir.Join("one.jsonl")),
+            0);
   const std::string script = std::string(kSourceDir) + "/examples/parallel/analyze.sh";
-  const std::string cmd = "TMPDIR=" + dir.path() + " timeout 120 " + script + " " + bin + " " + dir.Join("m") + " " +
-                          dir.Join("merged.jsonl") + " 3 --rank 8 >/dev/null 2>" + dir.Join("err.txt");
+  const std::string cmd = "TMPDIR=" + dir.path() + " timeout 120 " + script + " " + bin + " " +
+                          dir.Join("m") + " " + dir.Join("merged.jsonl") +
+                          " 3 --rank 8 >/dev/null 2>" + dir.Join("err.txt");
   ASSERT_EQ(std::system(cmd.c_str()), 0) << *ReadFile(dir.Join("err.txt"));
   auto one = ReadFile(dir.Join("one.jsonl"));
   auto merged = ReadFile(dir.Join("merged.jsonl"));

@@ -187,7 +187,8 @@ TEST(QuantFormat, MintGridConfigFileResolves) {
   EXPECT_EQ((*j)["version"], 1);
   const auto& configs = (*j)["configs"];
   ASSERT_EQ(configs.size(), 8u);
-  const char* expected[] = {"q2g32", "q3g64", "q4g32", "q4g64", "q4g128", "q8g64", "q8g128", "bf16"};
+  const char* expected[] = {"q2g32",  "q3g64", "q4g32",  "q4g64",
+                            "q4g128", "q8g64", "q8g128", "bf16"};
   for (size_t i = 0; i < configs.size(); ++i) {
     auto f = ParseFormatSpec(configs[i]["format"].get<std::string>());
     ASSERT_TRUE(f.ok()) << f.status().ToString();

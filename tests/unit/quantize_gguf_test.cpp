@@ -2,16 +2,15 @@
 // refuses an existing output without --force and a directory, replaces with --force, and a
 // file-size limit leaves nothing complete-looking behind.
 #include <gtest/gtest.h>
-
 #include <sys/wait.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 
+#include "moeq-quantize/quantize_command.h"
 #include "moeq/base/build_info.h"
 #include "moeq/export/gguf_writer.h"
-#include "moeq-quantize/quantize_command.h"
 #include "testing/temp_dir.h"
 #include "testing/tool_testing.h"
 
@@ -71,12 +70,14 @@ TEST(QuantizeGguf, FileSizeLimitLeavesNothingCompleteLooking) {
   if (!fs::exists(kModel + "/config.json")) GTEST_SKIP() << "bundled model not found at " << kModel;
   test::ScopedTempDir tmp("moeq-quantize-gguf");
   const std::string out = tmp.Join("m.gguf");
-  const std::string cmd = "/bin/sh -c \"ulimit -f 512; exec " + BinDir() + "/moeq-quantize " + kModel + " -o " + out +
+  const std::string cmd = "/bin/sh -c \"ulimit -f 512; exec " + BinDir() + "/moeq-quantize " +
+                          kModel + " -o " + out +
                           " --format gguf --uniform 8 --group 32 -q\" >/dev/null 2>&1";
   const int rc = std::system(cmd.c_str());
   ASSERT_TRUE(WIFEXITED(rc));
   EXPECT_EQ(WEXITSTATUS(rc), 1);
-  EXPECT_TRUE(fs::is_empty(tmp.path())) << "left behind: " << fs::directory_iterator(tmp.path())->path();
+  EXPECT_TRUE(fs::is_empty(tmp.path()))
+      << "left behind: " << fs::directory_iterator(tmp.path())->path();
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 // moeq-quantize: MLX output round-trips through Checkpoint + Engine bit-exactly against the
 // in-memory quantize→dequantize model, the --mlx-compatible layout, plans, output safety.
 #include <gtest/gtest.h>
-
 #include <sys/wait.h>
 
 #include <cmath>
@@ -9,15 +8,15 @@
 #include <filesystem>
 #include <functional>
 
+#include "moeq-quantize/quantize_command.h"
 #include "moeq/base/build_info.h"
+#include "moeq/base/file_util.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/engine/engine.h"
 #include "moeq/eval/eval.h"
-#include "moeq/base/file_util.h"
 #include "moeq/export/quant_plan.h"
-#include "moeq-quantize/quantize_command.h"
-#include "moeq/quant/quantizer.h"
 #include "moeq/formats/safetensors.h"
+#include "moeq/quant/quantizer.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 #include "testing/tool_testing.h"
@@ -72,7 +71,8 @@ nlohmann::json MixedAllocation(const Checkpoint& ckpt) {
     }
     tensors.push_back({{"name", t.info.name}, {"format", f}, {"prune", prune}});
   }
-  nlohmann::json j = MakeArtifactHeader("moeq.allocation", 1, QuietContext(), nlohmann::json::object());
+  nlohmann::json j =
+      MakeArtifactHeader("moeq.allocation", 1, QuietContext(), nlohmann::json::object());
   j["tensors"] = tensors;
   return j;
 }
@@ -80,8 +80,9 @@ nlohmann::json MixedAllocation(const Checkpoint& ckpt) {
 /// Writes the expected dequantized weights of `ckpt` under `plan` as an f32 checkpoint: every
 /// planned affine tensor quantized and dequantized in memory (pruned ones zero), the rest
 /// converted to f32. `format_of` may override the format (stacked layouts promote experts).
-void WriteReference(const Checkpoint& ckpt, const QuantPlan& plan, const std::string& dir,
-                    const std::function<const quant::FormatTraits*(const CheckpointTensor&)>& format_of) {
+void WriteReference(
+    const Checkpoint& ckpt, const QuantPlan& plan, const std::string& dir,
+    const std::function<const quant::FormatTraits*(const CheckpointTensor&)>& format_of) {
   fs::create_directories(dir);
   std::vector<TensorInfo> infos;
   for (const auto& t : ckpt.tensors()) infos.push_back({t.info.name, DType::kF32, t.info.shape});
@@ -126,7 +127,8 @@ std::vector<float> Logits(const std::string& dir) {
 double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
   double m = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i)
+    m = std::max(m, std::abs(double(a[i]) - double(b[i])));
   return m;
 }
 
@@ -176,7 +178,8 @@ TEST(QuantizeRoundTrip, MixedPlanLoadsBitExactThroughEngine) {
   }
 
   const std::string ref = f.tmp.Join("reference");
-  WriteReference(*f.ckpt, f.plan, ref, [&](const CheckpointTensor& t) { return f.plan.FormatOf(t.info.name); });
+  WriteReference(*f.ckpt, f.plan, ref,
+                 [&](const CheckpointTensor& t) { return f.plan.FormatOf(t.info.name); });
   const auto a = Logits(o.output), b = Logits(ref);
   ASSERT_FALSE(a.empty());
   EXPECT_LE(MaxAbsDiff(a, b), 1e-6);
@@ -269,7 +272,8 @@ TEST(QuantizeRoundTrip, MlxCompatibleStacksExpertsAtTheHighestPrecision) {
       ASSERT_NE(file.Find(base + ".biases"), nullptr);
       EXPECT_EQ(file.Find(base + ".scales")->shape[0], 4);
     }
-    EXPECT_EQ(file.Find("model.layers." + std::to_string(l) + ".mlp.experts.0.gate_proj.weight"), nullptr);
+    EXPECT_EQ(file.Find("model.layers." + std::to_string(l) + ".mlp.experts.0.gate_proj.weight"),
+              nullptr);
   }
   // Each projection is stored in the highest precision among its unpruned experts (q2, q4g32,
   // q8g64, q3 cycle over experts; layer 1 expert 3 is pruned).
@@ -278,7 +282,9 @@ TEST(QuantizeRoundTrip, MlxCompatibleStacksExpertsAtTheHighestPrecision) {
     for (const auto& t : f.ckpt->tensors()) {
       if (t.id.layer != layer || t.id.role != role || f.plan.pruned.count(t.info.name)) continue;
       const quant::FormatTraits* x = f.plan.FormatOf(t.info.name);
-      if (!best || x->bits > best->bits || (x->bits == best->bits && x->group_size < best->group_size)) best = x;
+      if (!best || x->bits > best->bits ||
+          (x->bits == best->bits && x->group_size < best->group_size))
+        best = x;
     }
     return best;
   };
@@ -286,11 +292,13 @@ TEST(QuantizeRoundTrip, MlxCompatibleStacksExpertsAtTheHighestPrecision) {
   const auto& q = (*cfg)["quantization"];
   int promoted_to_q4 = 0;
   for (int l = 0; l < 2; ++l) {
-    for (TensorRole role : {TensorRole::kExpertGate, TensorRole::kExpertUp, TensorRole::kExpertDown}) {
+    for (TensorRole role :
+         {TensorRole::kExpertGate, TensorRole::kExpertUp, TensorRole::kExpertDown}) {
       const std::string module = *MlxStackedModule(f.ckpt->adapter(), l, role);
       const quant::FormatTraits* want = stacked_format(l, role);
       promoted_to_q4 += want->bits == 4;
-      const nlohmann::json dict = {{"bits", want->bits}, {"group_size", want->group_size}, {"mode", "affine"}};
+      const nlohmann::json dict = {
+          {"bits", want->bits}, {"group_size", want->group_size}, {"mode", "affine"}};
       if (q["bits"] == want->bits && q["group_size"] == want->group_size) {
         EXPECT_FALSE(q.contains(module)) << module;
       } else {
@@ -320,7 +328,8 @@ TEST(QuantizeRoundTrip, MlxCompatibleStacksExpertsAtTheHighestPrecision) {
   EXPECT_EQ(t->info.shape, (std::vector<int64_t>{4, 64, 64}));
   const std::string ref = f.tmp.Join("reference");
   WriteReference(*f.ckpt, f.plan, ref, [&](const CheckpointTensor& ct) {
-    return IsExpertRole(ct.id.role) ? stacked_format(ct.id.layer, ct.id.role) : f.plan.FormatOf(ct.info.name);
+    return IsExpertRole(ct.id.role) ? stacked_format(ct.id.layer, ct.id.role)
+                                    : f.plan.FormatOf(ct.info.name);
   });
   EXPECT_LE(MaxAbsDiff(Logits(o.output), Logits(ref)), 1e-6);
 }
@@ -339,7 +348,8 @@ TEST(QuantizeRoundTrip, MixtralStacksUnderBlockSparseMoe) {
   ASSERT_TRUE(RunQuantize(o, QuietContext()).ok());
   auto out = Checkpoint::Open(o.output);
   ASSERT_TRUE(out.ok()) << out.status().ToString();
-  const CheckpointTensor* t = (*out)->Find("model.layers.1.block_sparse_moe.switch_mlp.up_proj.weight");
+  const CheckpointTensor* t =
+      (*out)->Find("model.layers.1.block_sparse_moe.switch_mlp.up_proj.weight");
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->id.role, TensorRole::kExpertUp);
   EXPECT_EQ(t->quant.bits, 4);
@@ -389,7 +399,8 @@ TEST(QuantizeRoundTrip, RefusesBadInvocations) {
   EXPECT_EQ((*cfg)["quantization"]["group_size"], 32);
   // No temporary directories are left next to the output.
   int entries = 0;
-  for (const auto& e : fs::directory_iterator(f.tmp.path())) entries += e.path().filename().string()[0] == '.';
+  for (const auto& e : fs::directory_iterator(f.tmp.path()))
+    entries += e.path().filename().string()[0] == '.';
   EXPECT_EQ(entries, 0);
   // Quantizing a quantized checkpoint is refused.
   o.model_dir = o.output;
@@ -405,7 +416,8 @@ TEST(QuantizeRoundTrip, AllocationErrorsNameTensorAndField) {
   auto p = LoadAllocationPlan(f.alloc, *f.ckpt);
   ASSERT_FALSE(p.ok());
   EXPECT_NE(p.status().message().find("'format'"), std::string::npos) << p.status().message();
-  EXPECT_NE(p.status().message().find(j["tensors"][0]["name"].get<std::string>()), std::string::npos);
+  EXPECT_NE(p.status().message().find(j["tensors"][0]["name"].get<std::string>()),
+            std::string::npos);
   j = MixedAllocation(*f.ckpt);
   j["tensors"][0]["name"] = "model.nope.weight";
   ASSERT_TRUE(WriteFileAtomic(f.alloc, DumpJson(j)).ok());
@@ -418,8 +430,8 @@ TEST(QuantizeTool, FileSizeLimitLeavesNothingCompleteLooking) {
   ASSERT_TRUE(test::ToolBuilt("moeq-quantize"));
   Fixture f;
   const std::string out = f.tmp.Join("out");
-  const std::string cmd = "/bin/sh -c \"ulimit -f 16; exec " + BinDir() + "/moeq-quantize " + f.model + " -o " + out +
-                          " --uniform 8 --group 32 -q\" >/dev/null 2>&1";
+  const std::string cmd = "/bin/sh -c \"ulimit -f 16; exec " + BinDir() + "/moeq-quantize " +
+                          f.model + " -o " + out + " --uniform 8 --group 32 -q\" >/dev/null 2>&1";
   const int rc = std::system(cmd.c_str());
   ASSERT_TRUE(WIFEXITED(rc));
   EXPECT_NE(WEXITSTATUS(rc), 0);
@@ -429,7 +441,8 @@ TEST(QuantizeTool, FileSizeLimitLeavesNothingCompleteLooking) {
     EXPECT_EQ(e.path().filename().string().find(".out.tmp-"), std::string::npos) << e.path();
   }
   // Without the limit the same command succeeds.
-  const std::string ok = BinDir() + "/moeq-quantize " + f.model + " -o " + out + " --uniform 8 --group 32 -q >/dev/null 2>&1";
+  const std::string ok = BinDir() + "/moeq-quantize " + f.model + " -o " + out +
+                         " --uniform 8 --group 32 -q >/dev/null 2>&1";
   EXPECT_EQ(std::system(ok.c_str()), 0);
   EXPECT_TRUE(fs::exists(out + "/quant_manifest.json"));
 }

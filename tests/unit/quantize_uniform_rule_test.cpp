@@ -2,9 +2,9 @@
 // group 64); --uniform-all quantizes them at BITS too.
 #include <gtest/gtest.h>
 
-#include "moeq/checkpoint/checkpoint.h"
-#include "moeq/base/file_util.h"
 #include "moeq-quantize/quantize_command.h"
+#include "moeq/base/file_util.h"
+#include "moeq/checkpoint/checkpoint.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

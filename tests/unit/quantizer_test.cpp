@@ -244,7 +244,8 @@ TEST(QuantPacking, LittleEndianBitStreamMatchesMlxByteLayout) {
   for (int bits : {3, 5, 6}) {
     const size_t n = 64;
     std::vector<uint8_t> codes(n);
-    for (size_t k = 0; k < n; ++k) codes[k] = static_cast<uint8_t>((k * 7 + 3) & ((1u << bits) - 1u));
+    for (size_t k = 0; k < n; ++k)
+      codes[k] = static_cast<uint8_t>((k * 7 + 3) & ((1u << bits) - 1u));
     std::vector<uint32_t> words(n * bits / 32);
     ASSERT_TRUE(PackBits(codes, bits, words).ok());
     std::vector<uint8_t> bytes(words.size() * 4);
@@ -366,7 +367,8 @@ TEST(QuantizerReference, MatchesScalarReferenceForEveryFormatAndDtype) {
   // Spice: an outlier, a constant group, a tiny group, and exact bf16 values.
   w[5] = 9.5f;
   std::fill(w.begin() + 128, w.begin() + 256, -0.25f);
-  for (int i = 0; i < 128; ++i) w[static_cast<size_t>(384 + i)] = static_cast<float>(i - 64) * 1e-9f;
+  for (int i = 0; i < 128; ++i)
+    w[static_cast<size_t>(384 + i)] = static_cast<float>(i - 64) * 1e-9f;
   for (size_t i = 768; i < 1152; ++i) w[i] = Bf16ToF32(F32ToBf16(w[i]));
   for (const auto& fmt : AllFormats()) {
     if (!fmt.is_affine()) continue;
@@ -407,7 +409,8 @@ TEST(QuantizerKernels, PortableAndAvx2AreBitIdentical) {
   std::vector<float> w = Gaussian(static_cast<size_t>(rows * cols), 5);
   for (int bits : kAffineBits) {
     for (int group : kAffineGroupSizes) {
-      for (auto kind : {internal::ScaleKind::kBF16, internal::ScaleKind::kF16, internal::ScaleKind::kF32}) {
+      for (auto kind :
+           {internal::ScaleKind::kBF16, internal::ScaleKind::kF16, internal::ScaleKind::kF32}) {
         const size_t ng = static_cast<size_t>(rows * cols / group) * internal::ScaleSize(kind);
         std::vector<uint32_t> p1(static_cast<size_t>(rows * cols * bits / 32)), p2(p1.size());
         std::vector<std::byte> s1(ng), s2(ng), b1(ng), b2(ng);
@@ -577,7 +580,8 @@ OwnedView MakeView(DType dt, std::vector<int64_t> shape, uint32_t seed) {
   OwnedView v;
   v.info = TensorInfo{"model.layers.0.mlp.experts.gate_up_proj", dt, std::move(shape)};
   const std::vector<float> f = Gaussian(static_cast<size_t>(v.info.numel()), seed);
-  for (float x : f) v.data.push_back(dt == DType::kBF16 ? F32ToBf16(x * 0.05f) : F32ToF16(x * 0.05f));
+  for (float x : f)
+    v.data.push_back(dt == DType::kBF16 ? F32ToBf16(x * 0.05f) : F32ToF16(x * 0.05f));
   return v;
 }
 
@@ -688,7 +692,8 @@ TEST(QuantizerErrors, NonFiniteWeightsAreNamed) {
   w[3 * 64 + 5] = std::numeric_limits<float>::quiet_NaN();
   auto q = QuantizeAffine(w, 8, 64, 4, 32, DType::kBF16, 2);
   ASSERT_FALSE(q.ok());
-  EXPECT_NE(q.status().message().find("row 3, column 5"), std::string::npos) << q.status().message();
+  EXPECT_NE(q.status().message().find("row 3, column 5"), std::string::npos)
+      << q.status().message();
   EXPECT_NE(q.status().message().find("NaN"), std::string::npos);
   w[3 * 64 + 5] = std::numeric_limits<float>::infinity();
   auto m = MeasureFormatError(w, 8, 64, DType::kBF16, *FindFormat("q4g32"), 1);

@@ -1,20 +1,18 @@
 // moeq-report: HTML content from synthetic artefacts, errors on bad input, and rendering in a
 // real headless browser (Debian's chromium) checked from the DOM and a screenshot.
-#include "moeq-report/report_command.h"
-
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 
-#include <nlohmann/json.hpp>
-#include <zlib.h>
-
+#include "moeq-report/report_command.h"
 #include "moeq/base/file_util.h"
 #include "testing/temp_dir.h"
 
@@ -24,9 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 using moeq::test::ScopedTempDir;
 
-void WriteText(const fs::path& p, const std::string& s) {
-  std::ofstream(p, std::ios::binary) << s;
-}
+void WriteText(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
 
 // Artefacts of a 2-layer model with 8 experts per layer, 3 expert projections.
 struct Artefacts {
@@ -35,16 +31,19 @@ struct Artefacts {
 
 Artefacts MakeArtefacts(const fs::path& dir) {
   Artefacts a;
-  nlohmann::json profile = {{"schema", "moeq.routing_profile"}, {"version", 1}, {"layers", nlohmann::json::array()}};
+  nlohmann::json profile = {
+      {"schema", "moeq.routing_profile"}, {"version", 1}, {"layers", nlohmann::json::array()}};
   for (int l = 0; l < 2; ++l) {
     nlohmann::json experts = nlohmann::json::array();
-    for (int e = 0; e < 8; ++e) experts.push_back({{"expert", e}, {"count", 10 + 40 * ((e + l) % 4)}});
+    for (int e = 0; e < 8; ++e)
+      experts.push_back({{"expert", e}, {"count", 10 + 40 * ((e + l) % 4)}});
     profile["layers"].push_back({{"layer", l}, {"moe", true}, {"experts", experts}});
   }
   WriteText(dir / "routing_profile.json", profile.dump());
 
   std::string sens = nlohmann::json({{"schema", "moeq.sensitivity"}, {"version", 1}}).dump() + "\n";
-  nlohmann::json alloc = {{"schema", "moeq.allocation"}, {"version", 1},
+  nlohmann::json alloc = {{"schema", "moeq.allocation"},
+                          {"version", 1},
                           {"result", {{"bytes", 123456}, {"objective", 1.5}, {"gap", 0.0001}}},
                           {"tensors", nlohmann::json::array()}};
   const char* formats[] = {"q2g32", "q4g64", "q8g64", "bf16"};
@@ -54,49 +53,86 @@ Artefacts MakeArtefacts(const fs::path& dir) {
   for (int l = 0; l < 2; ++l) {
     for (int e = 0; e < 8; ++e) {
       for (int p = 0; p < 3; ++p, ++n) {
-        const std::string name = "model.layers." + std::to_string(l) + ".mlp.experts." + std::to_string(e) + "." +
-                                 projections[p] + ".weight";
+        const std::string name = "model.layers." + std::to_string(l) + ".mlp.experts." +
+                                 std::to_string(e) + "." + projections[p] + ".weight";
         for (int f = 0; f < 4; ++f) {
-          nlohmann::json row = {{"tensor", name}, {"role", roles[p]}, {"layer", l}, {"expert", e},
-                                {"shape", {64, 128}}, {"params", 8192}, {"dtype", "BF16"},
-                                {"format", formats[f]}, {"bits", f == 3 ? 16 : (f == 0 ? 2 : f == 1 ? 4 : 8)},
-                                {"group_size", f == 3 ? 0 : 64}, {"bytes", 1000 * (f + 1)},
-                                {"nrmse", f == 3 ? 0.0 : 0.4 / (f + 1)}, {"sqnr_db", f == 3 ? 200.0 : 8.0 + 12 * f},
-                                {"features", {{"stable_rank", 1.0 + n % 7}, {"kurtosis", 0.1 * (n % 5)},
-                                              {"tail_mass", 0.01 * (n % 9)}}}};
+          nlohmann::json row = {{"tensor", name},
+                                {"role", roles[p]},
+                                {"layer", l},
+                                {"expert", e},
+                                {"shape", {64, 128}},
+                                {"params", 8192},
+                                {"dtype", "BF16"},
+                                {"format", formats[f]},
+                                {"bits", f == 3 ? 16
+                                                : (f == 0   ? 2
+                                                   : f == 1 ? 4
+                                                            : 8)},
+                                {"group_size", f == 3 ? 0 : 64},
+                                {"bytes", 1000 * (f + 1)},
+                                {"nrmse", f == 3 ? 0.0 : 0.4 / (f + 1)},
+                                {"sqnr_db", f == 3 ? 200.0 : 8.0 + 12 * f},
+                                {"features",
+                                 {{"stable_rank", 1.0 + n % 7},
+                                  {"kurtosis", 0.1 * (n % 5)},
+                                  {"tail_mass", 0.01 * (n % 9)}}}};
           sens += row.dump() + "\n";
         }
-        alloc["tensors"].push_back({{"name", name}, {"format", formats[(n % 3)]}, {"prune", n == 5}});
+        alloc["tensors"].push_back(
+            {{"name", name}, {"format", formats[(n % 3)]}, {"prune", n == 5}});
       }
     }
   }
-  alloc["tensors"].push_back({{"name", "model.embed_tokens.weight"}, {"format", "q8g64"}, {"role", "embedding"},
-                              {"layer", -1}, {"expert", -1}});
-  alloc["tensors"].push_back({{"name", "model.layers.0.self_attn.q_proj.weight"}, {"format", "q4g64"},
-                              {"role", "attn_q"}, {"layer", 0}, {"expert", -1}});
+  alloc["tensors"].push_back({{"name", "model.embed_tokens.weight"},
+                              {"format", "q8g64"},
+                              {"role", "embedding"},
+                              {"layer", -1},
+                              {"expert", -1}});
+  alloc["tensors"].push_back({{"name", "model.layers.0.self_attn.q_proj.weight"},
+                              {"format", "q4g64"},
+                              {"role", "attn_q"},
+                              {"layer", 0},
+                              {"expert", -1}});
   WriteText(dir / "sensitivity.jsonl", sens);
   WriteText(dir / "allocation.json", alloc.dump());
   std::string curve = "bytes,objective\n";
-  for (int i = 0; i <= 10; ++i) curve += std::to_string(1000000 + i * 100000) + "," + std::to_string(10.0 / (1 + i * i)) + "\n";
+  for (int i = 0; i <= 10; ++i)
+    curve += std::to_string(1000000 + i * 100000) + "," + std::to_string(10.0 / (1 + i * i)) + "\n";
   WriteText(dir / "curve.csv", curve);
-  WriteText(dir / "eval_q4.json", nlohmann::json({{"schema", "moeq.eval"}, {"version", 1}, {"ppl", 90.5},
-                                                  {"tokens_scored", 1000},
-                                                  {"reference", {{"kl_mean", 0.08}, {"kl_p99", 0.5}, {"ppl_delta_pct", 3.4}, {"top1_agreement", 0.9}}}}).dump());
-  WriteText(dir / "eval_mint.json", nlohmann::json({{"schema", "moeq.eval"}, {"version", 1}, {"ppl", 88.1},
+  WriteText(
+      dir / "eval_q4.json",
+      nlohmann::json(
+          {{"schema", "moeq.eval"},
+           {"version", 1},
+           {"ppl", 90.5},
+           {"tokens_scored", 1000},
+           {"reference",
+            {{"kl_mean", 0.08}, {"kl_p99", 0.5}, {"ppl_delta_pct", 3.4}, {"top1_agreement", 0.9}}}})
+          .dump());
+  WriteText(dir / "eval_mint.json", nlohmann::json({{"schema", "moeq.eval"},
+                                                    {"version", 1},
+                                                    {"ppl", 88.1},
                                                     {"tokens_scored", 1000},
-                                                    {"reference", {{"kl_mean", 0.03}, {"kl_p99", 0.2}, {"ppl_delta_pct", 0.7}, {"top1_agreement", 0.95}}}}).dump());
+                                                    {"reference",
+                                                     {{"kl_mean", 0.03},
+                                                      {"kl_p99", 0.2},
+                                                      {"ppl_delta_pct", 0.7},
+                                                      {"top1_agreement", 0.95}}}})
+                                        .dump());
   a.options.profile = (dir / "routing_profile.json").string();
   a.options.sensitivity = (dir / "sensitivity.jsonl").string();
   a.options.allocation = (dir / "allocation.json").string();
   a.options.curve = (dir / "curve.csv").string();
-  a.options.evals = {"uniform q4g64=" + (dir / "eval_q4.json").string(), "MINT=" + (dir / "eval_mint.json").string()};
+  a.options.evals = {"uniform q4g64=" + (dir / "eval_q4.json").string(),
+                     "MINT=" + (dir / "eval_mint.json").string()};
   a.options.output = (dir / "report.html").string();
   return a;
 }
 
 size_t Count(const std::string& hay, const std::string& needle) {
   size_t n = 0;
-  for (size_t pos = 0; (pos = hay.find(needle, pos)) != std::string::npos; pos += needle.size()) ++n;
+  for (size_t pos = 0; (pos = hay.find(needle, pos)) != std::string::npos; pos += needle.size())
+    ++n;
   return n;
 }
 
@@ -105,9 +141,10 @@ TEST(Report, ContainsEveryChartAndNoExternalReference) {
   Artefacts a = MakeArtefacts(fs::path(dir.path()));
   auto html = BuildReportHtml(a.options, {});
   ASSERT_TRUE(html.ok()) << html.status().message();
-  for (const char* id : {"chart-alloc-expert_gate", "chart-alloc-expert_up", "chart-alloc-expert_down",
-                         "chart-alloc-layers", "chart-routing", "chart-curve", "chart-feature-stable_rank",
-                         "chart-feature-kurtosis", "chart-sqnr-q4g64", "chart-eval-kl", "chart-eval-ppl"}) {
+  for (const char* id :
+       {"chart-alloc-expert_gate", "chart-alloc-expert_up", "chart-alloc-expert_down",
+        "chart-alloc-layers", "chart-routing", "chart-curve", "chart-feature-stable_rank",
+        "chart-feature-kurtosis", "chart-sqnr-q4g64", "chart-eval-kl", "chart-eval-ppl"}) {
     EXPECT_NE(html->find(std::string("id=\"") + id + "\""), std::string::npos) << id;
   }
   // 3 projections × 2 layers × 8 experts located through the sensitivity file, 2 more tensors,
@@ -167,7 +204,8 @@ TEST(Report, BadInputsAreErrorsNamingTheFile) {
   WriteText(o.sensitivity, "{\"schema\":\"moeq.sensitivity\",\"version\":1}\n{\"tensor\":\"a\"}\n");
   r = BuildReportHtml(o, {});
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("s.jsonl:2: missing field 'format'"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("s.jsonl:2: missing field 'format'"), std::string::npos)
+      << r.status().message();
 
   o = {};
   o.evals = {(fs::path(dir.path()) / "allocation.json").string()};  // wrong schema
@@ -193,7 +231,9 @@ struct Image {
   std::vector<std::array<uint8_t, 3>> rgb;
 };
 
-uint32_t Be32(const unsigned char* p) { return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3]; }
+uint32_t Be32(const unsigned char* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
+}
 
 // Minimal PNG decoder for 8-bit RGB/RGBA non-interlaced images (what chromium writes).
 bool DecodePng(const std::string& data, Image* img, std::string* error) {
@@ -222,14 +262,16 @@ bool DecodePng(const std::string& data, Image* img, std::string* error) {
     pos += 12 + len;
   }
   if (depth != 8 || (color_type != 2 && color_type != 6) || interlace != 0) {
-    *error = "unsupported PNG (depth " + std::to_string(depth) + ", colour type " + std::to_string(color_type) + ")";
+    *error = "unsupported PNG (depth " + std::to_string(depth) + ", colour type " +
+             std::to_string(color_type) + ")";
     return false;
   }
   const int bpp = color_type == 6 ? 4 : 3;
   const size_t stride = static_cast<size_t>(img->width) * bpp;
   std::vector<unsigned char> raw((stride + 1) * static_cast<size_t>(img->height));
   uLongf raw_len = raw.size();
-  if (uncompress(raw.data(), &raw_len, reinterpret_cast<const Bytef*>(idat.data()), idat.size()) != Z_OK ||
+  if (uncompress(raw.data(), &raw_len, reinterpret_cast<const Bytef*>(idat.data()), idat.size()) !=
+          Z_OK ||
       raw_len != raw.size()) {
     *error = "zlib inflate failed";
     return false;
@@ -245,15 +287,22 @@ bool DecodePng(const std::string& data, Image* img, std::string* error) {
       const int c = i >= static_cast<size_t>(bpp) ? prev[i - bpp] : 0;
       int v = line[1 + i];
       switch (filter) {
-        case 1: v += a; break;
-        case 2: v += b; break;
-        case 3: v += (a + b) / 2; break;
+        case 1:
+          v += a;
+          break;
+        case 2:
+          v += b;
+          break;
+        case 3:
+          v += (a + b) / 2;
+          break;
         case 4: {
           const int pa = std::abs(b - c), pb = std::abs(a - c), pc = std::abs(a + b - 2 * c);
           v += (pa <= pb && pa <= pc) ? a : (pb <= pc ? b : c);
           break;
         }
-        default: break;
+        default:
+          break;
       }
       cur[i] = static_cast<unsigned char>(v);
     }
@@ -268,7 +317,8 @@ bool DecodePng(const std::string& data, Image* img, std::string* error) {
 
 std::string FindChromium() {
   if (const char* env = std::getenv("MOEQ_CHROMIUM")) return env;
-  for (const char* c : {"/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"}) {
+  for (const char* c :
+       {"/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"}) {
     if (fs::exists(c)) return c;
   }
   return "";
@@ -277,26 +327,31 @@ std::string FindChromium() {
 TEST(Report, RendersInHeadlessChromium) {
   const std::string chromium = FindChromium();
   if (chromium.empty()) {
-    GTEST_SKIP() << "no chromium found (install Debian's 'chromium' or set MOEQ_CHROMIUM): skipping the browser rendering test";
+    GTEST_SKIP() << "no chromium found (install Debian's 'chromium' or set MOEQ_CHROMIUM): "
+                    "skipping the browser rendering test";
   }
   ScopedTempDir dir;
   Artefacts a = MakeArtefacts(fs::path(dir.path()));
   ArtifactContext ctx;
   ASSERT_TRUE(RunReport(a.options, ctx).ok());
   const std::string url = "file://" + fs::absolute(a.options.output).string();
-  const std::string common = "timeout 120 " + chromium +
-                             " --headless --no-sandbox --disable-gpu --hide-scrollbars --no-first-run"
-                             " --user-data-dir=" + (fs::path(dir.path()) / "profile").string() + " --window-size=1280,2400 ";
+  const std::string common =
+      "timeout 120 " + chromium +
+      " --headless --no-sandbox --disable-gpu --hide-scrollbars --no-first-run"
+      " --user-data-dir=" +
+      (fs::path(dir.path()) / "profile").string() + " --window-size=1280,2400 ";
   const std::string png = (fs::path(dir.path()) / "shot.png").string();
   const std::string dom = (fs::path(dir.path()) / "dom.html").string();
-  ASSERT_EQ(std::system((common + "--screenshot=" + png + " " + url + " >/dev/null 2>&1").c_str()), 0)
+  ASSERT_EQ(std::system((common + "--screenshot=" + png + " " + url + " >/dev/null 2>&1").c_str()),
+            0)
       << "chromium failed to take a screenshot";
   ASSERT_EQ(std::system((common + "--dump-dom " + url + " >" + dom + " 2>/dev/null").c_str()), 0);
 
   // The DOM the browser built has every chart.
   auto dom_text = ReadFile(dom);
   ASSERT_TRUE(dom_text.ok());
-  for (const char* id : {"chart-alloc-expert_down", "chart-routing", "chart-curve", "chart-feature-stable_rank", "chart-eval-kl"}) {
+  for (const char* id : {"chart-alloc-expert_down", "chart-routing", "chart-curve",
+                         "chart-feature-stable_rank", "chart-eval-kl"}) {
     EXPECT_NE(dom_text->find(std::string("id=\"") + id + "\""), std::string::npos) << id;
   }
   EXPECT_GE(Count(*dom_text, "class=\"cell\""), 60u);

@@ -7,9 +7,9 @@
 #include <map>
 
 #include "moeq/base/build_info.h"
+#include "moeq/base/file_util.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/engine/engine.h"
-#include "moeq/base/file_util.h"
 #include "moeq/profile/routing_profile.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
@@ -21,7 +21,8 @@ namespace {
 class RawRouting : public ForwardObserver {
  public:
   void OnRouting(int layer, int64_t tokens, int top_k, std::span<const int32_t> experts,
-                 std::span<const float> weights, std::span<const float>, std::span<const float>) override {
+                 std::span<const float> weights, std::span<const float>,
+                 std::span<const float>) override {
     ids[layer].assign(experts.begin(), experts.begin() + tokens * top_k);
     w[layer].assign(weights.begin(), weights.begin() + tokens * top_k);
   }
@@ -106,7 +107,8 @@ TEST_F(RoutingStats, MatchesBruteForceRecomputation) {
         rank[e] += j;
         gate[e] += w[l][t * k + j];
         ++dom[domain_of_token[t] * E + e];
-        for (int j2 = j + 1; j2 < k; ++j2) ++pairs[{std::min(e, ids[l][t * k + j2]), std::max(e, ids[l][t * k + j2])}];
+        for (int j2 = j + 1; j2 < k; ++j2)
+          ++pairs[{std::min(e, ids[l][t * k + j2]), std::max(e, ids[l][t * k + j2])}];
       }
     }
     for (int e = 0; e < E; ++e) {
@@ -128,7 +130,8 @@ TEST_F(RoutingStats, MatchesBruteForceRecomputation) {
       EXPECT_EQ(lp.top_pairs[i].b, sorted[i].second.second);
       EXPECT_EQ(lp.top_pairs[i].count, -sorted[i].first);
       const double expect = static_cast<double>(-sorted[i].first) * static_cast<double>(T) /
-                            (static_cast<double>(count[sorted[i].second.first]) * static_cast<double>(count[sorted[i].second.second]));
+                            (static_cast<double>(count[sorted[i].second.first]) *
+                             static_cast<double>(count[sorted[i].second.second]));
       EXPECT_NEAR(lp.top_pairs[i].lift, expect, 1e-12 * expect);
     }
     // Hotness: recount each update's window from scratch.
@@ -189,7 +192,8 @@ TEST_F(RoutingStats, DomainCountsEqualSeparateRunsAndSumToCombined) {
   }
   // The JSON carries them and reads back.
   auto j = RoutingProfileToJson(*both, {});
-  EXPECT_EQ(j["layers"][0]["experts"][3]["domain_counts"]["prose"].get<int64_t>(), both->layers[0].experts[3].domain_counts[1]);
+  EXPECT_EQ(j["layers"][0]["experts"][3]["domain_counts"]["prose"].get<int64_t>(),
+            both->layers[0].experts[3].domain_counts[1]);
   auto back = RoutingProfileFromJson(j, "x");
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->layers[1].experts[5].domain_counts, both->layers[1].experts[5].domain_counts);
@@ -237,7 +241,8 @@ TEST_F(RoutingStats, TraceOfTheEngineRoutingGivesTheSameProfile) {
       EXPECT_EQ(y.experts[e].hotness.promotions, x.experts[e].hotness.promotions);
     }
     ASSERT_EQ(y.top_pairs.size(), x.top_pairs.size());
-    for (size_t i = 0; i < x.top_pairs.size(); ++i) EXPECT_EQ(y.top_pairs[i].count, x.top_pairs[i].count);
+    for (size_t i = 0; i < x.top_pairs.size(); ++i)
+      EXPECT_EQ(y.top_pairs[i].count, x.top_pairs[i].count);
   }
   // Domains come from the lines' "domain" (which wins over the file's).
   ASSERT_EQ(traced->domains.size(), 2u);
@@ -251,7 +256,9 @@ TEST_F(RoutingStats, BadTraceLinesNameFileLineAndField) {
   struct Case {
     std::string line, expect;
   } cases[] = {
-      {R"({"layer":0,"token":0,"experts":[1,2],"weights":[0.5,0.5]})" "\n" R"({"layer":0,"token":1,"experts":[1,9],"weights":[0.5,0.5]})",
+      {R"({"layer":0,"token":0,"experts":[1,2],"weights":[0.5,0.5]})"
+       "\n"
+       R"({"layer":0,"token":1,"experts":[1,9],"weights":[0.5,0.5]})",
        ":2: field 'experts'"},
       {R"({"layer":0,"token":0,"experts":[1],"weights":[1.0]})", ":1: field 'experts'"},
       {R"({"layer":7,"token":0,"experts":[1,2],"weights":[0.5,0.5]})", ":1: field 'layer'"},
@@ -260,7 +267,9 @@ TEST_F(RoutingStats, BadTraceLinesNameFileLineAndField) {
       {R"({"layer":0,"token":0,"experts":[1,2],"weights":[0.5]})", ":1: field 'weights'"},
       {R"({"layer":0,"token":0,"experts":[3,3],"weights":[0.5,0.5]})", ":1: field 'experts'"},
       {"{\"layer\":0,", ":1: invalid JSON"},
-      {R"({"layer":1,"token":4,"experts":[1,2],"weights":[0.5,0.5]})" "\n\n" R"({"layer":1,"token":4,"experts":[1,3],"weights":[0.5,0.5]})",
+      {R"({"layer":1,"token":4,"experts":[1,2],"weights":[0.5,0.5]})"
+       "\n\n"
+       R"({"layer":1,"token":4,"experts":[1,3],"weights":[0.5,0.5]})",
        ":3: field 'token'"},
   };
   for (const Case& c : cases) {
@@ -268,7 +277,8 @@ TEST_F(RoutingStats, BadTraceLinesNameFileLineAndField) {
     TraceInput in{path, "default"};
     auto r = ProfileRoutingTraces((*ckpt_).config(), std::span(&in, 1), po_);
     ASSERT_FALSE(r.ok()) << c.line;
-    EXPECT_NE(r.status().message().find(path + c.expect), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find(path + c.expect), std::string::npos)
+        << r.status().message();
   }
 }
 
@@ -283,21 +293,23 @@ TEST(HotnessTracker, HysteresisOnAHandMadeSequence) {
   auto feed = [&](std::initializer_list<int32_t> seq) {
     for (int32_t e : seq) tr.AddToken(std::span<const int32_t>(&e, 1));
   };
-  // Tokens 1..8: expert 0 has 4/8 = 0.5 > 0.375 → initially hot (not a promotion); expert 1 has 2/8.
+  // Tokens 1..8: expert 0 has 4/8 = 0.5 > 0.375 → initially hot (not a promotion); expert 1 has
+  // 2/8.
   feed({0, 0, 1, 0, 2, 0, 1, 3});
   EXPECT_EQ(tr.updates(), 1);
   EXPECT_TRUE(tr.experts()[0].hot);
   EXPECT_FALSE(tr.experts()[1].hot);
   EXPECT_EQ(tr.experts()[0].promotions, 0);
-  // Tokens 9..12: window = {2,0,1,3,1,1,1,2}: expert 0 at 1/8 < 0.25 → demoted; expert 1 at 4/8 → promoted.
+  // Tokens 9..12: window = {2,0,1,3,1,1,1,2}: expert 0 at 1/8 < 0.25 → demoted; expert 1 at 4/8 →
+  // promoted.
   feed({1, 1, 1, 2});
   EXPECT_EQ(tr.updates(), 2);
   EXPECT_FALSE(tr.experts()[0].hot);
   EXPECT_EQ(tr.experts()[0].demotions, 1);
   EXPECT_TRUE(tr.experts()[1].hot);
   EXPECT_EQ(tr.experts()[1].promotions, 1);
-  // Tokens 13..16: window = {1,1,1,2,0,2,2,3}: expert 1 at 3/8 = 0.375 is inside the hysteresis band
-  // [0.25, 0.375] and stays hot; expert 2 at 3/8 is not above 0.375 and stays cold.
+  // Tokens 13..16: window = {1,1,1,2,0,2,2,3}: expert 1 at 3/8 = 0.375 is inside the hysteresis
+  // band [0.25, 0.375] and stays hot; expert 2 at 3/8 is not above 0.375 and stays cold.
   feed({0, 2, 2, 3});
   EXPECT_TRUE(tr.experts()[1].hot);
   EXPECT_FALSE(tr.experts()[2].hot);
@@ -324,9 +336,11 @@ TEST(HotnessOptions, ParsesTheShippedConfigAndRejectsBadFields) {
   EXPECT_EQ(h->demote_below, d.demote_below);
   auto bad = HotnessOptionsFromJson({{"window", 0}}, "h.json");
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find("h.json: field 'window'"), std::string::npos) << bad.status().message();
+  EXPECT_NE(bad.status().message().find("h.json: field 'window'"), std::string::npos)
+      << bad.status().message();
   EXPECT_FALSE(HotnessOptionsFromJson({{"windw", 10}}, "h.json").ok());
-  EXPECT_FALSE(HotnessOptionsFromJson({{"promote_above", 1.0}, {"demote_below", 2.0}}, "h.json").ok());
+  EXPECT_FALSE(
+      HotnessOptionsFromJson({{"promote_above", 1.0}, {"demote_below", 2.0}}, "h.json").ok());
 }
 
 }  // namespace

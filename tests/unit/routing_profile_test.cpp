@@ -5,8 +5,8 @@
 #include <gtest/gtest.h>
 
 #include "moeq/base/build_info.h"
-#include "moeq/checkpoint/checkpoint.h"
 #include "moeq/base/file_util.h"
+#include "moeq/checkpoint/checkpoint.h"
 #include "moeq/formats/safetensors.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
@@ -35,14 +35,17 @@ TEST(RoutingProfile, BundledModelMatchesReferenceRoutingCounts) {
   const auto& counts = (*ref)["counts"];
   int64_t total_diff = 0, total = 0, allowed = 0;
   for (size_t l = 0; l < prof->layers.size(); ++l) {
-    allowed += 2 * (*ref)["per_layer_summary"][l]["near_tie_tokens_kth_vs_next_lt_1e-5"].get<int64_t>();
+    allowed +=
+        2 * (*ref)["per_layer_summary"][l]["near_tie_tokens_kth_vs_next_lt_1e-5"].get<int64_t>();
     for (size_t e = 0; e < prof->layers[l].experts.size(); ++e) {
       total_diff += std::abs(prof->layers[l].experts[e].count - counts[l][e].get<int64_t>());
       total += prof->layers[l].experts[e].count;
     }
   }
-  std::printf("routing assignments: %lld, |count - reference| summed: %lld (near-tie allowance %lld)\n",
-              static_cast<long long>(total), static_cast<long long>(total_diff), static_cast<long long>(allowed));
+  std::printf(
+      "routing assignments: %lld, |count - reference| summed: %lld (near-tie allowance %lld)\n",
+      static_cast<long long>(total), static_cast<long long>(total_diff),
+      static_cast<long long>(allowed));
   EXPECT_EQ(total, 4096 * 4 * 4);
   EXPECT_LE(total_diff, allowed);
 }

@@ -1,12 +1,12 @@
 // safetensors reader and writer: round trips, determinism, sharding and header validation.
 #include "moeq/formats/safetensors.h"
 
-#include <ostream>
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <ostream>
 
 #include "moeq/base/file_util.h"
 #include "moeq/base/half.h"
@@ -27,8 +27,10 @@ std::vector<std::byte> Bytes(const std::vector<float>& v) {
 TEST(SafetensorsWriter, RoundTripsTensorsAndMetadata) {
   test::ScopedTempDir dir;
   const std::string path = dir.path() + "/a.safetensors";
-  std::vector<TensorInfo> infos = {{"w", DType::kF32, {2, 3}}, {"b", DType::kBF16, {3}},
-                                   {"e", DType::kF32, {0, 4}}, {"s", DType::kI64, {}}};
+  std::vector<TensorInfo> infos = {{"w", DType::kF32, {2, 3}},
+                                   {"b", DType::kBF16, {3}},
+                                   {"e", DType::kF32, {0, 4}},
+                                   {"s", DType::kI64, {}}};
   auto w = SafetensorsWriter::Create(path, infos, {{"format", "pt"}, {"k", "v"}});
   ASSERT_TRUE(w.ok()) << w.status().ToString();
   std::vector<float> wv = {1, 2, 3, 4, 5, 6};
@@ -60,7 +62,8 @@ TEST(SafetensorsWriter, RoundTripsTensorsAndMetadata) {
 
 TEST(SafetensorsWriter, OutputIsDeterministicWhateverTheWriteOrder) {
   test::ScopedTempDir dir;
-  std::vector<TensorInfo> infos = {{"x", DType::kF32, {4}}, {"a", DType::kF16, {2}}, {"m", DType::kF32, {2}}};
+  std::vector<TensorInfo> infos = {
+      {"x", DType::kF32, {4}}, {"a", DType::kF16, {2}}, {"m", DType::kF32, {2}}};
   std::vector<float> x = {1, 2, 3, 4}, m = {7, 8};
   std::vector<uint16_t> a = {1, 2};
   for (int order = 0; order < 2; ++order) {
@@ -101,13 +104,16 @@ TEST(SafetensorsWriter, RejectsWrongSizeAndUndeclared) {
   std::vector<float> three = {1, 2, 3};
   EXPECT_FALSE((*w)->Write("t", Bytes(three)).ok());
   EXPECT_FALSE((*w)->Write("u", Bytes(three)).ok());
-  EXPECT_FALSE(SafetensorsWriter::Create(dir.path() + "/y", {{"t", DType::kF32, {1}}, {"t", DType::kF32, {1}}}).ok());
+  EXPECT_FALSE(SafetensorsWriter::Create(dir.path() + "/y",
+                                         {{"t", DType::kF32, {1}}, {"t", DType::kF32, {1}}})
+                   .ok());
 }
 
 TEST(ShardedSafetensorsWriter, SplitsAndWritesIndex) {
   test::ScopedTempDir dir;
   std::vector<TensorInfo> infos;
-  for (int i = 0; i < 5; ++i) infos.push_back({"t" + std::to_string(i), DType::kF32, {256}});  // 1 KiB each
+  for (int i = 0; i < 5; ++i)
+    infos.push_back({"t" + std::to_string(i), DType::kF32, {256}});  // 1 KiB each
   ShardingOptions opt;
   opt.max_shard_bytes = 2048;
   auto w = ShardedSafetensorsWriter::Create(dir.path(), infos, opt);
@@ -140,9 +146,9 @@ TEST(ShardedSafetensorsWriter, SingleShardHasNoIndex) {
 
 struct BadCase {
   const char* label;
-  std::string header;    // JSON header text
-  size_t data_bytes;     // bytes after the header
-  const char* expect;    // substring of the error message
+  std::string header;  // JSON header text
+  size_t data_bytes;   // bytes after the header
+  const char* expect;  // substring of the error message
 };
 
 /// Printed in test names (gtest_discover_tests shows parameter values): a readable label.
@@ -157,7 +163,8 @@ TEST_P(SafetensorsBadHeader, IsRejectedWithAPreciseMessage) {
   WriteRawSafetensors(path, c.header, c.data_bytes);
   auto f = SafetensorsFile::Open(path);
   ASSERT_FALSE(f.ok()) << c.label;
-  EXPECT_NE(f.status().message().find("bad.safetensors"), std::string::npos) << f.status().message();
+  EXPECT_NE(f.status().message().find("bad.safetensors"), std::string::npos)
+      << f.status().message();
   EXPECT_NE(f.status().message().find(c.expect), std::string::npos) << f.status().message();
 }
 
@@ -172,21 +179,28 @@ INSTANTIATE_TEST_SUITE_P(
                 "tensor 'a': dtype F32 × shape [2, 2] is 16 bytes but data_offsets span 12"},
         BadCase{"out of range", R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", 8,
                 "tensor 'a': data_offsets [0, 16) exceed the data buffer of 8 bytes"},
-        BadCase{"overlap", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
-                12, "tensor 'b': data_offsets [4, 12) overlap tensor 'a'"},
+        BadCase{
+            "overlap",
+            R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+            12, "tensor 'b': data_offsets [4, 12) overlap tensor 'a'"},
         BadCase{"reversed", R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}})", 8,
                 "end before they begin"},
         BadCase{"negative dim", R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4,
                 "'shape' has an entry"},
-        BadCase{"missing offsets", R"({"a":{"dtype":"F32","shape":[1]}})", 4, "'data_offsets' must be"},
-        BadCase{"duplicate", R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
-                4, "tensor 'a' appears twice"},
+        BadCase{"missing offsets", R"({"a":{"dtype":"F32","shape":[1]}})", 4,
+                "'data_offsets' must be"},
+        BadCase{
+            "duplicate",
+            R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+            4, "tensor 'a' appears twice"},
         BadCase{"bad metadata", R"({"__metadata__":{"k":1}})", 0, "'__metadata__' value for 'k'"},
-        BadCase{"huge shape", R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})", 4,
+        BadCase{"huge shape",
+                R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})", 4,
                 "overflows"}),
     [](const auto& info) {
       std::string n = info.param.label;
-      for (char& ch : n) if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      for (char& ch : n)
+        if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
       return n;
     });
 
@@ -210,7 +224,8 @@ TEST(SafetensorsFile, RejectsTruncatedAndTinyFiles) {
   }
   f = SafetensorsFile::Open(path);
   ASSERT_FALSE(f.ok());
-  EXPECT_NE(f.status().message().find("runs past the end"), std::string::npos) << f.status().message();
+  EXPECT_NE(f.status().message().find("runs past the end"), std::string::npos)
+      << f.status().message();
 
   // Header length above the 100 MB cap.
   {
@@ -240,10 +255,13 @@ TEST(SafetensorsFile, AcceptsUnalignedDataAsMlxWritesIt) {
 }
 
 TEST(Sha256, KnownVectors) {
-  EXPECT_EQ(Sha256Hex(std::string_view("")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(Sha256Hex(std::string_view("abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(Sha256Hex(std::string_view("")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(Sha256Hex(std::string_view("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   std::string million(1000000, 'a');
-  EXPECT_EQ(Sha256Hex(std::string_view(million)), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  EXPECT_EQ(Sha256Hex(std::string_view(million)),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 }  // namespace

@@ -9,13 +9,13 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "moeq/tokenizer/text_input.h"
 #include "moeq/base/build_info.h"
+#include "moeq/base/file_util.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/engine/engine.h"
 #include "moeq/eval/eval.h"
-#include "moeq/base/file_util.h"
 #include "moeq/profile/routing_profile.h"
+#include "moeq/tokenizer/text_input.h"
 
 namespace moeq {
 namespace {
@@ -36,7 +36,8 @@ std::vector<std::string> SharedModels(const char* file) {
 
 TEST(SharedReference, RoutingCountsMatchReferenceRouting) {
   const auto models = SharedModels("reference_routing.json");
-  if (models.empty()) GTEST_SKIP() << kShared << "/models is absent: skipping the shared routing references";
+  if (models.empty())
+    GTEST_SKIP() << kShared << "/models is absent: skipping the shared routing references";
   for (const std::string& dir : models) {
     SCOPED_TRACE(dir);
     auto ref = ReadJsonFile(dir + "/reference_routing.json");
@@ -56,16 +57,18 @@ TEST(SharedReference, RoutingCountsMatchReferenceRouting) {
     ASSERT_EQ(prof->layers.size(), counts.size());
     int64_t diff = 0, allowed = 0, total = 0;
     for (size_t l = 0; l < prof->layers.size(); ++l) {
-      allowed += 2 * (*ref)["per_layer_summary"][l]["near_tie_tokens_kth_vs_next_lt_1e-5"].get<int64_t>();
+      allowed +=
+          2 * (*ref)["per_layer_summary"][l]["near_tie_tokens_kth_vs_next_lt_1e-5"].get<int64_t>();
       ASSERT_EQ(prof->layers[l].experts.size(), counts[l].size());
       for (size_t e = 0; e < counts[l].size(); ++e) {
         diff += std::abs(prof->layers[l].experts[e].count - counts[l][e].get<int64_t>());
         total += prof->layers[l].experts[e].count;
       }
     }
-    std::printf("%s: %lld routing assignments, |count - reference| summed %lld (near-tie allowance %lld)\n",
-                dir.c_str(), static_cast<long long>(total), static_cast<long long>(diff),
-                static_cast<long long>(allowed));
+    std::printf(
+        "%s: %lld routing assignments, |count - reference| summed %lld (near-tie allowance %lld)\n",
+        dir.c_str(), static_cast<long long>(total), static_cast<long long>(diff),
+        static_cast<long long>(allowed));
     EXPECT_EQ(total, static_cast<int64_t>(ids.size()) * (*ref)["top_k"].get<int64_t>() *
                          static_cast<int64_t>(counts.size()));
     // Only tokens whose k-th and (k+1)-th router probabilities are within 1e-5 may flip.
@@ -75,10 +78,12 @@ TEST(SharedReference, RoutingCountsMatchReferenceRouting) {
 
 TEST(SharedReference, PerplexityMatchesReferenceJsonTo4SignificantDigits) {
   const auto models = SharedModels("reference.json");
-  if (models.empty()) GTEST_SKIP() << kShared << "/models is absent: skipping the shared perplexity references";
+  if (models.empty())
+    GTEST_SKIP() << kShared << "/models is absent: skipping the shared perplexity references";
   const char* env = std::getenv("MOEQ_FULL_REFERENCE_EVAL");
   if (!env || std::string(env) != "1") {
-    GTEST_SKIP() << "set MOEQ_FULL_REFERENCE_EVAL=1 to evaluate the shared models on their whole held-out corpus "
+    GTEST_SKIP() << "set MOEQ_FULL_REFERENCE_EVAL=1 to evaluate the shared models on their whole "
+                    "held-out corpus "
                     "(~30 s per model) against reference.json";
   }
   for (const std::string& dir : models) {
@@ -108,9 +113,11 @@ TEST(SharedReference, PerplexityMatchesReferenceJsonTo4SignificantDigits) {
     auto r = Evaluate(**engine, tokens->ids, eo);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     const double want = h["perplexity"].get<double>();
-    std::printf("%s: ppl %.6f (reference %.6f, rel. diff %.2e), %lld tokens scored in %lld windows, %.0f tok/s\n",
-                dir.c_str(), r->ppl, want, r->ppl / want - 1, static_cast<long long>(r->tokens_scored),
-                static_cast<long long>(r->windows), r->tokens_per_second);
+    std::printf(
+        "%s: ppl %.6f (reference %.6f, rel. diff %.2e), %lld tokens scored in %lld windows, %.0f "
+        "tok/s\n",
+        dir.c_str(), r->ppl, want, r->ppl / want - 1, static_cast<long long>(r->tokens_scored),
+        static_cast<long long>(r->windows), r->tokens_per_second);
     EXPECT_EQ(r->tokens_scored, h["tokens_scored"].get<int64_t>());
     EXPECT_EQ(r->windows, h["windows"].get<int64_t>());
     EXPECT_LT(std::abs(r->ppl / want - 1), 5e-5);  // 4 significant digits

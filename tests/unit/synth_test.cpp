@@ -7,10 +7,10 @@
 #include <filesystem>
 #include <set>
 
-#include "moeq/checkpoint/checkpoint.h"
-#include "moeq/engine/engine.h"
 #include "moeq/base/file_util.h"
 #include "moeq/base/half.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/engine/engine.h"
 #include "moeq/tokenizer/tokenizer.h"
 #include "testing/temp_dir.h"
 #include "testing/tool_testing.h"
@@ -124,13 +124,15 @@ TEST(Synth, DeterministicForAnyThreadCountAndSeeded) {
   ASSERT_TRUE(WriteSynthCheckpoint(tmp.Join("a"), a).ok());
   ASSERT_TRUE(WriteSynthCheckpoint(tmp.Join("b"), b).ok());
   ASSERT_TRUE(WriteSynthCheckpoint(tmp.Join("c"), c).ok());
-  const auto ha = FileHashes(tmp.Join("a")), hb = FileHashes(tmp.Join("b")), hc = FileHashes(tmp.Join("c"));
+  const auto ha = FileHashes(tmp.Join("a")), hb = FileHashes(tmp.Join("b")),
+             hc = FileHashes(tmp.Join("c"));
   EXPECT_EQ(ha, hb);
   EXPECT_GT(ha.size(), 3u);
   // Another seed: same files, other weights.
   ASSERT_EQ(ha.size(), hc.size());
   int differ = 0;
-  for (const auto& [name, h] : ha) differ += name.find(".safetensors") != std::string::npos && hc.at(name) != h;
+  for (const auto& [name, h] : ha)
+    differ += name.find(".safetensors") != std::string::npos && hc.at(name) != h;
   EXPECT_GT(differ, 0);
 }
 
@@ -235,10 +237,12 @@ TEST(Synth, CliPrintsConfigAndRejectsUnknownPreset) {
   test::ScopedTempDir tmp;
   EXPECT_EQ(test::RunToolCommand("moeq-synth --preset mixtral-8x7b --print-config"), 0);
   EXPECT_EQ(test::RunToolCommand("moeq-synth --preset nope -o " + tmp.Join("x")), 2);
-  EXPECT_EQ(test::RunToolCommand("moeq-synth --preset qwen3-30b-a3b --layers 1 --hidden 64 --heads 2 --kv-heads 1 "
-                                 "--head-dim 32 --experts 4 --top-k 2 --moe-ff 32 --vocab 300 --shard-size 100KB -o " +
-                                 tmp.Join("m")),
-            0);
+  EXPECT_EQ(
+      test::RunToolCommand(
+          "moeq-synth --preset qwen3-30b-a3b --layers 1 --hidden 64 --heads 2 --kv-heads 1 "
+          "--head-dim 32 --experts 4 --top-k 2 --moe-ff 32 --vocab 300 --shard-size 100KB -o " +
+          tmp.Join("m")),
+      0);
   EXPECT_TRUE(std::filesystem::exists(tmp.Join("m/model.safetensors.index.json")));
 }
 

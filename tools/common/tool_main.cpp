@@ -1,15 +1,15 @@
 // RunTool: the common edge of every moeq executable (options, logging, exit codes).
 #include "tool_main.h"
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <exception>
-#include <iterator>
 #include <fstream>
+#include <iterator>
 #include <sstream>
-
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 
 #include "moeq/base/build_info.h"
 #include "moeq/base/git_version.h"
@@ -54,9 +54,12 @@ class JsonConfig : public CLI::Config {
   std::vector<CLI::ConfigItem> from_config(std::istream& input) const override {
     const std::string text{std::istreambuf_iterator<char>(input), std::istreambuf_iterator<char>()};
     auto parsed = moeq::ParseJson(text, "--config");
-    if (!parsed.ok()) throw CLI::ConfigError(parsed.status().message(), CLI::ExitCodes::ConfigError);
+    if (!parsed.ok())
+      throw CLI::ConfigError(parsed.status().message(), CLI::ExitCodes::ConfigError);
     nlohmann::json j = std::move(*parsed);
-    if (!j.is_object()) throw CLI::ConfigError("--config: the file must hold a JSON object", CLI::ExitCodes::ConfigError);
+    if (!j.is_object())
+      throw CLI::ConfigError("--config: the file must hold a JSON object",
+                             CLI::ExitCodes::ConfigError);
     std::vector<CLI::ConfigItem> items;
     for (auto it = j.begin(); it != j.end(); ++it) {
       if (it.key() == "schema" || it.key() == "version" || it.key() == "$comment") continue;
@@ -70,8 +73,9 @@ class JsonConfig : public CLI::Config {
         } else if (v.is_number()) {
           item.inputs.push_back(v.dump());
         } else {
-          throw CLI::ConfigError("--config: key '" + it.key() + "' must be a string, number, boolean or array",
-                                 CLI::ExitCodes::ConfigError);
+          throw CLI::ConfigError(
+              "--config: key '" + it.key() + "' must be a string, number, boolean or array",
+              CLI::ExitCodes::ConfigError);
         }
       };
       if (it->is_array()) {
@@ -165,7 +169,8 @@ int RunTool(int argc, char** argv, std::string_view name, std::string_view descr
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.add_flag("-v,--verbose", verbose, "Same as --log-level debug");
   app.add_flag("-q,--quiet", quiet, "Same as --log-level warn");
-  app.add_option("--threads", ctx.threads, "Worker threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  app.add_option("--threads", ctx.threads, "Worker threads (0 = all cores)")
+      ->check(CLI::Range(0, 1024));
   app.add_flag("--force", ctx.force, "Replace an existing output");
 
   try {
@@ -213,7 +218,8 @@ int RunTool(int argc, char** argv, std::string_view name, std::string_view descr
   }
   if (!status.ok()) {
     spdlog::error("{}", status.message());
-    if (status.code() == StatusCode::kAlreadyExists) spdlog::info("note: pass --force to replace it");
+    if (status.code() == StatusCode::kAlreadyExists)
+      spdlog::info("note: pass --force to replace it");
   }
   spdlog::default_logger()->flush();
   return ExitCodeFor(status);

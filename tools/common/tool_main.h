@@ -14,12 +14,11 @@
 // Exit codes: 0 ok, 1 runtime or data error, 2 usage error, 3 a quality gate failed.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include "moeq/base/artifact.h"
 #include "moeq/base/status.h"

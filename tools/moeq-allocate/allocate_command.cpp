@@ -1,15 +1,16 @@
 // moeq-allocate: mixed-precision bit allocation (MINT MCKP with the SQNR veto; DynaMINT tiers).
+#include "moeq-allocate/allocate_command.h"
+
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 
-#include <spdlog/spdlog.h>
-
 #include "moeq/allocate/allocation.h"
-#include "moeq-allocate/allocate_command.h"
-#include "moeq/profile/expert_tiers.h"
 #include "moeq/base/file_util.h"
+#include "moeq/profile/expert_tiers.h"
 #include "moeq/profile/routing_profile.h"
 
 namespace moeq {
@@ -39,13 +40,20 @@ Result<alloc::SolverKind> ParseSolver(const std::string& s) {
 
 Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) {
   using namespace alloc;
-  if (o.sensitivity.empty()) return Status::InvalidArgument("missing the sensitivity.jsonl argument");
+  if (o.sensitivity.empty())
+    return Status::InvalidArgument("missing the sensitivity.jsonl argument");
   if (o.budget.empty() == (o.bpw <= 0)) {
-    return Status::InvalidArgument("give exactly one budget: --budget SIZE (e.g. 21GB, 19.5GiB) or --bpw BITS (e.g. 4.5)");
+    return Status::InvalidArgument(
+        "give exactly one budget: --budget SIZE (e.g. 21GB, 19.5GiB) or --bpw BITS (e.g. 4.5)");
   }
-  if (o.bpw < 0 || o.bpw > 32) return Status::InvalidArgument("--bpw " + std::to_string(o.bpw) + ": expected a value in (0, 32]");
-  if (!(o.min_sqnr >= -200 && o.min_sqnr <= 200)) return Status::InvalidArgument("--min-sqnr: expected a value in dB between -200 and 200");
-  if (o.curve < 0 || o.curve == 1 || o.curve > 10000) return Status::InvalidArgument("--curve " + std::to_string(o.curve) + ": expected 0 or 2..10000 points");
+  if (o.bpw < 0 || o.bpw > 32)
+    return Status::InvalidArgument("--bpw " + std::to_string(o.bpw) +
+                                   ": expected a value in (0, 32]");
+  if (!(o.min_sqnr >= -200 && o.min_sqnr <= 200))
+    return Status::InvalidArgument("--min-sqnr: expected a value in dB between -200 and 200");
+  if (o.curve < 0 || o.curve == 1 || o.curve > 10000)
+    return Status::InvalidArgument("--curve " + std::to_string(o.curve) +
+                                   ": expected 0 or 2..10000 points");
   AllocationSettings settings;
   MOEQ_ASSIGN_OR_RETURN(settings.policy, ParsePolicy(o.policy));
   MOEQ_ASSIGN_OR_RETURN(settings.solver, ParseSolver(o.solver));
@@ -56,7 +64,8 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
     return Status::InvalidArgument("--allow-prune applies only to --policy tiered");
   }
   if (settings.policy != Policy::kMckp && o.profile.empty()) {
-    return Status::InvalidArgument("--policy " + o.policy + " needs --profile routing_profile.json");
+    return Status::InvalidArgument("--policy " + o.policy +
+                                   " needs --profile routing_profile.json");
   }
   std::optional<uint64_t> budget_bytes;
   const bool min_budget = o.budget == "min";  // the smallest feasible plan
@@ -114,21 +123,28 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
     budget_bytes = model.problem.MinBytes();
   } else if (!budget_bytes) {
     bpw = o.bpw;
-    budget_bytes = static_cast<uint64_t>(std::floor(o.bpw * static_cast<double>(model.total_params) / 8.0));
+    budget_bytes =
+        static_cast<uint64_t>(std::floor(o.bpw * static_cast<double>(model.total_params) / 8.0));
   }
   const uint64_t min_bytes = model.problem.MinBytes(), max_bytes = model.problem.MaxBytes();
   if (*budget_bytes < min_bytes) {
-    return Status::Unsupported(o.sensitivity + ": budget " + std::to_string(*budget_bytes) + " bytes (" + GiBText(*budget_bytes) +
-                               ") is below the smallest feasible size of the allocated tensors, " + std::to_string(min_bytes) +
-                               " bytes (" + GiBText(min_bytes) + "), with the SQNR veto at " + std::to_string(o.min_sqnr) +
+    return Status::Unsupported(o.sensitivity + ": budget " + std::to_string(*budget_bytes) +
+                               " bytes (" + GiBText(*budget_bytes) +
+                               ") is below the smallest feasible size of the allocated tensors, " +
+                               std::to_string(min_bytes) + " bytes (" + GiBText(min_bytes) +
+                               "), with the SQNR veto at " + std::to_string(o.min_sqnr) +
                                " dB, pins and tiers applied");
   }
   if (*budget_bytes >= max_bytes) {
-    spdlog::info("budget {} bytes is at or above full precision ({} bytes): every tensor keeps its highest-precision config (16-bit)",
-                 *budget_bytes, max_bytes);
+    spdlog::info(
+        "budget {} bytes is at or above full precision ({} bytes): every tensor keeps its "
+        "highest-precision config (16-bit)",
+        *budget_bytes, max_bytes);
   }
-  MOEQ_ASSIGN_OR_RETURN(AllocationResult result, SolveAllocation(sens, model, *budget_bytes, settings.solver));
-  const double solve_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  MOEQ_ASSIGN_OR_RETURN(AllocationResult result,
+                        SolveAllocation(sens, model, *budget_bytes, settings.solver));
+  const double solve_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   nlohmann::json j = MakeArtifactHeader("moeq.allocation", 1, ctx, in);
   nlohmann::json body = AllocationToJson(sens, result, model, settings.policy, bpw);
@@ -145,24 +161,33 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
   std::fflush(stdout);
 
   if (o.curve > 0) {
-    MOEQ_ASSIGN_OR_RETURN(std::vector<CurvePoint> curve, BudgetCurve(model, o.curve, settings.solver));
-    MOEQ_RETURN_IF_ERROR(WriteFileAtomic(csv_path, CurveCsv(curve, model.total_params), {.overwrite = ctx.force}));
+    MOEQ_ASSIGN_OR_RETURN(std::vector<CurvePoint> curve,
+                          BudgetCurve(model, o.curve, settings.solver));
+    MOEQ_RETURN_IF_ERROR(
+        WriteFileAtomic(csv_path, CurveCsv(curve, model.total_params), {.overwrite = ctx.force}));
     MOEQ_RETURN_IF_ERROR(WriteFileAtomic(
-        svg_path, CurveSvg(curve, model.total_params,
-                           "moeq-allocate budget curve (" + std::string(PolicyName(settings.policy)) + "): " +
-                               std::filesystem::path(o.sensitivity).filename().string(),
-                           settings.objective == Objective::kMse ? "Σ π²·α·x·NRMSE²" : "Σ π·α·NRMSE"),
+        svg_path,
+        CurveSvg(curve, model.total_params,
+                 "moeq-allocate budget curve (" + std::string(PolicyName(settings.policy)) +
+                     "): " + std::filesystem::path(o.sensitivity).filename().string(),
+                 settings.objective == Objective::kMse ? "Σ π²·α·x·NRMSE²" : "Σ π·α·NRMSE"),
         {.overwrite = ctx.force}));
     const auto& k = curve[CurveKnee(curve)];
-    spdlog::info("budget curve: {} points from {} to {} bytes; knee at {} bytes (objective {:.6g}); wrote {} and {}",
-                 curve.size(), curve.front().budget, curve.back().budget, k.budget, k.objective, csv_path, svg_path);
+    spdlog::info(
+        "budget curve: {} points from {} to {} bytes; knee at {} bytes (objective {:.6g}); wrote "
+        "{} and {}",
+        curve.size(), curve.front().budget, curve.back().budget, k.budget, k.objective, csv_path,
+        svg_path);
   }
   const auto& s = result.solution;
-  spdlog::info("allocated {} tensors ({} params) with {} ({} objective): {} bytes ({}) of {} budget, {:.4f} bpw; objective {:.6g}, lower bound {:.6g}, gap {:.3g}%; "
-               "{} configs vetoed, {} tensors forced; {:.3f} s; wrote {}",
-               sens.tensors.size(), model.total_params, s.method, ObjectiveName(settings.objective), s.bytes, GiBText(s.bytes), *budget_bytes,
-               8.0 * static_cast<double>(s.bytes) / static_cast<double>(model.total_params), s.objective, s.lower_bound,
-               100.0 * s.gap, model.vetoed_configs, model.forced_tensors, solve_s, o.output);
+  spdlog::info(
+      "allocated {} tensors ({} params) with {} ({} objective): {} bytes ({}) of {} budget, {:.4f} "
+      "bpw; objective {:.6g}, lower bound {:.6g}, gap {:.3g}%; "
+      "{} configs vetoed, {} tensors forced; {:.3f} s; wrote {}",
+      sens.tensors.size(), model.total_params, s.method, ObjectiveName(settings.objective), s.bytes,
+      GiBText(s.bytes), *budget_bytes,
+      8.0 * static_cast<double>(s.bytes) / static_cast<double>(model.total_params), s.objective,
+      s.lower_bound, 100.0 * s.gap, model.vetoed_configs, model.forced_tensors, solve_s, o.output);
   return Status::Ok();
 }
 

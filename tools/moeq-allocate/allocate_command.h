@@ -12,8 +12,8 @@
 
 #include <string>
 
-#include "moeq/base/artifact.h"
 #include "moeq/allocate/mckp.h"
+#include "moeq/base/artifact.h"
 #include "moeq/base/status.h"
 
 namespace moeq {

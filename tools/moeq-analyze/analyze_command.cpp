@@ -1,10 +1,15 @@
 // moeq-analyze: sensitivity.jsonl (features + rate-distortion grid) and the shard merge.
+#include "moeq-analyze/analyze_command.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cmath>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -13,22 +18,17 @@
 #include <optional>
 #include <sstream>
 
-#include <unistd.h>
-
-#include <spdlog/spdlog.h>
-
-#include "moeq/sensitivity/streamed_features.h"
-#include "moeq-analyze/analyze_command.h"
 #include "moeq/base/build_info.h"
-#include "moeq/sensitivity/default_grid.h"
-#include "moeq/checkpoint/checkpoint.h"
 #include "moeq/base/file_util.h"
 #include "moeq/base/progress.h"
-#include "moeq/quant/quant_format.h"
-#include "moeq/quant/quantizer.h"
+#include "moeq/checkpoint/checkpoint.h"
 #include "moeq/formats/safetensors.h"
 #include "moeq/quant/encoders.h"
 #include "moeq/quant/input_stats.h"
+#include "moeq/quant/quant_format.h"
+#include "moeq/quant/quantizer.h"
+#include "moeq/sensitivity/default_grid.h"
+#include "moeq/sensitivity/streamed_features.h"
 
 namespace moeq {
 namespace {
@@ -40,7 +40,8 @@ class OutputFile {
  public:
   Status Open(const std::string& path, bool overwrite) {
     MOEQ_ASSIGN_OR_RETURN(file_, AtomicFile::Create(path, {.overwrite = overwrite}));
-    if (!file_->Stream()) return Status::Io(file_->temp_path() + ": cannot open a stream: " + std::strerror(errno));
+    if (!file_->Stream())
+      return Status::Io(file_->temp_path() + ": cannot open a stream: " + std::strerror(errno));
     return Status::Ok();
   }
   Status Write(std::string_view s) { return file_->Write(s); }
@@ -62,7 +63,8 @@ Result<std::vector<GridConfig>> GridFromJson(const json& j, const std::string& p
 
 /// The grid of --grid PATH, or the built-in one (configs/mint_grid.json compiled in) when `path`
 /// is empty; `*label` and `*sha256` name it in the output header.
-Result<std::vector<GridConfig>> LoadGrid(const std::string& path, std::string* label, std::string* sha256) {
+Result<std::vector<GridConfig>> LoadGrid(const std::string& path, std::string* label,
+                                         std::string* sha256) {
   if (path.empty()) {
     *label = kDefaultMintGridLabel;
     *sha256 = Sha256Hex(std::string_view(kDefaultMintGridJson));
@@ -75,7 +77,8 @@ Result<std::vector<GridConfig>> LoadGrid(const std::string& path, std::string* l
     return GridFromJson(j, *label);
   }
   std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) return Status::InvalidArgument("--grid " + path + ": no such file");
+  if (!std::filesystem::exists(path, ec))
+    return Status::InvalidArgument("--grid " + path + ": no such file");
   *label = path;
   MOEQ_ASSIGN_OR_RETURN(*sha256, Sha256File(path));
   MOEQ_ASSIGN_OR_RETURN(json j, ReadJsonFile(path));
@@ -102,10 +105,13 @@ Result<std::vector<GridConfig>> GridFromJson(const json& j, const std::string& p
     g.affine = (*f)->is_affine();
     g.group_size = (*f)->group_size;
     if (c.contains("bits") && (!c["bits"].is_number_integer() || c["bits"].get<int>() != g.bits)) {
-      return Status::InvalidArgument(where + ": field 'bits' does not match format '" + g.spec + "'");
+      return Status::InvalidArgument(where + ": field 'bits' does not match format '" + g.spec +
+                                     "'");
     }
-    if (c.contains("group_size") && (!c["group_size"].is_number_integer() || c["group_size"].get<int>() != g.group_size)) {
-      return Status::InvalidArgument(where + ": field 'group_size' does not match format '" + g.spec + "'");
+    if (c.contains("group_size") &&
+        (!c["group_size"].is_number_integer() || c["group_size"].get<int>() != g.group_size)) {
+      return Status::InvalidArgument(where + ": field 'group_size' does not match format '" +
+                                     g.spec + "'");
     }
     grid.push_back(g);
   }
@@ -127,26 +133,33 @@ struct Unit {
 /// Everything a row needs besides the grid figures.
 struct Analysis {
   json features = json::object();
-  std::vector<const quant::FormatTraits*> formats;  // parallel to the grid (nullptr: not applicable)
-  std::vector<quant::ErrorStats> stats;             // parallel to the grid
+  std::vector<const quant::FormatTraits*>
+      formats;                           // parallel to the grid (nullptr: not applicable)
+  std::vector<quant::ErrorStats> stats;  // parallel to the grid
   std::vector<std::optional<quant::WeightedError>> act;  // parallel to the grid (activation error)
-  bool activation_error = false;                    // nrmse/sqnr_db rows report `act`
+  bool activation_error = false;                         // nrmse/sqnr_db rows report `act`
   /// The error the rows report for grid entry i.
-  double Error(size_t i) const { return activation_error && act[i] ? act[i]->Relative() : stats[i].Nrmse(); }
-  double Sqnr(size_t i) const { return activation_error && act[i] ? act[i]->SqnrDb() : stats[i].SqnrDb(); }
+  double Error(size_t i) const {
+    return activation_error && act[i] ? act[i]->Relative() : stats[i].Nrmse();
+  }
+  double Sqnr(size_t i) const {
+    return activation_error && act[i] ? act[i]->SqnrDb() : stats[i].SqnrDb();
+  }
 };
 
 /// Key of a grid entry in cluster maps: the format name, "+encoder" for data-aware encoders.
 std::string EntryKey(const quant::FormatTraits& f, quant::EncoderKind e) {
-  return std::string(f.name) + (e == quant::EncoderKind::kRtn ? "" : "+" + std::string(quant::EncoderName(e)));
+  return std::string(f.name) +
+         (e == quant::EncoderKind::kRtn ? "" : "+" + std::string(quant::EncoderName(e)));
 }
 
 double Finite(double v) { return std::isfinite(v) ? v : (v > 0 ? 1e300 : -1e300); }
 
 class Analyzer {
  public:
-  Analyzer(const AnalyzeCommandOptions& o, const Checkpoint& ck, const std::vector<GridConfig>& grid,
-           const SafetensorsFile* act, const InputStatsFile* istats, int threads)
+  Analyzer(const AnalyzeCommandOptions& o, const Checkpoint& ck,
+           const std::vector<GridConfig>& grid, const SafetensorsFile* act,
+           const InputStatsFile* istats, int threads)
       : o_(o), ck_(ck), grid_(grid), act_(act), istats_(istats), threads_(threads) {
     enc_.gptq_damp = o.gptq_damp;
     enc_.gptq_block = o.gptq_block;
@@ -158,7 +171,8 @@ class Analyzer {
   /// The per-expert (or plain) weight name of a unit, as the statistics file names it.
   std::string StatsName(const Unit& u) const {
     if (u.slice < 0) return u.t->info.name;
-    TensorRole r = u.t->id.role == TensorRole::kExpertDown ? TensorRole::kExpertDown : TensorRole::kExpertGate;
+    TensorRole r =
+        u.t->id.role == TensorRole::kExpertDown ? TensorRole::kExpertDown : TensorRole::kExpertGate;
     return ck_.adapter().Name({u.t->id.layer, u.slice, r});
   }
 
@@ -170,7 +184,8 @@ class Analyzer {
     const uint64_t bytes = slice_info->nbytes();
     TensorView s;
     s.info = slice_info;
-    s.data = v.data.subspan(static_cast<size_t>(bytes * static_cast<uint64_t>(u.slice)), static_cast<size_t>(bytes));
+    s.data = v.data.subspan(static_cast<size_t>(bytes * static_cast<uint64_t>(u.slice)),
+                            static_cast<size_t>(bytes));
     return s;
   }
 
@@ -178,17 +193,36 @@ class Analyzer {
     TensorRole norm = TensorRole::kUnknown;
     int layer = u.t->id.layer;
     switch (u.t->id.role) {
-      case TensorRole::kAttnQ: case TensorRole::kAttnK: case TensorRole::kAttnV:
-      case TensorRole::kAttnQA: case TensorRole::kAttnKVA:
-        norm = TensorRole::kInputNorm; break;
-      case TensorRole::kAttnQB: norm = TensorRole::kAttnQANorm; break;
-      case TensorRole::kAttnKVB: norm = TensorRole::kAttnKVANorm; break;
-      case TensorRole::kRouter: case TensorRole::kExpertGate: case TensorRole::kExpertUp:
-      case TensorRole::kExpertGateUp: case TensorRole::kSharedGate: case TensorRole::kSharedUp:
-      case TensorRole::kSharedExpertGate: case TensorRole::kMlpGate: case TensorRole::kMlpUp:
-        norm = TensorRole::kPostAttnNorm; break;
-      case TensorRole::kLmHead: norm = TensorRole::kFinalNorm; layer = -1; break;
-      default: return std::vector<float>{};
+      case TensorRole::kAttnQ:
+      case TensorRole::kAttnK:
+      case TensorRole::kAttnV:
+      case TensorRole::kAttnQA:
+      case TensorRole::kAttnKVA:
+        norm = TensorRole::kInputNorm;
+        break;
+      case TensorRole::kAttnQB:
+        norm = TensorRole::kAttnQANorm;
+        break;
+      case TensorRole::kAttnKVB:
+        norm = TensorRole::kAttnKVANorm;
+        break;
+      case TensorRole::kRouter:
+      case TensorRole::kExpertGate:
+      case TensorRole::kExpertUp:
+      case TensorRole::kExpertGateUp:
+      case TensorRole::kSharedGate:
+      case TensorRole::kSharedUp:
+      case TensorRole::kSharedExpertGate:
+      case TensorRole::kMlpGate:
+      case TensorRole::kMlpUp:
+        norm = TensorRole::kPostAttnNorm;
+        break;
+      case TensorRole::kLmHead:
+        norm = TensorRole::kFinalNorm;
+        layer = -1;
+        break;
+      default:
+        return std::vector<float>{};
     }
     const std::string name = ck_.adapter().Name({layer, -1, norm});
     const CheckpointTensor* nt = ck_.Find(name);
@@ -197,8 +231,8 @@ class Analyzer {
       return std::vector<float>{};
     }
     if (nt->info.numel() != u.cols()) {
-      spdlog::warn("{}: norm {} has {} elements, the tensor {} inputs; probes unscaled", u.t->info.name, name,
-                   nt->info.numel(), u.cols());
+      spdlog::warn("{}: norm {} has {} elements, the tensor {} inputs; probes unscaled",
+                   u.t->info.name, name, nt->info.numel(), u.cols());
       return std::vector<float>{};
     }
     MOEQ_ASSIGN_OR_RETURN(TensorView v, ck_.View(name));
@@ -210,7 +244,8 @@ class Analyzer {
     if (!act_) return {};
     std::string wname = u.t->info.name;
     if (u.slice >= 0) {
-      TensorRole r = u.t->id.role == TensorRole::kExpertDown ? TensorRole::kExpertDown : TensorRole::kExpertGate;
+      TensorRole r = u.t->id.role == TensorRole::kExpertDown ? TensorRole::kExpertDown
+                                                             : TensorRole::kExpertGate;
       wname = ck_.adapter().Name({u.t->id.layer, u.slice, r});
     }
     const std::string key = wname + ".in_sq_mean";
@@ -234,16 +269,18 @@ class Analyzer {
     MOEQ_ASSIGN_OR_RETURN(std::vector<float> w, ToF32(view));
     for (size_t i = 0; i < w.size(); ++i) {
       if (!std::isfinite(w[i])) {
-        return Status::InvalidArgument(name + ": non-finite weight at row " + std::to_string(static_cast<int64_t>(i) / cols) +
-                                       ", column " + std::to_string(static_cast<int64_t>(i) % cols) +
-                                       (u.slice >= 0 ? " of expert " + std::to_string(u.slice) : ""));
+        return Status::InvalidArgument(
+            name + ": non-finite weight at row " + std::to_string(static_cast<int64_t>(i) / cols) +
+            ", column " + std::to_string(static_cast<int64_t>(i) % cols) +
+            (u.slice >= 0 ? " of expert " + std::to_string(u.slice) : ""));
       }
     }
     Analysis a;
     const uint64_t seed = analyze::MixSeed(static_cast<uint64_t>(o_.seed), name, u.slice);
     analyze::SpectralOptions so{o_.rank, o_.oversampling, o_.power_iterations, seed};
     const analyze::SpectralFeatures sp = analyze::ComputeSpectral(w, rows, cols, so, threads_);
-    const analyze::DistributionFeatures di = analyze::ComputeDistribution(w, rows, cols, o_.kurtosis_group, threads_);
+    const analyze::DistributionFeatures di =
+        analyze::ComputeDistribution(w, rows, cols, o_.kurtosis_group, threads_);
     json& f = a.features;
     f["stable_rank"] = sp.stable_rank;
     f["tail_mass"] = sp.tail_mass;
@@ -260,16 +297,24 @@ class Analyzer {
     // Noise amplification of the 4-bit g64 RTN residual.
     const quant::FormatTraits* q4 = quant::FindAffineFormat(4, 64);
     if (q4 && cols % 64 == 0) {
-      MOEQ_ASSIGN_OR_RETURN(quant::QuantizedTensor q,
-                            quant::QuantizeAffine(w, rows, cols, 4, 64, q4->ScaleDType(view.info->dtype), threads_));
-      auto fetch = [&q](int64_t first, int64_t n, std::span<float> out) { return quant::DequantizeRows(q, first, n, out); };
+      MOEQ_ASSIGN_OR_RETURN(
+          quant::QuantizedTensor q,
+          quant::QuantizeAffine(w, rows, cols, 4, 64, q4->ScaleDType(view.info->dtype), threads_));
+      auto fetch = [&q](int64_t first, int64_t n, std::span<float> out) {
+        return quant::DequantizeRows(q, first, n, out);
+      };
       MOEQ_ASSIGN_OR_RETURN(std::vector<float> gamma, NormGamma(u));
-      const uint64_t pseed = analyze::MixSeed(static_cast<uint64_t>(o_.seed), name, 1000003 + u.slice);
-      MOEQ_ASSIGN_OR_RETURN(double na, analyze::internal::NoiseAmplificationRows(w, fetch, rows, cols, gamma, o_.probes, pseed, threads_));
+      const uint64_t pseed =
+          analyze::MixSeed(static_cast<uint64_t>(o_.seed), name, 1000003 + u.slice);
+      MOEQ_ASSIGN_OR_RETURN(double na,
+                            analyze::internal::NoiseAmplificationRows(w, fetch, rows, cols, gamma,
+                                                                      o_.probes, pseed, threads_));
       f["noise_amplification"] = na;
       const std::vector<float> as = ActScale(u);
       if (!as.empty()) {
-        MOEQ_ASSIGN_OR_RETURN(double naa, analyze::internal::NoiseAmplificationRows(w, fetch, rows, cols, as, o_.probes, pseed, threads_));
+        MOEQ_ASSIGN_OR_RETURN(
+            double naa, analyze::internal::NoiseAmplificationRows(w, fetch, rows, cols, as,
+                                                                  o_.probes, pseed, threads_));
         f["noise_amplification_act"] = naa;
       }
     }
@@ -310,14 +355,16 @@ class Analyzer {
       if (!fr.ok()) continue;
       if (!(*fr)->StorageBytes(view.info->shape, view.info->dtype).ok()) continue;
       // A data-aware encoder without the statistics it needs would repeat the rtn row.
-      if (quant::EffectiveEncoder(grid_[i].encoder, st ? &*st : nullptr) != grid_[i].encoder) continue;
+      if (quant::EffectiveEncoder(grid_[i].encoder, st ? &*st : nullptr) != grid_[i].encoder)
+        continue;
       a->formats[i] = *fr;
       if (grid_[i].encoder == quant::EncoderKind::kRtn) {
         fmts.push_back(*fr);
         rtn_entries.push_back(i);
       }
     }
-    MOEQ_ASSIGN_OR_RETURN(std::vector<quant::ErrorStats> rs, quant::MeasureFormatErrors(view, fmts, threads_));
+    MOEQ_ASSIGN_OR_RETURN(std::vector<quant::ErrorStats> rs,
+                          quant::MeasureFormatErrors(view, fmts, threads_));
     a->stats.resize(grid_.size());
     for (size_t j = 0; j < rtn_entries.size(); ++j) a->stats[rtn_entries[j]] = rs[j];
     const bool need_act = st && a->activation_error;
@@ -332,7 +379,8 @@ class Analyzer {
       quant::EncoderOptions eo = enc_;
       eo.kind = grid_[i].encoder;
       MOEQ_ASSIGN_OR_RETURN(quant::QuantizedTensor q,
-                            quant::EncodeAffine(w, rows, cols, *f, f->ScaleDType(view.info->dtype), eo, st ? &*st : nullptr, threads_));
+                            quant::EncodeAffine(w, rows, cols, *f, f->ScaleDType(view.info->dtype),
+                                                eo, st ? &*st : nullptr, threads_));
       MOEQ_ASSIGN_OR_RETURN(std::vector<float> wh, quant::Dequantize(q, threads_));
       if (!rtn) {
         quant::ErrorStats es = quant::CompareTensors(w, wh);
@@ -340,7 +388,8 @@ class Analyzer {
         a->stats[i] = es;
       }
       if (need_act) {
-        MOEQ_ASSIGN_OR_RETURN(quant::WeightedError we, quant::MeasureWeightedError(w, wh, rows, cols, *st, threads_));
+        MOEQ_ASSIGN_OR_RETURN(quant::WeightedError we,
+                              quant::MeasureWeightedError(w, wh, rows, cols, *st, threads_));
         a->act[i] = we;
       }
     }
@@ -352,7 +401,8 @@ class Analyzer {
     TensorInfo slice_info;
     MOEQ_ASSIGN_OR_RETURN(TensorView view, UnitView(u, &slice_info));
     MOEQ_ASSIGN_OR_RETURN(std::vector<float> w, ToF32(view));
-    const analyze::DistributionFeatures d = analyze::ComputeDistribution(w, u.rows(), u.cols(), static_cast<int>(u.cols()), threads_);
+    const analyze::DistributionFeatures d =
+        analyze::ComputeDistribution(w, u.rows(), u.cols(), static_cast<int>(u.cols()), threads_);
     const double n = static_cast<double>(w.size());
     const double frob = std::sqrt(n * (d.std * d.std + d.mean * d.mean));
     if (u.slice < 0) ck_.Release(u.t->info.name);
@@ -437,23 +487,34 @@ std::string CsvField(const json& v) {
 }
 
 const std::vector<std::string>& CsvFeatureColumns() {
-  static const std::vector<std::string> cols = {
-      "stable_rank", "tail_mass", "log_spectral_spread", "sigma_max", "svd_rank", "frobenius", "std", "kurtosis",
-      "group_kurtosis_p90", "group_kurtosis_p99_minus_p50", "outlier_group_fraction",
-      "group_kurtosis_max_minus_median", "noise_amplification", "noise_amplification_act"};
+  static const std::vector<std::string> cols = {"stable_rank",
+                                                "tail_mass",
+                                                "log_spectral_spread",
+                                                "sigma_max",
+                                                "svd_rank",
+                                                "frobenius",
+                                                "std",
+                                                "kurtosis",
+                                                "group_kurtosis_p90",
+                                                "group_kurtosis_p99_minus_p50",
+                                                "outlier_group_fraction",
+                                                "group_kurtosis_max_minus_median",
+                                                "noise_amplification",
+                                                "noise_amplification_act"};
   return cols;
 }
 
 std::string CsvHeader() {
-  std::string s = "tensor,role,layer,expert,unit,shape,params,dtype,format,bits,group_size,bytes,nrmse,sqnr_db";
+  std::string s =
+      "tensor,role,layer,expert,unit,shape,params,dtype,format,bits,group_size,bytes,nrmse,sqnr_db";
   for (const auto& c : CsvFeatureColumns()) s += "," + c;
   return s + ",cluster_id,cluster_representative,cluster_size\n";
 }
 
 std::string CsvRow(const json& r) {
   std::string s;
-  for (const char* k : {"tensor", "role", "layer", "expert", "unit", "shape", "params", "dtype", "format", "bits",
-                        "group_size", "bytes", "nrmse", "sqnr_db"}) {
+  for (const char* k : {"tensor", "role", "layer", "expert", "unit", "shape", "params", "dtype",
+                        "format", "bits", "group_size", "bytes", "nrmse", "sqnr_db"}) {
     if (!s.empty()) s += ',';
     s += CsvField(r.value(k, json()));
   }
@@ -461,7 +522,8 @@ std::string CsvRow(const json& r) {
   for (const auto& c : CsvFeatureColumns()) s += "," + CsvField(f.value(c, json()));
   if (r.contains("cluster")) {
     const json& c = r["cluster"];
-    s += "," + CsvField(c["id"]) + "," + CsvField(c["representative"]) + "," + std::to_string(c["members"].size());
+    s += "," + CsvField(c["id"]) + "," + CsvField(c["representative"]) + "," +
+         std::to_string(c["members"].size());
   } else {
     s += ",,,";
   }
@@ -474,7 +536,8 @@ bool IsClusterable(TensorRole r) { return IsExpertRole(r); }
 
 Result<std::pair<int, int>> ParseShardSpec(const std::string& text) {
   const auto bad = [&](const std::string& why) {
-    return Status::InvalidArgument("--shard '" + text + "': " + why + " (expected i/N with 0 <= i < N, e.g. 0/4)");
+    return Status::InvalidArgument("--shard '" + text + "': " + why +
+                                   " (expected i/N with 0 <= i < N, e.g. 0/4)");
   };
   const size_t slash = text.find('/');
   if (slash == std::string::npos) return bad("no '/'");
@@ -482,23 +545,32 @@ Result<std::pair<int, int>> ParseShardSpec(const std::string& text) {
   const char* b = text.data();
   const char* e = b + slash;
   auto r1 = std::from_chars(b, e, i);
-  if (r1.ec != std::errc() || r1.ptr != e) return bad("'" + text.substr(0, slash) + "' is not an integer");
+  if (r1.ec != std::errc() || r1.ptr != e)
+    return bad("'" + text.substr(0, slash) + "' is not an integer");
   auto r2 = std::from_chars(text.data() + slash + 1, text.data() + text.size(), n);
-  if (r2.ec != std::errc() || r2.ptr != text.data() + text.size()) return bad("'" + text.substr(slash + 1) + "' is not an integer");
+  if (r2.ec != std::errc() || r2.ptr != text.data() + text.size())
+    return bad("'" + text.substr(slash + 1) + "' is not an integer");
   if (n < 1) return bad("N must be at least 1");
-  if (i < 0 || i >= n) return bad("shard index " + std::to_string(i) + " is outside [0, " + std::to_string(n) + ")");
+  if (i < 0 || i >= n)
+    return bad("shard index " + std::to_string(i) + " is outside [0, " + std::to_string(n) + ")");
   return std::make_pair(i, n);
 }
 
 Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
-  if (o.model_dir.empty()) return Status::InvalidArgument("missing MODEL directory (moeq-analyze MODEL -o sensitivity.jsonl)");
+  if (o.model_dir.empty())
+    return Status::InvalidArgument(
+        "missing MODEL directory (moeq-analyze MODEL -o sensitivity.jsonl)");
   if (o.output.empty()) return Status::InvalidArgument("--output: empty path");
-  if (o.rank < 1) return Status::InvalidArgument("--rank " + std::to_string(o.rank) + ": must be at least 1");
+  if (o.rank < 1)
+    return Status::InvalidArgument("--rank " + std::to_string(o.rank) + ": must be at least 1");
   if (o.oversampling < 0) return Status::InvalidArgument("--oversampling: must be >= 0");
-  if (o.power_iterations < 0 || o.power_iterations > 20) return Status::InvalidArgument("--power-iterations: must be in [0, 20]");
-  if (o.probes < 1 || o.probes > 4096) return Status::InvalidArgument("--probes: must be in [1, 4096]");
+  if (o.power_iterations < 0 || o.power_iterations > 20)
+    return Status::InvalidArgument("--power-iterations: must be in [0, 20]");
+  if (o.probes < 1 || o.probes > 4096)
+    return Status::InvalidArgument("--probes: must be in [1, 4096]");
   if (o.kurtosis_group < 4) return Status::InvalidArgument("--kurtosis-group: must be at least 4");
-  if (o.cluster_threshold < 1) return Status::InvalidArgument("--cluster-threshold: must be at least 1");
+  if (o.cluster_threshold < 1)
+    return Status::InvalidArgument("--cluster-threshold: must be at least 1");
   std::pair<int, int> shard{0, 1};
   if (!o.shard.empty()) {
     MOEQ_ASSIGN_OR_RETURN(shard, ParseShardSpec(o.shard));
@@ -512,11 +584,13 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
     return Status::InvalidArgument("--error '" + o.error + "': expected weight or activation");
   }
   if ((data_aware || o.error == "activation") && o.activation_stats.empty()) {
-    return Status::InvalidArgument(std::string(data_aware ? "--encoders " + o.encoders : "--error activation") +
-                                   " needs --activation-stats FILE (moeq-profile --activation-stats, with --gram for gptq)");
+    return Status::InvalidArgument(
+        std::string(data_aware ? "--encoders " + o.encoders : "--error activation") +
+        " needs --activation-stats FILE (moeq-profile --activation-stats, with --gram for gptq)");
   }
   if (o.gptq_damp < 0 || o.gptq_block < 1 || o.weighted_steps < 0) {
-    return Status::InvalidArgument("--gptq-damp must be >= 0, --gptq-block >= 1, --weighted-steps >= 0");
+    return Status::InvalidArgument(
+        "--gptq-damp must be >= 0, --gptq-block >= 1, --weighted-steps >= 0");
   }
   {
     // The grid becomes format × encoder: every affine config once per encoder, float configs once.
@@ -528,7 +602,8 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
         x.encoder = e;
         expanded.push_back(x);
       }
-      if (!g.affine && std::find(encoders->begin(), encoders->end(), quant::EncoderKind::kRtn) == encoders->end()) {
+      if (!g.affine && std::find(encoders->begin(), encoders->end(), quant::EncoderKind::kRtn) ==
+                           encoders->end()) {
         expanded.push_back(g);
       }
     }
@@ -543,7 +618,9 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
     MOEQ_ASSIGN_OR_RETURN(act, SafetensorsFile::Open(o.activation_stats));
     auto it = act->metadata().find("moeq_schema");
     if (it == act->metadata().end() || it->second != "moeq.activation_stats") {
-      return Status::InvalidArgument(o.activation_stats + ": not an activation statistics file (metadata moeq_schema is not 'moeq.activation_stats')");
+      return Status::InvalidArgument(o.activation_stats +
+                                     ": not an activation statistics file (metadata moeq_schema is "
+                                     "not 'moeq.activation_stats')");
     }
   }
 
@@ -554,7 +631,8 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
     if (!IsQuantizableRole(t.id.role)) continue;
     const size_t nd = t.info.shape.size();
     if (t.fused_experts && nd == 3) {
-      for (int64_t e = 0; e < t.info.shape[0]; ++e) units.push_back({next++, &t, static_cast<int>(e)});
+      for (int64_t e = 0; e < t.info.shape[0]; ++e)
+        units.push_back({next++, &t, static_cast<int>(e)});
     } else if (nd == 2) {
       units.push_back({next++, &t, -1});
     } else {
@@ -577,8 +655,8 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
     const Unit& u = units[i];
     size_t j = i + 1;
     if (IsClusterable(u.t->id.role)) {
-      while (j < units.size() && units[j].t->id.layer == u.t->id.layer && units[j].t->id.role == u.t->id.role &&
-             IsClusterable(units[j].t->id.role))
+      while (j < units.size() && units[j].t->id.layer == u.t->id.layer &&
+             units[j].t->id.role == u.t->id.role && IsClusterable(units[j].t->id.role))
         ++j;
     }
     const bool cl = !o.all_experts && static_cast<int64_t>(j - i) > o.cluster_threshold;
@@ -612,11 +690,17 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
     for (quant::EncoderKind e : *encoders) el.push_back(std::string(quant::EncoderName(e)));
     opts["encoders"] = el;
     opts["error"] = o.error;
-    opts["encoder_options"] = {{"gptq_damp", o.gptq_damp}, {"gptq_block", o.gptq_block},
-                               {"gptq_act_order", o.gptq_act_order}, {"weighted_steps", o.weighted_steps}};
+    opts["encoder_options"] = {{"gptq_damp", o.gptq_damp},
+                               {"gptq_block", o.gptq_block},
+                               {"gptq_act_order", o.gptq_act_order},
+                               {"weighted_steps", o.weighted_steps}};
   }
-  if (!o.shard.empty()) opts["shard"] = std::to_string(shard.first) + "/" + std::to_string(shard.second);
-  json in = {{"model", o.model_dir}, {"model_fingerprint", ck->fingerprint()}, {"grid", grid_label}, {"grid_sha256", grid_sha}};
+  if (!o.shard.empty())
+    opts["shard"] = std::to_string(shard.first) + "/" + std::to_string(shard.second);
+  json in = {{"model", o.model_dir},
+             {"model_fingerprint", ck->fingerprint()},
+             {"grid", grid_label},
+             {"grid_sha256", grid_sha}};
   // The routing shape, so that moeq-allocate can weigh a routed expert by the share of tokens
   // that reach it (top_k / num_experts) without a routing profile.
   in["model_type"] = ck->config().model_type;
@@ -649,20 +733,27 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
     return Status::Ok();
   };
 
-  spdlog::info("analyzing {} of {} matrices of {} ({}; shard {}/{}; {} grid configs)", units.size(), model_units,
-               o.model_dir, ck->config().model_type, shard.first, shard.second, grid.size());
+  spdlog::info("analyzing {} of {} matrices of {} ({}; shard {}/{}; {} grid configs)", units.size(),
+               model_units, o.model_dir, ck->config().model_type, shard.first, shard.second,
+               grid.size());
   const auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<InputStatsFile> istats;
   if (act && (data_aware || o.error == "activation")) {
     MOEQ_ASSIGN_OR_RETURN(istats, InputStatsFile::Open(o.activation_stats));
-    if (std::find(encoders->begin(), encoders->end(), quant::EncoderKind::kGptq) != encoders->end() && !istats->has_gram()) {
-      spdlog::warn("{}: no Gram matrices (moeq-profile --gram); gptq uses the diagonal, which propagates no error (= rtn)",
-                   o.activation_stats);
+    if (std::find(encoders->begin(), encoders->end(), quant::EncoderKind::kGptq) !=
+            encoders->end() &&
+        !istats->has_gram()) {
+      spdlog::warn(
+          "{}: no Gram matrices (moeq-profile --gram); gptq uses the diagonal, which propagates no "
+          "error (= rtn)",
+          o.activation_stats);
     }
   }
   Analyzer az(o, *ck, grid, act.get(), istats.get(), ctx.threads);
   std::unique_ptr<Progress> progress;
-  if (ctx.progress) progress = std::make_unique<Progress>("analyze", static_cast<int64_t>(units.size()), "matrices");
+  if (ctx.progress)
+    progress =
+        std::make_unique<Progress>("analyze", static_cast<int64_t>(units.size()), "matrices");
   int64_t clusters_total = 0;
   for (const Group& g : groups) {
     if (!g.clustered) {
@@ -696,7 +787,9 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
     }
     const int k = std::min(n, std::clamp(n / 8, 8, 16));
     const std::string role(RoleName(first.t->id.role));
-    const std::vector<int> label = analyze::KMeans(pts, n, 3, k, analyze::MixSeed(static_cast<uint64_t>(o.seed), "kmeans:" + role, first.t->id.layer));
+    const std::vector<int> label = analyze::KMeans(
+        pts, n, 3, k,
+        analyze::MixSeed(static_cast<uint64_t>(o.seed), "kmeans:" + role, first.t->id.layer));
     const int nc = *std::max_element(label.begin(), label.end()) + 1;
     clusters_total += nc;
     std::vector<std::vector<json>> member_rows(static_cast<size_t>(n));
@@ -706,14 +799,16 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
       for (int i = 0; i < n; ++i) {
         if (label[static_cast<size_t>(i)] != c) continue;
         members.push_back(i);
-        for (int d = 0; d < 3; ++d) cen[static_cast<size_t>(d)] += pts[static_cast<size_t>(i * 3 + d)];
+        for (int d = 0; d < 3; ++d)
+          cen[static_cast<size_t>(d)] += pts[static_cast<size_t>(i * 3 + d)];
       }
       for (double& x : cen) x /= static_cast<double>(members.size());
       int rep = members[0];
       double best = 1e300;
       for (int i : members) {
         double dd = 0;
-        for (int d = 0; d < 3; ++d) dd += std::pow(pts[static_cast<size_t>(i * 3 + d)] - cen[static_cast<size_t>(d)], 2);
+        for (int d = 0; d < 3; ++d)
+          dd += std::pow(pts[static_cast<size_t>(i * 3 + d)] - cen[static_cast<size_t>(d)], 2);
         if (dd < best) {
           best = dd;
           rep = i;
@@ -773,15 +868,19 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
   if (progress) progress->Finish();
   MOEQ_RETURN_IF_ERROR(out.Commit());
   if (!o.csv.empty()) MOEQ_RETURN_IF_ERROR(csv.Commit());
-  spdlog::info("analyzed {} matrices ({} fully, {} k-means clusters) in {:.1f} s: {} rows written to {}{}", units.size(),
-               analysed, clusters_total, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), nrows, o.output,
-               o.csv.empty() ? "" : " and " + o.csv);
+  spdlog::info(
+      "analyzed {} matrices ({} fully, {} k-means clusters) in {:.1f} s: {} rows written to {}{}",
+      units.size(), analysed, clusters_total,
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), nrows, o.output,
+      o.csv.empty() ? "" : " and " + o.csv);
   return Status::Ok();
 }
 
 Status RunAnalyzeMerge(const AnalyzeMergeOptions& o, const ArtifactContext& ctx) {
-  if (o.output.empty()) return Status::InvalidArgument("merge: missing OUT (moeq-analyze merge OUT SHARD...)");
-  if (o.inputs.empty()) return Status::InvalidArgument("merge: no shard files given (moeq-analyze merge OUT SHARD...)");
+  if (o.output.empty())
+    return Status::InvalidArgument("merge: missing OUT (moeq-analyze merge OUT SHARD...)");
+  if (o.inputs.empty())
+    return Status::InvalidArgument("merge: no shard files given (moeq-analyze merge OUT SHARD...)");
   MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.output, o.inputs, ctx.force));
   struct Line {
     int64_t unit;
@@ -801,14 +900,17 @@ Status RunAnalyzeMerge(const AnalyzeMergeOptions& o, const ArtifactContext& ctx)
     for (std::string l; std::getline(is, l);) {
       if (!l.empty()) ls.push_back(std::move(l));
     }
-    if (ls.empty()) return Status::Corruption(path + ": empty file, expected a moeq.sensitivity header line");
+    if (ls.empty())
+      return Status::Corruption(path + ": empty file, expected a moeq.sensitivity header line");
     MOEQ_ASSIGN_OR_RETURN(json h, ParseJson(ls[0], path + ": line 1"));
     MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(h, "moeq.sensitivity", 1, path));
     std::pair<int, int> sh{0, 1};
     if (h.contains("options") && h["options"].contains("shard")) {
-      if (!h["options"]["shard"].is_string()) return Status::Corruption(path + ": header field options.shard is not a string");
+      if (!h["options"]["shard"].is_string())
+        return Status::Corruption(path + ": header field options.shard is not a string");
       auto r = ParseShardSpec(h["options"]["shard"].get<std::string>());
-      if (!r.ok()) return Status::Corruption(path + ": header field options.shard: " + r.status().message());
+      if (!r.ok())
+        return Status::Corruption(path + ": header field options.shard: " + r.status().message());
       sh = *r;
       h["options"].erase("shard");
     }
@@ -821,20 +923,28 @@ Status RunAnalyzeMerge(const AnalyzeMergeOptions& o, const ArtifactContext& ctx)
       seen.assign(static_cast<size_t>(count), "");
     } else {
       if (sh.second != count) {
-        return Status::InvalidArgument(path + ": shard " + std::to_string(sh.first) + "/" + std::to_string(sh.second) +
-                                       " is from a split into " + std::to_string(sh.second) + ", " + ref_path + " from one into " +
-                                       std::to_string(count));
+        return Status::InvalidArgument(path + ": shard " + std::to_string(sh.first) + "/" +
+                                       std::to_string(sh.second) + " is from a split into " +
+                                       std::to_string(sh.second) + ", " + ref_path +
+                                       " from one into " + std::to_string(count));
       }
       if (ht != ref_header_text) {
         std::string what = "options or producer";
-        if (h["inputs"].value("model_fingerprint", "") != merged_header["inputs"].value("model_fingerprint", "")) what = "model fingerprint";
-        else if (h["options"] != merged_header["options"]) what = "options";
-        else if (h["inputs"] != merged_header["inputs"]) what = "inputs";
-        return Status::InvalidArgument(path + ": " + what + " differ from " + ref_path + "; shards must come from one analysis");
+        if (h["inputs"].value("model_fingerprint", "") !=
+            merged_header["inputs"].value("model_fingerprint", ""))
+          what = "model fingerprint";
+        else if (h["options"] != merged_header["options"])
+          what = "options";
+        else if (h["inputs"] != merged_header["inputs"])
+          what = "inputs";
+        return Status::InvalidArgument(path + ": " + what + " differ from " + ref_path +
+                                       "; shards must come from one analysis");
       }
     }
     std::string& s = seen[static_cast<size_t>(sh.first)];
-    if (!s.empty()) return Status::InvalidArgument(path + ": shard " + std::to_string(sh.first) + "/" + std::to_string(count) + " given twice (also " + s + ")");
+    if (!s.empty())
+      return Status::InvalidArgument(path + ": shard " + std::to_string(sh.first) + "/" +
+                                     std::to_string(count) + " given twice (also " + s + ")");
     s = path;
     for (size_t li = 1; li < ls.size(); ++li) {
       // The "unit" field orders rows across shards (rows of one unit stay in file order).
@@ -845,17 +955,21 @@ Status RunAnalyzeMerge(const AnalyzeMergeOptions& o, const ArtifactContext& ctx)
         const char* b = l.data() + at + 7;
         std::from_chars(b, l.data() + l.size(), unit);
       }
-      if (unit < 0) return Status::Corruption(path + ": line " + std::to_string(li + 1) + ": missing integer field 'unit'");
+      if (unit < 0)
+        return Status::Corruption(path + ": line " + std::to_string(li + 1) +
+                                  ": missing integer field 'unit'");
       lines.push_back({unit, fi, li});
     }
     files.push_back(std::move(ls));
   }
   for (int i = 0; i < count; ++i) {
     if (seen[static_cast<size_t>(i)].empty()) {
-      return Status::InvalidArgument("merge: shard " + std::to_string(i) + "/" + std::to_string(count) + " is missing");
+      return Status::InvalidArgument("merge: shard " + std::to_string(i) + "/" +
+                                     std::to_string(count) + " is missing");
     }
   }
-  std::stable_sort(lines.begin(), lines.end(), [](const Line& a, const Line& b) { return a.unit < b.unit; });
+  std::stable_sort(lines.begin(), lines.end(),
+                   [](const Line& a, const Line& b) { return a.unit < b.unit; });
   OutputFile out;
   MOEQ_RETURN_IF_ERROR(out.Open(o.output, ctx.force));
   MOEQ_RETURN_IF_ERROR(out.Write(merged_header.dump() + "\n"));

@@ -32,11 +32,11 @@ struct AnalyzeCommandOptions {
   std::string csv;
   /// activation_stats.safetensors from moeq-profile --activation-stats ("" = none).
   std::string activation_stats;
-  int rank = 256;              ///< k of the randomized SVD (capped by min(rows, cols))
-  int oversampling = 10;       ///< extra random directions of the range finder
-  int power_iterations = 2;    ///< subspace iterations of the range finder
-  int probes = 32;             ///< Gaussian probe columns of the noise amplification
-  int kurtosis_group = 128;    ///< weights per group of the group kurtosis
+  int rank = 256;            ///< k of the randomized SVD (capped by min(rows, cols))
+  int oversampling = 10;     ///< extra random directions of the range finder
+  int power_iterations = 2;  ///< subspace iterations of the range finder
+  int probes = 32;           ///< Gaussian probe columns of the noise amplification
+  int kurtosis_group = 128;  ///< weights per group of the group kurtosis
   int64_t seed = 42;
   bool all_experts = false;    ///< analyse every expert even above the cluster threshold
   int cluster_threshold = 32;  ///< more experts than this per layer → k-means

@@ -1,30 +1,29 @@
 // moeq-calibrate: per-role KL probes and the measured priors (calibrate_command.h).
 #include "moeq-calibrate/calibrate_command.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <map>
 #include <memory>
 
-#include <spdlog/spdlog.h>
-
 #include "moeq/allocate/allocation.h"
-#include "moeq/tokenizer/text_input.h"
-#include "moeq/model/arch.h"
+#include "moeq/base/file_util.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/engine/engine.h"
 #include "moeq/eval/eval.h"
-#include "moeq/base/file_util.h"
-#include "moeq/quant/quant_format.h"
-#include "moeq/export/quant_plan.h"
 #include "moeq/export/mlx_writer.h"
+#include "moeq/export/quant_plan.h"
+#include "moeq/model/arch.h"
+#include "moeq/quant/quant_format.h"
 #include "moeq/quant/quantizer.h"
+#include "moeq/tokenizer/text_input.h"
 
 namespace moeq {
 namespace {
-
 
 /// A probed group: a role, or with --per-layer a role in one layer (-1: the whole role, or a
 /// model-level tensor such as the embeddings).
@@ -37,49 +36,64 @@ struct RoleProbe {
   int64_t tensors = 0;
   double predicted_noise = 0;  ///< Σ exposure·NRMSE² at the probe format
   double kl_mean = 0;
-  double sensitivity = 0;      ///< kl_mean / predicted_noise
+  double sensitivity = 0;  ///< kl_mean / predicted_noise
   double prior = 1;
 };
 
 }  // namespace
 
 Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx) {
-  if (o.model_dir.empty()) return Status::InvalidArgument("missing MODEL directory (moeq-calibrate MODEL --sensitivity S --text T)");
-  if (o.sensitivity.empty()) return Status::InvalidArgument("--sensitivity: the model's sensitivity.jsonl is required");
+  if (o.model_dir.empty())
+    return Status::InvalidArgument(
+        "missing MODEL directory (moeq-calibrate MODEL --sensitivity S --text T)");
+  if (o.sensitivity.empty())
+    return Status::InvalidArgument("--sensitivity: the model's sensitivity.jsonl is required");
   if (o.input.text_file.empty() == o.input.tokens_file.empty()) {
-    return Status::InvalidArgument("give exactly one of --text FILE or --tokens FILE (calibration input)");
+    return Status::InvalidArgument(
+        "give exactly one of --text FILE or --tokens FILE (calibration input)");
   }
-  if (o.windows < 1 || o.windows > 100000) return Status::InvalidArgument("--windows " + std::to_string(o.windows) + ": expected 1..100000");
-  if (o.context < 2) return Status::InvalidArgument("--context " + std::to_string(o.context) + ": expected at least 2");
+  if (o.windows < 1 || o.windows > 100000)
+    return Status::InvalidArgument("--windows " + std::to_string(o.windows) +
+                                   ": expected 1..100000");
+  if (o.context < 2)
+    return Status::InvalidArgument("--context " + std::to_string(o.context) +
+                                   ": expected at least 2");
   if (o.top_k < 0) return Status::InvalidArgument("--top-k: expected >= 0");
   if (o.output.empty()) return Status::InvalidArgument("--output: empty path");
   const std::string text_path = o.input.text_file.empty() ? o.input.tokens_file : o.input.text_file;
-  MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.output, {o.model_dir, o.sensitivity, text_path}, ctx.force));
+  MOEQ_RETURN_IF_ERROR(
+      CheckOutputPath(o.output, {o.model_dir, o.sensitivity, text_path}, ctx.force));
   MOEQ_ASSIGN_OR_RETURN(const quant::FormatTraits* probe, quant::ParseFormatSpec(o.probe_format));
   if (probe->bits >= 16) {
-    return Status::InvalidArgument("--probe-format '" + o.probe_format + "': expected an affine format such as q4g64");
+    return Status::InvalidArgument("--probe-format '" + o.probe_format +
+                                   "': expected an affine format such as q4g64");
   }
 
   // Predicted noise per role from the sensitivity file.
   MOEQ_ASSIGN_OR_RETURN(alloc::SensitivityFile sens, alloc::ReadSensitivity(o.sensitivity));
   int64_t top_k = 0;
-  if (sens.header.contains("inputs") && sens.header["inputs"].is_object() && sens.header["inputs"].contains("top_k") &&
+  if (sens.header.contains("inputs") && sens.header["inputs"].is_object() &&
+      sens.header["inputs"].contains("top_k") &&
       sens.header["inputs"]["top_k"].is_number_integer()) {
     top_k = sens.header["inputs"]["top_k"].get<int64_t>();
   }
   std::map<int, int> experts_in_layer;
   for (const auto& t : sens.tensors) {
-    if (t.expert >= 0) experts_in_layer[t.layer] = std::max(experts_in_layer[t.layer], t.expert + 1);
+    if (t.expert >= 0)
+      experts_in_layer[t.layer] = std::max(experts_in_layer[t.layer], t.expert + 1);
   }
   if (!experts_in_layer.empty() && top_k <= 0) {
-    return Status::InvalidArgument(o.sensitivity + ": header has no inputs.top_k (re-run moeq-analyze)");
+    return Status::InvalidArgument(o.sensitivity +
+                                   ": header has no inputs.top_k (re-run moeq-analyze)");
   }
   std::map<ProbeKey, RoleProbe> roles;
   for (const auto& t : sens.tensors) {
     for (const auto& c : t.configs) {
       if (c.format != probe->name) continue;
       if (!c.encoder.empty() && c.encoder != "rtn") continue;  // the probe quantizes with rtn
-      const double x = t.expert >= 0 ? std::min(1.0, static_cast<double>(top_k) / experts_in_layer[t.layer]) : 1.0;
+      const double x = t.expert >= 0
+                           ? std::min(1.0, static_cast<double>(top_k) / experts_in_layer[t.layer])
+                           : 1.0;
       const ProbeKey key{t.role, o.per_layer ? t.layer : -1};
       RoleProbe& rp = roles[key];
       rp.role = t.role;
@@ -88,28 +102,34 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
     }
   }
   if (roles.empty()) {
-    return Status::InvalidArgument(o.sensitivity + ": no tensor has the probe format '" + std::string(probe->name) +
-                                   "' among its grid configs (choose --probe-format from the grid)");
+    return Status::InvalidArgument(
+        o.sensitivity + ": no tensor has the probe format '" + std::string(probe->name) +
+        "' among its grid configs (choose --probe-format from the grid)");
   }
 
   MOEQ_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(o.model_dir));
-  const std::string sens_fp = sens.header.contains("inputs") ? sens.header["inputs"].value("model_fingerprint", "") : "";
+  const std::string sens_fp =
+      sens.header.contains("inputs") ? sens.header["inputs"].value("model_fingerprint", "") : "";
   if (!sens_fp.empty() && sens_fp != ckpt->fingerprint()) {
-    return Status::InvalidArgument(o.sensitivity + ": analysed another model (model_fingerprint " + sens_fp + ", " +
-                                   o.model_dir + " has " + ckpt->fingerprint() + ")");
+    return Status::InvalidArgument(o.sensitivity + ": analysed another model (model_fingerprint " +
+                                   sens_fp + ", " + o.model_dir + " has " + ckpt->fingerprint() +
+                                   ")");
   }
   if (ckpt->is_quantized()) {
-    return Status::InvalidArgument(o.model_dir + ": already quantized; calibrate on the unquantized model");
+    return Status::InvalidArgument(o.model_dir +
+                                   ": already quantized; calibrate on the unquantized model");
   }
   MOEQ_ASSIGN_OR_RETURN(LoadedTokens tokens, LoadTokens(o.input, o.model_dir));
-  MOEQ_ASSIGN_OR_RETURN(PerplexityProtocol protocol, ProtocolPreset("reference", ckpt->config(), -1));
+  MOEQ_ASSIGN_OR_RETURN(PerplexityProtocol protocol,
+                        ProtocolPreset("reference", ckpt->config(), -1));
   protocol.name = "custom";
   protocol.context = o.context;
   protocol.max_chunks = o.windows;
   const size_t windows = PlanWindows(static_cast<int64_t>(tokens.ids.size()), protocol).size();
   if (windows == 0) {
     return Status::InvalidArgument(tokens.source + ": " + std::to_string(tokens.ids.size()) +
-                                   " tokens, fewer than one window of " + std::to_string(o.context));
+                                   " tokens, fewer than one window of " +
+                                   std::to_string(o.context));
   }
   const auto t0 = std::chrono::steady_clock::now();
 
@@ -141,7 +161,8 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
   MOEQ_ASSIGN_OR_RETURN(QuantPlan uniform, MakeUniformPlan(*ckpt, *probe));
   std::map<ProbeKey, std::vector<const CheckpointTensor*>> names;
   for (const CheckpointTensor& t : ckpt->tensors()) {
-    if (IsQuantizableRole(t.id.role) && uniform.formats.count(t.info.name)) names[{t.id.role, o.per_layer ? t.id.layer : -1}].push_back(&t);
+    if (IsQuantizableRole(t.id.role) && uniform.formats.count(t.info.name))
+      names[{t.id.role, o.per_layer ? t.id.layer : -1}].push_back(&t);
   }
   // Probe order and cost. A group's layers: those its tensors are in (-1: embedding / lm_head).
   struct Group {
@@ -170,13 +191,15 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
   if (method != "kl" && method != "local") {
     return Status::InvalidArgument("--method '" + o.method + "': expected auto, kl or local");
   }
-  spdlog::info("calibrate: {} probes, method {} (measured KL would cost {:.1f} forward passes)", groups.size(), method,
-               num_layers > 0 ? kl_cost / num_layers : 0.0);
+  spdlog::info("calibrate: {} probes, method {} (measured KL would cost {:.1f} forward passes)",
+               groups.size(), method, num_layers > 0 ? kl_cost / num_layers : 0.0);
 
   auto apply = [&](const Group& g) -> Status {
     for (const CheckpointTensor* t : g.tensors) {
       MOEQ_ASSIGN_OR_RETURN(TensorView view, ckpt->View(t->info.name));
-      MOEQ_ASSIGN_OR_RETURN(quant::QuantizedTensor q, quant::QuantizeTensor(view, *uniform.formats.at(t->info.name), ctx.threads));
+      MOEQ_ASSIGN_OR_RETURN(
+          quant::QuantizedTensor q,
+          quant::QuantizeTensor(view, *uniform.formats.at(t->info.name), ctx.threads));
       MOEQ_ASSIGN_OR_RETURN(std::vector<float> deq, quant::Dequantize(q, ctx.threads));
       MOEQ_RETURN_IF_ERROR(engine->OverrideWeights(t->info.name, std::move(deq)));
     }
@@ -215,7 +238,8 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
   auto local_change = [&](const Group& g) -> Result<double> {
     const int64_t H = ckpt->config().hidden_size;
     double sum = 0;
-    auto add = [&](const std::vector<std::vector<float>>& now, const std::vector<std::vector<float>>& ref) {
+    auto add = [&](const std::vector<std::vector<float>>& now,
+                   const std::vector<std::vector<float>>& ref) {
       size_t k = 0;
       for (size_t w = 0; w < now.size(); ++w) {
         for (size_t t = 0; t < now[w].size() / static_cast<size_t>(H); ++t, ++k) {
@@ -264,7 +288,8 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
       if (!change.ok()) return change.status();
       last.push_back({*change, key});
     }
-    std::sort(last.begin(), last.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    std::sort(last.begin(), last.end(),
+              [](const auto& a, const auto& b) { return a.first > b.first; });
     if (last.size() > kMeasuredLastLayer) last.resize(kMeasuredLastLayer);
     std::vector<double> ratios;
     for (const auto& [change, key] : last) {
@@ -278,20 +303,25 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
       if (change > 0) ratios.push_back(*kl / change);
     }
     if (ratios.empty()) {
-      return Status::InvalidArgument(o.model_dir + ": --method local needs a probed group in the last layer to convert "
-                                     "local changes to KL (use --method kl)");
+      return Status::InvalidArgument(
+          o.model_dir +
+          ": --method local needs a probed group in the last layer to convert "
+          "local changes to KL (use --method kl)");
     }
     std::sort(ratios.begin(), ratios.end());
     kl_per_change = ratios[ratios.size() / 2];
-    spdlog::info("calibrate: KL per unit of relative local change {:.4g} (median of {} last-layer probes, range {:.3g}..{:.3g})",
-                 kl_per_change, ratios.size(), ratios.front(), ratios.back());
+    spdlog::info(
+        "calibrate: KL per unit of relative local change {:.4g} (median of {} last-layer probes, "
+        "range {:.3g}..{:.3g})",
+        kl_per_change, ratios.size(), ratios.front(), ratios.back());
   }
 
   size_t done = 0;
   for (auto& [key, rp] : roles) {
     ++done;
     const TensorRole role = key.first;
-    const std::string group = std::string(RoleName(role)) + (rp.layer >= 0 ? "." + std::to_string(rp.layer) : "");
+    const std::string group =
+        std::string(RoleName(role)) + (rp.layer >= 0 ? "." + std::to_string(rp.layer) : "");
     auto git = groups.find(key);
     if (git == groups.end()) continue;
     const Group& g = git->second;
@@ -306,7 +336,8 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
         kl = measure_kl(g);
       } else {
         Result<double> change = local_change(g);
-        kl = change.ok() ? Result<double>(kl_per_change * *change) : Result<double>(change.status());
+        kl =
+            change.ok() ? Result<double>(kl_per_change * *change) : Result<double>(change.status());
         how = "estimated";
       }
       engine->ClearOverrides();
@@ -314,29 +345,40 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
       rp.kl_mean = *kl;
     }
     rp.sensitivity = rp.kl_mean / rp.predicted_noise;
-    spdlog::info("calibrate: {}/{} {}: {} tensors at {}: KL {:.6f} ({}), predicted noise {:.4g}", done, roles.size(),
-                 group, rp.tensors, probe->name, rp.kl_mean, how, rp.predicted_noise);
+    spdlog::info("calibrate: {}/{} {}: {} tensors at {}: KL {:.6f} ({}), predicted noise {:.4g}",
+                 done, roles.size(), group, rp.tensors, probe->name, rp.kl_mean, how,
+                 rp.predicted_noise);
   }
-  spdlog::info("calibrate: probes ran {:.1f} layer passes = {:.2f} forward passes over the text (+1 reference pass)",
-               layer_passes, num_layers > 0 ? layer_passes / num_layers : 0.0);
+  spdlog::info(
+      "calibrate: probes ran {:.1f} layer passes = {:.2f} forward passes over the text (+1 "
+      "reference pass)",
+      layer_passes, num_layers > 0 ? layer_passes / num_layers : 0.0);
   std::vector<double> s;
   for (const auto& [key, rp] : roles) {
     if (rp.tensors > 0) s.push_back(rp.sensitivity);
   }
-  if (s.empty()) return Status::InvalidArgument(o.model_dir + ": no quantizable tensor takes the probe format");
+  if (s.empty())
+    return Status::InvalidArgument(o.model_dir + ": no quantizable tensor takes the probe format");
   std::sort(s.begin(), s.end());
   const double median = s[s.size() / 2] > 0 ? s[s.size() / 2] : 1.0;
 
-  nlohmann::json in = {{"model", o.model_dir}, {"model_fingerprint", ckpt->fingerprint()},
+  nlohmann::json in = {{"model", o.model_dir},         {"model_fingerprint", ckpt->fingerprint()},
                        {"sensitivity", o.sensitivity}, {"sensitivity_sha256", sens.sha256},
-                       {"text", tokens.source}, {"text_sha256", tokens.sha256}};
+                       {"text", tokens.source},        {"text_sha256", tokens.sha256}};
   nlohmann::json j = MakeArtifactHeader("moeq.allocate_rules", 1, ctx, in);
   j["description"] =
-      "Measured priors (moeq-calibrate): for each role, the mean KL divergence from the unquantized model when only "
-      "that role is quantized with the probe format, over the predicted noise sum(exposure * NRMSE^2); prior = "
-      "sqrt(sensitivity / median sensitivity), for moeq-allocate --objective mse --rules this-file.";
-  j["probe"] = {{"format", std::string(probe->name)}, {"windows", windows}, {"context", o.context}, {"top_k", o.top_k},
-                {"per_layer", o.per_layer}, {"method", method}};
+      "Measured priors (moeq-calibrate): for each role, the mean KL divergence from the "
+      "unquantized model when only "
+      "that role is quantized with the probe format, over the predicted noise sum(exposure * "
+      "NRMSE^2); prior = "
+      "sqrt(sensitivity / median sensitivity), for moeq-allocate --objective mse --rules "
+      "this-file.";
+  j["probe"] = {{"format", std::string(probe->name)},
+                {"windows", windows},
+                {"context", o.context},
+                {"top_k", o.top_k},
+                {"per_layer", o.per_layer},
+                {"method", method}};
   if (method == "local") j["probe"]["kl_per_relative_change"] = kl_per_change;
   nlohmann::json rules = nlohmann::json::array(), measured = nlohmann::json::array();
   for (auto& [key, rp] : roles) {
@@ -346,14 +388,20 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
     if (rp.layer >= 0) match["layer"] = rp.layer;
     rp.prior = std::clamp(std::sqrt(std::max(rp.sensitivity, 0.0) / median), 0.01, 100.0);
     rules.push_back({{"match", match}, {"prior", rp.prior}});
-    measured.push_back({{"role", std::string(RoleName(role))}, {"layer", rp.layer}, {"tensors", rp.tensors}, {"kl_mean", rp.kl_mean},
-                        {"predicted_noise", rp.predicted_noise}, {"sensitivity", rp.sensitivity}, {"prior", rp.prior}});
+    measured.push_back({{"role", std::string(RoleName(role))},
+                        {"layer", rp.layer},
+                        {"tensors", rp.tensors},
+                        {"kl_mean", rp.kl_mean},
+                        {"predicted_noise", rp.predicted_noise},
+                        {"sensitivity", rp.sensitivity},
+                        {"prior", rp.prior}});
   }
   j["rules"] = rules;
   j["measurements"] = measured;
   MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(j), {.overwrite = ctx.force}));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  spdlog::info("calibrated {} roles of {} on {} windows in {:.1f} s; wrote {}", rules.size(), o.model_dir, windows, secs, o.output);
+  spdlog::info("calibrated {} roles of {} on {} windows in {:.1f} s; wrote {}", rules.size(),
+               o.model_dir, windows, secs, o.output);
   return Status::Ok();
 }
 

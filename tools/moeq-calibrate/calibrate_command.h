@@ -3,12 +3,12 @@
 // MINT's priors (embeddings 10, lm_head 10, router 8, ...) are fixed guesses of how much a unit
 // of quantization error of each kind of tensor costs. moeq-calibrate measures it per model: for
 // every quantizable role (embedding, lm_head, router, attn_q, ..., expert_down) it quantizes ONLY
-// the tensors of that role (by default: of that role in one layer) with a probe format (q4g64), runs the model on calibration text and
-// measures the mean KL divergence of the token distributions from the unquantized model's. The
-// role's sensitivity is that KL over the noise the allocator predicts for it,
-// Σ exposure·NRMSE² of its tensors at the probe format (the `mse` objective's cost with prior 1),
-// and its prior is sqrt(sensitivity / median sensitivity over the roles), so that the `mse`
-// objective Σ π²·α·x·NRMSE² becomes, to first order, the predicted KL. The output is a
+// the tensors of that role (by default: of that role in one layer) with a probe format (q4g64),
+// runs the model on calibration text and measures the mean KL divergence of the token distributions
+// from the unquantized model's. The role's sensitivity is that KL over the noise the allocator
+// predicts for it, Σ exposure·NRMSE² of its tensors at the probe format (the `mse` objective's cost
+// with prior 1), and its prior is sqrt(sensitivity / median sensitivity over the roles), so that
+// the `mse` objective Σ π²·α·x·NRMSE² becomes, to first order, the predicted KL. The output is a
 // moeq.allocate_rules file (one prior rule per role) for `moeq-allocate --rules`.
 #pragma once
 
@@ -16,8 +16,8 @@
 #include <string>
 
 #include "moeq/base/artifact.h"
-#include "moeq/tokenizer/text_input.h"
 #include "moeq/base/status.h"
+#include "moeq/tokenizer/text_input.h"
 
 namespace moeq {
 

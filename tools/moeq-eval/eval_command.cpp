@@ -1,16 +1,17 @@
 // moeq-eval: perplexity, KL against a reference model, and the CI gate.
-#include <cstdio>
-#include <optional>
+#include "moeq-eval/eval_command.h"
 
 #include <spdlog/spdlog.h>
 
-#include "moeq/tokenizer/text_input.h"
-#include "moeq/checkpoint/checkpoint.h"
-#include "moeq-eval/eval_command.h"
-#include "moeq/engine/engine.h"
-#include "moeq/eval/eval.h"
+#include <cstdio>
+#include <optional>
+
 #include "moeq/base/file_util.h"
 #include "moeq/base/json_reader.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/engine/engine.h"
+#include "moeq/eval/eval.h"
+#include "moeq/tokenizer/text_input.h"
 
 namespace moeq {
 namespace {
@@ -23,14 +24,18 @@ Status ParsePplDelta(const std::string& text, GateOptions* gate) {
   char* end = nullptr;
   const double v = std::strtod(t.c_str(), &end);
   if (t.empty() || *end != '\0' || v < 0) {
-    return Status::InvalidArgument("--max-ppl-delta '" + text + "': expected a non-negative number, optionally with %");
+    return Status::InvalidArgument("--max-ppl-delta '" + text +
+                                   "': expected a non-negative number, optionally with %");
   }
-  if (pct) gate->max_ppl_delta_pct = v;
-  else gate->max_ppl_delta_abs = v;
+  if (pct)
+    gate->max_ppl_delta_pct = v;
+  else
+    gate->max_ppl_delta_abs = v;
   return Status::Ok();
 }
 
-Result<std::unique_ptr<Engine>> LoadEngine(const std::string& dir, int threads, bool packed, std::unique_ptr<Checkpoint>* keep) {
+Result<std::unique_ptr<Engine>> LoadEngine(const std::string& dir, int threads, bool packed,
+                                           std::unique_ptr<Checkpoint>* keep) {
   MOEQ_ASSIGN_OR_RETURN(*keep, Checkpoint::Open(dir));
   EngineOptions eo;
   eo.threads = threads;
@@ -48,18 +53,23 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
     return Status::InvalidArgument("--max-ppl-delta needs --baseline eval.json");
   }
   if (gate.max_kl && o.reference_dir.empty() && o.reference_logits.empty()) {
-    return Status::InvalidArgument("--max-kl needs --reference MODEL_DIR or --reference-logits FILE");
+    return Status::InvalidArgument(
+        "--max-kl needs --reference MODEL_DIR or --reference-logits FILE");
   }
   if (!o.reference_dir.empty() && !o.reference_logits.empty()) {
-    return Status::InvalidArgument("give --reference MODEL_DIR or --reference-logits FILE, not both");
+    return Status::InvalidArgument(
+        "give --reference MODEL_DIR or --reference-logits FILE, not both");
   }
-  if (o.save_logits_top_k < 0) return Status::InvalidArgument("--save-logits-top-k must be >= 0 (0 = whole vocabulary)");
-  const std::vector<std::string> all_inputs = {o.model_dir, o.reference_dir, o.reference_logits, o.input.text_file,
+  if (o.save_logits_top_k < 0)
+    return Status::InvalidArgument("--save-logits-top-k must be >= 0 (0 = whole vocabulary)");
+  const std::vector<std::string> all_inputs = {o.model_dir,         o.reference_dir,
+                                               o.reference_logits,  o.input.text_file,
                                                o.input.tokens_file, o.baseline};
   if (!o.output.empty()) MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.output, all_inputs, ctx.force));
   if (!o.save_logits.empty()) {
     MOEQ_RETURN_IF_ERROR(CheckOutputPath(o.save_logits, all_inputs, ctx.force));
-    if (o.save_logits == o.output) return Status::InvalidArgument("--save-logits and --output name the same file");
+    if (o.save_logits == o.output)
+      return Status::InvalidArgument("--save-logits and --output name the same file");
   }
   std::optional<SavedLogits> saved;
   if (!o.reference_logits.empty()) {
@@ -83,14 +93,20 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
                         ProtocolPreset(o.protocol, ckpt->config(), tokens.bos_id.value_or(-1)));
   if (o.context > 0) protocol.context = o.context;
   if (o.stride > 0) protocol.stride = o.stride;
-  if (o.scored == "all-but-first") protocol.scored = ScoredTokens::kAllButFirst;
-  else if (o.scored == "second-half") protocol.scored = ScoredTokens::kSecondHalf;
-  else if (!o.scored.empty()) return Status::InvalidArgument("--scored '" + o.scored + "': expected all-but-first or second-half");
+  if (o.scored == "all-but-first")
+    protocol.scored = ScoredTokens::kAllButFirst;
+  else if (o.scored == "second-half")
+    protocol.scored = ScoredTokens::kSecondHalf;
+  else if (!o.scored.empty())
+    return Status::InvalidArgument("--scored '" + o.scored +
+                                   "': expected all-but-first or second-half");
   if (o.chunks > 0) protocol.max_chunks = o.chunks;
   if (o.samples >= 0) protocol.samples = o.samples;
   protocol.seed = static_cast<uint64_t>(o.seed);
-  if (o.context > 0 || o.stride > 0 || !o.scored.empty() || o.chunks > 0 || o.samples >= 0) protocol.name += "+custom";
-  if (ckpt->config().max_position_embeddings > 0 && protocol.context > ckpt->config().max_position_embeddings) {
+  if (o.context > 0 || o.stride > 0 || !o.scored.empty() || o.chunks > 0 || o.samples >= 0)
+    protocol.name += "+custom";
+  if (ckpt->config().max_position_embeddings > 0 &&
+      protocol.context > ckpt->config().max_position_embeddings) {
     spdlog::warn("context {} exceeds the model's max_position_embeddings {}", protocol.context,
                  ckpt->config().max_position_embeddings);
   }
@@ -101,13 +117,14 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
     const auto& h = saved->header;
     const std::string theirs = h.contains("text_sha256") ? JsonExcerpt(h["text_sha256"]) : "none";
     if (!h.contains("text_sha256") || h["text_sha256"] != tokens.sha256) {
-      return Status::InvalidArgument(o.reference_logits + ": saved for another text (text_sha256 " + theirs +
-                                     ", this run's \"" + tokens.sha256 + "\")");
+      return Status::InvalidArgument(o.reference_logits + ": saved for another text (text_sha256 " +
+                                     theirs + ", this run's \"" + tokens.sha256 + "\")");
     }
     if (!h.contains("protocol") || h["protocol"] != protocol_json) {
-      return Status::InvalidArgument(o.reference_logits + ": saved under another protocol (" +
-                                     (h.contains("protocol") ? JsonExcerpt(h["protocol"]) : std::string("none")) +
-                                     ", this run's " + JsonExcerpt(protocol_json) + ")");
+      return Status::InvalidArgument(
+          o.reference_logits + ": saved under another protocol (" +
+          (h.contains("protocol") ? JsonExcerpt(h["protocol"]) : std::string("none")) +
+          ", this run's " + JsonExcerpt(protocol_json) + ")");
     }
   }
 
@@ -123,8 +140,10 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
   }
   MOEQ_ASSIGN_OR_RETURN(EvalResult r, Evaluate(*engine, tokens.ids, eo, reference.get()));
 
-  nlohmann::json inputs = {{"model", o.model_dir}, {"model_fingerprint", ckpt->fingerprint()},
-                           {"text", tokens.source}, {"text_sha256", tokens.sha256}};
+  nlohmann::json inputs = {{"model", o.model_dir},
+                           {"model_fingerprint", ckpt->fingerprint()},
+                           {"text", tokens.source},
+                           {"text_sha256", tokens.sha256}};
   if (reference) {
     inputs["reference"] = o.reference_dir;
     inputs["reference_fingerprint"] = ref_ckpt->fingerprint();
@@ -137,13 +156,15 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
   }
   if (!o.save_logits.empty()) {
     record.header = MakeArtifactHeader("moeq.reference_logits", 1, ctx,
-                                       {{"model", o.model_dir}, {"model_fingerprint", ckpt->fingerprint()},
-                                        {"text", tokens.source}, {"text_sha256", tokens.sha256}});
+                                       {{"model", o.model_dir},
+                                        {"model_fingerprint", ckpt->fingerprint()},
+                                        {"text", tokens.source},
+                                        {"text_sha256", tokens.sha256}});
     record.header["protocol"] = protocol_json;
     record.header["text_sha256"] = tokens.sha256;
     MOEQ_RETURN_IF_ERROR(WriteSavedLogits(o.save_logits, record, {.overwrite = ctx.force}));
-    spdlog::info("saved the distribution of {} scored tokens (top {} of {} per token) to {}", record.tokens,
-                 record.top_k, record.vocab, o.save_logits);
+    spdlog::info("saved the distribution of {} scored tokens (top {} of {} per token) to {}",
+                 record.tokens, record.top_k, record.vocab, o.save_logits);
   }
   nlohmann::json j = MakeArtifactHeader("moeq.eval", 1, ctx, inputs);
   j.update(EvalResultToJson(r));
@@ -159,13 +180,15 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
       bytes += t.quant.quantized() ? t.quant.stored_bytes : t.info.nbytes();
       params += t.info.numel();
     }
-    j["model_size"] = {{"bytes", bytes},
-                       {"parameters", params},
-                       {"bpw", params > 0 ? 8.0 * static_cast<double>(bytes) / static_cast<double>(params) : 0.0}};
+    j["model_size"] = {
+        {"bytes", bytes},
+        {"parameters", params},
+        {"bpw", params > 0 ? 8.0 * static_cast<double>(bytes) / static_cast<double>(params) : 0.0}};
   }
   Status gate_status = CheckGate(r, j, o.baseline.empty() ? nullptr : &baseline, gate);
   if (gate.max_kl || gate.max_ppl_delta_pct || gate.max_ppl_delta_abs) {
-    j["gate"] = {{"passed", gate_status.ok()}, {"message", gate_status.ok() ? "" : gate_status.message()}};
+    j["gate"] = {{"passed", gate_status.ok()},
+                 {"message", gate_status.ok() ? "" : gate_status.message()}};
   }
   if (!gate_status.ok() && gate_status.code() != StatusCode::kGateFailed) return gate_status;
   if (o.output.empty()) {
@@ -174,15 +197,18 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
     MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(j), {.overwrite = ctx.force}));
   }
   if (r.has_reference) {
-    spdlog::info("ppl {:.4f} ± {:.4f} over {} tokens ({} windows of {}), reference ppl {:.4f} ({:+.3f}%), "
-                 "KL mean {:.5f} p99 {:.5f}, top-1 agreement {:.2f}%, {:.1f} s, {:.0f} tok/s",
-                 r.ppl, r.ppl_stderr, r.tokens_scored, r.windows, protocol.context, r.reference_ppl,
-                 100.0 * (r.ppl - r.reference_ppl) / r.reference_ppl, r.kl_mean, r.kl_p99, 100.0 * r.top1_agreement,
-                 r.seconds, r.tokens_per_second);
+    spdlog::info(
+        "ppl {:.4f} ± {:.4f} over {} tokens ({} windows of {}), reference ppl {:.4f} ({:+.3f}%), "
+        "KL mean {:.5f} p99 {:.5f}, top-1 agreement {:.2f}%, {:.1f} s, {:.0f} tok/s",
+        r.ppl, r.ppl_stderr, r.tokens_scored, r.windows, protocol.context, r.reference_ppl,
+        100.0 * (r.ppl - r.reference_ppl) / r.reference_ppl, r.kl_mean, r.kl_p99,
+        100.0 * r.top1_agreement, r.seconds, r.tokens_per_second);
   } else {
-    spdlog::info("ppl {:.4f} ± {:.4f} (mean NLL {:.5f}) over {} tokens ({} windows of {}), {:.1f} s, {:.0f} tok/s",
-                 r.ppl, r.ppl_stderr, r.nll_mean, r.tokens_scored, r.windows, protocol.context, r.seconds,
-                 r.tokens_per_second);
+    spdlog::info(
+        "ppl {:.4f} ± {:.4f} (mean NLL {:.5f}) over {} tokens ({} windows of {}), {:.1f} s, {:.0f} "
+        "tok/s",
+        r.ppl, r.ppl_stderr, r.nll_mean, r.tokens_scored, r.windows, protocol.context, r.seconds,
+        r.tokens_per_second);
   }
   return gate_status;
 }

@@ -1,10 +1,10 @@
 // moeq-inspect's command (see inspect_command.h).
 #include "moeq-inspect/inspect_command.h"
 
+#include <spdlog/spdlog.h>
+
 #include <cstdio>
 #include <string>
-
-#include <spdlog/spdlog.h>
 
 #include "moeq/base/file_util.h"
 #include "moeq/report/inspect.h"
@@ -24,18 +24,20 @@ Status RunInspect(const InspectCommandOptions& options, const ArtifactContext& c
     const std::string t = options.json ? DumpJson(qr) : FormatQuantReportTable(qr);
     std::fwrite(t.data(), 1, t.size(), stdout);
     std::fflush(stdout);
-    spdlog::info("{}: uniform quantization measured for {} formats", model_dir, qr["formats"].size());
+    spdlog::info("{}: uniform quantization measured for {} formats", model_dir,
+                 qr["formats"].size());
     return Status::Ok();
   }
   const std::string text = options.json ? DumpJson(report) : FormatInspectTable(report);
   std::fwrite(text.data(), 1, text.size(), stdout);
   std::fflush(stdout);
-  spdlog::info("{}: {} {} layers, {} tensors, {} parameters, {} bytes in {} shard(s), {} "
-               "unknown",
-               model_dir, checkpoint->config().model_type, checkpoint->config().num_layers,
-               report["tensors"].get<int64_t>(), report["parameters"].get<int64_t>(),
-               report["bytes"].get<uint64_t>(), checkpoint->shard_files().size(),
-               checkpoint->unknown_tensors().size());
+  spdlog::info(
+      "{}: {} {} layers, {} tensors, {} parameters, {} bytes in {} shard(s), {} "
+      "unknown",
+      model_dir, checkpoint->config().model_type, checkpoint->config().num_layers,
+      report["tensors"].get<int64_t>(), report["parameters"].get<int64_t>(),
+      report["bytes"].get<uint64_t>(), checkpoint->shard_files().size(),
+      checkpoint->unknown_tensors().size());
   return Status::Ok();
 }
 

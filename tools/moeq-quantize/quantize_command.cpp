@@ -1,5 +1,7 @@
 // moeq-quantize: plan (allocation.json or uniform), then an MLX checkpoint written into a
 // temporary sibling directory that is renamed into place only once complete (manifest last).
+#include "moeq-quantize/quantize_command.h"
+
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -9,12 +11,11 @@
 #include <random>
 #include <tuple>
 
-#include "moeq/checkpoint/checkpoint.h"
 #include "moeq/base/file_util.h"
+#include "moeq/checkpoint/checkpoint.h"
 #include "moeq/export/gguf_writer.h"
-#include "moeq/export/quant_plan.h"
-#include "moeq-quantize/quantize_command.h"
 #include "moeq/export/model_card.h"
+#include "moeq/export/quant_plan.h"
 #include "moeq/quant/input_stats.h"
 
 namespace moeq {
@@ -49,14 +50,17 @@ Result<QuantPlan> MakePlan(const QuantizeCommandOptions& o, const Checkpoint& ck
       break;
     }
   }
-  const std::string spec = o.uniform_bits >= 16 ? std::to_string(o.uniform_bits)
-                                                : std::to_string(o.uniform_bits) + "," + std::to_string(o.group_size);
+  const std::string spec =
+      o.uniform_bits >= 16 ? std::to_string(o.uniform_bits)
+                           : std::to_string(o.uniform_bits) + "," + std::to_string(o.group_size);
   auto fmt = quant::ParseFormatSpec(spec, source);
-  if (!fmt.ok()) return fmt.status().WithContext("--uniform " + std::to_string(o.uniform_bits) + " --group " +
-                                                 std::to_string(o.group_size));
+  if (!fmt.ok())
+    return fmt.status().WithContext("--uniform " + std::to_string(o.uniform_bits) + " --group " +
+                                    std::to_string(o.group_size));
   std::map<std::string, std::string> skipped;
   MOEQ_ASSIGN_OR_RETURN(QuantPlan plan, MakeUniformPlan(ckpt, **fmt, &skipped));
-  for (const auto& [name, why] : skipped) spdlog::warn("{}: tensor '{}' kept in its dtype: {}", o.model_dir, name, why);
+  for (const auto& [name, why] : skipped)
+    spdlog::warn("{}: tensor '{}' kept in its dtype: {}", o.model_dir, name, why);
   if (!o.uniform_all && (*fmt)->is_affine()) MOEQ_RETURN_IF_ERROR(ApplyMlxLmGateRule(ckpt, &plan));
   return plan;
 }
@@ -65,12 +69,13 @@ Result<QuantPlan> MakePlan(const QuantizeCommandOptions& o, const Checkpoint& ck
 std::string GgufCardPath(const std::string& output) {
   fs::path p(output);
   std::string stem = p.filename().string();
-  if (stem.size() > 5 && stem.compare(stem.size() - 5, 5, ".gguf") == 0) stem.resize(stem.size() - 5);
+  if (stem.size() > 5 && stem.compare(stem.size() - 5, 5, ".gguf") == 0)
+    stem.resize(stem.size() - 5);
   return (p.parent_path() / (stem + ".README.md")).string();
 }
 
-ModelCardInput CardInput(const QuantizeCommandOptions& o, const ArtifactContext& ctx, const Checkpoint& ckpt,
-                         const QuantPlan& plan) {
+ModelCardInput CardInput(const QuantizeCommandOptions& o, const ArtifactContext& ctx,
+                         const Checkpoint& ckpt, const QuantPlan& plan) {
   ModelCardInput in;
   in.checkpoint = &ckpt;
   in.plan = &plan;
@@ -84,7 +89,8 @@ ModelCardInput CardInput(const QuantizeCommandOptions& o, const ArtifactContext&
       in.commands.push_back((*a)["producer"]["command"].get<std::string>());
     }
   }
-  in.commands.push_back(ctx.command_line.empty() ? "moeq-quantize (library call)" : ctx.command_line);
+  in.commands.push_back(ctx.command_line.empty() ? "moeq-quantize (library call)"
+                                                 : ctx.command_line);
   return in;
 }
 
@@ -95,8 +101,9 @@ Status RunGguf(const QuantizeCommandOptions& o, const ArtifactContext& ctx, cons
                const QuantPlan& plan, std::chrono::steady_clock::time_point start) {
   std::error_code ec;
   if (fs::is_directory(o.output, ec)) {
-    return Status::InvalidArgument("--output " + o.output +
-                                   " is a directory; --format gguf writes one file (e.g. -o model.gguf)");
+    return Status::InvalidArgument(
+        "--output " + o.output +
+        " is a directory; --format gguf writes one file (e.g. -o model.gguf)");
   }
   GgufWriteOptions wo;
   wo.threads = ctx.threads;
@@ -111,7 +118,8 @@ Status RunGguf(const QuantizeCommandOptions& o, const ArtifactContext& ctx, cons
   if (!o.no_model_card) {
     ModelCardInput card = CardInput(o, ctx, ckpt, plan);
     card.output_bytes = report.file_bytes;
-    card.written_bpw = report.weights > 0 ? report.tensor_bytes * 8.0 / static_cast<double>(report.weights) : 0.0;
+    card.written_bpw =
+        report.weights > 0 ? report.tensor_bytes * 8.0 / static_cast<double>(report.weights) : 0.0;
     card.gguf_types = report.TypeSummary();
     if (!o.eval.empty()) {
       MOEQ_ASSIGN_OR_RETURN(card.eval, ReadJsonFile(o.eval));
@@ -125,13 +133,16 @@ Status RunGguf(const QuantizeCommandOptions& o, const ArtifactContext& ctx, cons
     if (!types.empty()) types += ", ";
     types += type + "×" + std::to_string(e["tensors"].get<int64_t>());
   }
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  spdlog::info("quantized {} ({}) to GGUF ({}): {} tensors [{}], {:.1f} MiB, {:.3f} bpw, {} fallbacks, {} promoted "
-               "expert tensors; wrote {} in {:.1f} s",
-               o.model_dir, plan.source, report.architecture, report.tensors.size(), types,
-               report.file_bytes / 1048576.0,
-               report.weights > 0 ? report.tensor_bytes * 8.0 / static_cast<double>(report.weights) : 0.0,
-               report.fallback_tensors, report.promoted_expert_tensors, o.output, secs);
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  spdlog::info(
+      "quantized {} ({}) to GGUF ({}): {} tensors [{}], {:.1f} MiB, {:.3f} bpw, {} fallbacks, {} "
+      "promoted "
+      "expert tensors; wrote {} in {:.1f} s",
+      o.model_dir, plan.source, report.architecture, report.tensors.size(), types,
+      report.file_bytes / 1048576.0,
+      report.weights > 0 ? report.tensor_bytes * 8.0 / static_cast<double>(report.weights) : 0.0,
+      report.fallback_tensors, report.promoted_expert_tensors, o.output, secs);
   return Status::Ok();
 }
 
@@ -141,15 +152,18 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
   const auto start = std::chrono::steady_clock::now();
   if (o.model_dir.empty()) return Status::InvalidArgument("a model directory is required");
   if (o.output.empty()) return Status::InvalidArgument("-o/--output OUT_DIR is required");
-  if (o.uniform_all && o.uniform_bits == 0) return Status::InvalidArgument("--uniform-all needs --uniform BITS");
+  if (o.uniform_all && o.uniform_bits == 0)
+    return Status::InvalidArgument("--uniform-all needs --uniform BITS");
   QuantizeCommandOptions with_type = o;
   if (!o.gguf_type.empty()) {
     const GgmlTypeTraits* gt = FindGgmlTypeByName(o.gguf_type);
     if (gt == nullptr || !gt->quantized) {
-      return Status::InvalidArgument("--gguf-type '" + o.gguf_type +
-                                     "': expected one of q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K");
+      return Status::InvalidArgument(
+          "--gguf-type '" + o.gguf_type +
+          "': expected one of q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K");
     }
-    if (o.format != "gguf") return Status::InvalidArgument("--gguf-type applies to --format gguf only");
+    if (o.format != "gguf")
+      return Status::InvalidArgument("--gguf-type applies to --format gguf only");
     // Without a plan, quantize what a uniform plan at the type's width would (routers excepted).
     if (o.allocation.empty() && o.uniform_bits == 0) {
       with_type.uniform_bits = static_cast<int>(gt->BitsPerWeight());
@@ -158,7 +172,8 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
     }
   }
   if (with_type.allocation.empty() == (with_type.uniform_bits == 0)) {
-    return Status::InvalidArgument("give exactly one of --allocation allocation.json and --uniform BITS");
+    return Status::InvalidArgument(
+        "give exactly one of --allocation allocation.json and --uniform BITS");
   }
   if (o.format != "mlx" && o.format != "gguf") {
     return Status::InvalidArgument("--format '" + o.format + "': expected 'mlx' or 'gguf'");
@@ -177,7 +192,8 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
   // Without the .gguf (a run killed after writing the card, or a removed output) it is a
   // leftover, so only an input may not be overwritten.
   if (o.format == "gguf" && !o.no_model_card) {
-    MOEQ_RETURN_IF_ERROR(CheckOutputPath(GgufCardPath(o.output), inputs, /*force=*/true).WithContext("model card"));
+    MOEQ_RETURN_IF_ERROR(
+        CheckOutputPath(GgufCardPath(o.output), inputs, /*force=*/true).WithContext("model card"));
   }
   {
     // The output must not lie inside the input directory either.
@@ -185,16 +201,19 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
     const fs::path in = fs::weakly_canonical(o.model_dir, ec);
     const fs::path out = fs::weakly_canonical(o.output, ec);
     if (!ec && out.string().rfind(in.string() + "/", 0) == 0) {
-      return Status::InvalidArgument("--output " + o.output + " lies inside the input model directory " + o.model_dir);
+      return Status::InvalidArgument("--output " + o.output +
+                                     " lies inside the input model directory " + o.model_dir);
     }
   }
 
   MOEQ_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(o.model_dir));
   MOEQ_ASSIGN_OR_RETURN(QuantPlan plan, MakePlan(with_type, *ckpt));
-  // Encoder overrides: --encoder for every quantized tensor, then --expert-encoder for routed experts.
+  // Encoder overrides: --encoder for every quantized tensor, then --expert-encoder for routed
+  // experts.
   for (const auto& [flag, value, experts_only] :
        {std::tuple<const char*, const std::string*, bool>{"--encoder", &o.encoder, false},
-        std::tuple<const char*, const std::string*, bool>{"--expert-encoder", &o.expert_encoder, true}}) {
+        std::tuple<const char*, const std::string*, bool>{"--expert-encoder", &o.expert_encoder,
+                                                          true}}) {
     if (value->empty()) continue;
     auto k = quant::ParseEncoder(*value);
     if (!k.ok()) return Status::InvalidArgument(std::string(flag) + ": " + k.status().message());
@@ -215,11 +234,15 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
   }
   if (plan.DataAware()) {
     if (!stats) {
-      return Status::InvalidArgument("the plan uses data-aware encoders (weighted/gptq): give --stats activation_stats.safetensors "
-                                     "(moeq-profile --activation-stats, with --gram for gptq)");
+      return Status::InvalidArgument(
+          "the plan uses data-aware encoders (weighted/gptq): give --stats "
+          "activation_stats.safetensors "
+          "(moeq-profile --activation-stats, with --gram for gptq)");
     }
     if (o.format == "gguf") {
-      return Status::Unsupported("--format gguf: the data-aware encoders write MLX affine codes only; use --format mlx or rtn");
+      return Status::Unsupported(
+          "--format gguf: the data-aware encoders write MLX affine codes only; use --format mlx or "
+          "rtn");
     }
   }
   // A file-size limit or a full disk must become an error we can clean up after, not a signal.
@@ -246,7 +269,8 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
   }
   nlohmann::json manifest = MakeArtifactHeader("moeq.quant_manifest", 1, ctx, inputs_json);
   for (auto& [k, v] : body.items()) manifest[k] = v;
-  manifest["plan"] = {{"source", plan.source}, {"allocation_sha256", plan.allocation_sha256},
+  manifest["plan"] = {{"source", plan.source},
+                      {"allocation_sha256", plan.allocation_sha256},
                       {"pruned", plan.pruned.size()}};
   if (stats) {
     manifest["inputs"]["stats"] = o.stats;
@@ -259,8 +283,10 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
     }
     const quant::EncoderOptions& eo = o.encoder_options;
     manifest["plan"]["encoders"] = by_encoder;
-    manifest["plan"]["encoder_options"] = {{"gptq_damp", eo.gptq_damp}, {"gptq_block", eo.gptq_block},
-                                           {"gptq_act_order", eo.gptq_act_order}, {"weighted_steps", eo.weighted_steps}};
+    manifest["plan"]["encoder_options"] = {{"gptq_damp", eo.gptq_damp},
+                                           {"gptq_block", eo.gptq_block},
+                                           {"gptq_act_order", eo.gptq_act_order},
+                                           {"weighted_steps", eo.weighted_steps}};
   }
   if (!o.no_model_card) {
     ModelCardInput card = CardInput(o, ctx, *ckpt, plan);
@@ -271,21 +297,26 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
       MOEQ_ASSIGN_OR_RETURN(card.eval, ReadJsonFile(o.eval));
       card.eval_name = fs::path(o.eval).filename().string();
     }
-    MOEQ_RETURN_IF_ERROR(WriteFileAtomic((fs::path(tmp) / "README.md").string(), RenderModelCard(card)));
+    MOEQ_RETURN_IF_ERROR(
+        WriteFileAtomic((fs::path(tmp) / "README.md").string(), RenderModelCard(card)));
   }
-  MOEQ_RETURN_IF_ERROR(WriteFileAtomic((fs::path(tmp) / "quant_manifest.json").string(), DumpJson(manifest)));
+  MOEQ_RETURN_IF_ERROR(
+      WriteFileAtomic((fs::path(tmp) / "quant_manifest.json").string(), DumpJson(manifest)));
 
   // Into place: an existing output (--force) is replaced only now that the new one is complete.
   MOEQ_RETURN_IF_ERROR(out_dir->Commit());
 
   const auto& totals = manifest["totals"];
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  spdlog::info("quantized {} ({}): {} of {} tensors quantized, {:.1f} MiB -> {:.1f} MiB ({:.3f} bpw, NRMSE {:.4f}), "
-               "{} layout, wrote {} in {:.1f} s",
-               o.model_dir, plan.source, totals["quantized_tensors"].get<int64_t>(), totals["tensors"].get<int64_t>(),
-               totals["source_bytes"].get<double>() / 1048576.0, totals["bytes"].get<double>() / 1048576.0,
-               totals["bpw"].get<double>(), totals["nrmse"].get<double>(), body["layout"].get<std::string>(), o.output,
-               secs);
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  spdlog::info(
+      "quantized {} ({}): {} of {} tensors quantized, {:.1f} MiB -> {:.1f} MiB ({:.3f} bpw, NRMSE "
+      "{:.4f}), "
+      "{} layout, wrote {} in {:.1f} s",
+      o.model_dir, plan.source, totals["quantized_tensors"].get<int64_t>(),
+      totals["tensors"].get<int64_t>(), totals["source_bytes"].get<double>() / 1048576.0,
+      totals["bytes"].get<double>() / 1048576.0, totals["bpw"].get<double>(),
+      totals["nrmse"].get<double>(), body["layout"].get<std::string>(), o.output, secs);
   return Status::Ok();
 }
 

@@ -14,7 +14,8 @@ namespace moeq {
 /// moeq-quantize's options (one field per flag).
 struct QuantizeCommandOptions {
   std::string model_dir;
-  /// Output directory ("mlx") or .gguf file ("gguf"); must not exist unless --force; never the input.
+  /// Output directory ("mlx") or .gguf file ("gguf"); must not exist unless --force; never the
+  /// input.
   std::string output;
   /// allocation.json from moeq-allocate (exclusive with uniform_bits).
   std::string allocation;

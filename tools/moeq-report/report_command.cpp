@@ -1,6 +1,8 @@
 // moeq-report: the HTML report (report_command.h).
 #include "moeq-report/report_command.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -9,13 +11,11 @@
 #include <set>
 #include <sstream>
 
-#include <spdlog/spdlog.h>
-
-#include "moeq/model/arch.h"
 #include "moeq/base/build_info.h"
 #include "moeq/base/file_util.h"
-#include "moeq/quant/quant_format.h"
 #include "moeq/base/svg.h"
+#include "moeq/model/arch.h"
+#include "moeq/quant/quant_format.h"
 
 namespace moeq {
 
@@ -37,7 +37,7 @@ struct TensorMeta {
 struct SensitivityData {
   std::vector<std::string> order;  // tensors in file order
   std::map<std::string, TensorMeta, std::less<>> tensors;
-  std::vector<std::string> formats;                      // grid order
+  std::vector<std::string> formats;  // grid order
   std::map<std::string, std::vector<double>> sqnr_by_format;
 };
 
@@ -102,13 +102,15 @@ Result<SensitivityData> ReadSensitivity(const std::string& path) try {
     if (seen_formats.insert(format).second) d.formats.push_back(format);
     d.sqnr_by_format[format].push_back(sqnr);
   }
-  if (n == 0) return Status::InvalidArgument(path + ": empty file (expected a moeq.sensitivity header line)");
+  if (n == 0)
+    return Status::InvalidArgument(path + ": empty file (expected a moeq.sensitivity header line)");
   return d;
 } catch (const nlohmann::json::exception& e) {
   return Status::Corruption(path + ": " + JsonExceptionText(e));
 }
 
-Result<std::vector<AllocEntry>> ReadAllocation(const std::string& path, nlohmann::json* header) try {
+Result<std::vector<AllocEntry>> ReadAllocation(const std::string& path,
+                                               nlohmann::json* header) try {
   MOEQ_ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(path));
   MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.allocation", 1, path));
   auto ts = j.find("tensors");
@@ -178,26 +180,30 @@ Result<CurveData> ReadCurve(const std::string& path) try {
       cols = f;
       for (size_t i = 0; i < cols.size(); ++i) {
         const std::string& name = cols[i];
-        if (bytes_col < 0 && (name == "bytes" || name.find("bytes") != std::string::npos)) bytes_col = static_cast<int>(i);
-        if (obj_col < 0 && name.find("objective") != std::string::npos) obj_col = static_cast<int>(i);
+        if (bytes_col < 0 && (name == "bytes" || name.find("bytes") != std::string::npos))
+          bytes_col = static_cast<int>(i);
+        if (obj_col < 0 && name.find("objective") != std::string::npos)
+          obj_col = static_cast<int>(i);
         if (name == "knee") knee_col = static_cast<int>(i);
       }
       if (bytes_col < 0 || obj_col < 0) {
-        return Status::InvalidArgument(Where(path, n) +
-                                       ": the header needs a 'bytes' column and an 'objective' column");
+        return Status::InvalidArgument(
+            Where(path, n) + ": the header needs a 'bytes' column and an 'objective' column");
       }
       continue;
     }
     auto num = [&](int col, double* out) -> Status {
       if (col >= static_cast<int>(f.size())) {
-        return Status::InvalidArgument(Where(path, n) + ": missing column '" + cols[static_cast<size_t>(col)] + "'");
+        return Status::InvalidArgument(Where(path, n) + ": missing column '" +
+                                       cols[static_cast<size_t>(col)] + "'");
       }
       char* end = nullptr;
       const std::string& s = f[static_cast<size_t>(col)];
       *out = std::strtod(s.c_str(), &end);
       if (s.empty() || end != s.c_str() + s.size()) {
-        return Status::InvalidArgument(Where(path, n) + ": column '" + cols[static_cast<size_t>(col)] +
-                                       "' is not a number: '" + s + "'");
+        return Status::InvalidArgument(Where(path, n) + ": column '" +
+                                       cols[static_cast<size_t>(col)] + "' is not a number: '" + s +
+                                       "'");
       }
       return Status::Ok();
     };
@@ -216,7 +222,8 @@ Result<CurveData> ReadCurve(const std::string& path) try {
     // The knee: the point farthest from the chord between the ends, in normalised coordinates.
     const double x0 = c.bytes.front(), x1 = c.bytes.back();
     const double y0 = c.objective.front(), y1 = c.objective.back();
-    const double sx = std::abs(x1 - x0) > 0 ? std::abs(x1 - x0) : 1, sy = std::abs(y1 - y0) > 0 ? std::abs(y1 - y0) : 1;
+    const double sx = std::abs(x1 - x0) > 0 ? std::abs(x1 - x0) : 1,
+                 sy = std::abs(y1 - y0) > 0 ? std::abs(y1 - y0) : 1;
     double best = -1;
     for (size_t i = 0; i < c.bytes.size(); ++i) {
       const double u = (c.bytes[i] - x0) / sx, v = (c.objective[i] - y0) / sy;
@@ -238,14 +245,22 @@ Result<CurveData> ReadCurve(const std::string& path) try {
 
 Rgb BitsColor(int bits) {
   switch (bits) {
-    case 2: return {215, 48, 39};
-    case 3: return {244, 130, 70};
-    case 4: return {250, 205, 100};
-    case 5: return {200, 225, 120};
-    case 6: return {130, 200, 100};
-    case 8: return {30, 150, 80};
-    case 16: return {70, 115, 180};
-    default: return {50, 55, 150};
+    case 2:
+      return {215, 48, 39};
+    case 3:
+      return {244, 130, 70};
+    case 4:
+      return {250, 205, 100};
+    case 5:
+      return {200, 225, 120};
+    case 6:
+      return {130, 200, 100};
+    case 8:
+      return {30, 150, 80};
+    case 16:
+      return {70, 115, 180};
+    default:
+      return {50, 55, 150};
   }
 }
 constexpr Rgb kPrunedColor{25, 25, 25};
@@ -270,8 +285,9 @@ std::string AllocationSection(std::vector<AllocEntry>& entries, const Sensitivit
     e.expert = it->second.expert;
     e.located = true;
   }
-  std::map<std::string, std::map<std::pair<int, int>, const AllocEntry*>> experts;  // role -> (layer, expert)
-  std::map<std::pair<int, std::string>, const AllocEntry*> others;                  // (layer, role)
+  std::map<std::string, std::map<std::pair<int, int>, const AllocEntry*>>
+      experts;                                                      // role -> (layer, expert)
+  std::map<std::pair<int, std::string>, const AllocEntry*> others;  // (layer, role)
   std::set<int> bits_seen;
   bool pruned_seen = false;
   std::map<std::string, int64_t> format_counts;
@@ -290,7 +306,9 @@ std::string AllocationSection(std::vector<AllocEntry>& entries, const Sensitivit
     }
   }
   std::vector<report::LegendEntry> legend;
-  for (int b : bits_seen) legend.push_back({BitsColor(b), b >= 16 ? std::to_string(b) + "-bit float" : std::to_string(b) + "-bit"});
+  for (int b : bits_seen)
+    legend.push_back(
+        {BitsColor(b), b >= 16 ? std::to_string(b) + "-bit float" : std::to_string(b) + "-bit"});
   if (pruned_seen) legend.push_back({kPrunedColor, "pruned"});
   auto cell = [](const AllocEntry& e) {
     report::HeatCell c;
@@ -299,7 +317,8 @@ std::string AllocationSection(std::vector<AllocEntry>& entries, const Sensitivit
     c.tooltip = e.name + ": " + e.format + (e.prune ? " (pruned)" : "") +
                 (std::isfinite(e.nrmse) ? ", NRMSE " + report::Num(e.nrmse) : "") +
                 (std::isfinite(e.sqnr) ? ", SQNR " + report::Num(e.sqnr) + " dB" : "") +
-                (e.tier.empty() ? "" : ", tier " + e.tier) + (e.reason.empty() ? "" : ", " + e.reason);
+                (e.tier.empty() ? "" : ", tier " + e.tier) +
+                (e.reason.empty() ? "" : ", " + e.reason);
     return c;
   };
 
@@ -308,7 +327,8 @@ std::string AllocationSection(std::vector<AllocEntry>& entries, const Sensitivit
     const auto& r = header["result"];
     s += "<p class=\"summary\">";
     for (const char* key : {"bytes", "bpw", "objective", "lower_bound", "gap"}) {
-      if (r.contains(key)) s += std::string(key) + " <b>" + report::XmlEscape(r[key].dump()) + "</b> &nbsp; ";
+      if (r.contains(key))
+        s += std::string(key) + " <b>" + report::XmlEscape(r[key].dump()) + "</b> &nbsp; ";
     }
     s += "</p>";
   }
@@ -354,7 +374,8 @@ std::string AllocationSection(std::vector<AllocEntry>& entries, const Sensitivit
     }
     for (const auto& [key, e] : others) {
       layers.insert(key.first);
-      if (std::find(roles.begin(), roles.end(), key.second) == roles.end()) roles.push_back(key.second);
+      if (std::find(roles.begin(), roles.end(), key.second) == roles.end())
+        roles.push_back(key.second);
     }
     report::Heatmap h;
     h.id = "chart-alloc-layers";
@@ -371,7 +392,8 @@ std::string AllocationSection(std::vector<AllocEntry>& entries, const Sensitivit
     }
     h.legend = legend;
     s += "<figure>" + report::RenderHeatmap(h) + "<figcaption>columns: ";
-    for (size_t i = 0; i < roles.size(); ++i) s += (i ? ", " : "") + std::to_string(i) + " = " + report::XmlEscape(roles[i]);
+    for (size_t i = 0; i < roles.size(); ++i)
+      s += (i ? ", " : "") + std::to_string(i) + " = " + report::XmlEscape(roles[i]);
     s += "</figcaption></figure>";
   }
   if (unlocated > 0) {
@@ -386,7 +408,8 @@ Result<std::string> RoutingSection(const std::string& path) {
   MOEQ_ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(path));
   MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.routing_profile", 1, path));
   auto layers = j.find("layers");
-  if (layers == j.end() || !layers->is_array()) return Status::InvalidArgument(path + ": missing array field 'layers'");
+  if (layers == j.end() || !layers->is_array())
+    return Status::InvalidArgument(path + ": missing array field 'layers'");
   report::Heatmap h;
   h.id = "chart-routing";
   h.title = "Routing hotness: selections per expert relative to the layer mean (log2)";
@@ -400,7 +423,8 @@ Result<std::string> RoutingSection(const std::string& path) {
     if (ex == l.end() || !ex->is_array() || ex->empty()) continue;
     std::vector<std::pair<int64_t, std::string>> row;
     for (size_t e = 0; e < ex->size(); ++e) {
-      const std::string where = path + ": layers[" + std::to_string(i) + "].experts[" + std::to_string(e) + "]";
+      const std::string where =
+          path + ": layers[" + std::to_string(i) + "].experts[" + std::to_string(e) + "]";
       MOEQ_ASSIGN_OR_RETURN(int64_t count, Field<int64_t>((*ex)[e], "count", where));
       row.emplace_back(count, (*ex)[e].value("tier", std::string()));
     }
@@ -408,7 +432,9 @@ Result<std::string> RoutingSection(const std::string& path) {
     h.row_labels.push_back(LayerLabel(l.value("layer", static_cast<int>(i))));
     rows.push_back(std::move(row));
   }
-  if (rows.empty()) return std::string("<section id=\"routing\"><h2>Routing</h2><p>No MoE layers in the profile.</p></section>");
+  if (rows.empty())
+    return std::string(
+        "<section id=\"routing\"><h2>Routing</h2><p>No MoE layers in the profile.</p></section>");
   for (size_t e = 0; e < max_experts; ++e) h.col_labels.push_back(std::to_string(e));
   for (size_t r = 0; r < rows.size(); ++r) {
     double mean = 0;
@@ -420,16 +446,19 @@ Result<std::string> RoutingSection(const std::string& path) {
         const double ratio = mean > 0 ? static_cast<double>(rows[r][e].first) / mean : 0;
         c.present = true;
         c.color = report::Diverging(ratio > 0 ? std::log2(ratio) / 2.0 : -1.0);
-        c.tooltip = h.row_labels[r] + " expert " + std::to_string(e) + ": " + std::to_string(rows[r][e].first) +
-                    " selections, " + report::Num(ratio, 3) + "× the mean" +
-                    (rows[r][e].second.empty() ? "" : ", tier " + rows[r][e].second);
+        c.tooltip = h.row_labels[r] + " expert " + std::to_string(e) + ": " +
+                    std::to_string(rows[r][e].first) + " selections, " + report::Num(ratio, 3) +
+                    "× the mean" + (rows[r][e].second.empty() ? "" : ", tier " + rows[r][e].second);
       }
       h.cells.push_back(c);
     }
   }
-  h.legend = {{report::Diverging(-1), "≤ 1/4× mean"}, {report::Diverging(0), "mean"}, {report::Diverging(1), "≥ 4× mean"}};
+  h.legend = {{report::Diverging(-1), "≤ 1/4× mean"},
+              {report::Diverging(0), "mean"},
+              {report::Diverging(1), "≥ 4× mean"}};
   std::string s = "<section id=\"routing\"><h2>Routing hotness</h2>";
-  if (j.contains("calibration")) s += "<p class=\"summary\">calibration: " + report::XmlEscape(j["calibration"].dump()) + "</p>";
+  if (j.contains("calibration"))
+    s += "<p class=\"summary\">calibration: " + report::XmlEscape(j["calibration"].dump()) + "</p>";
   return s + "<figure>" + report::RenderHeatmap(h) + "</figure></section>";
 }
 
@@ -458,10 +487,18 @@ std::string CurveSection(const CurveData& c) {
 }
 
 std::string FeatureSection(const SensitivityData& d) {
-  static const char* kOrder[] = {"stable_rank", "tail_mass", "log_spectral_spread", "sigma_max",
-                                 "frobenius", "std", "kurtosis", "group_kurtosis_p90",
-                                 "group_kurtosis_p99_minus_p50", "outlier_group_fraction",
-                                 "group_kurtosis_max_minus_median", "noise_amplification",
+  static const char* kOrder[] = {"stable_rank",
+                                 "tail_mass",
+                                 "log_spectral_spread",
+                                 "sigma_max",
+                                 "frobenius",
+                                 "std",
+                                 "kurtosis",
+                                 "group_kurtosis_p90",
+                                 "group_kurtosis_p99_minus_p50",
+                                 "outlier_group_fraction",
+                                 "group_kurtosis_max_minus_median",
+                                 "noise_amplification",
                                  "noise_amplification_act"};
   std::vector<std::string> keys(std::begin(kOrder), std::end(kOrder));
   std::set<std::string> extra;
@@ -510,7 +547,8 @@ Result<std::vector<EvalEntry>> ReadEvals(const std::vector<std::string>& specs) 
     EvalEntry e;
     const size_t eq = spec.find('=');
     e.path = eq == std::string::npos ? spec : spec.substr(eq + 1);
-    e.label = eq == std::string::npos ? std::filesystem::path(spec).stem().string() : spec.substr(0, eq);
+    e.label =
+        eq == std::string::npos ? std::filesystem::path(spec).stem().string() : spec.substr(0, eq);
     MOEQ_ASSIGN_OR_RETURN(e.j, ReadJsonFile(e.path));
     MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(e.j, "moeq.eval", 1, e.path));
     evals.push_back(std::move(e));
@@ -539,10 +577,13 @@ double NumberAt(const nlohmann::json& obj, const char* key) {
 }
 
 std::string EvalSection(const std::vector<EvalEntry>& evals) {
-  std::string s = "<section id=\"eval\"><h2>Evaluation</h2><table><tr><th>model</th><th>PPL</th>"
-                  "<th>ΔPPL %</th><th>KL mean</th><th>KL p99</th><th>top-1 agreement</th>"
-                  "<th>tokens scored</th></tr>";
-  report::BarChart kl{"chart-eval-kl", "Mean KL divergence from the reference (nats/token)", "KL", {}, {}, {180, 30, 40}};
+  std::string s =
+      "<section id=\"eval\"><h2>Evaluation</h2><table><tr><th>model</th><th>PPL</th>"
+      "<th>ΔPPL %</th><th>KL mean</th><th>KL p99</th><th>top-1 agreement</th>"
+      "<th>tokens scored</th></tr>";
+  report::BarChart kl{
+      "chart-eval-kl", "Mean KL divergence from the reference (nats/token)", "KL", {}, {},
+      {180, 30, 40}};
   report::BarChart ppl{"chart-eval-ppl", "Perplexity", "PPL", {}, {}, {44, 105, 142}};
   auto cellnum = [](const nlohmann::json& obj, const char* key, int digits = 5) -> std::string {
     auto it = obj.find(key);
@@ -551,10 +592,10 @@ std::string EvalSection(const std::vector<EvalEntry>& evals) {
   bool any_kl = false;
   for (const EvalEntry& e : evals) {
     const nlohmann::json ref = e.j.value("reference", nlohmann::json::object());
-    s += "<tr><td>" + report::XmlEscape(e.label) + "</td><td>" + cellnum(e.j, "ppl", 6) + "</td><td>" +
-         cellnum(ref, "ppl_delta_pct", 3) + "</td><td>" + cellnum(ref, "kl_mean", 4) + "</td><td>" +
-         cellnum(ref, "kl_p99", 4) + "</td><td>" + cellnum(ref, "top1_agreement", 4) + "</td><td>" +
-         cellnum(e.j, "tokens_scored", 10) + "</td></tr>";
+    s += "<tr><td>" + report::XmlEscape(e.label) + "</td><td>" + cellnum(e.j, "ppl", 6) +
+         "</td><td>" + cellnum(ref, "ppl_delta_pct", 3) + "</td><td>" + cellnum(ref, "kl_mean", 4) +
+         "</td><td>" + cellnum(ref, "kl_p99", 4) + "</td><td>" + cellnum(ref, "top1_agreement", 4) +
+         "</td><td>" + cellnum(e.j, "tokens_scored", 10) + "</td></tr>";
     ppl.labels.push_back(e.label);
     ppl.values.push_back(e.j.value("ppl", NAN));
     if (ref.contains("kl_mean")) {
@@ -570,19 +611,23 @@ std::string EvalSection(const std::vector<EvalEntry>& evals) {
 
 constexpr const char* kStyle =
     "body{font-family:sans-serif;margin:24px;color:#222;max-width:1200px}"
-    "h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}"
+    "h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid "
+    "#ccc;padding-bottom:4px;margin-top:32px}"
     "h3{font-size:15px}nav a{margin-right:14px}table{border-collapse:collapse;margin:8px 0}"
     "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}"
     "th{background:#f3f3f3}td:first-child{text-align:left}figure{margin:8px 8px 16px 0}"
     ".grid{display:flex;flex-wrap:wrap}.summary,.note{font-size:13px;color:#444}"
-    "figcaption{font-size:11px;color:#555;max-width:900px}footer{margin-top:40px;font-size:11px;color:#777}";
+    "figcaption{font-size:11px;color:#555;max-width:900px}footer{margin-top:40px;font-size:11px;"
+    "color:#777}";
 
 }  // namespace
 
 Result<std::string> BuildReportHtml(const ReportCommandOptions& o, const ArtifactContext& ctx) {
-  if (o.profile.empty() && o.sensitivity.empty() && o.allocation.empty() && o.curve.empty() && o.evals.empty()) {
+  if (o.profile.empty() && o.sensitivity.empty() && o.allocation.empty() && o.curve.empty() &&
+      o.evals.empty()) {
     return Status::InvalidArgument(
-        "nothing to report: give at least one of --profile, --sensitivity, --allocation, --curve, --eval");
+        "nothing to report: give at least one of --profile, --sensitivity, --allocation, --curve, "
+        "--eval");
   }
   std::optional<SensitivityData> sens;
   if (!o.sensitivity.empty()) {
@@ -592,7 +637,8 @@ Result<std::string> BuildReportHtml(const ReportCommandOptions& o, const Artifac
   if (!o.allocation.empty()) {
     nlohmann::json header;
     MOEQ_ASSIGN_OR_RETURN(auto entries, ReadAllocation(o.allocation, &header));
-    sections.emplace_back("allocation", AllocationSection(entries, sens ? &*sens : nullptr, header));
+    sections.emplace_back("allocation",
+                          AllocationSection(entries, sens ? &*sens : nullptr, header));
   }
   if (!o.profile.empty()) {
     MOEQ_ASSIGN_OR_RETURN(std::string s, RoutingSection(o.profile));
@@ -608,12 +654,13 @@ Result<std::string> BuildReportHtml(const ReportCommandOptions& o, const Artifac
     sections.emplace_back("eval", EvalSection(evals));
   }
   std::string html = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" +
-                     report::XmlEscape(o.title) + "</title><style>" + kStyle + "</style></head><body><h1>" +
-                     report::XmlEscape(o.title) + "</h1><nav>";
+                     report::XmlEscape(o.title) + "</title><style>" + kStyle +
+                     "</style></head><body><h1>" + report::XmlEscape(o.title) + "</h1><nav>";
   for (const auto& [id, body] : sections) html += "<a href=\"#" + id + "\">" + id + "</a>";
   html += "</nav>\n";
   for (const auto& [id, body] : sections) html += body + "\n";
-  html += "<footer>Produced by " + report::XmlEscape(ctx.tool.empty() ? "moeq" : ctx.tool) + " " + kVersion + ". Inputs:";
+  html += "<footer>Produced by " + report::XmlEscape(ctx.tool.empty() ? "moeq" : ctx.tool) + " " +
+          kVersion + ". Inputs:";
   for (const std::string* p : {&o.profile, &o.sensitivity, &o.allocation, &o.curve}) {
     if (!p->empty()) html += " " + report::XmlEscape(*p);
   }
@@ -622,22 +669,26 @@ Result<std::string> BuildReportHtml(const ReportCommandOptions& o, const Artifac
   return html;
 }
 
-Result<std::string> EvalComparisonTable(const std::vector<std::string>& specs, std::string_view format,
-                                        std::string_view baseline) {
+Result<std::string> EvalComparisonTable(const std::vector<std::string>& specs,
+                                        std::string_view format, std::string_view baseline) {
   if (format != "text" && format != "markdown") {
-    return Status::InvalidArgument("--table '" + std::string(format) + "': expected text or markdown");
+    return Status::InvalidArgument("--table '" + std::string(format) +
+                                   "': expected text or markdown");
   }
   if (specs.empty()) return Status::InvalidArgument("--table needs at least one --eval");
   MOEQ_ASSIGN_OR_RETURN(std::vector<EvalEntry> evals, ReadEvals(specs));
   double base_kl = NAN;
   if (!baseline.empty()) {
-    auto it = std::find_if(evals.begin(), evals.end(), [&](const EvalEntry& e) { return e.label == baseline; });
+    auto it = std::find_if(evals.begin(), evals.end(),
+                           [&](const EvalEntry& e) { return e.label == baseline; });
     if (it == evals.end()) {
-      return Status::InvalidArgument("--table-baseline '" + std::string(baseline) + "': no --eval has that label");
+      return Status::InvalidArgument("--table-baseline '" + std::string(baseline) +
+                                     "': no --eval has that label");
     }
     base_kl = NumberAt(it->j.value("reference", nlohmann::json::object()), "kl_mean");
   }
-  std::vector<std::string> head = {"model", "bytes", "bpw", "PPL", "ΔPPL %", "KL mean", "KL p99", "top-1 %"};
+  std::vector<std::string> head = {"model",  "bytes",   "bpw",    "PPL",
+                                   "ΔPPL %", "KL mean", "KL p99", "top-1 %"};
   if (!baseline.empty()) head.push_back("KL / " + std::string(baseline));
   std::vector<std::vector<std::string>> rows;
   for (const EvalEntry& e : evals) {
@@ -679,7 +730,8 @@ Result<std::string> EvalComparisonTable(const std::vector<std::string>& specs, s
   if (format == "markdown") {
     out += "|";
     for (size_t c = 0; c < head.size(); ++c) {
-      out += c == 0 ? " " + std::string(w[c], '-') + " |" : " " + std::string(w[c] > 1 ? w[c] - 1 : 1, '-') + ": |";
+      out += c == 0 ? " " + std::string(w[c], '-') + " |"
+                    : " " + std::string(w[c] > 1 ? w[c] - 1 : 1, '-') + ": |";
     }
     out += "\n";
   } else {
@@ -693,7 +745,8 @@ Result<std::string> EvalComparisonTable(const std::vector<std::string>& specs, s
 
 Status RunReport(const ReportCommandOptions& o, const ArtifactContext& ctx) {
   if (!o.table.empty()) {
-    MOEQ_ASSIGN_OR_RETURN(std::string table, EvalComparisonTable(o.evals, o.table, o.table_baseline));
+    MOEQ_ASSIGN_OR_RETURN(std::string table,
+                          EvalComparisonTable(o.evals, o.table, o.table_baseline));
     std::fputs(table.c_str(), stdout);
     std::fflush(stdout);
     if (!o.html) return Status::Ok();
@@ -713,7 +766,8 @@ Status RunReport(const ReportCommandOptions& o, const ArtifactContext& ctx) {
   MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, html, {.overwrite = ctx.force}));
   size_t charts = 0;
   for (size_t pos = 0; (pos = html.find("<svg ", pos)) != std::string::npos; ++pos) ++charts;
-  spdlog::info("wrote {} ({} charts, {:.1f} KiB)", o.output, charts, static_cast<double>(html.size()) / 1024.0);
+  spdlog::info("wrote {} ({} charts, {:.1f} KiB)", o.output, charts,
+               static_cast<double>(html.size()) / 1024.0);
   return Status::Ok();
 }
 

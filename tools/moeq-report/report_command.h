@@ -18,7 +18,8 @@ struct ReportCommandOptions {
   std::string profile;      ///< routing_profile.json (moeq-profile)
   std::string sensitivity;  ///< sensitivity.jsonl (moeq-analyze)
   std::string allocation;   ///< allocation.json (moeq-allocate)
-  std::string curve;        ///< budget curve CSV (moeq-allocate --curve): needs a bytes and an objective column
+  std::string
+      curve;  ///< budget curve CSV (moeq-allocate --curve): needs a bytes and an objective column
   /// eval.json files (moeq-eval), each "LABEL=PATH" or "PATH" (label: the file name).
   std::vector<std::string> evals;
   /// "" (none), "text" or "markdown": also print the evaluation comparison (bytes, bpw, PPL,
@@ -32,11 +33,12 @@ struct ReportCommandOptions {
 
 /// The evaluation comparison table of `evals` (each "LABEL=PATH" or "PATH"), as aligned text
 /// or a Markdown table. `baseline` ("" = none) names the row the KL ratio column refers to.
-Result<std::string> EvalComparisonTable(const std::vector<std::string>& evals, std::string_view format,
-                                        std::string_view baseline);
+Result<std::string> EvalComparisonTable(const std::vector<std::string>& evals,
+                                        std::string_view format, std::string_view baseline);
 
 /// The report's HTML text (deterministic: same inputs give the same bytes).
-Result<std::string> BuildReportHtml(const ReportCommandOptions& options, const ArtifactContext& ctx);
+Result<std::string> BuildReportHtml(const ReportCommandOptions& options,
+                                    const ArtifactContext& ctx);
 
 /// Builds the report and writes it atomically to options.output (refusing to overwrite an
 /// input, or an existing file without ctx.force).

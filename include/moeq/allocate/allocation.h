@@ -1,21 +1,21 @@
 // Internal API of moeq-allocate: the sensitivity.jsonl reader, the priors/rules config, the
 // allocation policies (building the MCKP instance) and the outputs (allocation.json, summary
-// table, budget curve). Used by tools/moeq-allocate/allocate_command.cpp, moeq-calibrate, the tests and the bench.
+// table, budget curve). Used by tools/moeq-allocate/allocate_command.cpp, moeq-calibrate, the tests
+// and the bench.
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "moeq/allocate/mckp.h"
+#include "moeq/base/status.h"
 #include "moeq/model/arch.h"
 #include "moeq/profile/expert_tiers.h"
 #include "moeq/profile/routing_profile.h"
-#include "moeq/base/status.h"
 
 namespace moeq::alloc {
 
@@ -138,16 +138,16 @@ struct AllocationSettings {
 
 /// What the allocation decided for one tensor.
 struct TensorDecision {
-  int config = 0;        ///< index into the tensor's configs
+  int config = 0;  ///< index into the tensor's configs
   double prior = 1;
   double alpha = 1;
-  double exposure = 1;   ///< share of tokens through the tensor (objective mse; 1 otherwise)
-  std::string reason;    ///< chosen, vetoed_forced, pinned, tier
-  std::string tier;      ///< routed experts under a routing profile ("" otherwise)
+  double exposure = 1;  ///< share of tokens through the tensor (objective mse; 1 otherwise)
+  std::string reason;   ///< chosen, vetoed_forced, pinned, tier
+  std::string tier;     ///< routed experts under a routing profile ("" otherwise)
   bool prune = false;
-  double nrmse = 0;      ///< of the decision (1 for a pruned tensor)
+  double nrmse = 0;  ///< of the decision (1 for a pruned tensor)
   double sqnr_db = 0;
-  std::string note;      ///< e.g. a tier format bumped by the veto
+  std::string note;  ///< e.g. a tier format bumped by the veto
 };
 
 /// The MCKP instance built from a sensitivity file, before choosing a budget.
@@ -163,7 +163,8 @@ struct AllocationModel {
   int forced_tensors = 0;             ///< tensors all of whose configs were vetoed
 };
 
-Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens, const AllocationSettings& s);
+Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens,
+                                             const AllocationSettings& s);
 
 struct AllocationResult {
   std::vector<TensorDecision> decisions;  ///< one per tensor, in file order
@@ -195,7 +196,8 @@ struct CurvePoint {
 };
 
 /// N budgets spaced evenly from the smallest feasible size to the all-16-bit size.
-Result<std::vector<CurvePoint>> BudgetCurve(const AllocationModel& model, int points, SolverKind solver);
+Result<std::vector<CurvePoint>> BudgetCurve(const AllocationModel& model, int points,
+                                            SolverKind solver);
 /// Index of the knee: the point farthest from the chord joining the first and last points, both
 /// axes normalised to [0, 1]. 0 for fewer than 3 points.
 size_t CurveKnee(const std::vector<CurvePoint>& curve);

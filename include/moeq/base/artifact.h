@@ -6,11 +6,10 @@
 // Readers reject an unknown schema and a version newer than they support.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "moeq/base/status.h"
 
@@ -18,12 +17,12 @@ namespace moeq {
 
 /// Who is producing an artefact, with which options (filled by the tool driver).
 struct ArtifactContext {
-  std::string tool;          ///< "moeq-eval"
-  std::string command_line;  ///< argv joined by spaces
+  std::string tool;                                   ///< "moeq-eval"
+  std::string command_line;                           ///< argv joined by spaces
   nlohmann::json options = nlohmann::json::object();  ///< effective options
   int threads = 0;
   bool force = false;
-  bool progress = true;      ///< show progress on stderr
+  bool progress = true;  ///< show progress on stderr
 };
 
 /// The header object for a new artefact.
@@ -37,7 +36,8 @@ Status CheckArtifactHeader(const nlohmann::json& header, std::string_view schema
 
 /// Refuses to write `output` when it is one of `inputs` (same file or directory, after resolving
 /// links), or when it exists and `force` is false.
-Status CheckOutputPath(const std::string& output, const std::vector<std::string>& inputs, bool force);
+Status CheckOutputPath(const std::string& output, const std::vector<std::string>& inputs,
+                       bool force);
 
 /// Parses a byte size: "21GB", "19.5GiB", "734MB", "1024" (bytes), "4k".
 Result<uint64_t> ParseByteSize(std::string_view text);

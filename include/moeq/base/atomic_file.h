@@ -44,14 +44,17 @@ int RemoveStaleTemporaries(const std::string& dir);
 class AtomicFile {
  public:
   /// Creates the temporary for `path` (after removing stale temporaries in its directory).
-  static Result<std::unique_ptr<AtomicFile>> Create(const std::string& path, AtomicWriteOptions options = {});
+  static Result<std::unique_ptr<AtomicFile>> Create(const std::string& path,
+                                                    AtomicWriteOptions options = {});
   ~AtomicFile();  ///< removes the temporary unless committed
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
 
   /// Appends bytes (through the stream when one was opened).
   Status Write(std::string_view data);
-  Status Write(const void* data, size_t n) { return Write(std::string_view(static_cast<const char*>(data), n)); }
+  Status Write(const void* data, size_t n) {
+    return Write(std::string_view(static_cast<const char*>(data), n));
+  }
   /// Writes at an absolute offset (not mixed with Stream()). Thread-safe.
   Status WriteAt(uint64_t offset, const void* data, size_t n);
   /// Sets the file size.
@@ -80,7 +83,8 @@ class AtomicFile {
 /// removed, so readers see either the old or the new tree, never a mix.
 class AtomicDir {
  public:
-  static Result<std::unique_ptr<AtomicDir>> Create(const std::string& path, AtomicWriteOptions options = {});
+  static Result<std::unique_ptr<AtomicDir>> Create(const std::string& path,
+                                                   AtomicWriteOptions options = {});
   ~AtomicDir();  ///< removes the temporary tree unless committed
   AtomicDir(const AtomicDir&) = delete;
   AtomicDir& operator=(const AtomicDir&) = delete;
@@ -99,6 +103,7 @@ class AtomicDir {
 };
 
 /// Writes `contents` to `path` through an AtomicFile.
-Status WriteFileAtomic(const std::string& path, std::string_view contents, AtomicWriteOptions options);
+Status WriteFileAtomic(const std::string& path, std::string_view contents,
+                       AtomicWriteOptions options);
 
 }  // namespace moeq

@@ -2,15 +2,14 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <string_view>
 
-#include <nlohmann/json.hpp>
-
-#include "moeq/base/status.h"
 #include "moeq/base/atomic_file.h"
 #include "moeq/base/json_reader.h"
+#include "moeq/base/status.h"
 
 namespace moeq {
 

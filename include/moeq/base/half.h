@@ -50,7 +50,7 @@ inline uint16_t F32ToF16(float f) {
   const uint32_t u = F32ToBits(f);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   const uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520 rounds to Inf
   if (abs < 0x38800000u) {
     // Result is subnormal (or zero): value / 2^-24 rounded to nearest even integer.

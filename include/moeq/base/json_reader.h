@@ -10,11 +10,10 @@
 #pragma once
 
 #include <cstddef>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <type_traits>
-
-#include <nlohmann/json.hpp>
 
 #include "moeq/base/status.h"
 
@@ -26,7 +25,8 @@ inline constexpr int kMaxJsonDepth = 256;
 
 /// Checks `text` (without parsing it) for nesting deeper than `max_depth`; strings and escapes
 /// are skipped. Iterative, O(size). The error names `source` and the byte offset.
-Status CheckJsonDepth(std::string_view text, std::string_view source, int max_depth = kMaxJsonDepth);
+Status CheckJsonDepth(std::string_view text, std::string_view source,
+                      int max_depth = kMaxJsonDepth);
 
 /// Parses JSON text named `source` (a file, or "file: line 3"), depth-checked first; never throws.
 /// `callback` is nlohmann's parser callback (may be null).

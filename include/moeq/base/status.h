@@ -37,7 +37,9 @@ class [[nodiscard]] Status {
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
 
   static Status Ok() { return Status(); }
-  static Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+  static Status InvalidArgument(std::string m) {
+    return {StatusCode::kInvalidArgument, std::move(m)};
+  }
   static Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
   static Status Corruption(std::string m) { return {StatusCode::kCorruption, std::move(m)}; }
   static Status Unsupported(std::string m) { return {StatusCode::kUnsupported, std::move(m)}; }
@@ -68,7 +70,7 @@ int ExitCodeFor(const Status& status);
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     if (std::get<Status>(v_).ok()) v_ = Status::Internal("Result constructed from an OK status");
   }
@@ -99,10 +101,10 @@ namespace internal {
 #define MOEQ_CONCAT_(a, b) MOEQ_CONCAT_INNER_(a, b)
 
 /// Returns from the enclosing function when `expr` (a Status) is not ok.
-#define MOEQ_RETURN_IF_ERROR(expr)                         \
-  do {                                                     \
-    ::moeq::Status moeq_status_ = (expr);                  \
-    if (!moeq_status_.ok()) return moeq_status_;           \
+#define MOEQ_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::moeq::Status moeq_status_ = (expr);        \
+    if (!moeq_status_.ok()) return moeq_status_; \
   } while (0)
 
 #define MOEQ_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
@@ -115,6 +117,7 @@ namespace internal {
 #define MOEQ_ASSIGN_OR_RETURN(lhs, expr) \
   MOEQ_ASSIGN_OR_RETURN_IMPL_(MOEQ_CONCAT_(moeq_result_, __LINE__), lhs, expr)
 
-/// Aborts with file and line when an internal invariant does not hold (a moeq bug, never bad input).
+/// Aborts with file and line when an internal invariant does not hold (a moeq bug, never bad
+/// input).
 #define MOEQ_CHECK(cond) \
   ((cond) ? (void)0 : ::moeq::internal::CheckFailed(__FILE__, __LINE__, #cond))

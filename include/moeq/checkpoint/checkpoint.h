@@ -8,11 +8,11 @@
 #include <string_view>
 #include <vector>
 
+#include "moeq/base/status.h"
+#include "moeq/formats/safetensors.h"
 #include "moeq/model/arch.h"
 #include "moeq/model/model_config.h"
 #include "moeq/quant/quantizer.h"
-#include "moeq/formats/safetensors.h"
-#include "moeq/base/status.h"
 
 namespace moeq {
 
@@ -24,10 +24,10 @@ struct GgufBacking;
 /// uint32 `.weight`, `.scales` and `.biases`, with bits and group size from config.json
 /// "quantization" (defaults and per-module overrides, as mlx-lm reads them).
 struct TensorQuantization {
-  int bits = 0;         ///< 0: the tensor is stored as plain floats
+  int bits = 0;  ///< 0: the tensor is stored as plain floats
   int group_size = 0;
-  std::string mode;     ///< "affine"
-  std::string weight;   ///< stored names of the three parts
+  std::string mode;    ///< "affine"
+  std::string weight;  ///< stored names of the three parts
   std::string scales;
   std::string biases;
   uint64_t stored_bytes = 0;  ///< bytes of the three parts together
@@ -111,7 +111,8 @@ class Checkpoint {
 
  private:
   Checkpoint();
-  static Result<std::unique_ptr<Checkpoint>> OpenGguf(const std::string& path, const CheckpointOptions& options);
+  static Result<std::unique_ptr<Checkpoint>> OpenGguf(const std::string& path,
+                                                      const CheckpointOptions& options);
   std::string dir_;
   ModelConfig config_;
   std::unique_ptr<ArchAdapter> adapter_;
@@ -122,7 +123,7 @@ class Checkpoint {
   std::vector<std::string> extra_files_;
   std::string fingerprint_;
   int64_t quantized_tensors_ = 0;
-  std::map<std::string, int, std::less<>> part_shard_;  // stored part name -> shard (quantized)
+  std::map<std::string, int, std::less<>> part_shard_;      // stored part name -> shard (quantized)
   std::unique_ptr<checkpoint_internal::GgufBacking> gguf_;  // set when opened from a .gguf file
 };
 

@@ -17,9 +17,9 @@
 #include <string>
 #include <vector>
 
+#include "moeq/base/status.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/model/model_config.h"
-#include "moeq/base/status.h"
 
 namespace moeq {
 
@@ -29,7 +29,8 @@ class ForwardObserver {
  public:
   virtual ~ForwardObserver() = default;
   /// The normalised input of layer `layer`'s attention projections, [tokens, hidden_size].
-  virtual void OnAttentionInput(int /*layer*/, int64_t /*tokens*/, std::span<const float> /*hidden*/) {}
+  virtual void OnAttentionInput(int /*layer*/, int64_t /*tokens*/,
+                                std::span<const float> /*hidden*/) {}
   /// The normalised input of layer `layer`'s MLP or MoE block, [tokens, hidden_size].
   virtual void OnMlpInput(int /*layer*/, int64_t /*tokens*/, std::span<const float> /*hidden*/) {}
   /// Called once per MoE layer and window. `experts` and `weights` are [tokens, top_k]
@@ -127,7 +128,8 @@ class Engine {
                        std::vector<std::vector<float>>* hidden,
                        std::span<ForwardObserver* const> observers = {}, int threads = -1) const;
   /// Final norm (applied in place to `hidden`) and lm_head: logits [tokens, vocab].
-  Status LogitsFromHidden(std::vector<float>* hidden, std::vector<float>* logits, int threads = -1) const;
+  Status LogitsFromHidden(std::vector<float>* hidden, std::vector<float>* logits,
+                          int threads = -1) const;
   /// The embedding of `tokens`: the residual stream entering layer 0, [tokens, hidden_size].
   Status Embed(std::span<const int32_t> tokens, std::vector<float>* hidden) const;
   /// Layers [begin, end) on residual streams `hidden` (one per window, each [tokens,

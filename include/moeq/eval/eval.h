@@ -8,17 +8,16 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
-#include "moeq/engine/engine.h"
-#include "moeq/base/status.h"
 #include "moeq/base/atomic_file.h"
+#include "moeq/base/status.h"
+#include "moeq/engine/engine.h"
 
 namespace moeq {
 
@@ -74,19 +73,20 @@ struct SavedLogits {
   nlohmann::json header;
   int64_t vocab = 0;
   int64_t top_k = 0;
-  int64_t tokens = 0;                ///< scored tokens
-  std::vector<int32_t> ids;          ///< [tokens, top_k]
-  std::vector<float> logprobs;       ///< [tokens, top_k], natural log
-  std::vector<float> rest_logprob;   ///< [tokens] log(1 − Σ top_k p); −inf when top_k = vocab
-  std::vector<int32_t> targets;      ///< [tokens] the token that followed
-  std::vector<float> target_logprob; ///< [tokens]
+  int64_t tokens = 0;                 ///< scored tokens
+  std::vector<int32_t> ids;           ///< [tokens, top_k]
+  std::vector<float> logprobs;        ///< [tokens, top_k], natural log
+  std::vector<float> rest_logprob;    ///< [tokens] log(1 − Σ top_k p); −inf when top_k = vocab
+  std::vector<int32_t> targets;       ///< [tokens] the token that followed
+  std::vector<float> target_logprob;  ///< [tokens]
 };
 
 /// Writes `s` as safetensors (tensors ids, logprobs, rest_logprob, targets, target_logprob;
 /// metadata moeq_schema = moeq.reference_logits, moeq_header = the header JSON). Atomic.
 Status WriteSavedLogits(const std::string& path, const SavedLogits& s,
                         AtomicWriteOptions options = {.overwrite = true});
-/// Reads and validates a saved-logits file (shapes, schema, header); errors name the file and field.
+/// Reads and validates a saved-logits file (shapes, schema, header); errors name the file and
+/// field.
 Result<SavedLogits> ReadSavedLogits(const std::string& path);
 
 struct EvalOptions {
@@ -113,9 +113,8 @@ struct EvalOptions {
 /// The residual stream entering each layer (index num_layers: after the last layer) for every
 /// window Evaluate plans for `tokens` under options.protocol: [layer][window] -> [tokens,
 /// hidden_size]. One layer-by-layer pass.
-Result<std::vector<std::vector<std::vector<float>>>> CacheLayerInputs(const Engine& model,
-                                                                      std::span<const int32_t> tokens,
-                                                                      const EvalOptions& options);
+Result<std::vector<std::vector<std::vector<float>>>> CacheLayerInputs(
+    const Engine& model, std::span<const int32_t> tokens, const EvalOptions& options);
 
 /// Results of one evaluation (and the comparison with a reference model when one was given).
 struct EvalResult {
@@ -135,7 +134,7 @@ struct EvalResult {
   std::string reference_source;
   int64_t reference_top_k = 0;
   double reference_ppl = 0;
-  double kl_mean = 0;   ///< mean over scored tokens of KL(P_ref || P_model), nats
+  double kl_mean = 0;  ///< mean over scored tokens of KL(P_ref || P_model), nats
   double kl_p99 = 0;
   double kl_max = 0;
   double top1_agreement = 0;  ///< fraction of scored tokens whose argmax agrees

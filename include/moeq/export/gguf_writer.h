@@ -6,12 +6,11 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "moeq/base/artifact.h"
 #include "moeq/base/status.h"
@@ -52,23 +51,23 @@ GgmlTypeChoice GgmlTypeForShape(GgmlType preferred, DType source, int64_t ne0);
 
 /// What WriteGguf did with one tensor.
 struct GgufTensorReport {
-  std::string name;                  ///< GGUF name, e.g. "blk.0.ffn_down_exps.weight"
-  std::vector<int64_t> ne;           ///< ggml order (ne[0] innermost)
+  std::string name;         ///< GGUF name, e.g. "blk.0.ffn_down_exps.weight"
+  std::vector<int64_t> ne;  ///< ggml order (ne[0] innermost)
   GgmlType type = GgmlType::kF32;
   uint64_t bytes = 0;
-  std::string plan_format;           ///< plan format that decided the type ("" = keep source)
-  std::string note;                  ///< "fallback q4_K->q4_1 (ne0 128 % 256)", "experts promoted", ...
-  int sources = 1;                   ///< checkpoint tensors merged into it
+  std::string plan_format;  ///< plan format that decided the type ("" = keep source)
+  std::string note;         ///< "fallback q4_K->q4_1 (ne0 128 % 256)", "experts promoted", ...
+  int sources = 1;          ///< checkpoint tensors merged into it
 };
 
 struct GgufWriteReport {
-  std::string architecture;          ///< general.architecture
+  std::string architecture;  ///< general.architecture
   uint64_t file_bytes = 0;
-  uint64_t tensor_bytes = 0;         ///< data section without padding
+  uint64_t tensor_bytes = 0;  ///< data section without padding
   int64_t n_kv = 0;
-  int64_t weights = 0;               ///< elements of all tensors
-  int fallback_tensors = 0;          ///< tensors whose preferred type needed a shape fallback
-  int promoted_expert_tensors = 0;   ///< merged expert tensors whose experts had different formats
+  int64_t weights = 0;              ///< elements of all tensors
+  int fallback_tensors = 0;         ///< tensors whose preferred type needed a shape fallback
+  int promoted_expert_tensors = 0;  ///< merged expert tensors whose experts had different formats
   std::vector<GgufTensorReport> tensors;  ///< in file order
   double seconds = 0;
 

@@ -9,16 +9,15 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
-#include "moeq/model/arch.h"
 #include "moeq/base/artifact.h"
+#include "moeq/base/status.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/export/quant_plan.h"
+#include "moeq/model/arch.h"
 #include "moeq/quant/encoders.h"
-#include "moeq/base/status.h"
 
 namespace moeq {
 

@@ -3,11 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/export/quant_plan.h"
@@ -17,11 +16,11 @@ namespace moeq {
 struct ModelCardInput {
   const Checkpoint* checkpoint = nullptr;
   const QuantPlan* plan = nullptr;
-  std::string format = "mlx";   ///< "mlx" or "gguf" (library tag)
+  std::string format = "mlx";  ///< "mlx" or "gguf" (library tag)
   bool mlx_stacked = false;
-  std::string output_name;      ///< the written file or directory, as named on the command line
-  uint64_t output_bytes = 0;    ///< bytes written (all shards, or the .gguf file)
-  double written_bpw = 0;       ///< bits per weight of the written tensors (0 = unknown)
+  std::string output_name;    ///< the written file or directory, as named on the command line
+  uint64_t output_bytes = 0;  ///< bytes written (all shards, or the .gguf file)
+  double written_bpw = 0;     ///< bits per weight of the written tensors (0 = unknown)
   /// The commands that produced the output, in order (allocation first when known).
   std::vector<std::string> commands;
   /// GGUF only: GgufWriteReport::TypeSummary() of the written file (what llama.cpp loads).

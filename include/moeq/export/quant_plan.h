@@ -10,10 +10,10 @@
 #include <string>
 #include <string_view>
 
-#include "moeq/checkpoint/checkpoint.h"
-#include "moeq/quant/quant_format.h"
 #include "moeq/base/status.h"
+#include "moeq/checkpoint/checkpoint.h"
 #include "moeq/quant/encoders.h"
+#include "moeq/quant/quant_format.h"
 
 namespace moeq {
 

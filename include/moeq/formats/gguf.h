@@ -9,14 +9,13 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "moeq/base/status.h"
 #include "moeq/base/tensor.h"
@@ -51,9 +50,9 @@ enum class GgmlType : int32_t {
 /// One row of the ggml type table.
 struct GgmlTypeTraits {
   GgmlType type = GgmlType::kF32;
-  std::string_view name;    ///< ggml's name: "q4_K", "q8_0", "bf16", ...
-  int64_t block_size = 1;   ///< elements per block (1 for float types, 32 or 256)
-  int64_t type_size = 4;    ///< bytes per block
+  std::string_view name;   ///< ggml's name: "q4_K", "q8_0", "bf16", ...
+  int64_t block_size = 1;  ///< elements per block (1 for float types, 32 or 256)
+  int64_t type_size = 4;   ///< bytes per block
   bool quantized = false;
 
   /// Storage bits per weight: type_size * 8 / block_size (Q4_K → 4.5).
@@ -116,9 +115,9 @@ struct GgufValue {
 
 struct GgufTensorInfo {
   std::string name;
-  std::vector<int64_t> ne;           ///< ggml order
+  std::vector<int64_t> ne;  ///< ggml order
   GgmlType type = GgmlType::kF32;
-  uint64_t offset = 0;               ///< relative to the data section
+  uint64_t offset = 0;  ///< relative to the data section
   uint64_t nbytes = 0;
 
   int64_t numel() const;

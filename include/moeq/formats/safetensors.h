@@ -11,9 +11,9 @@
 #include <string_view>
 #include <vector>
 
+#include "moeq/base/atomic_file.h"
 #include "moeq/base/status.h"
 #include "moeq/base/tensor.h"
-#include "moeq/base/atomic_file.h"
 
 namespace moeq {
 
@@ -75,7 +75,8 @@ class SafetensorsFile {
 /// tensor's offset) is known before any data is written; tensor data can then be written in
 /// any order, from any thread. The layout is deterministic: tensors sorted by descending
 /// element size, then name (so each starts aligned to its element size), header padded with
-/// spaces to a multiple of 8. Data goes to an AtomicFile (moeq/atomic_file.h) renamed to `path` by Finish().
+/// spaces to a multiple of 8. Data goes to an AtomicFile (moeq/atomic_file.h) renamed to `path` by
+/// Finish().
 class SafetensorsWriter {
  public:
   ~SafetensorsWriter();  ///< removes the temporary file if Finish() was not reached

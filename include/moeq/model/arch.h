@@ -11,22 +11,22 @@
 #include <string_view>
 #include <vector>
 
-#include "moeq/model/model_config.h"
 #include "moeq/base/status.h"
 #include "moeq/base/tensor.h"
+#include "moeq/model/model_config.h"
 
 namespace moeq {
 
 /// What a tensor is for. Names (RoleName) are persisted in artefacts; keep them stable.
 enum class TensorRole : uint8_t {
-  kUnknown,          ///< not recognised by the adapter (reported, never quantized)
-  kEmbedding,        ///< token embedding [vocab, hidden]
-  kLmHead,           ///< output projection [vocab, hidden]
-  kFinalNorm,        ///< model.norm
-  kInputNorm,        ///< input_layernorm
-  kPostAttnNorm,     ///< post_attention_layernorm
-  kPreFfnNorm,       ///< pre_feedforward_layernorm (where present)
-  kPostFfnNorm,      ///< post_feedforward_layernorm (where present)
+  kUnknown,       ///< not recognised by the adapter (reported, never quantized)
+  kEmbedding,     ///< token embedding [vocab, hidden]
+  kLmHead,        ///< output projection [vocab, hidden]
+  kFinalNorm,     ///< model.norm
+  kInputNorm,     ///< input_layernorm
+  kPostAttnNorm,  ///< post_attention_layernorm
+  kPreFfnNorm,    ///< pre_feedforward_layernorm (where present)
+  kPostFfnNorm,   ///< post_feedforward_layernorm (where present)
   kAttnQ,
   kAttnK,
   kAttnV,
@@ -35,28 +35,28 @@ enum class TensorRole : uint8_t {
   kAttnKBias,
   kAttnVBias,
   kAttnOBias,
-  kAttnQNorm,        ///< per-head or full q norm (qwen3, olmoe)
+  kAttnQNorm,  ///< per-head or full q norm (qwen3, olmoe)
   kAttnKNorm,
-  kAttnQA,           ///< MLA q_a_proj
-  kAttnQANorm,       ///< MLA q_a_layernorm
-  kAttnQB,           ///< MLA q_b_proj
-  kAttnKVA,          ///< MLA kv_a_proj_with_mqa
-  kAttnKVANorm,      ///< MLA kv_a_layernorm
-  kAttnKVB,          ///< MLA kv_b_proj
-  kRouter,           ///< expert router [experts, hidden]
-  kRouterBias,       ///< router score correction bias (deepseek_v3)
-  kExpertGate,       ///< routed expert gate_proj / w1 [ff, hidden]
-  kExpertUp,         ///< routed expert up_proj / w3 [ff, hidden]
-  kExpertDown,       ///< routed expert down_proj / w2 [hidden, ff]
-  kExpertGateUp,     ///< fused routed experts gate+up [experts, 2*ff, hidden]
-  kSharedGate,       ///< shared expert gate_proj
+  kAttnQA,        ///< MLA q_a_proj
+  kAttnQANorm,    ///< MLA q_a_layernorm
+  kAttnQB,        ///< MLA q_b_proj
+  kAttnKVA,       ///< MLA kv_a_proj_with_mqa
+  kAttnKVANorm,   ///< MLA kv_a_layernorm
+  kAttnKVB,       ///< MLA kv_b_proj
+  kRouter,        ///< expert router [experts, hidden]
+  kRouterBias,    ///< router score correction bias (deepseek_v3)
+  kExpertGate,    ///< routed expert gate_proj / w1 [ff, hidden]
+  kExpertUp,      ///< routed expert up_proj / w3 [ff, hidden]
+  kExpertDown,    ///< routed expert down_proj / w2 [hidden, ff]
+  kExpertGateUp,  ///< fused routed experts gate+up [experts, 2*ff, hidden]
+  kSharedGate,    ///< shared expert gate_proj
   kSharedUp,
   kSharedDown,
-  kSharedExpertGate, ///< qwen2_moe shared_expert_gate [1, hidden]
-  kMlpGate,          ///< dense MLP gate_proj
+  kSharedExpertGate,  ///< qwen2_moe shared_expert_gate [1, hidden]
+  kMlpGate,           ///< dense MLP gate_proj
   kMlpUp,
   kMlpDown,
-  kBuffer,           ///< recognised non-weight buffer (e.g. rotary inv_freq); carried, never quantized
+  kBuffer,  ///< recognised non-weight buffer (e.g. rotary inv_freq); carried, never quantized
 };
 
 /// Stable snake_case name of a role, e.g. "expert_down".

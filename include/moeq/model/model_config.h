@@ -2,11 +2,10 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "moeq/base/status.h"
 
@@ -20,12 +19,12 @@ struct ModelConfig {
   int64_t num_layers = 0;
   int64_t num_heads = 0;
   int64_t num_kv_heads = 0;
-  int64_t head_dim = 0;           ///< hidden_size / num_heads when config.json omits it
+  int64_t head_dim = 0;  ///< hidden_size / num_heads when config.json omits it
   int64_t vocab_size = 0;
-  int64_t intermediate_size = 0;  ///< dense MLP width (0 if the model has none)
+  int64_t intermediate_size = 0;      ///< dense MLP width (0 if the model has none)
   int64_t moe_intermediate_size = 0;  ///< routed expert width (0 for dense models)
-  int64_t num_experts = 0;        ///< routed experts per MoE layer (0 for dense models)
-  int64_t top_k = 0;              ///< experts per token
+  int64_t num_experts = 0;            ///< routed experts per MoE layer (0 for dense models)
+  int64_t top_k = 0;                  ///< experts per token
   int64_t num_shared_experts = 0;
   int64_t shared_expert_intermediate_size = 0;  ///< total width of the shared expert MLP
   bool norm_topk_prob = false;
@@ -48,11 +47,13 @@ struct ModelConfig {
 
   bool is_moe() const { return num_experts > 0; }
   bool IsMoeLayer(int64_t layer) const {
-    return layer >= 0 && static_cast<size_t>(layer) < moe_layer.size() && moe_layer[static_cast<size_t>(layer)];
+    return layer >= 0 && static_cast<size_t>(layer) < moe_layer.size() &&
+           moe_layer[static_cast<size_t>(layer)];
   }
 };
 
-/// Parses config.json contents. `path` is used in messages ("config.json: missing key 'hidden_size'").
+/// Parses config.json contents. `path` is used in messages ("config.json: missing key
+/// 'hidden_size'").
 Result<ModelConfig> ParseModelConfig(const nlohmann::json& json, std::string_view path);
 
 }  // namespace moeq

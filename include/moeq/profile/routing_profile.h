@@ -11,19 +11,18 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
-#include "moeq/model/arch.h"
-#include "moeq/engine/engine.h"
-#include "moeq/profile/expert_tiers.h"
-#include "moeq/model/model_config.h"
-#include "moeq/base/status.h"
 #include "moeq/base/atomic_file.h"
+#include "moeq/base/status.h"
+#include "moeq/engine/engine.h"
+#include "moeq/model/arch.h"
+#include "moeq/model/model_config.h"
+#include "moeq/profile/expert_tiers.h"
 
 namespace moeq {
 
@@ -48,11 +47,11 @@ nlohmann::json HotnessOptionsToJson(const HotnessOptions& h);
 
 /// Per-expert hotness results of one layer.
 struct ExpertHotness {
-  int64_t hot_updates = 0;   ///< updates at which the expert was hot (after the update)
-  int64_t promotions = 0;    ///< cold → hot transitions after the first update
-  int64_t demotions = 0;     ///< hot → cold transitions
-  bool hot = false;          ///< state after the last update
-  double freq_sum = 0;       ///< Σ windowed frequency over updates
+  int64_t hot_updates = 0;  ///< updates at which the expert was hot (after the update)
+  int64_t promotions = 0;   ///< cold → hot transitions after the first update
+  int64_t demotions = 0;    ///< hot → cold transitions
+  bool hot = false;         ///< state after the last update
+  double freq_sum = 0;      ///< Σ windowed frequency over updates
   double freq_min = 0, freq_max = 0;
 };
 
@@ -81,10 +80,10 @@ class HotnessTracker {
 
 /// Routing statistics of one expert of one layer.
 struct ExpertUsage {
-  int64_t count = 0;       ///< tokens that chose this expert among their top-k
-  double gate_mass = 0;    ///< sum of the mixing weights it received
-  double prob_mass = 0;    ///< sum over all tokens of its router probability (not from traces)
-  int64_t rank_sum = 0;    ///< Σ of its rank in the top-k when chosen (0 = the top choice)
+  int64_t count = 0;     ///< tokens that chose this expert among their top-k
+  double gate_mass = 0;  ///< sum of the mixing weights it received
+  double prob_mass = 0;  ///< sum over all tokens of its router probability (not from traces)
+  int64_t rank_sum = 0;  ///< Σ of its rank in the top-k when chosen (0 = the top choice)
   std::vector<int64_t> domain_counts;  ///< [domains] count per calibration domain
   ExpertHotness hotness;
   ExpertTier tier = ExpertTier::kStandard;
@@ -94,7 +93,7 @@ struct ExpertUsage {
 struct ExpertPair {
   int a = 0, b = 0;   ///< a < b
   int64_t count = 0;  ///< tokens that selected both
-  double lift = 0;    ///< count · tokens / (count_a · count_b): observed / expected if independent
+  double lift = 0;  ///< count · tokens / (count_a · count_b): observed / expected if independent
 };
 
 /// One decoder layer's statistics. Sums of squares are divided by the counts on output.
@@ -102,20 +101,21 @@ struct LayerProfile {
   int layer = 0;
   bool moe = false;
   int64_t tokens = 0;
-  std::vector<ExpertUsage> experts;      ///< [num_experts] (MoE layers)
-  std::vector<int64_t> pair_counts;      ///< [num_experts²], (a, b) at a·E + b with a < b
-  std::vector<ExpertPair> top_pairs;     ///< filled by FinishRoutingProfile
+  std::vector<ExpertUsage> experts;   ///< [num_experts] (MoE layers)
+  std::vector<int64_t> pair_counts;   ///< [num_experts²], (a, b) at a·E + b with a < b
+  std::vector<ExpertPair> top_pairs;  ///< filled by FinishRoutingProfile
   int64_t hotness_updates = 0;
   int64_t hot_set_sum = 0;
-  std::vector<double> attn_in_sq;        ///< [hidden] Σ x² of the attention input, all tokens
-  std::vector<double> mlp_in_sq;         ///< [hidden] Σ x² of the MoE / MLP input, all tokens
-  std::vector<double> expert_in_sq;      ///< [experts, hidden] Σ x² over tokens routed to each expert
-  std::vector<double> expert_act_sq;     ///< [experts, ff] Σ a² of each expert's down-projection input
+  std::vector<double> attn_in_sq;    ///< [hidden] Σ x² of the attention input, all tokens
+  std::vector<double> mlp_in_sq;     ///< [hidden] Σ x² of the MoE / MLP input, all tokens
+  std::vector<double> expert_in_sq;  ///< [experts, hidden] Σ x² over tokens routed to each expert
+  std::vector<double> expert_act_sq;  ///< [experts, ff] Σ a² of each expert's down-projection input
   /// Gram matrices Σ x xᵀ (ProfileOptions::gram only; empty otherwise), row-major, in double.
-  std::vector<double> attn_in_gram;      ///< [hidden, hidden]
-  std::vector<double> mlp_in_gram;       ///< [hidden, hidden]
-  std::vector<double> expert_in_gram;    ///< [experts, hidden, hidden] over the tokens routed to each expert
-  std::vector<double> expert_act_gram;   ///< [experts, ff, ff]
+  std::vector<double> attn_in_gram;  ///< [hidden, hidden]
+  std::vector<double> mlp_in_gram;   ///< [hidden, hidden]
+  std::vector<double>
+      expert_in_gram;  ///< [experts, hidden, hidden] over the tokens routed to each expert
+  std::vector<double> expert_act_gram;  ///< [experts, ff, ff]
 };
 
 /// One calibration domain (texts tagged with the same name are one domain).
@@ -133,7 +133,7 @@ struct RoutingProfile {
   int64_t top_k = 0;
   int64_t hidden = 0;
   int64_t moe_ff = 0;
-  int64_t tokens = 0;    ///< tokens run (every token of every window)
+  int64_t tokens = 0;  ///< tokens run (every token of every window)
   int64_t windows = 0;
   int64_t context = 0;
   /// "engine" (this engine ran the model) or "trace" (routing read from traces).
@@ -198,7 +198,8 @@ struct TraceInput {
 /// and computes the same routing statistics as ProfileRouting (no activation statistics, no
 /// prob_mass). Files are folded in the given order, the lines of each layer by token index.
 /// Errors name file:line and the field.
-Result<RoutingProfile> ProfileRoutingTraces(const ModelConfig& config, std::span<const TraceInput> traces,
+Result<RoutingProfile> ProfileRoutingTraces(const ModelConfig& config,
+                                            std::span<const TraceInput> traces,
                                             const ProfileOptions& options);
 
 /// The routing part as JSON (layers[].experts[] with count, frac, mean_gate, gate_mass,

@@ -33,10 +33,10 @@
 #include <string_view>
 #include <vector>
 
-#include "moeq/quant/quant_format.h"
-#include "moeq/quant/quantizer.h"
 #include "moeq/base/status.h"
 #include "moeq/base/tensor.h"
+#include "moeq/quant/quant_format.h"
+#include "moeq/quant/quantizer.h"
 
 namespace moeq::quant {
 

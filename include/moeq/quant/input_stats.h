@@ -10,8 +10,8 @@
 #include <optional>
 #include <string>
 
-#include "moeq/quant/encoders.h"
 #include "moeq/base/status.h"
+#include "moeq/quant/encoders.h"
 
 namespace moeq {
 

@@ -32,9 +32,9 @@
 #include <string>
 #include <vector>
 
-#include "moeq/quant/quant_format.h"
 #include "moeq/base/status.h"
 #include "moeq/base/tensor.h"
+#include "moeq/quant/quant_format.h"
 
 namespace moeq::quant {
 

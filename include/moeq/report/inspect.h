@@ -2,12 +2,11 @@
 // per group and per dtype, shards and unrecognised tensors (the library side of moeq-inspect).
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
-#include "moeq/checkpoint/checkpoint.h"
 #include "moeq/base/status.h"
+#include "moeq/checkpoint/checkpoint.h"
 
 namespace moeq {
 

@@ -5,14 +5,13 @@
 // --quant-report` and `make demo`.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
+#include "moeq/base/status.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/quant/quant_format.h"
-#include "moeq/base/status.h"
 
 namespace moeq {
 

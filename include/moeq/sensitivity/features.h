@@ -39,9 +39,9 @@ SpectralFeatures ComputeSpectral(std::span<const float> w, int64_t rows, int64_t
 
 /// Distributional features.
 struct DistributionFeatures {
-  double mean = 0, std = 0;      ///< over all weights (population std)
-  double kurtosis = 0;           ///< global excess kurtosis m4/m2² − 3 (0 when m2 = 0)
-  double group_p90 = 0;          ///< P90 of the per-group excess kurtosis
+  double mean = 0, std = 0;  ///< over all weights (population std)
+  double kurtosis = 0;       ///< global excess kurtosis m4/m2² − 3 (0 when m2 = 0)
+  double group_p90 = 0;      ///< P90 of the per-group excess kurtosis
   double group_p99_minus_p50 = 0;
   double outlier_group_fraction = 0;  ///< groups with κ > mean(κ) + 3·std(κ)
   double group_max_minus_median = 0;

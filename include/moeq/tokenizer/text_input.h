@@ -20,8 +20,8 @@ struct TextInput {
 
 struct LoadedTokens {
   std::vector<int32_t> ids;
-  std::string source;   ///< the file read
-  std::string sha256;   ///< of that file's bytes
+  std::string source;  ///< the file read
+  std::string sha256;  ///< of that file's bytes
   std::optional<int32_t> bos_id;
 };
 
