@@ -19,7 +19,7 @@ FUZZ_TARGETS  ?= safetensors_header gguf_reader config_adapter tokenizer_json se
 # Labels the sanitizer pass skips (tests too slow under ASan; they run in the plain pass).
 SANITIZE_SKIP ?= slow
 
-.PHONY: all deps test-deps llamacpp-deps build test test-sanitize test-tsan fuzz fuzz-run release demo bench clean
+.PHONY: format all deps test-deps llamacpp-deps build test test-sanitize test-tsan fuzz fuzz-run release demo bench clean
 
 all: build
 
@@ -31,9 +31,10 @@ build: deps
 	cmake --build $(BUILD) -j $(JOBS)
 
 # The report test renders HTML in Debian's chromium, the man pages need help2man, the GNU
-# parallel example test needs parallel (each skips with a message without it).
+# parallel example test needs parallel, format_check needs clang-format (each skips with a
+# message without it).
 test-deps: llamacpp-deps
-	@scripts/install-deps.sh chromium help2man parallel
+	@scripts/install-deps.sh chromium help2man parallel clang-format
 
 # The llama.cpp conformance test loads moeq's GGUF files in node-llama-cpp (prebuilt llama.cpp).
 llamacpp-deps:
@@ -67,6 +68,10 @@ fuzz:
 
 fuzz-run: fuzz
 	scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# Rewrites every tracked C++ file as clang-format 14 prints it (ctest format_check checks it).
+format:
+	scripts/check-format.sh . --fix
 
 release: deps
 	cmake -S . -B $(BUILD_RELEASE) -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOEQ_BUILD_TESTS=OFF -DMOEQ_BUILD_BENCH=ON $(CMAKE_FLAGS)
