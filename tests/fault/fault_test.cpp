@@ -108,7 +108,7 @@ bool HaveTools() {
 class Fault : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!HaveTools()) GTEST_SKIP() << "moeq tools not built in " << test::ToolBinDir();
+    if (!HaveTools()) GTEST_FAIL() << "moeq tools not built in " << test::ToolBinDir();
     test::SyntheticCheckpointOptions o;
     o.layers = 4;
     o.hidden = 256;
@@ -204,7 +204,7 @@ TEST_F(Fault, KillQuantizeMlx) {
 
 TEST_F(Fault, KillQuantizeGguf) {
   const std::string out = out_.Join("m.gguf");
-  if (!fs::exists(GgufModel() + "/config.json")) GTEST_SKIP() << "bundled model not found";
+  if (!fs::exists(GgufModel() + "/config.json")) GTEST_FAIL() << "bundled model not found";
   KillAtSeveralMoments({"moeq-quantize", GgufModel(), "-o", out, "--format", "gguf", "--uniform",
                         "8", "--group", "32", "-q"},
                        out, CheckGguf);
@@ -234,7 +234,7 @@ TEST_F(Fault, SymlinksAtTemporaryNamesAreNeverFollowed) {
   fs::create_symlink(victim, out_.Join("m.gguf.tmp"));
   fs::create_symlink(victim, out_.Join("sens.jsonl.tmp"));
   fs::create_symlink(victim, out_.Join(".m.gguf.moeq-tmp-999999999-0000000000000000"));
-  if (!fs::exists(GgufModel() + "/config.json")) GTEST_SKIP() << "bundled model not found";
+  if (!fs::exists(GgufModel() + "/config.json")) GTEST_FAIL() << "bundled model not found";
   ASSERT_EQ(RunTool({"moeq-quantize", GgufModel(), "-o", out_.Join("m.gguf"), "--format", "gguf",
                      "--uniform", "8", "--group", "32", "-q"},
                     Err()),
@@ -251,7 +251,7 @@ TEST_F(Fault, SymlinksAtTemporaryNamesAreNeverFollowed) {
 }
 
 TEST_F(Fault, ConcurrentWritersLastRenameWinsNeverAMix) {
-  if (!fs::exists(GgufModel() + "/config.json")) GTEST_SKIP() << "bundled model not found";
+  if (!fs::exists(GgufModel() + "/config.json")) GTEST_FAIL() << "bundled model not found";
   const std::string out = out_.Join("m.gguf");
   auto args = [&](const char* bits) {
     return std::vector<std::string>{"moeq-quantize", GgufModel(), "-o",        out,

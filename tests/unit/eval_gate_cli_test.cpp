@@ -25,7 +25,7 @@ int RunBin(const std::string& args, const std::string& err_file) {
 
 TEST(EvalGateCli, DegradedModelFailsTheGateWithExitCode3) {
   const std::string model = std::string(kSourceDir) + "/models/tiny-qwen3moe";
-  if (!fs::exists(model + "/config.json")) GTEST_SKIP() << "bundled model not found at " << model;
+  if (!fs::exists(model + "/config.json")) GTEST_FAIL() << "bundled model not found at " << model;
   ASSERT_TRUE(test::ToolBuilt("moeq-eval"));
   ASSERT_TRUE(test::ToolBuilt("moeq-quantize"));
   test::ScopedTempDir tmp("moeq-gate");

@@ -176,7 +176,7 @@ INSTANTIATE_TEST_SUITE_P(Families, GgufCheckpoint,
 TEST(GgufCheckpointTokenizer, Gpt2VocabularyFromGgufEncodesLikeTokenizerJson) {
   const std::string model = std::string(kSourceDir) + "/models/tiny-qwen3moe";
   if (!fs::exists(model + "/tokenizer_tests.json"))
-    GTEST_SKIP() << "bundled model not found at " << model;
+    GTEST_FAIL() << "bundled model not found at " << model;
   test::ScopedTempDir tmp("moeq-gguf-tok");
   auto src = Checkpoint::Open(model);
   ASSERT_TRUE(src.ok());

@@ -74,7 +74,7 @@ TEST(ModelCard, MlxOutputHasReadmeWithFrontMatterSummaryAndQuality) {
 
 TEST(ModelCard, GgufCardLiesBesideTheFile) {
   const std::string model = std::string(kSourceDir) + "/models/tiny-qwen3moe";
-  if (!fs::exists(model + "/config.json")) GTEST_SKIP() << "bundled model not found at " << model;
+  if (!fs::exists(model + "/config.json")) GTEST_FAIL() << "bundled model not found at " << model;
   test::ScopedTempDir tmp("moeq-card");
   QuantizeCommandOptions o;
   o.model_dir = model;

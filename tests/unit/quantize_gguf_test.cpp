@@ -32,7 +32,7 @@ ArtifactContext Quiet(bool force = false) {
 }
 
 TEST(QuantizeGguf, CommandWritesAFileThatDecodes) {
-  if (!fs::exists(kModel + "/config.json")) GTEST_SKIP() << "bundled model not found at " << kModel;
+  if (!fs::exists(kModel + "/config.json")) GTEST_FAIL() << "bundled model not found at " << kModel;
   test::ScopedTempDir tmp("moeq-quantize-gguf");
   QuantizeCommandOptions o;
   o.model_dir = kModel;
@@ -67,7 +67,7 @@ TEST(QuantizeGguf, CommandWritesAFileThatDecodes) {
 
 TEST(QuantizeGguf, FileSizeLimitLeavesNothingCompleteLooking) {
   ASSERT_TRUE(test::ToolBuilt("moeq-quantize"));
-  if (!fs::exists(kModel + "/config.json")) GTEST_SKIP() << "bundled model not found at " << kModel;
+  if (!fs::exists(kModel + "/config.json")) GTEST_FAIL() << "bundled model not found at " << kModel;
   test::ScopedTempDir tmp("moeq-quantize-gguf");
   const std::string out = tmp.Join("m.gguf");
   const std::string cmd = "/bin/sh -c \"ulimit -f 512; exec " + BinDir() + "/moeq-quantize " +

@@ -449,7 +449,7 @@ TEST(QuantizeTool, FileSizeLimitLeavesNothingCompleteLooking) {
 
 TEST(QuantizeRoundTrip, UniformQ4OnBundledModel) {
   const std::string model = std::string(kSourceDir) + "/models/tiny-qwen3moe";
-  if (!fs::exists(model + "/config.json")) GTEST_SKIP() << "bundled model not found at " << model;
+  if (!fs::exists(model + "/config.json")) GTEST_FAIL() << "bundled model not found at " << model;
   test::ScopedTempDir tmp("moeq-quantize");
   QuantizeCommandOptions o;
   o.model_dir = model;
