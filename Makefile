@@ -12,6 +12,10 @@ JOBS          ?= $(shell nproc 2>/dev/null || echo 2)
 SANITIZE      ?= OFF
 BUILD_TYPE    ?= RelWithDebInfo
 CMAKE_FLAGS   ?=
+# CI (CI=true) treats compiler warnings as errors.
+ifeq ($(CI),true)
+CMAKE_FLAGS += -DMOEQ_WERROR=ON
+endif
 
 FUZZ_BUILD    ?= build-fuzz
 FUZZ_SECONDS  ?= 60

@@ -298,7 +298,26 @@ std::string PieceStatsName(const Checkpoint& ckpt, const Piece& p) {
   return ckpt.adapter().Name({t.id.layer, expert, r});
 }
 
-/// Quantizes / converts / copies one module's pieces.
+/// Rows of a piece converted to float32 at a time by the streaming paths (64 MB of float32), so
+/// a vocabulary-sized matrix (151,936 × 2048) never needs a float32 copy of itself.
+constexpr int64_t kChunkElems = int64_t{1} << 24;
+
+/// The rows [r0, r0 + nr) of a piece's view as a view of their own.
+PieceView RowsOf(const PieceView& pv, int64_t r0, int64_t nr, int64_t in) {
+  PieceView sub;
+  sub.info.name = pv.info.name;
+  sub.info.dtype = pv.info.dtype;
+  sub.info.shape = pv.info.shape.size() >= 2 ? std::vector<int64_t>{nr, in} : pv.info.shape;
+  const size_t es = DTypeSize(pv.info.dtype);
+  sub.view.data = pv.view.data.subspan(static_cast<size_t>(r0 * in) * es,
+                                       static_cast<size_t>(sub.info.numel()) * es);
+  return sub;
+}
+
+/// Quantizes / converts / copies one module's pieces. Round-to-nearest and float pieces are
+/// processed kChunkElems at a time (rows are independent: same bytes and, with AccumulateError,
+/// the same error sums as one pass); data-aware encoders see the whole piece (their statistics
+/// and factorizations are per tensor).
 Result<ModuleData> BuildModule(const Checkpoint& ckpt, const QuantPlan& plan, const Module& m,
                                const MlxWriteOptions& options) {
   const int threads = options.threads;
@@ -306,54 +325,65 @@ Result<ModuleData> BuildModule(const Checkpoint& ckpt, const QuantPlan& plan, co
   const int64_t in = m.shape.empty() ? 1 : m.shape.back();
   std::vector<float> src, rec;
   for (const Piece& p : m.pieces) {
-    MOEQ_ASSIGN_OR_RETURN(PieceView pv, ViewPiece(ckpt, p, in));
-    pv.view.info = &pv.info;
-    const int64_t n = pv.info.numel();
-    src.resize(static_cast<size_t>(n));
-    MOEQ_RETURN_IF_ERROR(ConvertToF32(pv.view, 0, n, src.data()));
-    if (m.affine()) {
-      std::vector<float> zeros;
-      if (p.zero) zeros.assign(static_cast<size_t>(n), 0.0f);
-      const quant::EncoderKind enc =
-          p.zero ? quant::EncoderKind::kRtn : plan.EncoderOf(p.src->info.name);
-      std::optional<quant::InputStats> stats;
-      if (enc != quant::EncoderKind::kRtn && options.stats != nullptr) {
-        auto st = options.stats->Get(PieceStatsName(ckpt, p), in);
-        if (!st.ok()) return st.status().WithContext("tensor '" + p.src->info.name + "'");
-        stats = std::move(*st);
-      }
-      const quant::EncoderKind used = quant::EffectiveEncoder(enc, stats ? &*stats : nullptr);
-      if (plan.DataAware()) d.encoders.insert(std::string(quant::EncoderName(used)));
-      quant::EncoderOptions eo = options.encoder_options;
-      eo.kind = used;
-      Result<quant::QuantizedTensor> q =
-          p.zero ? quant::QuantizeAffine(zeros, p.rows, in, m.format->bits, m.format->group_size,
-                                         m.format->ScaleDType(m.source_dtype), threads)
-          : used != quant::EncoderKind::kRtn
-              ? quant::EncodeAffine(src, p.rows, in, *m.format,
-                                    m.format->ScaleDType(m.source_dtype), eo, &*stats, threads)
-              : quant::QuantizeTensor(pv.view, *m.format, threads);
-      if (!q.ok())
-        return q.status().WithContext(ckpt.dir() + ": tensor '" + p.src->info.name + "'");
-      MOEQ_ASSIGN_OR_RETURN(rec, quant::Dequantize(*q, threads));
-      AppendBytes(&d.weight, q->packed.data(), q->packed.size() * sizeof(uint32_t));
-      AppendBytes(&d.scales, q->scales.data(), q->scales.size());
-      AppendBytes(&d.biases, q->biases.data(), q->biases.size());
-    } else if (p.zero) {
-      std::vector<float> zeros(static_cast<size_t>(n), 0.0f);
-      AppendFloats(&d.weight, zeros, m.out_dtype(), &rec);
-    } else if (m.out_dtype() == p.src->info.dtype) {
-      AppendBytes(&d.weight, pv.view.data.data(), pv.view.data.size());
-      rec = src;
-    } else if (IsFloatDType(p.src->info.dtype)) {
-      AppendFloats(&d.weight, src, m.out_dtype(), &rec);
-    } else {
-      return Status::InvalidArgument(ckpt.dir() + ": tensor '" + p.src->info.name + "': dtype " +
-                                     std::string(DTypeName(p.src->info.dtype)) +
-                                     " cannot be converted to " +
-                                     std::string(DTypeName(m.out_dtype())));
+    MOEQ_ASSIGN_OR_RETURN(PieceView whole, ViewPiece(ckpt, p, in));
+    const quant::EncoderKind enc =
+        !m.affine() || p.zero ? quant::EncoderKind::kRtn : plan.EncoderOf(p.src->info.name);
+    std::optional<quant::InputStats> stats;
+    if (enc != quant::EncoderKind::kRtn && options.stats != nullptr) {
+      auto st = options.stats->Get(PieceStatsName(ckpt, p), in);
+      if (!st.ok()) return st.status().WithContext("tensor '" + p.src->info.name + "'");
+      stats = std::move(*st);
     }
-    if (IsFloatDType(p.src->info.dtype)) d.error.Merge(quant::CompareTensors(src, rec));
+    const quant::EncoderKind used = quant::EffectiveEncoder(enc, stats ? &*stats : nullptr);
+    if (m.affine() && plan.DataAware()) d.encoders.insert(std::string(quant::EncoderName(used)));
+    const int64_t rows = whole.info.shape.size() >= 2 ? whole.info.shape[0] : 1;
+    const int64_t chunk_rows = used != quant::EncoderKind::kRtn || whole.info.shape.size() < 2
+                                   ? std::max<int64_t>(rows, 1)
+                                   : std::max<int64_t>(1, kChunkElems / std::max<int64_t>(in, 1));
+    quant::ErrorStats piece_error;
+    for (int64_t r0 = 0; r0 < std::max<int64_t>(rows, 1); r0 += chunk_rows) {
+      const int64_t nr = std::min(chunk_rows, std::max<int64_t>(rows, 1) - r0);
+      PieceView pv = chunk_rows >= rows ? whole : RowsOf(whole, r0, nr, in);
+      pv.view.info = &pv.info;
+      const int64_t n = pv.info.numel();
+      src.resize(static_cast<size_t>(n));
+      MOEQ_RETURN_IF_ERROR(ConvertToF32(pv.view, 0, n, src.data()));
+      const int64_t prows = pv.info.shape.size() >= 2 ? pv.info.shape[0] : p.rows;
+      if (m.affine()) {
+        std::vector<float> zeros;
+        if (p.zero) zeros.assign(static_cast<size_t>(n), 0.0f);
+        quant::EncoderOptions eo = options.encoder_options;
+        eo.kind = used;
+        Result<quant::QuantizedTensor> q =
+            p.zero ? quant::QuantizeAffine(zeros, prows, in, m.format->bits, m.format->group_size,
+                                           m.format->ScaleDType(m.source_dtype), threads)
+            : used != quant::EncoderKind::kRtn
+                ? quant::EncodeAffine(src, prows, in, *m.format,
+                                      m.format->ScaleDType(m.source_dtype), eo, &*stats, threads)
+                : quant::QuantizeTensor(pv.view, *m.format, threads);
+        if (!q.ok())
+          return q.status().WithContext(ckpt.dir() + ": tensor '" + p.src->info.name + "'");
+        MOEQ_ASSIGN_OR_RETURN(rec, quant::Dequantize(*q, threads));
+        AppendBytes(&d.weight, q->packed.data(), q->packed.size() * sizeof(uint32_t));
+        AppendBytes(&d.scales, q->scales.data(), q->scales.size());
+        AppendBytes(&d.biases, q->biases.data(), q->biases.size());
+      } else if (p.zero) {
+        std::vector<float> zeros(static_cast<size_t>(n), 0.0f);
+        AppendFloats(&d.weight, zeros, m.out_dtype(), &rec);
+      } else if (m.out_dtype() == p.src->info.dtype) {
+        AppendBytes(&d.weight, pv.view.data.data(), pv.view.data.size());
+        rec = src;
+      } else if (IsFloatDType(p.src->info.dtype)) {
+        AppendFloats(&d.weight, src, m.out_dtype(), &rec);
+      } else {
+        return Status::InvalidArgument(ckpt.dir() + ": tensor '" + p.src->info.name + "': dtype " +
+                                       std::string(DTypeName(p.src->info.dtype)) +
+                                       " cannot be converted to " +
+                                       std::string(DTypeName(m.out_dtype())));
+      }
+      if (IsFloatDType(p.src->info.dtype)) quant::AccumulateError(src, rec, &piece_error);
+    }
+    if (IsFloatDType(p.src->info.dtype)) d.error.Merge(piece_error);
   }
   return d;
 }

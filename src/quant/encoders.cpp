@@ -186,7 +186,7 @@ void WeightedGroup(const float* w, const double* h, int g, int bits, DType sd,
       const double l2 = lo + a * step * range, h2 = hi - c * step * range;
       if (!(h2 > l2)) continue;
       const float cs = static_cast<float>((h2 - l2) / nbins), cb = static_cast<float>(l2);
-      const float ss = RoundTo(sd, cs), bs = RoundTo(sd, cb);
+      const float ss = RoundTo(sd, cs);
       if (!(ss != 0.0f)) continue;
       consider(cs, cb);  // leaves the candidate's codes in `cand`
       refit(cand.data());

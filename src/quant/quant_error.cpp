@@ -39,17 +39,21 @@ void ErrorStats::Merge(const ErrorStats& other) {
   storage_bytes += other.storage_bytes;
 }
 
-ErrorStats CompareTensors(std::span<const float> w, std::span<const float> w_hat) {
-  ErrorStats s;
+void AccumulateError(std::span<const float> w, std::span<const float> w_hat, ErrorStats* s) {
   const size_t n = std::min(w.size(), w_hat.size());
   for (size_t i = 0; i < n; ++i) {
     const double a = w[i];
     const double e = a - static_cast<double>(w_hat[i]);
-    s.weight_sq_sum += a * a;
-    s.error_sq_sum += e * e;
-    s.max_abs_error = std::max(s.max_abs_error, std::fabs(e));
+    s->weight_sq_sum += a * a;
+    s->error_sq_sum += e * e;
+    s->max_abs_error = std::max(s->max_abs_error, std::fabs(e));
   }
-  s.count = static_cast<int64_t>(n);
+  s->count += static_cast<int64_t>(n);
+}
+
+ErrorStats CompareTensors(std::span<const float> w, std::span<const float> w_hat) {
+  ErrorStats s;
+  AccumulateError(w, w_hat, &s);
   return s;
 }
 

@@ -16,7 +16,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string BinDir() { return test::ToolBinDir(); }
 
 int RunBin(const std::string& args) { return test::RunToolCommand(args); }
 

@@ -68,7 +68,9 @@ TEST(GgufCodecTest, TypeIdsAndBlockSizesMatchGgml) {
     auto rb = GgmlRowBytes(r.type, 4 * r.block);
     ASSERT_TRUE(rb.ok());
     EXPECT_EQ(*rb, static_cast<uint64_t>(4 * r.bytes));
-    if (r.block > 1) EXPECT_FALSE(GgmlRowBytes(r.type, r.block + 16).ok());
+    if (r.block > 1) {
+      EXPECT_FALSE(GgmlRowBytes(r.type, r.block + 16).ok());
+    }
   }
   EXPECT_DOUBLE_EQ(FindGgmlType(GgmlType::kQ4_K)->BitsPerWeight(), 4.5);
   EXPECT_DOUBLE_EQ(FindGgmlType(GgmlType::kQ6_K)->BitsPerWeight(), 6.5625);

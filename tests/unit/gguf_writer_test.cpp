@@ -437,9 +437,9 @@ TEST(GgufWriterTest, RequireTokenizerAndUnsupportedArch) {
   EXPECT_EQ(GgufArchitecture("deepseek_v3").status().code(), StatusCode::kUnsupported);
   EXPECT_EQ(*GgufArchitecture("mixtral"), "llama");
   // An unwritable destination fails cleanly.
-  EXPECT_EQ(WriteGguf(**ck, QuantPlan{}, tmp.Join("no/such/dir/x.gguf"),
-                      GgufWriteOptions{.progress = false})
-                .code(),
+  GgufWriteOptions quiet;
+  quiet.progress = false;
+  EXPECT_EQ(WriteGguf(**ck, QuantPlan{}, tmp.Join("no/such/dir/x.gguf"), quiet).code(),
             StatusCode::kIo);
 }
 

@@ -138,6 +138,9 @@ struct ErrorStats {
 
 /// Error between `w` and its reconstruction `w_hat` (same size), in double; storage_bytes 0.
 ErrorStats CompareTensors(std::span<const float> w, std::span<const float> w_hat);
+/// Continues `s`'s sums over `w` and `w_hat` in element order: calling it on consecutive pieces
+/// of a tensor gives exactly (bit for bit) CompareTensors of the whole tensor.
+void AccumulateError(std::span<const float> w, std::span<const float> w_hat, ErrorStats* s);
 
 /// The hot path of the sensitivity analysis: quantizes `w` [rows, cols] with `format`,
 /// dequantizes and accumulates the error, one row block at a time (no full-size copy). The
