@@ -8,7 +8,8 @@
 # (others fall back to legacy types, docs/gguf.md).
 #
 # Usage: bench/quality/gguf_encoders.sh BIN_DIR OUT_DIR MODEL_DIR...
-# Environment: QUALITY_CHUNKS (windows of 512 tokens, default 32).
+# Environment: QUALITY_CHUNKS (windows of 512 tokens, default 32), PROFILE_WINDOWS (calibration
+# windows for the statistics, default 32).
 # Writes OUT_DIR/results.md and every artefact under OUT_DIR/<model>/.
 set -euo pipefail
 bin=${1:?usage: gguf_encoders.sh BIN_DIR OUT_DIR MODEL_DIR...}
@@ -39,7 +40,8 @@ for model in "$@"; do
     "$bin/moeq-profile" "$model" --text "$calib" -o "$d/routing_profile.json" \
       --activation-stats "$d/act.safetensors" --gram --force -q
   fi
-  "$bin/moeq-eval" "$model" --text "$valid" --chunks "$chunks" -o "$d/eval_bf16.json" --force -q
+  "$bin/moeq-eval" "$model" --text "$valid" --chunks "$chunks" -o "$d/eval_bf16.json" \
+    --save-logits "$d/bf16.logits.safetensors" --force -q
   evals=(--eval "bf16=$d/eval_bf16.json")
   for mix in Q4_K_M Q3_K_M; do
     python3 "$here/gguf_mix_allocation.py" "$model" "$mix" "$d/$mix.allocation.json"
@@ -48,7 +50,8 @@ for model in "$@"; do
       echo "== $name: $label"
       "$bin/moeq-quantize" "$model" --allocation "$d/$mix.allocation.json" --format gguf \
         --stats "$d/act.safetensors" --encoder "$enc" -o "$d/$label.gguf" --force -q
-      "$bin/moeq-eval" "$d/$label.gguf" --text "$valid" --chunks "$chunks" --reference "$model" \
+      "$bin/moeq-eval" "$d/$label.gguf" --text "$valid" --chunks "$chunks" \
+        --reference-logits "$d/bf16.logits.safetensors" \
         -o "$d/eval_$label.json" --force -q
       evals+=(--eval "$label=$d/eval_$label.json")
     done
