@@ -37,8 +37,8 @@ for model in "$@"; do
   mkdir -p "$d"
   if [ ! -f "$d/act.safetensors" ]; then
     echo "== $name: profile (--gram)"
-    "$bin/moeq-profile" "$model" --text "$calib" -o "$d/routing_profile.json" \
-      --activation-stats "$d/act.safetensors" --gram --force -q
+    "$bin/moeq-profile" "$model" --text "$calib" --max-windows "${PROFILE_WINDOWS:-32}" \
+      -o "$d/routing_profile.json" --activation-stats "$d/act.safetensors" --gram --force -q
   fi
   "$bin/moeq-eval" "$model" --text "$valid" --chunks "$chunks" -o "$d/eval_bf16.json" \
     --save-logits "$d/bf16.logits.safetensors" --force -q
