@@ -511,7 +511,7 @@ void Pack(const Spec& s, const Params& p, const int* q, uint8_t* b) {
 /// RTN codes of a block for stored parameters p.
 void Codes(const Spec& s, const Params& p, const float* x, int* q) {
   for (int j = 0; j < s.nsub(); ++j) {
-    float dl, off;
+    float dl = 0.0f, off = 0.0f;
     Effective(s, p, j, &dl, &off);
     for (int i = 0; i < s.sub; ++i)
       q[j * s.sub + i] = CodeOf(x[j * s.sub + i], dl, off, s.qlo, s.qhi);
@@ -555,7 +555,7 @@ void GptqRows(const Spec& s, const float* w, int64_t n, int64_t cols, const Eige
       const int j = static_cast<int>((i % s.block) / s.sub);
       const float dinv = 1.0f / u(i, i);
       for (int64_t r = 0; r < n; ++r) {
-        float dl, off;
+        float dl = 0.0f, off = 0.0f;
         Effective(s, params[static_cast<size_t>(r * nb + bi)], j, &dl, &off);
         const float wv = wb(r, i);
         const int q = CodeOf(wv, dl, off, s.qlo, s.qhi);
