@@ -14,12 +14,16 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
+#include <set>
 
 #include "export/gguf_internal.h"
 #include "moeq/base/atomic_file.h"
 #include "moeq/base/build_info.h"
 #include "moeq/base/parallel.h"
 #include "moeq/base/progress.h"
+#include "moeq/quant/gguf_encoders.h"
+#include "moeq/quant/input_stats.h"
 
 namespace moeq {
 
@@ -37,6 +41,9 @@ struct Part {
   int64_t permute_heads = 0;
   /// Elements per permuted row: the row length for weights, 1 for biases.
   int64_t permute_cols = 0;
+  /// Name of the statistics of this part's input ("" = `source`): the per-expert weight name
+  /// for a slice of a fused expert tensor.
+  std::string stats_name;
 };
 
 struct PlannedTensor {
@@ -292,9 +299,14 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
           pt.plan_format = FormatLabel(f);
           if (c.fallback)
             pt.note = "fallback " + GgmlTypeName(c.preferred) + "->" + GgmlTypeName(c.type);
+          const TensorRole stats_role = outs[k] == TensorRole::kExpertDown
+                                            ? TensorRole::kExpertDown
+                                            : TensorRole::kExpertGate;
           for (int64_t e = 0; e < e_count; ++e) {
-            pt.parts.push_back(
-                Part{hf, (e * rows + static_cast<int64_t>(k) * out_rows) * cols, out_rows, 0});
+            Part part{hf, (e * rows + static_cast<int64_t>(k) * out_rows) * cols, out_rows, 0, 0,
+                      {}};
+            part.stats_name = ckpt.adapter().Name({t.id.layer, static_cast<int>(e), stats_role});
+            pt.parts.push_back(std::move(part));
           }
         }
         continue;
@@ -338,7 +350,7 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
                   std::to_string(pt.cols) + ")";
       }
     }
-    Part part{hf, 0, t.info.numel() / pt.cols, 0};
+    Part part{hf, 0, t.info.numel() / pt.cols, 0, 0, {}};
     (void)rows;
     (void)cols;
     if (rope_permute && (role == TensorRole::kAttnQ || role == TensorRole::kAttnQBias)) {
@@ -392,7 +404,7 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
                                   first->info.ShapeString());
       }
       const bool pruned = plan.pruned.count(t->info.name) > 0;
-      pt.parts.push_back(Part{pruned ? "" : t->info.name, 0, shape[0], 0});
+      pt.parts.push_back(Part{pruned ? "" : t->info.name, 0, shape[0], 0, 0, {}});
       ++pt.sources;
       if (pruned) {
         ++seen["pruned"];
@@ -593,6 +605,10 @@ nlohmann::json GgufWriteReport::TypeSummary() const {
     e["tensors"] = e["tensors"].get<int64_t>() + 1;
     e["bytes"] = e["bytes"].get<uint64_t>() + t.bytes;
     e["weights"] = e["weights"].get<int64_t>() + n;
+    if (!t.encoder.empty()) {
+      auto& c = e["encoders"][t.encoder];
+      c = (c.is_null() ? 0 : c.get<int64_t>()) + 1;
+    }
   }
   return j;
 }
@@ -648,6 +664,21 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
   if (!plan.allocation_sha256.empty())
     gguf_internal::AddString(&kv, "moeq.plan.allocation_sha256", plan.allocation_sha256);
   gguf_internal::AddString(&kv, "moeq.source.fingerprint", ckpt.fingerprint());
+  if (options.stats != nullptr && plan.DataAware()) {
+    // Planned encoders of the block-quantized tensors (a tensor without statistics falls back to
+    // rtn; the report and the model card give what was really used) and the statistics file.
+    std::set<std::string> planned;
+    for (const PlannedTensor& t : tensors) {
+      if (!quant::GgmlEncoderSupported(t.type)) continue;
+      for (const Part& part : t.parts)
+        if (!part.source.empty())
+          planned.insert(std::string(quant::EncoderName(plan.EncoderOf(part.source))));
+    }
+    std::string joined;
+    for (const std::string& e : planned) joined += (joined.empty() ? "" : ",") + e;
+    gguf_internal::AddString(&kv, "moeq.encoders", joined);
+    gguf_internal::AddString(&kv, "moeq.stats.sha256", options.stats->sha256());
+  }
   if (options.context) {
     gguf_internal::AddString(&kv, "moeq.producer", options.context->tool);
     gguf_internal::AddString(&kv, "moeq.command", options.context->command_line);
@@ -683,7 +714,9 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
   std::vector<float> buf, permuted;
   std::vector<std::byte> enc;
   uint64_t tensor_bytes = 0;
+  std::vector<std::string> tensor_encoders;
   for (const PlannedTensor& t : tensors) {
+    std::set<std::string> used_encoders;
     MOEQ_ASSIGN_OR_RETURN(const uint64_t row_bytes, GgmlRowBytes(t.type, t.cols));
     if (file.written() - data_start != t.offset) {
       return Status::Internal("gguf: tensor '" + t.name + "' offset mismatch");
@@ -693,6 +726,20 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
       if (!part.source.empty()) {
         MOEQ_ASSIGN_OR_RETURN(view, ckpt.View(part.source));
       }
+      // The encoder of this part: the plan's, when statistics for its input are given.
+      const bool block_quant = quant::GgmlEncoderSupported(t.type);
+      quant::EncoderKind kind = quant::EncoderKind::kRtn;
+      std::optional<quant::InputStats> stats;
+      if (block_quant && !part.source.empty() && options.stats != nullptr &&
+          plan.EncoderOf(part.source) != quant::EncoderKind::kRtn) {
+        const std::string& sname = part.stats_name.empty() ? part.source : part.stats_name;
+        auto st = options.stats->Get(sname, t.cols);
+        if (!st.ok()) return st.status().WithContext("gguf: tensor '" + part.source + "'");
+        stats = std::move(*st);
+        kind = quant::EffectiveEncoder(plan.EncoderOf(part.source), stats ? &*stats : nullptr);
+      }
+      if (block_quant && !part.source.empty())
+        used_encoders.insert(std::string(quant::EncoderName(kind)));
       const int64_t chunk_rows =
           part.permute_heads > 0 ? part.rows
                                  : std::max<int64_t>(1, kChunkElems / std::max<int64_t>(t.cols, 1));
@@ -714,6 +761,18 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
           PermuteRows(buf, prows, part.permute_cols, part.permute_heads, &permuted);
           src = permuted.data();
         }
+        if (kind != quant::EncoderKind::kRtn) {
+          quant::EncoderOptions eo = options.encoder_options;
+          eo.kind = kind;
+          auto coded =
+              quant::EncodeGgml(std::span<const float>(src, static_cast<size_t>(nr * t.cols)), nr,
+                                t.cols, t.type, eo, &*stats, threads);
+          if (!coded.ok())
+            return coded.status().WithContext("gguf: tensor '" + t.name + "' (" + part.source +
+                                              ")");
+          MOEQ_RETURN_IF_ERROR(file.Write(coded->data(), coded->size()));
+          continue;
+        }
         enc.resize(static_cast<size_t>(row_bytes * static_cast<uint64_t>(nr)));
         std::vector<Status> errors(static_cast<size_t>(nr));
         ParallelFor(
@@ -731,6 +790,9 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
       }
       if (!part.source.empty()) ckpt.Release(part.source);
     }
+    std::string joined;
+    for (const std::string& e : used_encoders) joined += (joined.empty() ? "" : ",") + e;
+    tensor_encoders.push_back(std::move(joined));
     tensor_bytes += t.bytes;
     MOEQ_RETURN_IF_ERROR(file.Pad(gguf_internal::kAlignment));
     if (progress) progress->Advance(1, t.name);
@@ -745,7 +807,8 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
   report.tensor_bytes = tensor_bytes;
   report.n_kv = static_cast<int64_t>(kv.size());
   for (const PlannedTensor& t : tensors) {
-    GgufTensorReport r{t.name, t.ne, t.type, t.bytes, t.plan_format, t.note, t.sources};
+    GgufTensorReport r{t.name,        t.ne,   t.type,    t.bytes,
+                       t.plan_format, t.note, t.sources, tensor_encoders[report.tensors.size()]};
     int64_t n = 1;
     for (int64_t d : t.ne) n *= d;
     report.weights += n;

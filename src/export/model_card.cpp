@@ -115,6 +115,7 @@ std::string RenderModelCard(const ModelCardInput& in) {
   md += "| bits per weight (plan, all tensors) | " +
         Fixed(total.weights > 0 ? total.bits / total.weights : 0, 3) + " |\n";
   md += "| weights | " + std::to_string(static_cast<int64_t>(total.weights)) + " |\n";
+  if (!in.encoders.empty()) md += "| encoders | " + in.encoders + " |\n";
   if (!plan.pruned.empty())
     md += "| pruned expert tensors | " + std::to_string(plan.pruned.size()) + " |\n";
   if (in.gguf_types && in.gguf_types->is_object()) {

@@ -11,6 +11,7 @@
 #include <numeric>
 #include <string>
 
+#include "encoders_internal.h"
 #include "moeq/base/half.h"
 #include "moeq/base/parallel.h"
 
@@ -196,10 +197,9 @@ void WeightedGroup(const float* w, const double* h, int g, int bits, DType sd,
 
 // ---------------------------------------------------------------- gptq
 
-struct GptqFactor {
-  Eigen::MatrixXf u;      // upper Cholesky factor of (P (H+λI) Pᵀ)⁻¹, [cols, cols]
-  std::vector<int> perm;  // processing position → column
-};
+}  // namespace
+
+namespace internal {
 
 Result<GptqFactor> FactorHessian(const InputStats& st, int64_t cols, const EncoderOptions& o) {
   Eigen::MatrixXd h(cols, cols);
@@ -252,6 +252,13 @@ Result<GptqFactor> FactorHessian(const InputStats& st, int64_t cols, const Encod
       "gptq: the input Gram matrix is not positive definite even with dampening " +
       std::to_string(damp));
 }
+
+}  // namespace internal
+
+namespace {
+
+using internal::FactorHessian;
+using internal::GptqFactor;
 
 void GptqBlock(const float* w, int64_t n, int64_t cols, int bits, int group, DType sd,
                const GptqFactor& f, const EncoderOptions& o, BlockOut* out) {

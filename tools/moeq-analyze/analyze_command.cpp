@@ -506,7 +506,8 @@ const std::vector<std::string>& CsvFeatureColumns() {
 
 std::string CsvHeader() {
   std::string s =
-      "tensor,role,layer,expert,unit,shape,params,dtype,format,bits,group_size,bytes,nrmse,sqnr_db";
+      "tensor,role,layer,expert,unit,shape,params,dtype,format,encoder,bits,group_size,bytes,nrmse,"
+      "sqnr_db";
   for (const auto& c : CsvFeatureColumns()) s += "," + c;
   return s + ",cluster_id,cluster_representative,cluster_size\n";
 }
@@ -514,9 +515,11 @@ std::string CsvHeader() {
 std::string CsvRow(const json& r) {
   std::string s;
   for (const char* k : {"tensor", "role", "layer", "expert", "unit", "shape", "params", "dtype",
-                        "format", "bits", "group_size", "bytes", "nrmse", "sqnr_db"}) {
+                        "format", "encoder", "bits", "group_size", "bytes", "nrmse", "sqnr_db"}) {
     if (!s.empty()) s += ',';
-    s += CsvField(r.value(k, json()));
+    // Rows of a grid without data-aware encoders carry no "encoder": their codes are rtn.
+    const std::string_view key(k);
+    s += CsvField(key == "encoder" && !r.contains("encoder") ? json("rtn") : r.value(k, json()));
   }
   const json& f = r["features"];
   for (const auto& c : CsvFeatureColumns()) s += "," + CsvField(f.value(c, json()));

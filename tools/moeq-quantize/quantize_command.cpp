@@ -98,7 +98,8 @@ ModelCardInput CardInput(const QuantizeCommandOptions& o, const ArtifactContext&
 /// place only once complete (removing it on any error), so an existing file (--force) is
 /// replaced atomically and a kill or a full disk never leaves a complete-looking output.
 Status RunGguf(const QuantizeCommandOptions& o, const ArtifactContext& ctx, const Checkpoint& ckpt,
-               const QuantPlan& plan, std::chrono::steady_clock::time_point start) {
+               const QuantPlan& plan, const InputStatsFile* stats,
+               std::chrono::steady_clock::time_point start) {
   std::error_code ec;
   if (fs::is_directory(o.output, ec)) {
     return Status::InvalidArgument(
@@ -114,13 +115,25 @@ Status RunGguf(const QuantizeCommandOptions& o, const ArtifactContext& ctx, cons
   GgufWriteReport report;
   wo.report = &report;
   if (!o.gguf_type.empty()) wo.force_type = FindGgmlTypeByName(o.gguf_type)->type;
+  wo.stats = stats;
+  wo.encoder_options = o.encoder_options;
   MOEQ_RETURN_IF_ERROR(WriteGguf(ckpt, plan, o.output, wo));
+  // Encoders really used (a tensor without statistics falls back to rtn), for the card.
+  std::map<std::string, int64_t> by_encoder;
+  for (const GgufTensorReport& t : report.tensors)
+    if (!t.encoder.empty()) ++by_encoder[t.encoder];
   if (!o.no_model_card) {
     ModelCardInput card = CardInput(o, ctx, ckpt, plan);
     card.output_bytes = report.file_bytes;
     card.written_bpw =
         report.weights > 0 ? report.tensor_bytes * 8.0 / static_cast<double>(report.weights) : 0.0;
     card.gguf_types = report.TypeSummary();
+    if (plan.DataAware() && stats != nullptr) {
+      for (const auto& [e, n] : by_encoder)
+        card.encoders += (card.encoders.empty() ? "" : ", ") + e + " ×" + std::to_string(n);
+      card.encoders += "; statistics " + std::filesystem::path(stats->path()).filename().string() +
+                       " sha256 " + stats->sha256();
+    }
     if (!o.eval.empty()) {
       MOEQ_ASSIGN_OR_RETURN(card.eval, ReadJsonFile(o.eval));
       card.eval_name = fs::path(o.eval).filename().string();
@@ -239,15 +252,10 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
           "activation_stats.safetensors "
           "(moeq-profile --activation-stats, with --gram for gptq)");
     }
-    if (o.format == "gguf") {
-      return Status::Unsupported(
-          "--format gguf: the data-aware encoders write MLX affine codes only; use --format mlx or "
-          "rtn");
-    }
   }
   // A file-size limit or a full disk must become an error we can clean up after, not a signal.
   std::signal(SIGXFSZ, SIG_IGN);
-  if (o.format == "gguf") return RunGguf(o, ctx, *ckpt, plan, start);
+  if (o.format == "gguf") return RunGguf(o, ctx, *ckpt, plan, stats.get(), start);
   // The checkpoint is built in a unique temporary sibling directory (AtomicDir) and renamed into
   // place only once complete, manifest last; --force swaps an existing output out atomically.
   MOEQ_ASSIGN_OR_RETURN(auto out_dir, AtomicDir::Create(o.output, {.overwrite = ctx.force}));

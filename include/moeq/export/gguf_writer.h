@@ -18,9 +18,12 @@
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/export/quant_plan.h"
 #include "moeq/formats/gguf.h"
+#include "moeq/quant/encoders.h"
 #include "moeq/quant/quant_format.h"
 
 namespace moeq {
+
+class InputStatsFile;
 
 // ---------------------------------------------------------------------------------------------
 // Plan format → ggml type
@@ -58,6 +61,9 @@ struct GgufTensorReport {
   std::string plan_format;  ///< plan format that decided the type ("" = keep source)
   std::string note;         ///< "fallback q4_K->q4_1 (ne0 128 % 256)", "experts promoted", ...
   int sources = 1;          ///< checkpoint tensors merged into it
+  /// Encoders that produced the codes ("rtn", "weighted", "gptq"; comma-joined when the merged
+  /// sources differ); "" for tensors that are not block-quantized.
+  std::string encoder;
 };
 
 struct GgufWriteReport {
@@ -96,6 +102,12 @@ struct GgufWriteOptions {
   /// type instead of the one its format maps to (shape fallback as GgmlTypeForShape), as
   /// llama-quantize's TYPE argument does (moeq-quantize --gguf-type).
   std::optional<GgmlType> force_type;
+  /// Input statistics for the data-aware encoders (plan.encoders, include/moeq/quant/
+  /// gguf_encoders.h); block-quantized tensors whose plan encoder is weighted/gptq are encoded
+  /// with it, using the statistics of their input (per expert for expert tensors). Tensors
+  /// without statistics, or with none given, use rtn (byte-identical to the plain writer).
+  const InputStatsFile* stats = nullptr;
+  quant::EncoderOptions encoder_options;
 };
 
 /// Writes one GGUF v3 file for `ckpt` with per-tensor types chosen from `plan` (plan.FormatOf of

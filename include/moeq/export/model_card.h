@@ -25,6 +25,9 @@ struct ModelCardInput {
   std::vector<std::string> commands;
   /// GGUF only: GgufWriteReport::TypeSummary() of the written file (what llama.cpp loads).
   std::optional<nlohmann::json> gguf_types;
+  /// Data-aware encoders that produced the codes and the statistics they used, one line
+  /// ("gptq ×48, rtn ×12; statistics sha256 …"); "" = rtn only (not shown).
+  std::string encoders;
   /// eval.json (moeq-eval) of the quantized model, when given.
   std::optional<nlohmann::json> eval;
   std::string eval_name;
