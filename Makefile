@@ -14,7 +14,7 @@ BUILD_TYPE    ?= RelWithDebInfo
 CMAKE_FLAGS   ?=
 # CI (CI=true) treats compiler warnings as errors.
 ifeq ($(CI),true)
-CMAKE_FLAGS += -DMOEQ_WERROR=ON
+override CMAKE_FLAGS += -DMOEQ_WERROR=ON
 endif
 
 FUZZ_BUILD    ?= build-fuzz
