@@ -370,49 +370,47 @@ nlohmann::json ProtocolToJson(const PerplexityProtocol& p) {
           {"bos_id", p.bos_id}};
 }
 
-nlohmann::json EvalResultToJson(const EvalResult& r) {
-  nlohmann::json j = {{"ppl", r.ppl},
-                      {"nll_mean", r.nll_mean},
-                      {"nll_stderr", r.nll_stderr},
-                      {"ppl_stderr", r.ppl_stderr},
-                      {"tokens_scored", r.tokens_scored},
-                      {"windows", r.windows},
-                      {"seconds", r.seconds},
-                      {"tokens_per_second", r.tokens_per_second}};
+void FillEvalArtifact(const EvalResult& r, artifacts::EvalArtifact* e) {
+  e->ppl = r.ppl;
+  e->nll_mean = r.nll_mean;
+  e->nll_stderr = r.nll_stderr;
+  e->ppl_stderr = r.ppl_stderr;
+  e->tokens_scored = r.tokens_scored;
+  e->windows = r.windows;
+  e->seconds = r.seconds;
+  e->tokens_per_second = r.tokens_per_second;
+  e->reference.reset();
   if (r.has_reference) {
-    j["reference"] = {{"source", r.reference_source},
-                      {"top_k", r.reference_top_k},
-                      {"ppl", r.reference_ppl},
-                      {"ppl_delta", r.ppl - r.reference_ppl},
-                      {"ppl_delta_pct", 100.0 * (r.ppl - r.reference_ppl) / r.reference_ppl},
-                      {"kl_mean", r.kl_mean},
-                      {"kl_p99", r.kl_p99},
-                      {"kl_max", r.kl_max},
-                      {"top1_agreement", r.top1_agreement}};
+    artifacts::EvalReference ref;
+    ref.source = r.reference_source;
+    ref.top_k = r.reference_top_k;
+    ref.ppl = r.reference_ppl;
+    ref.ppl_delta = r.ppl - r.reference_ppl;
+    ref.ppl_delta_pct = 100.0 * (r.ppl - r.reference_ppl) / r.reference_ppl;
+    ref.kl_mean = r.kl_mean;
+    ref.kl_p99 = r.kl_p99;
+    ref.kl_max = r.kl_max;
+    ref.top1_agreement = r.top1_agreement;
+    e->reference = ref;
   }
-  return j;
 }
 
-Status CheckGate(const EvalResult& result, const nlohmann::json& eval_json,
-                 const nlohmann::json* baseline, const GateOptions& gate) try {
+Status CheckGate(const EvalResult& result, const artifacts::EvalArtifact& run,
+                 const artifacts::EvalArtifact* baseline, const GateOptions& gate) {
   std::vector<std::string> failures;
   if (gate.max_ppl_delta_pct || gate.max_ppl_delta_abs) {
     if (!baseline) return Status::InvalidArgument("--max-ppl-delta needs --baseline eval.json");
-    for (const char* key : {"protocol", "text_sha256"}) {
-      if (!baseline->contains(key) || !eval_json.contains(key)) {
-        return Status::InvalidArgument(std::string("baseline: missing field '") + key + "'");
-      }
-      if ((*baseline)[key] != eval_json[key]) {
-        return Status::InvalidArgument(
-            std::string("baseline: field '") + key + "' differs from this run's (" +
-            JsonExcerpt((*baseline)[key]) + " vs " + JsonExcerpt(eval_json[key]) +
-            "); perplexities are not comparable");
-      }
+    if (baseline->protocol != run.protocol) {
+      return Status::InvalidArgument(
+          "baseline: field 'protocol' differs from this run's (" + JsonExcerpt(baseline->protocol) +
+          " vs " + JsonExcerpt(run.protocol) + "); perplexities are not comparable");
     }
-    if (!baseline->contains("ppl") || !(*baseline)["ppl"].is_number()) {
-      return Status::InvalidArgument("baseline: missing numeric field 'ppl'");
+    if (baseline->text_sha256 != run.text_sha256) {
+      return Status::InvalidArgument("baseline: field 'text_sha256' differs from this run's (\"" +
+                                     baseline->text_sha256 + "\" vs \"" + run.text_sha256 +
+                                     "\"); perplexities are not comparable");
     }
-    const double base = (*baseline)["ppl"].get<double>();
+    const double base = baseline->ppl;
     const double delta = result.ppl - base;
     const double pct = 100.0 * delta / base;
     char buf[256];
@@ -444,8 +442,6 @@ Status CheckGate(const EvalResult& result, const nlohmann::json& eval_json,
   std::string msg = "quality gate failed: ";
   for (size_t i = 0; i < failures.size(); ++i) msg += (i ? "; " : "") + failures[i];
   return Status::GateFailed(msg);
-} catch (const nlohmann::json::exception& e) {
-  return Status::Corruption(std::string("eval baseline") + ": " + JsonExceptionText(e));
 }
 
 }  // namespace moeq

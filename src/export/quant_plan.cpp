@@ -2,7 +2,10 @@
 #include "moeq/export/quant_plan.h"
 
 #include <string>
+#include <tuple>
 
+#include "moeq/artifacts/allocation.h"
+#include "moeq/artifacts/model_match.h"
 #include "moeq/base/artifact.h"
 #include "moeq/base/file_util.h"
 
@@ -45,49 +48,36 @@ Result<QuantPlan> MakeUniformPlan(const Checkpoint& ckpt, const quant::FormatTra
   return plan;
 }
 
-Result<QuantPlan> LoadAllocationPlan(const std::string& path, const Checkpoint& ckpt) try {
-  MOEQ_ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(path));
-  MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.allocation", 1, path));
+Result<QuantPlan> LoadAllocationPlan(const std::string& path, const Checkpoint& ckpt) {
+  MOEQ_ASSIGN_OR_RETURN(artifacts::AllocationArtifact a, artifacts::ReadAllocation(path));
   QuantPlan plan;
   plan.source = "allocation " + path;
   MOEQ_ASSIGN_OR_RETURN(plan.allocation_sha256, Sha256File(path));
-  auto tensors = j.find("tensors");
-  if (tensors == j.end() || !tensors->is_array()) {
-    return Status::Corruption(path + ": missing array 'tensors'");
+  plan.allocation_model_fingerprint = artifacts::ModelFingerprintOf(a.header);
+  if (const auto p = a.header.find("producer"); p != a.header.end() && p->is_object()) {
+    if (const auto c = p->find("command"); c != p->end() && c->is_string())
+      plan.allocation_command = c->get<std::string>();
   }
   // An allocation that assigns nothing would quantize nothing and "succeed".
-  if (tensors->empty())
+  if (a.tensors.empty())
     return Status::Corruption(path + ": 'tensors' is empty: the allocation assigns no tensor");
-  for (size_t i = 0; i < tensors->size(); ++i) {
-    const nlohmann::json& e = (*tensors)[i];
-    const std::string where = path + ": tensors[" + std::to_string(i) + "]";
-    if (!e.is_object()) return Status::Corruption(where + " must be an object");
-    auto name_it = e.find("name");
-    if (name_it == e.end() || !name_it->is_string()) {
-      return Status::Corruption(where + ": missing string field 'name'");
-    }
-    const std::string name = name_it->get<std::string>();
+  for (const artifacts::AllocationTensor& e : a.tensors) {
+    const std::string& name = e.name;
     const std::string at = path + ": tensor '" + name + "'";
     const CheckpointTensor* t = ckpt.Find(name);
     if (t == nullptr) return Status::Corruption(at + ": no such tensor in " + ckpt.dir());
-    auto fmt_it = e.find("format");
-    if (fmt_it == e.end() || !fmt_it->is_string()) {
-      return Status::Corruption(at + ": missing string field 'format'");
-    }
-    const quant::FormatTraits* format = quant::FindFormat(fmt_it->get<std::string>());
+    const quant::FormatTraits* format = quant::FindFormat(e.format);
     if (format == nullptr) {
-      return Status::Corruption(at + ": field 'format': unknown format '" +
-                                fmt_it->get<std::string>() + "'");
+      return Status::Corruption(at + ": field 'format': unknown format '" + e.format + "'");
     }
     // bits / group_size are informative copies of the format; one that disagrees with it means
     // the file was edited by hand or produced by something else: refuse rather than guess.
-    for (const auto& [key, want] :
-         {std::pair<const char*, int>{"bits", format->bits},
-          std::pair<const char*, int>{"group_size", format->group_size}}) {
-      auto f = e.find(key);
-      if (f == e.end() || f->is_null()) continue;
-      if (!f->is_number_integer() || f->get<int64_t>() != want) {
-        return Status::Corruption(at + ": field '" + key + "' is " + JsonExcerpt(*f) +
+    for (const auto& [key, value, want] :
+         {std::tuple<const char*, std::optional<int64_t>, int>{"bits", e.bits, format->bits},
+          std::tuple<const char*, std::optional<int64_t>, int>{"group_size", e.group_size,
+                                                               format->group_size}}) {
+      if (value && *value != want) {
+        return Status::Corruption(at + ": field '" + key + "' is " + std::to_string(*value) +
                                   " but format '" + std::string(format->name) + "' has " + key +
                                   " " + std::to_string(want));
       }
@@ -104,32 +94,25 @@ Result<QuantPlan> LoadAllocationPlan(const std::string& path, const Checkpoint& 
     if (!plan.formats.emplace(name, format).second) {
       return Status::Corruption(at + ": listed twice");
     }
-    if (auto enc = e.find("encoder"); enc != e.end() && !enc->is_null()) {
-      if (!enc->is_string())
-        return Status::InvalidArgument(at + ": field 'encoder' must be a string");
-      auto k = quant::ParseEncoder(enc->get<std::string>());
+    if (e.encoder) {
+      auto k = quant::ParseEncoder(*e.encoder);
       if (!k.ok())
         return Status::InvalidArgument(at + ": field 'encoder': " + k.status().message());
       if (*k != quant::EncoderKind::kRtn && !format->is_affine()) {
-        return Status::InvalidArgument(at + ": field 'encoder': " + enc->get<std::string>() +
+        return Status::InvalidArgument(at + ": field 'encoder': " + *e.encoder +
                                        " for the float format " + std::string(format->name));
       }
       if (*k != quant::EncoderKind::kRtn) plan.encoders[name] = *k;
     }
-    if (auto p = e.find("prune"); p != e.end() && !p->is_null()) {
-      if (!p->is_boolean()) return Status::Corruption(at + ": field 'prune' must be a boolean");
-      if (p->get<bool>()) {
-        if (!IsExpertRole(t->id.role) || t->fused_experts) {
-          return Status::Corruption(
-              at + ": field 'prune': only per-expert routed-expert tensors can be pruned");
-        }
-        plan.pruned.insert(name);
+    if (e.prune.value_or(false)) {
+      if (!IsExpertRole(t->id.role) || t->fused_experts) {
+        return Status::Corruption(
+            at + ": field 'prune': only per-expert routed-expert tensors can be pruned");
       }
+      plan.pruned.insert(name);
     }
   }
   return plan;
-} catch (const nlohmann::json::exception& e) {
-  return Status::Corruption(path + ": " + JsonExceptionText(e));
 }
 
 }  // namespace moeq

@@ -13,6 +13,7 @@
 #include "moeq/allocate/allocation.h"
 #include "moeq/base/build_info.h"
 #include "moeq/base/file_util.h"
+#include "moeq/profile/routing_profile.h"
 #include "testing/temp_dir.h"
 
 namespace moeq::alloc {
@@ -478,6 +479,47 @@ TEST(AllocateCurve, MonotoneWithAKneeAndSelfContainedOutputs) {
 }
 
 // ---------------------------------------------------------------- the command
+
+TEST(AllocateCommand, RefusesAProfileOfAnotherModelUnlessAllowed) {
+  test::ScopedTempDir dir("moeq-allocate-match");
+  const std::string sens = dir.Join("sensitivity.jsonl");
+  std::ofstream(sens) << Header() + Lines(SmallMoe(2, 4));  // model_fingerprint "abc"
+  RoutingProfile p = Profile(2, {400, 300, 200, 100});
+  p.top_k = 2;
+  const std::string prof = dir.Join("routing_profile.json");
+  auto write_profile = [&](const std::string& fp) {
+    const nlohmann::json header = {{"schema", "moeq.routing_profile"},
+                                   {"version", 1},
+                                   {"inputs", {{"model", "fake"}, {"model_fingerprint", fp}}}};
+    std::ofstream(prof, std::ios::trunc) << RoutingProfileToJson(p, header).dump();
+  };
+  write_profile("def");
+  AllocateCommandOptions o;
+  o.sensitivity = sens;
+  o.profile = prof;
+  o.policy = "mckp-hotness";
+  o.bpw = 4.5;
+  o.output = dir.Join("a.json");
+  ArtifactContext ctx;
+  ctx.tool = "moeq-allocate";
+  ctx.progress = false;
+  const Status s = RunAllocate(o, ctx);
+  EXPECT_EQ(ExitCodeFor(s), 2) << s.ToString();
+  for (const std::string& want :
+       {sens, prof, std::string("model_fingerprint abc"), std::string("model_fingerprint def"),
+        std::string("--allow-model-mismatch")}) {
+    EXPECT_NE(s.message().find(want), std::string::npos) << want << " in " << s.message();
+  }
+  EXPECT_FALSE(std::filesystem::exists(o.output));
+  o.allow_model_mismatch = true;
+  const Status allowed = RunAllocate(o, ctx);
+  EXPECT_TRUE(allowed.ok()) << allowed.ToString();
+  write_profile("abc");
+  o.allow_model_mismatch = false;
+  ctx.force = true;
+  const Status same = RunAllocate(o, ctx);
+  EXPECT_TRUE(same.ok()) << same.ToString();
+}
 
 TEST(AllocateCommand, EndToEndIsDeterministicAndNamesTheSmallestFeasibleSize) {
   test::ScopedTempDir dir("moeq-allocate");

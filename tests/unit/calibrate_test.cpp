@@ -224,7 +224,10 @@ TEST(Calibrate, RefusesMismatchedOrMissingInputs) {
   o.output = dir.Join("p.json");
   Status st = RunCalibrate(o, Ctx());
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(st.message().find("another model"), std::string::npos) << st.message();
+  // artifacts::RequireSameModel: both sides named, and the override offered.
+  EXPECT_NE(st.message().find("model mismatch"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find(ao.output), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("--allow-model-mismatch"), std::string::npos) << st.message();
   o.sensitivity.clear();
   EXPECT_EQ(RunCalibrate(o, Ctx()).code(), StatusCode::kInvalidArgument);
   o.sensitivity = ao.output;

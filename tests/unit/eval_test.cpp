@@ -155,9 +155,11 @@ TEST_F(EvalOnSynthetic, EvalJsonRecordsTheModelSize) {
 TEST(CheckGate, FailsWithBothNumbersAndRejectsIncomparableBaselines) {
   EvalResult r;
   r.ppl = 10.5;
-  nlohmann::json run = {{"protocol", {{"name", "reference"}}}, {"text_sha256", "abc"}};
-  nlohmann::json base = run;
-  base["ppl"] = 10.0;
+  artifacts::EvalArtifact run;
+  run.protocol = {{"name", "reference"}};
+  run.text_sha256 = "abc";
+  artifacts::EvalArtifact base = run;
+  base.ppl = 10.0;
   GateOptions g;
   g.max_ppl_delta_pct = 2.0;
   Status s = CheckGate(r, run, &base, g);
@@ -166,7 +168,10 @@ TEST(CheckGate, FailsWithBothNumbersAndRejectsIncomparableBaselines) {
   EXPECT_NE(s.message().find("+5.000%"), std::string::npos) << s.message();
   g.max_ppl_delta_pct = 6.0;
   EXPECT_TRUE(CheckGate(r, run, &base, g).ok());
-  base["text_sha256"] = "other";
+  base.text_sha256 = "other";
+  EXPECT_EQ(CheckGate(r, run, &base, g).code(), StatusCode::kInvalidArgument);
+  base.text_sha256 = "abc";
+  base.protocol["name"] = "mint";
   EXPECT_EQ(CheckGate(r, run, &base, g).code(), StatusCode::kInvalidArgument);
   GateOptions k;
   k.max_kl = 0.01;

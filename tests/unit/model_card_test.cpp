@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "moeq-quantize/quantize_command.h"
+#include "moeq/artifacts/eval.h"
 #include "moeq/base/build_info.h"
 #include "moeq/base/file_util.h"
 #include "testing/synthetic_checkpoint.h"
@@ -33,15 +34,21 @@ TEST(ModelCard, MlxOutputHasReadmeWithFrontMatterSummaryAndQuality) {
   so.moe_ff = 32;
   so.vocab = 64;
   ASSERT_TRUE(test::WriteSyntheticCheckpoint(tmp.Join("m"), so).ok());
-  const nlohmann::json eval = {{"ppl", 12.345},
-                               {"ppl_stderr", 0.5},
-                               {"tokens_scored", 1000},
-                               {"reference",
-                                {{"ppl", 12.0},
-                                 {"ppl_delta_pct", 2.875},
-                                 {"kl_mean", 0.01234},
-                                 {"kl_p99", 0.1},
-                                 {"top1_agreement", 0.9}}}};
+  // eval.json as moeq-eval writes it (moeq/artifacts/eval.h).
+  artifacts::EvalArtifact e;
+  e.header = {{"schema", "moeq.eval"}, {"version", 1}};
+  e.ppl = 12.345;
+  e.ppl_stderr = 0.5;
+  e.tokens_scored = 1000;
+  e.protocol = {{"name", "reference"}};
+  e.text_sha256 = "00";
+  e.reference = artifacts::EvalReference{};
+  e.reference->ppl = 12.0;
+  e.reference->ppl_delta_pct = 2.875;
+  e.reference->kl_mean = 0.01234;
+  e.reference->kl_p99 = 0.1;
+  e.reference->top1_agreement = 0.9;
+  const nlohmann::json eval = artifacts::EvalToJson(e);
   ASSERT_TRUE(WriteFileAtomic(tmp.Join("eval.json"), eval.dump()).ok());
   QuantizeCommandOptions o;
   o.model_dir = tmp.Join("m");

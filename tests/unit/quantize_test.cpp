@@ -150,6 +150,35 @@ struct Fixture {
   }
 };
 
+TEST(QuantizeModelMatch, RefusesAnAllocationOfAnotherModelUnlessAllowed) {
+  Fixture f;
+  // The plan says which model it was made for; this one names another fingerprint.
+  nlohmann::json j = MixedAllocation(*f.ckpt);
+  j["inputs"]["model_fingerprint"] = std::string(64, '0');
+  ASSERT_TRUE(WriteFileAtomic(f.alloc, DumpJson(j), {.overwrite = true}).ok());
+  QuantizeCommandOptions o;
+  o.model_dir = f.model;
+  o.output = f.tmp.Join("out");
+  o.allocation = f.alloc;
+  const Status s = RunQuantize(o, QuietContext());
+  EXPECT_EQ(ExitCodeFor(s), 2) << s.ToString();
+  for (const std::string& want : {f.alloc, f.model, std::string(64, '0'), f.ckpt->fingerprint(),
+                                  std::string("--allow-model-mismatch")}) {
+    EXPECT_NE(s.message().find(want), std::string::npos) << want << " in " << s.message();
+  }
+  EXPECT_FALSE(fs::exists(o.output));
+  o.allow_model_mismatch = true;
+  const Status allowed = RunQuantize(o, QuietContext());
+  EXPECT_TRUE(allowed.ok()) << allowed.ToString();
+  // The right fingerprint passes without the override.
+  j["inputs"]["model_fingerprint"] = f.ckpt->fingerprint();
+  ASSERT_TRUE(WriteFileAtomic(f.alloc, DumpJson(j), {.overwrite = true}).ok());
+  o.allow_model_mismatch = false;
+  o.output = f.tmp.Join("out2");
+  const Status same = RunQuantize(o, QuietContext());
+  EXPECT_TRUE(same.ok()) << same.ToString();
+}
+
 TEST(QuantizeRoundTrip, MixedPlanLoadsBitExactThroughEngine) {
   Fixture f;
   EXPECT_EQ(f.plan.pruned.size(), 3u);  // layer 1 expert 3: gate, up, down

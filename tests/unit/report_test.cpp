@@ -13,6 +13,7 @@
 #include <string>
 
 #include "moeq-report/report_command.h"
+#include "moeq/artifacts/eval.h"
 #include "moeq/base/file_util.h"
 #include "testing/temp_dir.h"
 
@@ -99,26 +100,24 @@ Artefacts MakeArtefacts(const fs::path& dir) {
   for (int i = 0; i <= 10; ++i)
     curve += std::to_string(1000000 + i * 100000) + "," + std::to_string(10.0 / (1 + i * i)) + "\n";
   WriteText(dir / "curve.csv", curve);
-  WriteText(
-      dir / "eval_q4.json",
-      nlohmann::json(
-          {{"schema", "moeq.eval"},
-           {"version", 1},
-           {"ppl", 90.5},
-           {"tokens_scored", 1000},
-           {"reference",
-            {{"kl_mean", 0.08}, {"kl_p99", 0.5}, {"ppl_delta_pct", 3.4}, {"top1_agreement", 0.9}}}})
-          .dump());
-  WriteText(dir / "eval_mint.json", nlohmann::json({{"schema", "moeq.eval"},
-                                                    {"version", 1},
-                                                    {"ppl", 88.1},
-                                                    {"tokens_scored", 1000},
-                                                    {"reference",
-                                                     {{"kl_mean", 0.03},
-                                                      {"kl_p99", 0.2},
-                                                      {"ppl_delta_pct", 0.7},
-                                                      {"top1_agreement", 0.95}}}})
-                                        .dump());
+  // eval.json as moeq-eval writes it (moeq/artifacts/eval.h).
+  auto eval_json = [](double ppl, double kl, double p99, double dppl, double top1) {
+    artifacts::EvalArtifact e;
+    e.header = {{"schema", "moeq.eval"}, {"version", 1}};
+    e.ppl = ppl;
+    e.tokens_scored = 1000;
+    e.windows = 2;
+    e.protocol = {{"name", "reference"}};
+    e.text_sha256 = "0123";
+    e.reference = artifacts::EvalReference{};
+    e.reference->kl_mean = kl;
+    e.reference->kl_p99 = p99;
+    e.reference->ppl_delta_pct = dppl;
+    e.reference->top1_agreement = top1;
+    return artifacts::EvalToJson(e).dump();
+  };
+  WriteText(dir / "eval_q4.json", eval_json(90.5, 0.08, 0.5, 3.4, 0.9));
+  WriteText(dir / "eval_mint.json", eval_json(88.1, 0.03, 0.2, 0.7, 0.95));
   a.options.profile = (dir / "routing_profile.json").string();
   a.options.sensitivity = (dir / "sensitivity.jsonl").string();
   a.options.allocation = (dir / "allocation.json").string();
@@ -204,7 +203,7 @@ TEST(Report, BadInputsAreErrorsNamingTheFile) {
   WriteText(o.sensitivity, "{\"schema\":\"moeq.sensitivity\",\"version\":1}\n{\"tensor\":\"a\"}\n");
   r = BuildReportHtml(o, {});
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("s.jsonl:2: missing field 'format'"), std::string::npos)
+  EXPECT_NE(r.status().message().find("s.jsonl:2: field 'format': missing"), std::string::npos)
       << r.status().message();
 
   o = {};
@@ -222,6 +221,37 @@ TEST(Report, BadInputsAreErrorsNamingTheFile) {
   auto text = ReadFile(a.options.output);
   ASSERT_TRUE(text.ok());
   EXPECT_EQ(text->rfind("<!DOCTYPE html>", 0), 0u);
+}
+
+TEST(Report, RefusesArtefactsOfDifferentModelsUnlessAllowed) {
+  ScopedTempDir dir("moeq-report-match");
+  Artefacts a = MakeArtefacts(fs::path(dir.path()));
+  // Give the sensitivity file and the allocation different model fingerprints.
+  auto sens = ReadFile(a.options.sensitivity);
+  ASSERT_TRUE(sens.ok());
+  const size_t eol = sens->find('\n');
+  nlohmann::json h = nlohmann::json::parse(sens->substr(0, eol));
+  h["inputs"] = {{"model_fingerprint", "aaaa"}};
+  WriteText(a.options.sensitivity, h.dump() + sens->substr(eol));
+  auto alloc_text = ReadFile(a.options.allocation);
+  ASSERT_TRUE(alloc_text.ok());
+  nlohmann::json alloc = nlohmann::json::parse(*alloc_text);
+  alloc["inputs"] = {{"model_fingerprint", "bbbb"}};
+  WriteText(a.options.allocation, alloc.dump());
+  auto r = BuildReportHtml(a.options, {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(ExitCodeFor(r.status()), 2);
+  for (const std::string& want :
+       {a.options.sensitivity, a.options.allocation, std::string("aaaa"), std::string("bbbb")}) {
+    EXPECT_NE(r.status().message().find(want), std::string::npos) << r.status().message();
+  }
+  a.options.allow_model_mismatch = true;
+  auto allowed = BuildReportHtml(a.options, {});
+  EXPECT_TRUE(allowed.ok()) << allowed.status().ToString();
+  alloc["inputs"] = {{"model_fingerprint", "aaaa"}};
+  WriteText(a.options.allocation, alloc.dump());
+  a.options.allow_model_mismatch = false;
+  EXPECT_TRUE(BuildReportHtml(a.options, {}).ok());
 }
 
 // --- Rendering in a real browser -------------------------------------------------------------

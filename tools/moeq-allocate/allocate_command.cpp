@@ -9,6 +9,8 @@
 #include <filesystem>
 
 #include "moeq/allocate/allocation.h"
+#include "moeq/artifacts/allocation.h"
+#include "moeq/artifacts/model_match.h"
 #include "moeq/base/file_util.h"
 #include "moeq/profile/expert_tiers.h"
 #include "moeq/profile/routing_profile.h"
@@ -112,6 +114,9 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
   if (!o.profile.empty()) {
     MOEQ_ASSIGN_OR_RETURN(nlohmann::json pj, ReadJsonFile(o.profile));
     MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(pj, "moeq.routing_profile", 1, o.profile));
+    MOEQ_RETURN_IF_ERROR(artifacts::RequireSameModel(
+        {o.sensitivity, artifacts::ModelFingerprintOf(sens.header)},
+        {o.profile, artifacts::ModelFingerprintOf(pj)}, o.allow_model_mismatch));
     MOEQ_ASSIGN_OR_RETURN(settings.profile, RoutingProfileFromJson(pj, o.profile));
     MOEQ_ASSIGN_OR_RETURN(in["profile_sha256"], Sha256File(o.profile));
     in["profile"] = o.profile;
@@ -146,7 +151,8 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
   const double solve_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  nlohmann::json j = MakeArtifactHeader("moeq.allocation", 1, ctx, in);
+  nlohmann::json j =
+      MakeArtifactHeader(artifacts::kAllocationSchema, artifacts::kAllocationVersion, ctx, in);
   nlohmann::json body = AllocationToJson(sens, result, model, settings.policy, bpw);
   for (auto& [k, v] : body.items()) j[k] = std::move(v);
   j["settings"] = {{"priors", PriorsToJson(settings.priors)},
@@ -155,7 +161,11 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
                    {"allow_prune", o.allow_prune},
                    {"policy", std::string(PolicyName(settings.policy))},
                    {"objective", std::string(ObjectiveName(settings.objective))}};
-  MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(j), {.overwrite = ctx.force}));
+  // Through the schema: what is written is what the readers parse.
+  MOEQ_ASSIGN_OR_RETURN(artifacts::AllocationArtifact alloc,
+                        artifacts::ParseAllocation(j, o.output + " (being written)"));
+  MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(artifacts::AllocationToJson(alloc)),
+                                       {.overwrite = ctx.force}));
 
   std::fputs(SummaryTable(sens, result).c_str(), stdout);
   std::fflush(stdout);

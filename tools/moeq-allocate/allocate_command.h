@@ -41,6 +41,8 @@ struct AllocateCommandOptions {
   std::string tiers;
   /// Configs with SQNR below this many dB are vetoed.
   double min_sqnr = 9.0;
+  /// Use inputs whose model fingerprints differ (a warning instead of the error, exit 2).
+  bool allow_model_mismatch = false;
   /// Tiered policy: zero the prunable experts (otherwise they are treated as deprioritized).
   bool allow_prune = false;
   /// "auto", "exact" or "lagrangian".

@@ -41,6 +41,8 @@ int main(int argc, char** argv) {
             "--tiers", o.tiers,
             "Tier thresholds and formats (moeq.tiers; default: built-in = configs/tiers.json)");
         app.add_option("--min-sqnr", o.min_sqnr, "SQNR veto floor in dB");
+        app.add_flag("--allow-model-mismatch", o.allow_model_mismatch,
+                     "Use a --profile of another model than the sensitivity file's (warn only)");
         app.add_flag("--allow-prune", o.allow_prune,
                      "Tiered: zero the prunable experts (else they are deprioritized)");
         app.add_option("--solver", o.solver, "auto, exact or lagrangian")

@@ -18,6 +18,7 @@
 #include <optional>
 #include <sstream>
 
+#include "moeq/artifacts/sensitivity.h"
 #include "moeq/base/build_info.h"
 #include "moeq/base/file_util.h"
 #include "moeq/base/progress.h"
@@ -418,29 +419,29 @@ class Analyzer {
     for (size_t i = 0; i < grid_.size(); ++i) {
       const quant::FormatTraits* fmt = a.formats[i];
       if (!fmt) continue;
-      json r;
-      r["tensor"] = info.name;
-      r["role"] = std::string(RoleName(u.t->id.role));
-      r["layer"] = u.t->id.layer;
-      r["expert"] = u.expert();
-      r["unit"] = u.index;
-      r["shape"] = shape;
-      if (u.slice >= 0) r["fused_shape"] = info.shape;
-      r["params"] = u.rows() * u.cols();
-      r["dtype"] = std::string(DTypeName(info.dtype));
-      r["format"] = std::string(fmt->name);
-      r["bits"] = grid_[i].bits;
-      r["group_size"] = grid_[i].group_size;
+      artifacts::SensitivityRow r;
+      r.tensor = info.name;
+      r.role = std::string(RoleName(u.t->id.role));
+      r.layer = u.t->id.layer;
+      r.expert = u.expert();
+      r.unit = static_cast<int64_t>(u.index);
+      r.shape = shape;
+      if (u.slice >= 0) r.fused_shape = info.shape;
+      r.params = u.rows() * u.cols();
+      r.dtype = std::string(DTypeName(info.dtype));
+      r.format = std::string(fmt->name);
+      r.bits = grid_[i].bits;
+      r.group_size = grid_[i].group_size;
       auto bytes = fmt->StorageBytes(shape, info.dtype);
-      r["bytes"] = bytes.ok() ? *bytes : 0;
-      r["nrmse"] = Finite(a.Error(i));
-      r["sqnr_db"] = Finite(a.Sqnr(i));
+      r.bytes = bytes.ok() ? *bytes : 0;
+      r.nrmse = Finite(a.Error(i));
+      r.sqnr_db = Finite(a.Sqnr(i));
       if (data_aware_ || a.activation_error) {
-        r["encoder"] = std::string(quant::EncoderName(grid_[i].encoder));
-        r["error"] = a.activation_error && a.act[i] ? "activation" : "weight";
-        r["weight_nrmse"] = Finite(a.stats[i].Nrmse());
+        r.encoder = std::string(quant::EncoderName(grid_[i].encoder));
+        r.error = a.activation_error && a.act[i] ? "activation" : "weight";
+        r.weight_nrmse = Finite(a.stats[i].Nrmse());
       }
-      r["features"] = a.features;
+      r.features = a.features;
       if (cluster) {
         json c = *cluster;
         if (c.contains("bytes_by_format")) {
@@ -451,9 +452,9 @@ class Analyzer {
           c["worst_member"] = c["worst_by_format"][EntryKey(*fmt, grid_[i].encoder)];
           c.erase("worst_by_format");
         }
-        r["cluster"] = c;
+        r.cluster = c;
       }
-      out.push_back(std::move(r));
+      out.push_back(artifacts::SensitivityRowToJson(r));
     }
     return out;
   }
@@ -486,23 +487,7 @@ std::string CsvField(const json& v) {
   return v.dump();  // numbers: shortest round-trip representation
 }
 
-const std::vector<std::string>& CsvFeatureColumns() {
-  static const std::vector<std::string> cols = {"stable_rank",
-                                                "tail_mass",
-                                                "log_spectral_spread",
-                                                "sigma_max",
-                                                "svd_rank",
-                                                "frobenius",
-                                                "std",
-                                                "kurtosis",
-                                                "group_kurtosis_p90",
-                                                "group_kurtosis_p99_minus_p50",
-                                                "outlier_group_fraction",
-                                                "group_kurtosis_max_minus_median",
-                                                "noise_amplification",
-                                                "noise_amplification_act"};
-  return cols;
-}
+const std::vector<std::string>& CsvFeatureColumns() { return artifacts::SensitivityFeatureNames(); }
 
 std::string CsvHeader() {
   std::string s =
@@ -717,11 +702,12 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
   ArtifactContext hctx = ctx;
   hctx.options = opts;
   hctx.command_line = "moeq-analyze " + o.model_dir;  // canonical: argv is logged, not recorded
-  const json header = MakeArtifactHeader("moeq.sensitivity", 1, hctx, in);
+  const json header =
+      MakeArtifactHeader(artifacts::kSensitivitySchema, artifacts::kSensitivityVersion, hctx, in);
 
   OutputFile out, csv;
   MOEQ_RETURN_IF_ERROR(out.Open(o.output, ctx.force));
-  MOEQ_RETURN_IF_ERROR(out.Write(header.dump() + "\n"));
+  MOEQ_RETURN_IF_ERROR(out.Write(artifacts::SensitivityLine(header) + "\n"));
   if (!o.csv.empty()) {
     MOEQ_RETURN_IF_ERROR(csv.Open(o.csv, ctx.force));
     MOEQ_RETURN_IF_ERROR(csv.Write(CsvHeader()));
@@ -729,7 +715,7 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
   int64_t nrows = 0, analysed = 0;
   auto emit = [&](const std::vector<json>& rows) -> Status {
     for (const json& r : rows) {
-      MOEQ_RETURN_IF_ERROR(out.Write(r.dump() + "\n"));
+      MOEQ_RETURN_IF_ERROR(out.Write(artifacts::SensitivityLine(r) + "\n"));
       if (!o.csv.empty()) MOEQ_RETURN_IF_ERROR(csv.Write(CsvRow(r)));
       ++nrows;
     }
@@ -906,7 +892,7 @@ Status RunAnalyzeMerge(const AnalyzeMergeOptions& o, const ArtifactContext& ctx)
     if (ls.empty())
       return Status::Corruption(path + ": empty file, expected a moeq.sensitivity header line");
     MOEQ_ASSIGN_OR_RETURN(json h, ParseJson(ls[0], path + ": line 1"));
-    MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(h, "moeq.sensitivity", 1, path));
+    MOEQ_RETURN_IF_ERROR(artifacts::CheckSensitivityHeader(h, path));
     std::pair<int, int> sh{0, 1};
     if (h.contains("options") && h["options"].contains("shard")) {
       if (!h["options"]["shard"].is_string())
@@ -949,20 +935,20 @@ Status RunAnalyzeMerge(const AnalyzeMergeOptions& o, const ArtifactContext& ctx)
       return Status::InvalidArgument(path + ": shard " + std::to_string(sh.first) + "/" +
                                      std::to_string(count) + " given twice (also " + s + ")");
     s = path;
+    std::vector<std::string> rows;
     for (size_t li = 1; li < ls.size(); ++li) {
       // The "unit" field orders rows across shards (rows of one unit stay in file order).
-      const std::string& l = ls[li];
-      const size_t at = l.find("\"unit\":");
-      int64_t unit = -1;
-      if (at != std::string::npos) {
-        const char* b = l.data() + at + 7;
-        std::from_chars(b, l.data() + l.size(), unit);
-      }
-      if (unit < 0)
-        return Status::Corruption(path + ": line " + std::to_string(li + 1) +
+      const int line_no = static_cast<int>(li + 1);
+      MOEQ_ASSIGN_OR_RETURN(json j, ParseJson(ls[li], path + ":" + std::to_string(line_no)));
+      MOEQ_ASSIGN_OR_RETURN(artifacts::SensitivityRow row,
+                            artifacts::ParseSensitivityRow(j, path, line_no));
+      if (row.unit < 0)
+        return Status::Corruption(path + ": line " + std::to_string(line_no) +
                                   ": missing integer field 'unit'");
-      lines.push_back({unit, fi, li});
+      lines.push_back({row.unit, fi, rows.size()});
+      rows.push_back(artifacts::SensitivityLine(artifacts::SensitivityRowToJson(row)));
     }
+    ls = std::move(rows);
     files.push_back(std::move(ls));
   }
   for (int i = 0; i < count; ++i) {
@@ -975,7 +961,7 @@ Status RunAnalyzeMerge(const AnalyzeMergeOptions& o, const ArtifactContext& ctx)
                    [](const Line& a, const Line& b) { return a.unit < b.unit; });
   OutputFile out;
   MOEQ_RETURN_IF_ERROR(out.Open(o.output, ctx.force));
-  MOEQ_RETURN_IF_ERROR(out.Write(merged_header.dump() + "\n"));
+  MOEQ_RETURN_IF_ERROR(out.Write(artifacts::SensitivityLine(merged_header) + "\n"));
   for (const Line& l : lines) MOEQ_RETURN_IF_ERROR(out.Write(files[l.file][l.pos] + "\n"));
   MOEQ_RETURN_IF_ERROR(out.Commit());
   spdlog::info("merged {} shards ({} rows) into {}", count, lines.size(), o.output);

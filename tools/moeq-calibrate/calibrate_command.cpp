@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "moeq/allocate/allocation.h"
+#include "moeq/artifacts/model_match.h"
 #include "moeq/base/file_util.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/engine/engine.h"
@@ -108,13 +109,9 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
   }
 
   MOEQ_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(o.model_dir));
-  const std::string sens_fp =
-      sens.header.contains("inputs") ? sens.header["inputs"].value("model_fingerprint", "") : "";
-  if (!sens_fp.empty() && sens_fp != ckpt->fingerprint()) {
-    return Status::InvalidArgument(o.sensitivity + ": analysed another model (model_fingerprint " +
-                                   sens_fp + ", " + o.model_dir + " has " + ckpt->fingerprint() +
-                                   ")");
-  }
+  MOEQ_RETURN_IF_ERROR(artifacts::RequireSameModel(
+      {o.sensitivity, artifacts::ModelFingerprintOf(sens.header)},
+      {"checkpoint " + o.model_dir, ckpt->fingerprint()}, o.allow_model_mismatch));
   if (ckpt->is_quantized()) {
     return Status::InvalidArgument(o.model_dir +
                                    ": already quantized; calibrate on the unquantized model");

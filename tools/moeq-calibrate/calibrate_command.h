@@ -37,6 +37,8 @@ struct CalibrateCommandOptions {
   /// Probe every (role, layer) on its own (model-level tensors such as the embeddings are one
   /// group each); false: every role over all layers at once (fewer, coarser probes).
   bool per_layer = true;
+  /// Calibrate with a sensitivity file of another model (fingerprints differ): warn only.
+  bool allow_model_mismatch = false;
   /// How a probe's KL is obtained (docs/scale.md):
   ///  "kl": measured — the model runs from the first layer the probe touches (from the cached
   ///        reference stream) to the logits: Σ over probes of the remaining depth, quadratic in

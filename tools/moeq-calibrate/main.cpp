@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
                        "Format each role is probed with (a grid config)");
         app.add_option("--top-k", o.top_k,
                        "Reference entries kept per token for the KL (0 = whole vocabulary)");
+        app.add_flag("--allow-model-mismatch", o.allow_model_mismatch,
+                     "Use a sensitivity file of another model (warn only)");
         app.add_flag("!--whole-roles", o.per_layer,
                      "Probe each role over all layers at once instead of each (role, layer)");
         app.add_option("--method", o.method,

@@ -75,10 +75,9 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
   if (!o.reference_logits.empty()) {
     MOEQ_ASSIGN_OR_RETURN(saved, ReadSavedLogits(o.reference_logits));
   }
-  nlohmann::json baseline;
+  std::optional<artifacts::EvalArtifact> baseline;
   if (!o.baseline.empty()) {
-    MOEQ_ASSIGN_OR_RETURN(baseline, ReadJsonFile(o.baseline));
-    MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(baseline, "moeq.eval", 1, o.baseline));
+    MOEQ_ASSIGN_OR_RETURN(baseline, artifacts::ReadEval(o.baseline));
   }
 
   std::unique_ptr<Checkpoint> ckpt, ref_ckpt;
@@ -166,11 +165,12 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
     spdlog::info("saved the distribution of {} scored tokens (top {} of {} per token) to {}",
                  record.tokens, record.top_k, record.vocab, o.save_logits);
   }
-  nlohmann::json j = MakeArtifactHeader("moeq.eval", 1, ctx, inputs);
-  j.update(EvalResultToJson(r));
-  j["protocol"] = protocol_json;
-  j["text_sha256"] = tokens.sha256;
-  j["tokens_in_text"] = tokens.ids.size();
+  artifacts::EvalArtifact e;
+  e.header = MakeArtifactHeader(artifacts::kEvalSchema, artifacts::kEvalVersion, ctx, inputs);
+  FillEvalArtifact(r, &e);
+  e.protocol = protocol_json;
+  e.text_sha256 = tokens.sha256;
+  e.tokens_in_text = static_cast<int64_t>(tokens.ids.size());
   {
     // What the evaluated checkpoint stores: every tensor's bytes (a quantized one's packed
     // weight, scales and biases) over its logical parameters.
@@ -180,17 +180,16 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
       bytes += t.quant.quantized() ? t.quant.stored_bytes : t.info.nbytes();
       params += t.info.numel();
     }
-    j["model_size"] = {
-        {"bytes", bytes},
-        {"parameters", params},
-        {"bpw", params > 0 ? 8.0 * static_cast<double>(bytes) / static_cast<double>(params) : 0.0}};
+    e.model_size = artifacts::EvalModelSize{
+        bytes, params,
+        params > 0 ? 8.0 * static_cast<double>(bytes) / static_cast<double>(params) : 0.0};
   }
-  Status gate_status = CheckGate(r, j, o.baseline.empty() ? nullptr : &baseline, gate);
+  Status gate_status = CheckGate(r, e, baseline ? &*baseline : nullptr, gate);
   if (gate.max_kl || gate.max_ppl_delta_pct || gate.max_ppl_delta_abs) {
-    j["gate"] = {{"passed", gate_status.ok()},
-                 {"message", gate_status.ok() ? "" : gate_status.message()}};
+    e.gate = artifacts::EvalGate{gate_status.ok(), gate_status.ok() ? "" : gate_status.message()};
   }
   if (!gate_status.ok() && gate_status.code() != StatusCode::kGateFailed) return gate_status;
+  const nlohmann::json j = artifacts::EvalToJson(e);
   if (o.output.empty()) {
     std::fputs(DumpJson(j).c_str(), stdout);
   } else {

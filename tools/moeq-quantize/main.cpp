@@ -62,6 +62,8 @@ int main(int argc, char** argv) {
         app.add_option("--eval", o.eval,
                        "eval.json (moeq-eval of the quantized model) whose quality figures go into "
                        "the model card");
+        app.add_flag("--allow-model-mismatch", o.allow_model_mismatch,
+                     "Use an allocation made for another model (warn only)");
         app.add_flag("--no-model-card", o.no_model_card,
                      "Do not write the model card (README.md in the output directory; "
                      "MODEL.README.md beside a .gguf)");

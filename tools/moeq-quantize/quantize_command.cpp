@@ -11,6 +11,8 @@
 #include <random>
 #include <tuple>
 
+#include "moeq/artifacts/eval.h"
+#include "moeq/artifacts/model_match.h"
 #include "moeq/base/file_util.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/export/gguf_writer.h"
@@ -82,13 +84,7 @@ ModelCardInput CardInput(const QuantizeCommandOptions& o, const ArtifactContext&
   in.format = o.format;
   in.mlx_stacked = o.mlx_compatible;
   in.output_name = fs::path(o.output).filename().string();
-  if (!o.allocation.empty()) {
-    auto a = ReadJsonFile(o.allocation);
-    if (a.ok() && a->contains("producer") && (*a)["producer"].contains("command") &&
-        (*a)["producer"]["command"].is_string()) {
-      in.commands.push_back((*a)["producer"]["command"].get<std::string>());
-    }
-  }
+  if (!plan.allocation_command.empty()) in.commands.push_back(plan.allocation_command);
   in.commands.push_back(ctx.command_line.empty() ? "moeq-quantize (library call)"
                                                  : ctx.command_line);
   return in;
@@ -135,7 +131,8 @@ Status RunGguf(const QuantizeCommandOptions& o, const ArtifactContext& ctx, cons
                        " sha256 " + stats->sha256();
     }
     if (!o.eval.empty()) {
-      MOEQ_ASSIGN_OR_RETURN(card.eval, ReadJsonFile(o.eval));
+      MOEQ_ASSIGN_OR_RETURN(artifacts::EvalArtifact eval, artifacts::ReadEval(o.eval));
+      card.eval = artifacts::EvalToJson(eval);
       card.eval_name = fs::path(o.eval).filename().string();
     }
     MOEQ_RETURN_IF_ERROR(WriteFileAtomic(GgufCardPath(o.output), RenderModelCard(card)));
@@ -221,6 +218,11 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
 
   MOEQ_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(o.model_dir));
   MOEQ_ASSIGN_OR_RETURN(QuantPlan plan, MakePlan(with_type, *ckpt));
+  if (!o.allocation.empty()) {
+    MOEQ_RETURN_IF_ERROR(artifacts::RequireSameModel(
+        {o.allocation, plan.allocation_model_fingerprint},
+        {"checkpoint " + o.model_dir, ckpt->fingerprint()}, o.allow_model_mismatch));
+  }
   // Encoder overrides: --encoder for every quantized tensor, then --expert-encoder for routed
   // experts.
   for (const auto& [flag, value, experts_only] :
@@ -302,7 +304,8 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
     card.output_bytes = totals.contains("bytes") ? totals["bytes"].get<uint64_t>() : 0;
     card.written_bpw = totals.contains("bpw") ? totals["bpw"].get<double>() : 0.0;
     if (!o.eval.empty()) {
-      MOEQ_ASSIGN_OR_RETURN(card.eval, ReadJsonFile(o.eval));
+      MOEQ_ASSIGN_OR_RETURN(artifacts::EvalArtifact eval, artifacts::ReadEval(o.eval));
+      card.eval = artifacts::EvalToJson(eval);
       card.eval_name = fs::path(o.eval).filename().string();
     }
     MOEQ_RETURN_IF_ERROR(

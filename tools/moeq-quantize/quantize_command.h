@@ -39,6 +39,8 @@ struct QuantizeCommandOptions {
   /// --no-model-card: do not write the model card (README.md in the output directory; for
   /// --format gguf, "<output minus .gguf>.README.md" beside the file).
   bool no_model_card = false;
+  /// Quantize with an allocation made for another model (fingerprints differ): warn only.
+  bool allow_model_mismatch = false;
   /// activation_stats.safetensors (moeq-profile --activation-stats [--gram]): required when the
   /// plan uses a data-aware encoder.
   std::string stats;

@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
         app.add_option("--table-baseline", o.table_baseline,
                        "Label of the --eval the table's KL ratio column divides by");
         app.add_flag("!--no-html", o.html, "Only print the --table; write no HTML file");
+        app.add_flag("--allow-model-mismatch", o.allow_model_mismatch,
+                     "Report on artefacts of different models (warn only)");
       },
       [&](const moeq::tool::ToolContext& ctx) { return moeq::RunReport(o, ctx.artifact); });
 }

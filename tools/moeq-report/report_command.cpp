@@ -8,9 +8,15 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
+#include "moeq/artifacts/allocation.h"
+#include "moeq/artifacts/eval.h"
+#include "moeq/artifacts/model_match.h"
+#include "moeq/artifacts/sensitivity.h"
+#include "moeq/base/artifact.h"
 #include "moeq/base/build_info.h"
 #include "moeq/base/file_util.h"
 #include "moeq/base/svg.h"
@@ -52,7 +58,7 @@ struct AllocEntry {
 
 struct EvalEntry {
   std::string label, path;
-  nlohmann::json j;
+  artifacts::EvalArtifact e;
 };
 
 std::string Where(const std::string& path, int64_t line) {
@@ -71,78 +77,51 @@ Result<T> Field(const nlohmann::json& obj, const char* key, const std::string& w
   }
 }
 
-Result<SensitivityData> ReadSensitivity(const std::string& path) try {
-  MOEQ_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+Result<SensitivityData> ReadSensitivity(const std::string& path, nlohmann::json* header) {
+  MOEQ_ASSIGN_OR_RETURN(artifacts::SensitivityArtifact a, artifacts::ReadSensitivityFile(path));
   SensitivityData d;
-  std::istringstream in(text);
-  std::string line;
-  int64_t n = 0;
   std::set<std::string> seen_formats;
-  while (std::getline(in, line)) {
-    ++n;
-    if (line.empty()) continue;
-    MOEQ_ASSIGN_OR_RETURN(nlohmann::json j, ParseJson(line, Where(path, n)));
-    if (n == 1) {
-      MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.sensitivity", 1, path));
-      continue;
-    }
-    const std::string where = Where(path, n);
-    MOEQ_ASSIGN_OR_RETURN(std::string tensor, Field<std::string>(j, "tensor", where));
-    MOEQ_ASSIGN_OR_RETURN(std::string format, Field<std::string>(j, "format", where));
-    MOEQ_ASSIGN_OR_RETURN(double sqnr, Field<double>(j, "sqnr_db", where));
-    auto [it, inserted] = d.tensors.try_emplace(tensor);
+  for (const artifacts::SensitivityRow& r : a.rows) {
+    auto [it, inserted] = d.tensors.try_emplace(r.tensor);
     if (inserted) {
-      MOEQ_ASSIGN_OR_RETURN(it->second.role, Field<std::string>(j, "role", where));
-      MOEQ_ASSIGN_OR_RETURN(it->second.layer, Field<int>(j, "layer", where));
-      MOEQ_ASSIGN_OR_RETURN(it->second.expert, Field<int>(j, "expert", where));
-      MOEQ_ASSIGN_OR_RETURN(it->second.params, Field<int64_t>(j, "params", where));
-      if (auto f = j.find("features"); f != j.end() && f->is_object()) it->second.features = *f;
-      d.order.push_back(tensor);
+      it->second.role = r.role;
+      it->second.layer = r.layer;
+      it->second.expert = r.expert;
+      it->second.params = r.params;
+      it->second.features = r.features;
+      d.order.push_back(r.tensor);
     }
-    if (seen_formats.insert(format).second) d.formats.push_back(format);
-    d.sqnr_by_format[format].push_back(sqnr);
+    if (seen_formats.insert(r.format).second) d.formats.push_back(r.format);
+    d.sqnr_by_format[r.format].push_back(r.sqnr_db);
   }
-  if (n == 0)
-    return Status::InvalidArgument(path + ": empty file (expected a moeq.sensitivity header line)");
+  *header = std::move(a.header);
   return d;
-} catch (const nlohmann::json::exception& e) {
-  return Status::Corruption(path + ": " + JsonExceptionText(e));
 }
 
-Result<std::vector<AllocEntry>> ReadAllocation(const std::string& path,
-                                               nlohmann::json* header) try {
-  MOEQ_ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(path));
-  MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.allocation", 1, path));
-  auto ts = j.find("tensors");
-  if (ts == j.end() || !ts->is_array()) {
-    return Status::InvalidArgument(path + ": missing array field 'tensors'");
-  }
+Result<std::vector<AllocEntry>> ReadAllocation(const std::string& path, nlohmann::json* header) {
+  MOEQ_ASSIGN_OR_RETURN(artifacts::AllocationArtifact a, artifacts::ReadAllocation(path));
   std::vector<AllocEntry> out;
-  for (size_t i = 0; i < ts->size(); ++i) {
-    const nlohmann::json& t = (*ts)[i];
-    const std::string where = path + ": tensors[" + std::to_string(i) + "]";
+  for (const artifacts::AllocationTensor& t : a.tensors) {
     AllocEntry e;
-    MOEQ_ASSIGN_OR_RETURN(e.name, Field<std::string>(t, "name", where));
-    MOEQ_ASSIGN_OR_RETURN(e.format, Field<std::string>(t, "format", where));
-    e.prune = t.value("prune", false);
-    e.tier = t.value("tier", std::string());
-    e.reason = t.value("reason", std::string());
-    if (t.contains("nrmse") && t["nrmse"].is_number()) e.nrmse = t["nrmse"].get<double>();
-    if (t.contains("sqnr_db") && t["sqnr_db"].is_number()) e.sqnr = t["sqnr_db"].get<double>();
-    if (t.contains("bytes") && t["bytes"].is_number()) e.bytes = t["bytes"].get<double>();
-    if (t.contains("role") && t.contains("layer") && t.contains("expert")) {
-      e.role = t.value("role", std::string());
-      e.layer = t.value("layer", -1);
-      e.expert = t.value("expert", -1);
+    e.name = t.name;
+    e.format = t.format;
+    e.prune = t.prune.value_or(false);
+    e.tier = t.tier.value_or("");
+    e.reason = t.reason.value_or("");
+    e.nrmse = t.nrmse.value_or(NAN);
+    e.sqnr = t.sqnr_db.value_or(NAN);
+    e.bytes = t.bytes ? static_cast<double>(*t.bytes) : 0.0;
+    if (t.role && t.layer && t.expert) {
+      e.role = *t.role;
+      e.layer = static_cast<int>(*t.layer);
+      e.expert = static_cast<int>(*t.expert);
       e.located = true;
     }
     out.push_back(std::move(e));
   }
-  j.erase("tensors");
-  *header = std::move(j);
+  *header = a.header;
+  for (const auto& [k, v] : a.sections.items()) (*header)[k] = v;
   return out;
-} catch (const nlohmann::json::exception& e) {
-  return Status::Corruption(path + ": " + JsonExceptionText(e));
 }
 
 struct CurveData {
@@ -404,9 +383,7 @@ std::string AllocationSection(std::vector<AllocEntry>& entries, const Sensitivit
   return s + "</section>";
 }
 
-Result<std::string> RoutingSection(const std::string& path) {
-  MOEQ_ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(path));
-  MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.routing_profile", 1, path));
+Result<std::string> RoutingSection(const nlohmann::json& j, const std::string& path) {
   auto layers = j.find("layers");
   if (layers == j.end() || !layers->is_array())
     return Status::InvalidArgument(path + ": missing array field 'layers'");
@@ -487,20 +464,12 @@ std::string CurveSection(const CurveData& c) {
 }
 
 std::string FeatureSection(const SensitivityData& d) {
-  static const char* kOrder[] = {"stable_rank",
-                                 "tail_mass",
-                                 "log_spectral_spread",
-                                 "sigma_max",
-                                 "frobenius",
-                                 "std",
-                                 "kurtosis",
-                                 "group_kurtosis_p90",
-                                 "group_kurtosis_p99_minus_p50",
-                                 "outlier_group_fraction",
-                                 "group_kurtosis_max_minus_median",
-                                 "noise_amplification",
-                                 "noise_amplification_act"};
-  std::vector<std::string> keys(std::begin(kOrder), std::end(kOrder));
+  // The schema's features but svd_rank (a setting more than a feature), then any other key
+  // (svd_rank among them) in name order.
+  std::vector<std::string> keys;
+  for (const std::string& k : artifacts::SensitivityFeatureNames()) {
+    if (k != "svd_rank") keys.push_back(k);
+  }
   std::set<std::string> extra;
   for (const auto& name : d.order) {
     for (const auto& [k, v] : d.tensors.at(name).features.items()) {
@@ -549,8 +518,7 @@ Result<std::vector<EvalEntry>> ReadEvals(const std::vector<std::string>& specs) 
     e.path = eq == std::string::npos ? spec : spec.substr(eq + 1);
     e.label =
         eq == std::string::npos ? std::filesystem::path(spec).stem().string() : spec.substr(0, eq);
-    MOEQ_ASSIGN_OR_RETURN(e.j, ReadJsonFile(e.path));
-    MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(e.j, "moeq.eval", 1, e.path));
+    MOEQ_ASSIGN_OR_RETURN(e.e, artifacts::ReadEval(e.path));
     evals.push_back(std::move(e));
   }
   return evals;
@@ -571,11 +539,6 @@ std::string SizeText(double bytes) {
   return FixedText(bytes / 1024.0, 1) + " KiB";
 }
 
-double NumberAt(const nlohmann::json& obj, const char* key) {
-  auto it = obj.find(key);
-  return it != obj.end() && it->is_number() ? it->get<double>() : NAN;
-}
-
 std::string EvalSection(const std::vector<EvalEntry>& evals) {
   std::string s =
       "<section id=\"eval\"><h2>Evaluation</h2><table><tr><th>model</th><th>PPL</th>"
@@ -585,23 +548,28 @@ std::string EvalSection(const std::vector<EvalEntry>& evals) {
       "chart-eval-kl", "Mean KL divergence from the reference (nats/token)", "KL", {}, {},
       {180, 30, 40}};
   report::BarChart ppl{"chart-eval-ppl", "Perplexity", "PPL", {}, {}, {44, 105, 142}};
-  auto cellnum = [](const nlohmann::json& obj, const char* key, int digits = 5) -> std::string {
-    auto it = obj.find(key);
-    return it != obj.end() && it->is_number() ? report::Num(it->get<double>(), digits) : "–";
+  auto cellnum = [](std::optional<double> v, int digits) -> std::string {
+    return v ? report::Num(*v, digits) : "–";
   };
   bool any_kl = false;
-  for (const EvalEntry& e : evals) {
-    const nlohmann::json ref = e.j.value("reference", nlohmann::json::object());
-    s += "<tr><td>" + report::XmlEscape(e.label) + "</td><td>" + cellnum(e.j, "ppl", 6) +
-         "</td><td>" + cellnum(ref, "ppl_delta_pct", 3) + "</td><td>" + cellnum(ref, "kl_mean", 4) +
-         "</td><td>" + cellnum(ref, "kl_p99", 4) + "</td><td>" + cellnum(ref, "top1_agreement", 4) +
-         "</td><td>" + cellnum(e.j, "tokens_scored", 10) + "</td></tr>";
-    ppl.labels.push_back(e.label);
-    ppl.values.push_back(e.j.value("ppl", NAN));
-    if (ref.contains("kl_mean")) {
+  for (const EvalEntry& entry : evals) {
+    const artifacts::EvalArtifact& e = entry.e;
+    const auto& ref = e.reference;
+    auto refnum = [&ref](double artifacts::EvalReference::*f) -> std::optional<double> {
+      return ref ? std::optional<double>((*ref).*f) : std::nullopt;
+    };
+    s += "<tr><td>" + report::XmlEscape(entry.label) + "</td><td>" + cellnum(e.ppl, 6) +
+         "</td><td>" + cellnum(refnum(&artifacts::EvalReference::ppl_delta_pct), 3) + "</td><td>" +
+         cellnum(refnum(&artifacts::EvalReference::kl_mean), 4) + "</td><td>" +
+         cellnum(refnum(&artifacts::EvalReference::kl_p99), 4) + "</td><td>" +
+         cellnum(refnum(&artifacts::EvalReference::top1_agreement), 4) + "</td><td>" +
+         cellnum(static_cast<double>(e.tokens_scored), 10) + "</td></tr>";
+    ppl.labels.push_back(entry.label);
+    ppl.values.push_back(e.ppl);
+    if (ref) {
       any_kl = true;
-      kl.labels.push_back(e.label);
-      kl.values.push_back(ref.value("kl_mean", NAN));
+      kl.labels.push_back(entry.label);
+      kl.values.push_back(ref->kl_mean);
     }
   }
   s += "</table><div class=\"grid\"><figure>" + report::RenderBarChart(ppl) + "</figure>";
@@ -629,19 +597,41 @@ Result<std::string> BuildReportHtml(const ReportCommandOptions& o, const Artifac
         "nothing to report: give at least one of --profile, --sensitivity, --allocation, --curve, "
         "--eval");
   }
+  // The artefacts of one model: every fingerprint must agree with the first one recorded.
+  std::vector<artifacts::ModelIdentity> models;
   std::optional<SensitivityData> sens;
   if (!o.sensitivity.empty()) {
-    MOEQ_ASSIGN_OR_RETURN(sens, ReadSensitivity(o.sensitivity));
+    nlohmann::json header;
+    MOEQ_ASSIGN_OR_RETURN(sens, ReadSensitivity(o.sensitivity, &header));
+    models.push_back({o.sensitivity, artifacts::ModelFingerprintOf(header)});
+  }
+  std::vector<AllocEntry> alloc_entries;
+  nlohmann::json alloc_header;
+  if (!o.allocation.empty()) {
+    MOEQ_ASSIGN_OR_RETURN(alloc_entries, ReadAllocation(o.allocation, &alloc_header));
+    models.push_back({o.allocation, artifacts::ModelFingerprintOf(alloc_header)});
+  }
+  nlohmann::json profile;
+  if (!o.profile.empty()) {
+    MOEQ_ASSIGN_OR_RETURN(profile, ReadJsonFile(o.profile));
+    MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(profile, "moeq.routing_profile", 1, o.profile));
+    models.push_back({o.profile, artifacts::ModelFingerprintOf(profile)});
+  }
+  for (size_t i = 0; i < models.size(); ++i) {
+    if (models[i].fingerprint.empty()) continue;
+    for (size_t k = i + 1; k < models.size(); ++k) {
+      MOEQ_RETURN_IF_ERROR(
+          artifacts::RequireSameModel(models[i], models[k], o.allow_model_mismatch));
+    }
+    break;
   }
   std::vector<std::pair<std::string, std::string>> sections;  // id, html
   if (!o.allocation.empty()) {
-    nlohmann::json header;
-    MOEQ_ASSIGN_OR_RETURN(auto entries, ReadAllocation(o.allocation, &header));
     sections.emplace_back("allocation",
-                          AllocationSection(entries, sens ? &*sens : nullptr, header));
+                          AllocationSection(alloc_entries, sens ? &*sens : nullptr, alloc_header));
   }
   if (!o.profile.empty()) {
-    MOEQ_ASSIGN_OR_RETURN(std::string s, RoutingSection(o.profile));
+    MOEQ_ASSIGN_OR_RETURN(std::string s, RoutingSection(profile, o.profile));
     sections.emplace_back("routing", std::move(s));
   }
   if (!o.curve.empty()) {
@@ -685,24 +675,25 @@ Result<std::string> EvalComparisonTable(const std::vector<std::string>& specs,
       return Status::InvalidArgument("--table-baseline '" + std::string(baseline) +
                                      "': no --eval has that label");
     }
-    base_kl = NumberAt(it->j.value("reference", nlohmann::json::object()), "kl_mean");
+    base_kl = it->e.reference ? it->e.reference->kl_mean : NAN;
   }
   std::vector<std::string> head = {"model",  "bytes",   "bpw",    "PPL",
                                    "ΔPPL %", "KL mean", "KL p99", "top-1 %"};
   if (!baseline.empty()) head.push_back("KL / " + std::string(baseline));
   std::vector<std::vector<std::string>> rows;
-  for (const EvalEntry& e : evals) {
-    const nlohmann::json ref = e.j.value("reference", nlohmann::json::object());
-    const nlohmann::json size = e.j.value("model_size", nlohmann::json::object());
-    const double kl = NumberAt(ref, "kl_mean");
-    std::vector<std::string> r = {e.label,
-                                  SizeText(NumberAt(size, "bytes")),
-                                  FixedText(NumberAt(size, "bpw"), 3),
-                                  FixedText(NumberAt(e.j, "ppl"), 3),
-                                  FixedText(NumberAt(ref, "ppl_delta_pct"), 2),
+  for (const EvalEntry& entry : evals) {
+    const artifacts::EvalArtifact& e = entry.e;
+    const auto& ref = e.reference;
+    const auto& size = e.model_size;
+    const double kl = ref ? ref->kl_mean : NAN;
+    std::vector<std::string> r = {entry.label,
+                                  SizeText(size ? static_cast<double>(size->bytes) : NAN),
+                                  FixedText(size ? size->bpw : NAN, 3),
+                                  FixedText(e.ppl, 3),
+                                  FixedText(ref ? ref->ppl_delta_pct : NAN, 2),
                                   FixedText(kl, 5),
-                                  FixedText(NumberAt(ref, "kl_p99"), 4),
-                                  FixedText(100.0 * NumberAt(ref, "top1_agreement"), 2)};
+                                  FixedText(ref ? ref->kl_p99 : NAN, 4),
+                                  FixedText(ref ? 100.0 * ref->top1_agreement : NAN, 2)};
     if (!baseline.empty()) r.push_back(base_kl > 0 ? FixedText(kl / base_kl, 3) : "-");
     rows.push_back(std::move(r));
   }

@@ -29,6 +29,8 @@ struct ReportCommandOptions {
   std::string table_baseline;
   /// Write the HTML file (false: only the table).
   bool html = true;
+  /// Report on artefacts whose model fingerprints differ (a warning instead of the error).
+  bool allow_model_mismatch = false;
 };
 
 /// The evaluation comparison table of `evals` (each "LABEL=PATH" or "PATH"), as aligned text

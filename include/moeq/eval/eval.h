@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "moeq/artifacts/eval.h"
 #include "moeq/base/atomic_file.h"
 #include "moeq/base/status.h"
 #include "moeq/engine/engine.h"
@@ -147,7 +148,8 @@ Result<EvalResult> Evaluate(const Engine& model, std::span<const int32_t> tokens
                             const EvalOptions& options, const Engine* reference = nullptr);
 
 nlohmann::json ProtocolToJson(const PerplexityProtocol& p);
-nlohmann::json EvalResultToJson(const EvalResult& r);
+/// Sets the measured fields of eval.json (ppl ... reference) from `r`.
+void FillEvalArtifact(const EvalResult& r, artifacts::EvalArtifact* e);
 
 /// Thresholds of the CI gate. Unset ones are not checked.
 struct GateOptions {
@@ -162,7 +164,7 @@ struct GateOptions {
 /// Compares `result` with a baseline eval.json. Returns GateFailed naming each exceeded
 /// threshold with both numbers, InvalidArgument when the baseline was measured under another
 /// protocol or on another text, OK otherwise. `text_sha256` is this run's input hash.
-Status CheckGate(const EvalResult& result, const nlohmann::json& eval_json,
-                 const nlohmann::json* baseline, const GateOptions& gate);
+Status CheckGate(const EvalResult& result, const artifacts::EvalArtifact& run,
+                 const artifacts::EvalArtifact* baseline, const GateOptions& gate);
 
 }  // namespace moeq

@@ -22,6 +22,10 @@ struct QuantPlan {
   std::string source;
   /// SHA-256 of the allocation.json the plan was read from ("" for uniform plans).
   std::string allocation_sha256;
+  /// The allocation's inputs.model_fingerprint (the model it was made for); "" = unknown.
+  std::string allocation_model_fingerprint;
+  /// The allocation's producer.command (for the model card); "" = unknown.
+  std::string allocation_command;
   /// Tensor name -> storage format, for every tensor that is stored in a format other than its
   /// source dtype or that the plan names explicitly. Affine formats quantize; float formats
   /// (bf16/f16/f32) store the tensor converted to that dtype.
