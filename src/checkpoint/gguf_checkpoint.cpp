@@ -21,6 +21,7 @@
 #include "checkpoint/checkpoint_internal.h"
 #include "moeq/base/file_util.h"
 #include "moeq/base/parallel.h"
+#include "moeq/model/family.h"
 #include "moeq/model/mlx_names.h"
 
 namespace moeq {
@@ -145,12 +146,9 @@ class Meta {
 
 /// The HF model_type of a GGUF architecture (the inverse of GgufArchitecture).
 Result<std::string> ModelTypeOf(const GgufFile& f, const std::string& arch, bool moe) {
-  if (arch == "qwen3moe") return std::string("qwen3_moe");
-  if (arch == "qwen2moe") return std::string("qwen2_moe");
-  if (arch == "olmoe") return std::string("olmoe");
-  if (arch == "llama") return std::string(moe ? "mixtral" : "llama");
-  if (arch == "qwen2") return std::string("qwen2");
-  if (arch == "qwen3") return std::string("qwen3");
+  if (const FamilyTraits* family = FindFamilyByGgufArch(arch, moe)) {
+    return std::string(family->model_type);
+  }
   return Status::Unsupported(
       f.path() + ": general.architecture '" + arch +
       "' (moeq reads qwen3moe, qwen2moe, llama (Mixtral, Llama), olmoe, qwen2, qwen3)");
@@ -204,6 +202,7 @@ Result<nlohmann::json> RebuildConfig(const GgufFile& f, std::string* arch_out) {
   auto norm_topk = [&](bool fallback) {
     return m.Bool(a + "expert_weights_norm").value_or(fallback);
   };
+  const FamilyTraits& family = *FindFamily(model_type);
   if (model_type == "qwen3_moe" || model_type == "qwen2_moe") {
     MOEQ_ASSIGN_OR_RETURN(const int64_t moe_ff, m.Int(a + "expert_feed_forward_length"));
     c["intermediate_size"] = ff > 0 ? ff : moe_ff;
@@ -214,10 +213,10 @@ Result<nlohmann::json> RebuildConfig(const GgufFile& f, std::string* arch_out) {
     c["mlp_only_layers"] = mlp_only;
     if (model_type == "qwen2_moe") {
       c["shared_expert_intermediate_size"] = m.IntOr(a + "expert_shared_feed_forward_length", 0);
-      c["norm_topk_prob"] = norm_topk(false);
+      c["norm_topk_prob"] = norm_topk(family.gguf_norm_topk_default);
     } else {
       c["attention_bias"] = q_bias;
-      c["norm_topk_prob"] = norm_topk(true);
+      c["norm_topk_prob"] = norm_topk(family.gguf_norm_topk_default);
     }
   } else if (model_type == "mixtral" || model_type == "olmoe") {
     c["intermediate_size"] = m.IntOr(a + "expert_feed_forward_length", ff);
@@ -225,7 +224,7 @@ Result<nlohmann::json> RebuildConfig(const GgufFile& f, std::string* arch_out) {
     MOEQ_ASSIGN_OR_RETURN(c["num_experts_per_tok"], m.Int(a + "expert_used_count"));
     if (model_type == "olmoe") {
       c["attention_bias"] = q_bias;
-      c["norm_topk_prob"] = norm_topk(false);
+      c["norm_topk_prob"] = norm_topk(family.gguf_norm_topk_default);
       c["clip_qkv"] = nullptr;
     }
   } else {
@@ -356,7 +355,8 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::OpenGguf(const std::string& path
     ckpt->adapter_ = std::move(adapter).value();
   }
   const ModelConfig& cfg = ckpt->config_;
-  const bool rope_permute = arch == "llama";
+  const FamilyTraits* family = FindFamily(cfg.model_type);
+  const bool rope_permute = family != nullptr && family->gguf_rope_permute;
   auto backing = std::make_unique<checkpoint_internal::GgufBacking>();
   std::vector<std::string> unknown;
   std::string table;  // for the fingerprint

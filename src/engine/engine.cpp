@@ -17,6 +17,7 @@
 #include "moeq/base/half.h"
 #include "moeq/base/parallel.h"
 #include "moeq/formats/safetensors.h"
+#include "moeq/model/family.h"
 
 namespace moeq {
 
@@ -416,7 +417,12 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given,
   const ModelConfig& cfg = ckpt.config();
   impl->cfg = cfg;
   impl->threads = options.threads;
-  impl->normalize_topk = cfg.norm_topk_prob || cfg.model_type == "mixtral";
+  const FamilyTraits* family = FindFamily(cfg.model_type);
+  if (family == nullptr) {
+    return Status::Unsupported(ckpt.dir() + ": model_type '" + cfg.model_type +
+                               "' has no family traits");
+  }
+  impl->normalize_topk = RouterRenormalizesTopk(*family, cfg);
   if (cfg.kv_lora_rank > 0) {
     return Status::Unsupported(ckpt.dir() + ": model_type '" + cfg.model_type +
                                "' uses multi-head latent attention, which the engine does not run");

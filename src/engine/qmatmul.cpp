@@ -69,16 +69,12 @@ struct V {
 constexpr int64_t kOutTile = 32;
 
 PackedIsa ResolveDefaultIsa() {
-  PackedIsa best =
-      PackedIsaAvailable(PackedIsa::kAvx512)
-          ? PackedIsa::kAvx512
-          : (PackedIsaAvailable(PackedIsa::kAvx2) ? PackedIsa::kAvx2 : PackedIsa::kPortable);
-  if (const char* env = std::getenv("MOEQ_ENGINE_KERNELS")) {
-    const std::string want = env;
-    if (want == "portable") best = PackedIsa::kPortable;
-    if (want == "avx2" && best == PackedIsa::kAvx512) best = PackedIsa::kAvx2;
+  // The selected instruction set, lowered further to one whose kernels this build has.
+  PackedIsa isa = SelectIsa("MOEQ_ENGINE_KERNELS");
+  while (isa != PackedIsa::kPortable && !PackedIsaAvailable(isa)) {
+    isa = static_cast<PackedIsa>(static_cast<int>(isa) - 1);
   }
-  return best;
+  return isa;
 }
 
 }  // namespace
@@ -104,17 +100,7 @@ bool PackedIsaAvailable(PackedIsa isa) {
   return false;
 }
 
-std::string_view PackedIsaName(PackedIsa isa) {
-  switch (isa) {
-    case PackedIsa::kPortable:
-      return "portable";
-    case PackedIsa::kAvx2:
-      return "avx2";
-    case PackedIsa::kAvx512:
-      return "avx512";
-  }
-  return "?";
-}
+std::string_view PackedIsaName(PackedIsa isa) { return IsaName(isa); }
 
 PackedGemmFn FindPackedGemm(const PackedMatrix& w, PackedIsa isa) {
   if (!PackedIsaAvailable(isa)) return nullptr;

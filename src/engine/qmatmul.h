@@ -23,6 +23,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "moeq/base/cpu_features.h"
+
 namespace moeq::engine {
 
 /// Readable bytes required after every packed code buffer.
@@ -51,11 +53,12 @@ struct PackedMatrix {
   int key() const { return bits * 1000 + group * 4 + static_cast<int>(scale); }
 };
 
-/// Instruction-set paths of the packed kernels.
-enum class PackedIsa : uint8_t { kPortable, kAvx2, kAvx512 };
+/// Instruction-set paths of the packed kernels: the library's one Isa (moeq/base/cpu_features.h).
+using PackedIsa = Isa;
 
-/// The path used by default: the best one the CPU supports (AVX-512 F+BW+VL, AVX2+FMA,
-/// portable); the environment variable MOEQ_ENGINE_KERNELS=portable|avx2|avx512 lowers it.
+/// The path used by default: SelectIsa() — the best one the CPU supports (AVX-512 F+BW+VL+DQ,
+/// AVX2+FMA, portable), lowered by MOEQ_ISA=portable|avx2|avx512 (MOEQ_ENGINE_KERNELS is the
+/// deprecated older name).
 PackedIsa DefaultPackedIsa();
 /// True when this build and CPU can run `isa`.
 bool PackedIsaAvailable(PackedIsa isa);

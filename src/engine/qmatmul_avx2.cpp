@@ -88,9 +88,7 @@ struct V {
 PackedGemmFn Avx2PackedGemm(int bits, int group, PackedScale scale) {
   return PickKernel(bits, group, scale);
 }
-bool Avx2PackedSupported() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
+bool Avx2PackedSupported() { return CpuSupports(Isa::kAvx2); }
 
 }  // namespace moeq::engine
 

@@ -79,10 +79,7 @@ struct V {
 PackedGemmFn Avx512PackedGemm(int bits, int group, PackedScale scale) {
   return PickKernel(bits, group, scale);
 }
-bool Avx512PackedSupported() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-}
+bool Avx512PackedSupported() { return CpuSupports(Isa::kAvx512); }
 
 }  // namespace moeq::engine
 

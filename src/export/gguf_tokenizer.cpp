@@ -16,7 +16,13 @@
 namespace moeq::gguf_internal {
 namespace {
 
-constexpr int kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6;
+// llama.cpp's token types: the one table of moeq/formats/gguf.h.
+constexpr int kNormal = static_cast<int>(GgufTokenType::kNormal);
+constexpr int kUnknown = static_cast<int>(GgufTokenType::kUnknown);
+constexpr int kControl = static_cast<int>(GgufTokenType::kControl);
+constexpr int kUserDefined = static_cast<int>(GgufTokenType::kUserDefined);
+constexpr int kUnused = static_cast<int>(GgufTokenType::kUnused);
+constexpr int kByte = static_cast<int>(GgufTokenType::kByte);
 
 /// Does the JSON tree of a normalizer/pre-tokenizer/decoder contain an object of `type`?
 bool ContainsType(const nlohmann::json& j, std::string_view type) {

@@ -22,6 +22,7 @@
 #include "moeq/base/build_info.h"
 #include "moeq/base/parallel.h"
 #include "moeq/base/progress.h"
+#include "moeq/model/family.h"
 #include "moeq/quant/gguf_encoders.h"
 #include "moeq/quant/input_stats.h"
 
@@ -201,7 +202,8 @@ Status AddArchitectureMetadata(const ModelConfig& c, const std::string& arch, Kv
          static_cast<uint64_t>(std::max<int64_t>(c.max_position_embeddings, 1)));
   AddU32(kv, a + "embedding_length", static_cast<uint64_t>(c.hidden_size));
   // llama (mixtral) and olmoe size their expert tensors with feed_forward_length.
-  const bool ff_is_expert = c.is_moe() && (arch == "llama" || arch == "olmoe");
+  const FamilyTraits* family = FindFamily(c.model_type);
+  const bool ff_is_expert = c.is_moe() && family != nullptr && family->gguf_ff_is_expert_width;
   const int64_t ff =
       ff_is_expert ? c.moe_intermediate_size
                    : (c.intermediate_size > 0 ? c.intermediate_size : c.moe_intermediate_size);
@@ -240,7 +242,8 @@ GgmlTypeChoice ChooseType(const quant::FormatTraits* f, DType source, int64_t ne
 Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::string& arch,
                    const GgufWriteOptions& options, std::vector<PlannedTensor>* out) {
   const ModelConfig& cfg = ckpt.config();
-  const bool rope_permute = arch == "llama";
+  const FamilyTraits* family = FindFamily(cfg.model_type);
+  const bool rope_permute = family != nullptr && family->gguf_rope_permute;
   // Merged experts: (layer, role) -> index into *out; per-expert sources collected first.
   struct ExpertGroup {
     size_t index;
@@ -581,18 +584,16 @@ Status AppendKv(const std::string& key, const GgufValue& value, std::string* out
 }  // namespace gguf_internal
 
 Result<std::string> GgufArchitecture(std::string_view model_type) {
-  static const std::map<std::string, std::string, std::less<>> kArch = {
-      {"qwen3_moe", "qwen3moe"}, {"qwen2_moe", "qwen2moe"}, {"mixtral", "llama"},
-      {"olmoe", "olmoe"},        {"llama", "llama"},        {"qwen2", "qwen2"},
-      {"qwen3", "qwen3"}};
-  auto it = kArch.find(model_type);
-  if (it == kArch.end()) {
+  const FamilyTraits* family = FindFamily(model_type);
+  if (family == nullptr || family->gguf_arch.empty()) {
     std::string list;
-    for (const auto& [k, v] : kArch) list += (list.empty() ? "" : ", ") + k;
+    for (const auto& f : AllFamilies()) {
+      if (!f.gguf_arch.empty()) list += (list.empty() ? "" : ", ") + std::string(f.model_type);
+    }
     return Status::Unsupported("GGUF output does not support model_type '" +
                                std::string(model_type) + "' (supported: " + list + ")");
   }
-  return it->second;
+  return std::string(family->gguf_arch);
 }
 
 nlohmann::json GgufWriteReport::TypeSummary() const {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -146,7 +147,8 @@ GgufFile::~GgufFile() {
   if (base_ && size_ > 0) ::munmap(const_cast<std::byte*>(base_), static_cast<size_t>(size_));
 }
 
-Result<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path) {
+Result<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path,
+                                                 const GgufOpenOptions& options) {
   std::unique_ptr<GgufFile> f(new GgufFile());
   f->path_ = path;
   const int fd = ::open(path.c_str(), O_RDONLY);
@@ -174,9 +176,10 @@ Result<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path) {
   MOEQ_ASSIGN_OR_RETURN(const uint32_t magic, c.Get<uint32_t>("magic"));
   if (magic != kGgufMagic) return Status::Corruption(path + ": not a GGUF file (bad magic)");
   MOEQ_ASSIGN_OR_RETURN(f->version_, c.Get<uint32_t>("version"));
-  if (f->version_ != 3) {
-    return Status::Unsupported(path + ": GGUF version " + std::to_string(f->version_) +
-                               " (only version 3 is read)");
+  if (f->version_ > 3 || f->version_ < std::min<uint32_t>(options.min_version, 3)) {
+    return Status::Unsupported(
+        path + ": GGUF version " + std::to_string(f->version_) +
+        (options.min_version < 3 ? " (2 or 3 expected)" : " (only version 3 is read)"));
   }
   MOEQ_ASSIGN_OR_RETURN(const uint64_t n_tensors, c.Get<uint64_t>("n_tensors"));
   MOEQ_ASSIGN_OR_RETURN(const uint64_t n_kv, c.Get<uint64_t>("n_kv"));
@@ -215,6 +218,7 @@ Result<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path) {
     keys[key] = f->kv_.size();
     f->kv_.emplace_back(std::move(key), std::move(v));
   }
+  if (options.metadata_only) return f;
   if (const GgufValue* a = f->Find("general.alignment")) {
     if (a->type != GgufValueType::kU32)
       return Status::Corruption(path + ": metadata 'general.alignment' is not u32");

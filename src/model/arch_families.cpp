@@ -1,6 +1,7 @@
 // The tensor-name tables of every supported Hugging Face model_type. Adding a family means
 // composing its row groups here; nothing else in moeq knows tensor names.
 #include "model/arch_table.h"
+#include "moeq/model/family.h"
 
 namespace moeq::arch {
 namespace {
@@ -112,31 +113,36 @@ constexpr PatternRow kMixtralExpertRows[] = {
     {"mlp.experts.down_proj", R::kExpertDown, S::kFused, P::kRecognised},
 };
 
+/// Shape conventions from the family traits table.
+ShapeTraits ShapesOf(std::string_view model_type) {
+  const FamilyTraits* f = FindFamily(model_type);
+  return {.full_width_qk_norm = f->full_width_qk_norm, .mla = f->mla};
+}
+
 std::vector<FamilySpec> MakeFamilies() {
-  const ShapeTraits standard{};
-  const ShapeTraits full_width_norms{.full_width_qk_norm = true, .mla = false};
-  const ShapeTraits mla{.full_width_qk_norm = false, .mla = true};
   return {
-      {"llama", {kModelRows, kAttentionRows, kQkvoBiasRows, kDenseMlpRows}, standard},
-      {"qwen2", {kModelRows, kAttentionRows, kQkvBiasRows, kDenseMlpRows}, standard},
-      {"qwen3", {kModelRows, kAttentionRows, kQkvoBiasRows, kQkNormRows, kDenseMlpRows}, standard},
-      {"mixtral", {kModelRows, kAttentionRows, kMixtralExpertRows}, standard},
+      {"llama", {kModelRows, kAttentionRows, kQkvoBiasRows, kDenseMlpRows}, ShapesOf("llama")},
+      {"qwen2", {kModelRows, kAttentionRows, kQkvBiasRows, kDenseMlpRows}, ShapesOf("qwen2")},
+      {"qwen3",
+       {kModelRows, kAttentionRows, kQkvoBiasRows, kQkNormRows, kDenseMlpRows},
+       ShapesOf("qwen3")},
+      {"mixtral", {kModelRows, kAttentionRows, kMixtralExpertRows}, ShapesOf("mixtral")},
       {"olmoe",
        {kModelRows, kAttentionRows, kQkvoBiasRows, kQkNormRows, kMlpExpertRows},
-       full_width_norms},
+       ShapesOf("olmoe")},
       {"qwen2_moe",
        {kModelRows, kAttentionRows, kQkvBiasRows, kDenseMlpRows, kMlpExpertRows, kQwen2SharedRows},
-       standard},
+       ShapesOf("qwen2_moe")},
       {"qwen3_moe",
        {kModelRows, kAttentionRows, kQkvoBiasRows, kQkNormRows, kDenseMlpRows, kMlpExpertRows},
-       standard},
+       ShapesOf("qwen3_moe")},
       {"deepseek_v2",
        {kModelRows, kMlaRows, kDenseMlpRows, kMlpExpertRows, kDeepseekSharedRows},
-       mla},
+       ShapesOf("deepseek_v2")},
       {"deepseek_v3",
        {kModelRows, kMlaRows, kDenseMlpRows, kMlpExpertRows, kDeepseekSharedRows,
         kDeepseekV3RouterBiasRows},
-       mla},
+       ShapesOf("deepseek_v3")},
   };
 }
 

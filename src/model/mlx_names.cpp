@@ -1,7 +1,10 @@
-// MlxStackedModule: mlx-lm's stacked expert module paths (SwitchGLU "switch_mlp").
+// MlxStackedModule: mlx-lm's stacked expert module paths (SwitchGLU "switch_mlp"), from the
+// family traits' MoE block name.
 #include "moeq/model/mlx_names.h"
 
 #include <string>
+
+#include "moeq/model/family.h"
 
 namespace moeq {
 
@@ -21,17 +24,15 @@ Result<std::string> MlxStackedModule(const ArchAdapter& adapter, int layer, Tens
       return Status::InvalidArgument("role '" + std::string(RoleName(role)) +
                                      "' has no stacked mlx-lm form (only expert gate/up/down)");
   }
-  // The adapter's per-expert name, e.g. "model.layers.3.mlp.experts.0.gate_proj.weight" or
-  // "model.layers.3.block_sparse_moe.experts.0.w1.weight"; mlx-lm's sanitize() replaces
-  // "experts.<e>.<proj>" by "switch_mlp.<gate|up|down>_proj".
-  const std::string per_expert = adapter.Name(TensorId{layer, 0, role});
-  constexpr std::string_view kExperts = ".experts.0.";
-  const size_t at = per_expert.find(kExperts);
-  if (per_expert.empty() || at == std::string::npos) {
+  // mlx-lm's sanitize() replaces "<moe block>.experts.<e>.<proj>" by
+  // "<moe block>.switch_mlp.<gate|up|down>_proj"; the block is a family trait.
+  const FamilyTraits* family = FindFamily(adapter.model_type());
+  if (family == nullptr || family->moe_block.empty()) {
     return Status::Unsupported("model_type '" + std::string(adapter.model_type()) +
                                "' has no per-expert tensors that mlx-lm stacks into switch_mlp");
   }
-  return per_expert.substr(0, at) + ".switch_mlp." + std::string(proj);
+  return "model.layers." + std::to_string(layer) + "." + std::string(family->moe_block) +
+         ".switch_mlp." + std::string(proj);
 }
 
 }  // namespace moeq

@@ -1,5 +1,5 @@
-// config.json → ModelConfig: one table of per-family traits, key aliases resolved here so that no
-// other module reads config.json keys.
+// config.json → ModelConfig: driven by the family traits table (moeq/model/family.h), key
+// aliases resolved here so that no other module reads config.json keys.
 #include "moeq/model/model_config.h"
 
 #include <algorithm>
@@ -10,50 +10,10 @@
 #include "moeq/base/json_reader.h"
 #include "moeq/base/limits.h"
 #include "moeq/model/arch.h"
+#include "moeq/model/family.h"
 
 namespace moeq {
 namespace {
-
-/// How a family decides which layers hold a sparse MoE block.
-enum class LayerPlan {
-  kDense,           ///< no MoE layers
-  kAllSparse,       ///< every layer (mixtral, olmoe)
-  kQwenSparseStep,  ///< (l+1) % decoder_sparse_step == 0 and l not in mlp_only_layers
-  kDeepseekFirstK,  ///< l >= first_k_dense_replace and l % moe_layer_freq == 0
-};
-
-/// Where the routed expert width comes from.
-enum class ExpertWidth { kNone, kMoeIntermediate, kIntermediate };
-
-/// Where the shared expert MLP comes from.
-enum class SharedExperts { kNone, kTotalWidth, kCountTimesWidth };
-
-struct FamilyTraits {
-  std::string_view model_type;
-  LayerPlan plan;
-  ExpertWidth expert_width;
-  SharedExperts shared;
-  bool qkv_bias_always;  ///< qwen2 family: q/k/v projections always carry biases
-  bool mla;              ///< DeepSeek multi-head latent attention
-};
-
-constexpr FamilyTraits kFamilies[] = {
-    {"deepseek_v2", LayerPlan::kDeepseekFirstK, ExpertWidth::kMoeIntermediate,
-     SharedExperts::kCountTimesWidth, false, true},
-    {"deepseek_v3", LayerPlan::kDeepseekFirstK, ExpertWidth::kMoeIntermediate,
-     SharedExperts::kCountTimesWidth, false, true},
-    {"llama", LayerPlan::kDense, ExpertWidth::kNone, SharedExperts::kNone, false, false},
-    {"mixtral", LayerPlan::kAllSparse, ExpertWidth::kIntermediate, SharedExperts::kNone, false,
-     false},
-    {"olmoe", LayerPlan::kAllSparse, ExpertWidth::kIntermediate, SharedExperts::kNone, false,
-     false},
-    {"qwen2", LayerPlan::kDense, ExpertWidth::kNone, SharedExperts::kNone, true, false},
-    {"qwen2_moe", LayerPlan::kQwenSparseStep, ExpertWidth::kMoeIntermediate,
-     SharedExperts::kTotalWidth, true, false},
-    {"qwen3", LayerPlan::kDense, ExpertWidth::kNone, SharedExperts::kNone, false, false},
-    {"qwen3_moe", LayerPlan::kQwenSparseStep, ExpertWidth::kMoeIntermediate, SharedExperts::kNone,
-     false, false},
-};
 
 /// Spellings of the routed expert count across families.
 constexpr std::array<std::string_view, 3> kExpertCountKeys = {"num_experts", "num_local_experts",
@@ -220,9 +180,7 @@ Status ParseMoe(const ConfigReader& r, const FamilyTraits& f, ModelConfig& c) {
       break;
     }
   }
-  MOEQ_ASSIGN_OR_RETURN(
-      c.norm_topk_prob,
-      r.Bool("norm_topk_prob", f.model_type == "mixtral" || f.model_type == "deepseek_v3"));
+  MOEQ_ASSIGN_OR_RETURN(c.norm_topk_prob, r.Bool("norm_topk_prob", f.norm_topk_default));
   return Status::Ok();
 }
 
@@ -290,10 +248,7 @@ Result<ModelConfig> ParseModelConfig(const nlohmann::json& json, std::string_vie
   if (!json.at("model_type").is_string()) return r.WrongType("model_type", "a string");
   ModelConfig c;
   c.model_type = json.at("model_type").get<std::string>();
-  const FamilyTraits* family = nullptr;
-  for (const auto& f : kFamilies) {
-    if (f.model_type == c.model_type) family = &f;
-  }
+  const FamilyTraits* family = FindFamily(c.model_type);
   if (family == nullptr) {
     return Status::Unsupported(file + ": model_type '" + c.model_type +
                                "' is not supported (supported: " + SupportedList() + ")");

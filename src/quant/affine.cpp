@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 
+#include "moeq/base/cpu_features.h"
 #include "moeq/base/half.h"
 #include "moeq/base/parallel.h"
 #include "moeq/quant/quantizer.h"
@@ -28,10 +29,11 @@ const KernelSet& PortableKernels() {
 
 const KernelSet& ActiveKernels() {
   static const KernelSet* const kActive = [] {
-    const char* env = std::getenv("MOEQ_QUANT_KERNELS");
-    const bool force_portable = env != nullptr && std::string_view(env) == "portable";
+    // The library's one selection (MOEQ_ISA; MOEQ_QUANT_KERNELS is the deprecated older name):
+    // the best kernel set at or below the selected instruction set.
     const KernelSet* avx2 = Avx2Kernels();
-    return (avx2 != nullptr && !force_portable) ? avx2 : &PortableKernels();
+    const bool want_avx2 = SelectIsa("MOEQ_QUANT_KERNELS") >= Isa::kAvx2;
+    return (avx2 != nullptr && want_avx2) ? avx2 : &PortableKernels();
   }();
   return *kActive;
 }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "moeq/base/cpu_features.h"
 #include "moeq/base/half.h"
 #include "quant/affine_internal.h"
 
@@ -22,7 +23,7 @@ namespace moeq::quant::internal {
 
 const KernelSet* Avx2Kernels() {
   static const KernelSet kSet = {"avx2", &avx2::QuantizeRows, &avx2::DequantizeRows};
-  static const bool kSupported = __builtin_cpu_supports("avx2");
+  static const bool kSupported = CpuSupports(Isa::kAvx2);
   return kSupported ? &kSet : nullptr;
 }
 

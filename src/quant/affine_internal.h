@@ -79,7 +79,7 @@ struct KernelSet {
 const KernelSet& PortableKernels();
 /// The AVX2 kernels, or nullptr when not compiled in or the CPU lacks AVX2.
 const KernelSet* Avx2Kernels();
-/// The kernels in use: AVX2 when available unless MOEQ_QUANT_KERNELS=portable.
+/// The kernels in use: AVX2 when available and SelectIsa() (MOEQ_ISA) allows it.
 const KernelSet& ActiveKernels();
 
 }  // namespace moeq::quant::internal

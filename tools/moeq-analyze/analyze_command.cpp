@@ -24,6 +24,7 @@
 #include "moeq/base/progress.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/formats/safetensors.h"
+#include "moeq/model/family.h"
 #include "moeq/quant/encoders.h"
 #include "moeq/quant/input_stats.h"
 #include "moeq/quant/quant_format.h"
@@ -191,40 +192,12 @@ class Analyzer {
   }
 
   Result<std::vector<float>> NormGamma(const Unit& u) const {
-    TensorRole norm = TensorRole::kUnknown;
-    int layer = u.t->id.layer;
-    switch (u.t->id.role) {
-      case TensorRole::kAttnQ:
-      case TensorRole::kAttnK:
-      case TensorRole::kAttnV:
-      case TensorRole::kAttnQA:
-      case TensorRole::kAttnKVA:
-        norm = TensorRole::kInputNorm;
-        break;
-      case TensorRole::kAttnQB:
-        norm = TensorRole::kAttnQANorm;
-        break;
-      case TensorRole::kAttnKVB:
-        norm = TensorRole::kAttnKVANorm;
-        break;
-      case TensorRole::kRouter:
-      case TensorRole::kExpertGate:
-      case TensorRole::kExpertUp:
-      case TensorRole::kExpertGateUp:
-      case TensorRole::kSharedGate:
-      case TensorRole::kSharedUp:
-      case TensorRole::kSharedExpertGate:
-      case TensorRole::kMlpGate:
-      case TensorRole::kMlpUp:
-        norm = TensorRole::kPostAttnNorm;
-        break;
-      case TensorRole::kLmHead:
-        norm = TensorRole::kFinalNorm;
-        layer = -1;
-        break;
-      default:
-        return std::vector<float>{};
-    }
+    const FamilyTraits* family = FindFamily(ck_.config().model_type);
+    const std::optional<TensorRole> input_norm =
+        family ? InputNormOf(*family, u.t->id.role) : std::nullopt;
+    if (!input_norm) return std::vector<float>{};
+    const TensorRole norm = *input_norm;
+    const int layer = norm == TensorRole::kFinalNorm ? -1 : u.t->id.layer;
     const std::string name = ck_.adapter().Name({layer, -1, norm});
     const CheckpointTensor* nt = ck_.Find(name);
     if (!nt) {

@@ -102,6 +102,17 @@ enum class GgufValueType : int32_t {
   kF64 = 12,
 };
 
+/// llama.cpp's token types (the values of tokenizer.ggml.token_type), used by the GGUF writer and
+/// the tokenizer's GGUF vocabulary reader.
+enum class GgufTokenType : int32_t {
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6,
+};
+
 /// One metadata value. `value` holds a JSON number, bool or string, or (kArray) a JSON array of
 /// elements of `elem_type` (nested arrays are not supported).
 struct GgufValue {
@@ -123,12 +134,22 @@ struct GgufTensorInfo {
   int64_t numel() const;
 };
 
+/// What GgufFile::Open reads.
+struct GgufOpenOptions {
+  /// Read the header and the metadata only (tensors() stays empty; a model file's tensor table
+  /// and data are never touched), e.g. for the tokenizer vocabulary.
+  bool metadata_only = false;
+  /// Oldest version accepted: 3, or 2 (same layout on little-endian machines).
+  uint32_t min_version = 3;
+};
+
 /// A GGUF file opened read-only (memory-mapped), with its header validated: magic, version 3,
 /// key and tensor-name uniqueness, supported types, ne0 divisible by the block size, offsets
 /// equal to the running sum of aligned sizes, data inside the file.
 class GgufFile {
  public:
-  static Result<std::unique_ptr<GgufFile>> Open(const std::string& path);
+  static Result<std::unique_ptr<GgufFile>> Open(const std::string& path,
+                                                const GgufOpenOptions& options = {});
   ~GgufFile();
   GgufFile(const GgufFile&) = delete;
   GgufFile& operator=(const GgufFile&) = delete;

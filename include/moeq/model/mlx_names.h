@@ -10,9 +10,9 @@ namespace moeq {
 
 /// The mlx-lm stacked module path of a (layer, routed-expert projection) — e.g.
 /// "model.layers.3.mlp.switch_mlp.gate_proj" (qwen*_moe, olmoe, deepseek) or
-/// "model.layers.3.block_sparse_moe.switch_mlp.down_proj" (mixtral) — derived from the
-/// adapter's per-expert name. Unsupported when the family has no per-expert tensors of `role`
-/// (kExpertGate, kExpertUp, kExpertDown) under "...experts.0.".
+/// "model.layers.3.block_sparse_moe.switch_mlp.down_proj" (mixtral) — from the family's
+/// moe_block trait (moeq/model/family.h). Unsupported for roles other than kExpertGate,
+/// kExpertUp, kExpertDown and for dense families.
 Result<std::string> MlxStackedModule(const ArchAdapter& adapter, int layer, TensorRole role);
 
 }  // namespace moeq

@@ -165,7 +165,7 @@ Result<std::vector<ErrorStats>> MeasureFormatErrors(const TensorView& view,
                                                     int threads = 0);
 
 /// Name of the kernel set in use: "avx2" or "portable" (AVX2 is picked at run time when the
-/// CPU has it; set MOEQ_QUANT_KERNELS=portable to force the portable one).
+/// CPU has it; set MOEQ_ISA=portable to force the portable one, moeq/base/cpu_features.h).
 std::string_view ActiveKernelName();
 
 }  // namespace moeq::quant
