@@ -51,6 +51,13 @@ Result<QuantPlan> LoadAllocationPlan(const std::string& path, const Checkpoint& 
   QuantPlan plan;
   plan.source = "allocation " + path;
   MOEQ_ASSIGN_OR_RETURN(plan.allocation_sha256, Sha256File(path));
+  if (auto b = j.find("budget"); b != j.end() && b->is_object()) {
+    if (auto t = b->find("target"); t != b->end() && !t->is_null()) {
+      if (!t->is_string())
+        return Status::Corruption(path + ": field 'budget.target' must be a string");
+      plan.target = t->get<std::string>();
+    }
+  }
   auto tensors = j.find("tensors");
   if (tensors == j.end() || !tensors->is_array()) {
     return Status::Corruption(path + ": missing array 'tensors'");
