@@ -116,7 +116,9 @@ TEST_P(TargetCost, GgufCostIsTheBytesTheWriterStores) {
     auto br = (*cost)->ItemBytes(std::vector<std::string>{"model.layers.1.mlp.gate.weight"}, f);
     ASSERT_TRUE(bd.ok() && br.ok());
     for (const auto& t : report.tensors) {
-      if (t.name == "blk.1.ffn_down_exps.weight") EXPECT_EQ(*bd, (t.bytes + 31) / 32 * 32);
+      if (t.name == "blk.1.ffn_down_exps.weight") {
+        EXPECT_EQ(*bd, (t.bytes + 31) / 32 * 32);
+      }
       if (t.name == "blk.1.ffn_gate_inp.weight") {
         EXPECT_EQ(t.type, GgmlType::kF32);
         EXPECT_EQ(*br, (t.bytes + 31) / 32 * 32);
