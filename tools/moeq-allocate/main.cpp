@@ -22,10 +22,12 @@ int main(int argc, char** argv) {
         app.add_option("--profile", o.profile,
                        "routing_profile.json from moeq-profile (mckp-hotness, tiered)");
         auto* budget = app.add_option("--budget", o.budget,
-                                      "Bytes of the allocated tensors: 21GB, 19.5GiB, 734MB, or "
-                                      "min (the smallest feasible plan)");
-        auto* bpw = app.add_option(
-            "--bpw", o.bpw, "Or average bits per weight over the allocated tensors (e.g. 4.5)");
+                                      "Bytes of the allocated tensors (with --target: of the whole "
+                                      "written file): 21GB, 19.5GiB, 734MB, 15206496B, or min "
+                                      "(the smallest feasible plan)");
+        auto* bpw = app.add_option("--bpw", o.bpw,
+                                   "Or average bits per weight over the allocated tensors (with "
+                                   "--target: over every weight of the written file; e.g. 4.5)");
         budget->excludes(bpw);
         app.add_option(
                "--policy", o.policy,
