@@ -57,6 +57,94 @@ std::string ConfigList(const SensitivityTensor& t) {
   return s;
 }
 
+// Re-costs the model's items at the bytes of the written file; for a stacked target, one item
+// per (layer, role) group of routed experts whose options are the formats every member can take
+// (cost = Σ of the members' costs, bytes = what the writer stores for the group).
+Status ApplyTargetCosting(const SensitivityFile& sens, const TargetCosting& tc,
+                          AllocationModel* m) {
+  if (!tc.item_bytes) return Status::Internal("target costing without an item_bytes function");
+  std::vector<std::vector<size_t>> items;
+  std::map<std::pair<int, int>, size_t> group_item;
+  for (size_t ti = 0; ti < sens.tensors.size(); ++ti) {
+    const SensitivityTensor& t = sens.tensors[ti];
+    if (tc.stacked && IsExpertRole(t.role) && t.expert >= 0) {
+      const auto key = std::make_pair(t.layer, static_cast<int>(t.role));
+      auto [it, inserted] = group_item.emplace(key, items.size());
+      if (inserted) items.emplace_back();
+      items[it->second].push_back(ti);
+    } else {
+      items.push_back({ti});
+    }
+  }
+  MckpProblem p;
+  std::vector<std::vector<std::vector<int>>> item_configs;
+  std::vector<uint64_t> ob;
+  std::vector<double> oc;
+  for (const auto& members : items) {
+    // Per member: format -> (its lowest-cost option of that format, cost).
+    std::vector<std::map<std::string, std::pair<int, double>>> per(members.size());
+    std::vector<std::string> order;  // formats in the first member's option order
+    for (size_t k = 0; k < members.size(); ++k) {
+      const size_t ti = members[k];
+      const uint32_t off = m->problem.offsets[ti];
+      for (size_t o = 0; o < m->option_config[ti].size(); ++o) {
+        const int c = m->option_config[ti][o];
+        const double cost = m->problem.cost[off + o];
+        const std::string& f = sens.tensors[ti].configs[static_cast<size_t>(c)].format;
+        auto it = per[k].find(f);
+        if (it == per[k].end()) {
+          per[k].emplace(f, std::make_pair(c, cost));
+          if (k == 0) order.push_back(f);
+        } else if (cost < it->second.second) {
+          it->second = {c, cost};
+        }
+      }
+    }
+    std::vector<const SensitivityTensor*> ptrs;
+    for (size_t ti : members) ptrs.push_back(&sens.tensors[ti]);
+    ob.clear();
+    oc.clear();
+    std::vector<std::vector<int>> configs;
+    for (const std::string& f : order) {
+      std::vector<int> cfgs;
+      double cost = 0;
+      for (size_t k = 0; k < members.size(); ++k) {
+        auto it = per[k].find(f);
+        if (it == per[k].end()) break;
+        cfgs.push_back(it->second.first);
+        cost += it->second.second;
+      }
+      if (cfgs.size() != members.size()) continue;
+      auto bytes = tc.item_bytes(ptrs, f);
+      if (!bytes.ok()) {
+        return bytes.status().WithContext(sens.path + ": tensor '" + ptrs.front()->name +
+                                          "', format " + f + ", target " + tc.target);
+      }
+      ob.push_back(*bytes);
+      oc.push_back(cost);
+      configs.push_back(std::move(cfgs));
+    }
+    if (configs.empty()) {
+      const SensitivityTensor& t = *ptrs.front();
+      return Status::Unsupported(
+          sens.path + ": layer " + std::to_string(t.layer) + " " + t.role_name + ": its " +
+          std::to_string(members.size()) +
+          " experts have no format in common (tiers, pins, bounds or the SQNR veto gave them "
+          "different ones); --target " +
+          tc.target +
+          " stores one format per (layer, projection): use --target mlx for per-expert formats");
+    }
+    p.AddItem(ob, oc);
+    item_configs.push_back(std::move(configs));
+  }
+  m->problem = std::move(p);
+  m->item_tensors = std::move(items);
+  m->item_option_configs = std::move(item_configs);
+  m->target = tc;
+  m->full_precision_bytes = m->MaxFileBytes();
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<Policy> ParsePolicy(std::string_view name) {
@@ -298,24 +386,42 @@ Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens,
     m.problem.AddItem(ob, oc);
     m.option_config[ti] = std::move(options);
   }
+  if (s.target) MOEQ_RETURN_IF_ERROR(ApplyTargetCosting(sens, *s.target, &m));
   return m;
 }
 
 Result<AllocationResult> SolveAllocation(const SensitivityFile& sens, const AllocationModel& model,
                                          uint64_t budget, SolverKind solver) {
   MckpProblem p = model.problem;
-  p.budget = budget;
+  const uint64_t fixed = model.target ? model.target->fixed_bytes : 0;
+  if (budget < fixed) {
+    return Status::Unsupported("budget " + std::to_string(budget) + " bytes is below the " +
+                               std::to_string(fixed) + " bytes the " + model.target->target +
+                               " file spends whatever the allocation (header, metadata, tensors "
+                               "not allocated)");
+  }
+  p.budget = budget - fixed;
   AllocationResult r;
   r.budget = budget;
-  r.above_full_precision = budget >= p.MaxBytes();
+  r.above_full_precision = p.budget >= p.MaxBytes();
   MOEQ_ASSIGN_OR_RETURN(r.solution, SolveMckp(p, solver));
   r.decisions = model.base;
-  for (size_t ti = 0; ti < sens.tensors.size(); ++ti) {
+  auto set = [&](size_t ti, int config) {
     TensorDecision& d = r.decisions[ti];
-    d.config = model.option_config[ti][static_cast<size_t>(r.solution.choice[ti])];
+    d.config = config;
     const auto& cfg = sens.tensors[ti].configs[static_cast<size_t>(d.config)];
     d.nrmse = d.prune ? 1.0 : cfg.nrmse;
     d.sqnr_db = d.prune ? 0.0 : cfg.sqnr_db;
+  };
+  if (model.item_tensors.empty()) {
+    for (size_t ti = 0; ti < sens.tensors.size(); ++ti)
+      set(ti, model.option_config[ti][static_cast<size_t>(r.solution.choice[ti])]);
+  } else {
+    for (size_t i = 0; i < model.item_tensors.size(); ++i) {
+      const auto& cfgs = model.item_option_configs[i][static_cast<size_t>(r.solution.choice[i])];
+      for (size_t k = 0; k < model.item_tensors[i].size(); ++k)
+        set(model.item_tensors[i][k], cfgs[k]);
+    }
   }
   return r;
 }
@@ -385,6 +491,19 @@ nlohmann::json AllocationToJson(const SensitivityFile& sens, const AllocationRes
       {"full_precision_bytes", model.full_precision_bytes},
       {"above_full_precision", r.above_full_precision}};
   budget["bpw"] = bpw ? nlohmann::json(*bpw) : nlohmann::json(nullptr);
+  if (model.target) {
+    const auto& tc = *model.target;
+    budget["target"] = tc.target;
+    budget["scope"] =
+        "the whole " + tc.target +
+        " output (moeq-quantize): the tensors listed in tensors[] at the bytes that writer "
+        "stores, plus fixed_bytes (header, metadata, tensors not listed, alignment)";
+    budget["fixed_bytes"] = tc.fixed_bytes;
+    budget["min_feasible_bytes"] = model.MinFileBytes();
+    budget["per_expert_formats"] = !tc.stacked;
+    budget["per_expert_formats_targets"] = nlohmann::json::array({"mlx"});
+    budget["accuracy"] = tc.accuracy;
+  }
   nlohmann::json result = {{"objective", s.objective},
                            {"lower_bound", s.lower_bound},
                            {"gap", s.gap},
@@ -394,6 +513,14 @@ nlohmann::json AllocationToJson(const SensitivityFile& sens, const AllocationRes
                            {"solver", s.method},
                            {"vetoed_configs", model.vetoed_configs},
                            {"forced_tensors", model.forced_tensors}};
+  if (model.target) {
+    const uint64_t file = s.bytes + model.target->fixed_bytes;
+    result["file_bytes"] = file;
+    result["file_weights"] = model.target->weights;
+    result["file_bpw"] = model.target->weights > 0 ? 8.0 * static_cast<double>(file) /
+                                                         static_cast<double>(model.target->weights)
+                                                   : 0.0;
+  }
   return {{"budget", budget},
           {"result", result},
           {"tensors", tensors},

@@ -40,6 +40,13 @@ Result<std::vector<CurvePoint>> BudgetCurve(const AllocationModel& model, int po
     }
     curve.push_back(pt);
   }
+  // With a target the curve is in bytes of the whole written file.
+  if (model.target) {
+    for (CurvePoint& pt : curve) {
+      pt.budget += model.target->fixed_bytes;
+      pt.bytes += model.target->fixed_bytes;
+    }
+  }
   return curve;
 }
 

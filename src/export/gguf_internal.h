@@ -46,4 +46,26 @@ Status AppendKv(const std::string& key, const GgufValue& value, std::string* out
 /// the token list is padded to it with "[PAD<i>]" UNUSED tokens.
 Status AddTokenizerMetadata(const Checkpoint& ckpt, int64_t n_vocab, KvList* kv, bool* found);
 
+/// One GGUF tensor as WriteGguf plans it (no data).
+struct LayoutTensor {
+  std::string name;
+  std::vector<int64_t> ne;  ///< ggml order
+  GgmlType type = GgmlType::kF32;
+  uint64_t bytes = 0;  ///< data bytes, without the alignment padding
+  DType source = DType::kBF16;
+  /// Stored F32 whatever the plan says (norms, router, shared-expert gate, 1-D tensors).
+  bool forced_f32 = false;
+  /// The checkpoint slices it is made of: (source tensor name, rows); "" = zeros.
+  std::vector<std::pair<std::string, int64_t>> parts;
+};
+
+/// The whole file but its tensor data, as WriteGguf would write it for `plan`.
+struct Layout {
+  uint64_t header_bytes = 0;  ///< header + metadata + tensor infos, before the padding
+  std::vector<LayoutTensor> tensors;
+};
+
+Result<Layout> PlanLayout(const Checkpoint& ckpt, const QuantPlan& plan,
+                          const GgufWriteOptions& options);
+
 }  // namespace moeq::gguf_internal

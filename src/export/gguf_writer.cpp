@@ -58,6 +58,8 @@ struct PlannedTensor {
   std::string plan_format;
   std::string note;
   int sources = 1;
+  DType source = DType::kBF16;  // source dtype of the (first) checkpoint tensor
+  bool forced = false;          // stored F32 whatever the plan says (ForcedF32 or 1-D)
 };
 
 /// GGUF base name of a non-expert role; "" when the role is not written.
@@ -296,6 +298,7 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
           pt.ne = {cols, out_rows, e_count};
           pt.cols = cols;
           pt.sources = 1;
+          pt.source = t.info.dtype;
           const quant::FormatTraits* f = plan.FormatOf(hf);
           const GgmlTypeChoice c = ChooseType(f, t.info.dtype, cols, options);
           pt.type = c.type;
@@ -339,9 +342,11 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
       if (pt.ne.empty()) pt.ne = {1};
     }
     pt.cols = pt.ne[0];
+    pt.source = t.info.dtype;
     const quant::FormatTraits* f = plan.FormatOf(hf);
     if (ForcedF32(role) || shape.size() < 2) {
       pt.type = GgmlType::kF32;
+      pt.forced = true;
       if (f && f->is_affine())
         pt.note = "plan format " + std::string(f->name) + " ignored: stored F32";
     } else {
@@ -389,6 +394,7 @@ Status PlanTensors(const Checkpoint& ckpt, const QuantPlan& plan, const std::str
     pt.ne = {shape[1], shape[0], n_experts};
     pt.cols = shape[1];
     pt.sources = 0;
+    pt.source = first->info.dtype;
     const quant::FormatTraits* best = nullptr;
     int64_t best_rank = -1;
     std::map<std::string, int> seen;
@@ -614,13 +620,25 @@ nlohmann::json GgufWriteReport::TypeSummary() const {
   return j;
 }
 
-Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::string& path,
-                 const GgufWriteOptions& options) {
-  const auto start = std::chrono::steady_clock::now();
-  const ModelConfig& cfg = ckpt.config();
-  MOEQ_ASSIGN_OR_RETURN(const std::string arch, GgufArchitecture(cfg.model_type));
+namespace {
 
+/// Everything of a GGUF file but its tensor data: the planned tensors with their offsets, the
+/// metadata and the header bytes (unpadded).
+struct PlannedFile {
+  std::string arch;
   std::vector<PlannedTensor> tensors;
+  KvList kv;
+  std::string header;
+};
+
+Status PlanFile(const Checkpoint& ckpt, const QuantPlan& plan, const GgufWriteOptions& options,
+                PlannedFile* file) {
+  const ModelConfig& cfg = ckpt.config();
+  MOEQ_ASSIGN_OR_RETURN(file->arch, GgufArchitecture(cfg.model_type));
+  const std::string& arch = file->arch;
+  std::vector<PlannedTensor>& tensors = file->tensors;
+  KvList& kv = file->kv;
+  std::string& header = file->header;
   MOEQ_RETURN_IF_ERROR(PlanTensors(ckpt, plan, arch, options, &tensors));
   uint64_t offset = 0;
   int64_t n_vocab = cfg.vocab_size;
@@ -638,7 +656,6 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
   }
 
   // Metadata.
-  KvList kv;
   gguf_internal::AddString(&kv, "general.architecture", arch);
   std::string name = options.model_name;
   if (name.empty()) name = std::filesystem::path(ckpt.dir()).lexically_normal().filename().string();
@@ -686,7 +703,6 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
   }
 
   // Header bytes.
-  std::string header;
   AppendU32(&header, gguf_internal::kMagic);
   AppendU32(&header, gguf_internal::kVersion);
   AppendU64(&header, tensors.size());
@@ -700,6 +716,41 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
     AppendU32(&header, static_cast<uint32_t>(t.type));
     AppendU64(&header, t.offset);
   }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<gguf_internal::Layout> gguf_internal::PlanLayout(const Checkpoint& ckpt,
+                                                        const QuantPlan& plan,
+                                                        const GgufWriteOptions& options) {
+  PlannedFile f;
+  MOEQ_RETURN_IF_ERROR(PlanFile(ckpt, plan, options, &f));
+  Layout layout;
+  layout.header_bytes = f.header.size();
+  for (const PlannedTensor& t : f.tensors) {
+    LayoutTensor lt;
+    lt.name = t.name;
+    lt.ne = t.ne;
+    lt.type = t.type;
+    lt.bytes = t.bytes;
+    lt.source = t.source;
+    lt.forced_f32 = t.forced;
+    for (const Part& p : t.parts) lt.parts.push_back({p.source, p.rows});
+    layout.tensors.push_back(std::move(lt));
+  }
+  return layout;
+}
+
+Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::string& path,
+                 const GgufWriteOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  PlannedFile planned;
+  MOEQ_RETURN_IF_ERROR(PlanFile(ckpt, plan, options, &planned));
+  const std::string& arch = planned.arch;
+  std::vector<PlannedTensor>& tensors = planned.tensors;
+  const KvList& kv = planned.kv;
+  const std::string& header = planned.header;
 
   TempFile file(path, {.overwrite = options.overwrite});
   MOEQ_RETURN_IF_ERROR(file.Open());

@@ -58,6 +58,13 @@ Result<QuantPlan> LoadAllocationPlan(const std::string& path, const Checkpoint& 
     if (const auto c = p->find("command"); c != p->end() && c->is_string())
       plan.allocation_command = c->get<std::string>();
   }
+  if (auto b = a.sections.find("budget"); b != a.sections.end() && b->is_object()) {
+    if (auto t = b->find("target"); t != b->end() && !t->is_null()) {
+      if (!t->is_string())
+        return Status::Corruption(path + ": field 'budget.target' must be a string");
+      plan.target = t->get<std::string>();
+    }
+  }
   // An allocation that assigns nothing would quantize nothing and "succeed".
   if (a.tensors.empty())
     return Status::Corruption(path + ": 'tensors' is empty: the allocation assigns no tensor");

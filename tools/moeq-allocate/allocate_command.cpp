@@ -7,13 +7,17 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <set>
 
 #include "moeq/allocate/allocation.h"
 #include "moeq/artifacts/allocation.h"
 #include "moeq/artifacts/model_match.h"
 #include "moeq/base/file_util.h"
+#include "moeq/checkpoint/checkpoint.h"
+#include "moeq/export/target_cost.h"
 #include "moeq/profile/expert_tiers.h"
 #include "moeq/profile/routing_profile.h"
+#include "moeq/quant/quant_format.h"
 
 namespace moeq {
 namespace {
@@ -122,16 +126,56 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
     in["profile"] = o.profile;
   }
 
+  // --target: cost every option at the bytes that writer stores (export/target_cost.h).
+  std::unique_ptr<Checkpoint> ckpt;
+  std::unique_ptr<TargetCostModel> coster;
+  if (!o.target.empty()) {
+    MOEQ_ASSIGN_OR_RETURN(const WriteTarget target, ParseWriteTarget(o.target));
+    std::string model_dir = o.model;
+    if (model_dir.empty() && in.contains("model") && in["model"].is_string())
+      model_dir = in["model"].get<std::string>();
+    if (model_dir.empty()) {
+      return Status::InvalidArgument("--target " + o.target +
+                                     " needs the model directory: " + o.sensitivity +
+                                     " names none (inputs.model); give --model DIR");
+    }
+    MOEQ_ASSIGN_OR_RETURN(ckpt, Checkpoint::Open(model_dir));
+    std::set<std::string, std::less<>> costed;
+    for (const auto& t : sens.tensors) costed.insert(t.name);
+    MOEQ_ASSIGN_OR_RETURN(coster, TargetCostModel::Make(*ckpt, target, costed));
+    TargetCosting tc;
+    tc.target = std::string(WriteTargetName(target));
+    tc.stacked = !TargetHoldsPerExpertFormats(target);
+    tc.fixed_bytes = coster->fixed_bytes();
+    tc.weights = coster->weights();
+    tc.accuracy = coster->accuracy();
+    const TargetCostModel* c = coster.get();
+    tc.item_bytes = [c](const std::vector<const SensitivityTensor*>& members,
+                        const std::string& format) -> Result<uint64_t> {
+      const quant::FormatTraits* f = quant::FindFormat(format);
+      if (f == nullptr) return Status::InvalidArgument("unknown format '" + format + "'");
+      std::vector<std::string> names;
+      for (const auto* t : members) names.push_back(t->name);
+      return c->ItemBytes(names, f);
+    };
+    settings.target = std::move(tc);
+    in["model"] = model_dir;
+    spdlog::info("target {}: {} bytes fixed ({}); {}", o.target, coster->fixed_bytes(),
+                 GiBText(coster->fixed_bytes()), coster->accuracy());
+  }
+
   MOEQ_ASSIGN_OR_RETURN(AllocationModel model, BuildAllocationModel(sens, settings));
   std::optional<double> bpw;
   if (min_budget) {
-    budget_bytes = model.problem.MinBytes();
+    budget_bytes = model.MinFileBytes();
   } else if (!budget_bytes) {
     bpw = o.bpw;
-    budget_bytes =
-        static_cast<uint64_t>(std::floor(o.bpw * static_cast<double>(model.total_params) / 8.0));
+    // With a target: bits per weight of the whole written file (every tensor it stores).
+    const double weights = model.target ? static_cast<double>(model.target->weights)
+                                        : static_cast<double>(model.total_params);
+    budget_bytes = static_cast<uint64_t>(std::floor(o.bpw * weights / 8.0));
   }
-  const uint64_t min_bytes = model.problem.MinBytes(), max_bytes = model.problem.MaxBytes();
+  const uint64_t min_bytes = model.MinFileBytes(), max_bytes = model.MaxFileBytes();
   if (*budget_bytes < min_bytes) {
     return Status::Unsupported(o.sensitivity + ": budget " + std::to_string(*budget_bytes) +
                                " bytes (" + GiBText(*budget_bytes) +
@@ -161,6 +205,7 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
                    {"allow_prune", o.allow_prune},
                    {"policy", std::string(PolicyName(settings.policy))},
                    {"objective", std::string(ObjectiveName(settings.objective))}};
+  if (!o.target.empty()) j["settings"]["target"] = o.target;
   // Through the schema: what is written is what the readers parse.
   MOEQ_ASSIGN_OR_RETURN(artifacts::AllocationArtifact alloc,
                         artifacts::ParseAllocation(j, o.output + " (being written)"));
@@ -168,6 +213,20 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
                                        {.overwrite = ctx.force}));
 
   std::fputs(SummaryTable(sens, result).c_str(), stdout);
+  if (model.target) {
+    const uint64_t file = result.solution.bytes + model.target->fixed_bytes;
+    std::printf(
+        "\ntarget %s: file %llu bytes (%s) of %llu budget, %.4f bpw over %lld weights; fixed "
+        "%llu bytes\n%s\nper-expert formats: only --target mlx (and moeq's own engine) hold "
+        "them; mlx-stacked and gguf store one format per (layer, projection) of experts\n",
+        model.target->target.c_str(), static_cast<unsigned long long>(file), GiBText(file).c_str(),
+        static_cast<unsigned long long>(*budget_bytes),
+        8.0 * static_cast<double>(file) / static_cast<double>(model.target->weights),
+        static_cast<long long>(model.target->weights),
+        static_cast<unsigned long long>(model.target->fixed_bytes),
+        model.target->stacked ? "experts: one format per (layer, projection), chosen in the MCKP"
+                              : "experts: per-expert formats");
+  }
   std::fflush(stdout);
 
   if (o.curve > 0) {

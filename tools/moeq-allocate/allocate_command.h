@@ -47,6 +47,13 @@ struct AllocateCommandOptions {
   bool allow_prune = false;
   /// "auto", "exact" or "lagrangian".
   std::string solver = "auto";
+  /// Written file the budget is for: "" (default) = the bytes the sensitivity file measured for
+  /// the allocated tensors only (per-expert MLX layout); "mlx", "mlx-stacked" or "gguf" = the
+  /// bytes of the whole file moeq-quantize writes for that target, stacked targets choosing one
+  /// format per (layer, projection) of routed experts (docs/gguf.md).
+  std::string target;
+  /// Model directory for --target ("" = the sensitivity header's inputs.model).
+  std::string model;
   /// allocation.json to write.
   std::string output = "allocation.json";
   /// Budget sweep with this many points (0 = none), written as CSV and SVG.

@@ -13,17 +13,21 @@ int main(int argc, char** argv) {
             "Examples:\n  moeq-allocate sensitivity.jsonl --bpw 4.5 -o allocation.json --curve "
             "24\n\n  moeq-allocate sensitivity.jsonl --budget 21GB --objective mse -o "
             "allocation.json\n\n  moeq-allocate sensitivity.jsonl --bpw 4.5 --policy tiered "
-            "--profile routing_profile.json -o allocation.json\n\nDocumentation: README.md and "
+            "--profile routing_profile.json -o allocation.json\n\n  moeq-allocate "
+            "sensitivity.jsonl --target gguf --budget 15206496B -o "
+            "allocation.json\n\nDocumentation: README.md and "
             "docs/ of the moeq sources; man moeq-allocate");
         app.add_option("sensitivity", o.sensitivity, "sensitivity.jsonl from moeq-analyze")
             ->required();
         app.add_option("--profile", o.profile,
                        "routing_profile.json from moeq-profile (mckp-hotness, tiered)");
         auto* budget = app.add_option("--budget", o.budget,
-                                      "Bytes of the allocated tensors: 21GB, 19.5GiB, 734MB, or "
-                                      "min (the smallest feasible plan)");
-        auto* bpw = app.add_option(
-            "--bpw", o.bpw, "Or average bits per weight over the allocated tensors (e.g. 4.5)");
+                                      "Bytes of the allocated tensors (with --target: of the whole "
+                                      "written file): 21GB, 19.5GiB, 734MB, 15206496B, or min "
+                                      "(the smallest feasible plan)");
+        auto* bpw = app.add_option("--bpw", o.bpw,
+                                   "Or average bits per weight over the allocated tensors (with "
+                                   "--target: over every weight of the written file; e.g. 4.5)");
         budget->excludes(bpw);
         app.add_option(
                "--policy", o.policy,
@@ -47,6 +51,16 @@ int main(int argc, char** argv) {
                      "Tiered: zero the prunable experts (else they are deprioritized)");
         app.add_option("--solver", o.solver, "auto, exact or lagrangian")
             ->check(CLI::IsMember({"auto", "exact", "lagrangian"}));
+        app.add_option("--target", o.target,
+                       "Written file the budget is for: mlx (per-expert layout), mlx-stacked "
+                       "(mlx-lm switch_mlp) or gguf (llama.cpp). --budget/--bpw then mean the "
+                       "bytes/bits per weight of that whole file, each option costed at the "
+                       "bytes that writer stores; stacked targets choose one format per (layer, "
+                       "projection) of experts. Default: the allocated tensors' measured bytes")
+            ->check(CLI::IsMember({"mlx", "mlx-stacked", "gguf"}));
+        app.add_option("--model", o.model,
+                       "Model directory for --target (default: the sensitivity file's "
+                       "inputs.model)");
         app.add_option("-o,--output", o.output, "allocation.json to write");
         app.add_option("--curve", o.curve, "Budget sweep with N points (CSV + SVG)");
         app.add_option("--curve-csv", o.curve_csv,

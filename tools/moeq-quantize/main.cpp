@@ -37,6 +37,9 @@ int main(int argc, char** argv) {
         app.add_option("--group", o.group_size, "Group size for --uniform (32, 64, 128)");
         app.add_option("--format", o.format, "Output format: mlx (safetensors) or gguf")
             ->check(CLI::IsMember({"mlx", "gguf"}));
+        app.add_flag("--ignore-target", o.ignore_target,
+                     "Write an allocation made with moeq-allocate --target X as another target "
+                     "(its byte budget then does not hold; refused without this flag)");
         app.add_flag("--mlx-compatible", o.mlx_compatible,
                      "Stack experts into mlx-lm's switch_mlp tensors, one format per layer and "
                      "projection (the highest precision among its experts)");

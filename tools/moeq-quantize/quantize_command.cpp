@@ -8,6 +8,7 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <tuple>
 
@@ -18,6 +19,7 @@
 #include "moeq/export/gguf_writer.h"
 #include "moeq/export/model_card.h"
 #include "moeq/export/quant_plan.h"
+#include "moeq/export/target_cost.h"
 #include "moeq/quant/input_stats.h"
 
 namespace moeq {
@@ -156,6 +158,48 @@ Status RunGguf(const QuantizeCommandOptions& o, const ArtifactContext& ctx, cons
   return Status::Ok();
 }
 
+/// An allocation made with moeq-allocate --target must be written to that target: its budget
+/// (file bytes) and its expert groups (one format per layer and projection for stacked
+/// targets) hold only there.
+Status CheckPlanTarget(const QuantizeCommandOptions& o, const Checkpoint& ckpt,
+                       const QuantPlan& plan) {
+  if (plan.target.empty()) return Status::Ok();
+  const WriteTarget out = TargetOfOutput(o.format, o.mlx_compatible);
+  const std::string out_name(WriteTargetName(out));
+  if (plan.target != out_name) {
+    if (o.ignore_target) {
+      spdlog::warn(
+          "{}: made for --target {}, written as {} (--ignore-target): the budget does "
+          "not hold for this output",
+          o.allocation, plan.target, out_name);
+      return Status::Ok();
+    }
+    return Status::InvalidArgument(
+        o.allocation + ": field 'budget.target': the allocation was made for --target " +
+        plan.target + " but this command writes " + out_name + " (--format " + o.format +
+        (o.mlx_compatible ? " --mlx-compatible" : "") + "); re-run moeq-allocate --target " +
+        out_name + ", or give --ignore-target");
+  }
+  if (TargetHoldsPerExpertFormats(out)) return Status::Ok();
+  // Stacked targets: every routed expert of one (layer, role) has one format (no promotion).
+  std::map<std::pair<int, TensorRole>, std::pair<const quant::FormatTraits*, std::string>> seen;
+  for (const CheckpointTensor& t : ckpt.tensors()) {
+    if (!IsExpertRole(t.id.role) || t.id.expert < 0 || plan.pruned.count(t.info.name)) continue;
+    const quant::FormatTraits* f = plan.FormatOf(t.info.name);
+    auto [it, inserted] =
+        seen.emplace(std::make_pair(t.id.layer, t.id.role), std::make_pair(f, t.info.name));
+    if (!inserted && it->second.first != f) {
+      return Status::Corruption(
+          o.allocation + ": tensor '" + t.info.name + "' has format " +
+          (f ? std::string(f->name) : "source") + " but '" + it->second.second + "' has " +
+          (it->second.first ? std::string(it->second.first->name) : "source") +
+          ": an allocation for --target " + plan.target +
+          " gives every expert of a layer and projection one format");
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) {
@@ -223,6 +267,7 @@ Status RunQuantize(const QuantizeCommandOptions& o, const ArtifactContext& ctx) 
         {o.allocation, plan.allocation_model_fingerprint},
         {"checkpoint " + o.model_dir, ckpt->fingerprint()}, o.allow_model_mismatch));
   }
+  MOEQ_RETURN_IF_ERROR(CheckPlanTarget(o, *ckpt, plan));
   // Encoder overrides: --encoder for every quantized tensor, then --expert-encoder for routed
   // experts.
   for (const auto& [flag, value, experts_only] :

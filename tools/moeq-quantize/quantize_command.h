@@ -19,6 +19,9 @@ struct QuantizeCommandOptions {
   std::string output;
   /// allocation.json from moeq-allocate (exclusive with uniform_bits).
   std::string allocation;
+  /// Write an allocation made for another --target than the output's (its budget then does not
+  /// hold; a stacked output promotes experts to one format per layer and projection).
+  bool ignore_target = false;
   /// --uniform BITS: 2, 3, 4, 5, 6, 8 (affine with `group_size`), 16 (no quantization: the
   /// source's 16-bit dtype) or 32 (f32). 0 = not given.
   int uniform_bits = 0;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -124,6 +125,27 @@ enum class Objective { kNrmse, kMse };
 Result<Objective> ParseObjective(std::string_view name);
 std::string_view ObjectiveName(Objective o);
 
+/// The file an allocation is made for (moeq-allocate --target): how its options are costed.
+/// Without it (the default) an option costs the bytes the sensitivity file measured and the
+/// budget covers only the allocated tensors.
+struct TargetCosting {
+  std::string target;  ///< "mlx", "mlx-stacked", "gguf"
+  /// Routed experts (per-expert tensors) of one (layer, role) take one format: one MCKP item per
+  /// group whose options are the formats every member can take.
+  bool stacked = false;
+  /// Bytes of the written file that no allocated tensor decides (header, metadata, tensors not
+  /// allocated, carried files).
+  uint64_t fixed_bytes = 0;
+  /// Weights of every tensor of the written file (the denominator of a file bpw).
+  int64_t weights = 0;
+  /// Which targets can hold per-expert formats / what is exact (recorded in allocation.json).
+  std::string accuracy;
+  /// Bytes the file spends on `members` (one tensor, or one stacked group) all in `format`.
+  std::function<Result<uint64_t>(const std::vector<const SensitivityTensor*>& members,
+                                 const std::string& format)>
+      item_bytes;
+};
+
 struct AllocationSettings {
   Policy policy = Policy::kMckp;
   Objective objective = Objective::kNrmse;
@@ -134,6 +156,8 @@ struct AllocationSettings {
   TierThresholds tiers;
   /// Routing counts (required for mckp-hotness and tiered).
   std::optional<RoutingProfile> profile;
+  /// Cost options at the bytes of this written file (nullopt: sensitivity bytes, legacy).
+  std::optional<TargetCosting> target;
 };
 
 /// What the allocation decided for one tensor.
@@ -161,6 +185,16 @@ struct AllocationModel {
   uint64_t full_precision_bytes = 0;  ///< Σ bytes of the largest (16-bit) config of every tensor
   int vetoed_configs = 0;             ///< configs removed by the SQNR veto
   int forced_tensors = 0;             ///< tensors all of whose configs were vetoed
+  /// With a target: the MCKP items (problem order) as the tensors each decides (one tensor, or
+  /// a stacked expert group) and, per option, the config of each of them. Empty without one:
+  /// item i is tensor i with option_config[i].
+  std::vector<std::vector<size_t>> item_tensors;
+  std::vector<std::vector<std::vector<int>>> item_option_configs;
+  /// Target costing, when given: the file bytes outside the items (budget = fixed + items).
+  std::optional<TargetCosting> target;
+  /// Smallest and largest file (fixed + items) for a target; MinBytes/MaxBytes otherwise.
+  uint64_t MinFileBytes() const { return problem.MinBytes() + (target ? target->fixed_bytes : 0); }
+  uint64_t MaxFileBytes() const { return problem.MaxBytes() + (target ? target->fixed_bytes : 0); }
 };
 
 Result<AllocationModel> BuildAllocationModel(const SensitivityFile& sens,
@@ -173,7 +207,7 @@ struct AllocationResult {
   bool above_full_precision = false;
 };
 
-/// Solves the model at `budget` bytes.
+/// Solves the model at `budget` bytes (with a target: bytes of the whole written file).
 Result<AllocationResult> SolveAllocation(const SensitivityFile& sens, const AllocationModel& model,
                                          uint64_t budget, SolverKind solver);
 

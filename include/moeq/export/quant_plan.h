@@ -32,6 +32,9 @@ struct QuantPlan {
   std::map<std::string, const quant::FormatTraits*, std::less<>> formats;
   /// Routed-expert tensors the plan prunes (DynaMINT "prunable" with --allow-prune).
   std::set<std::string, std::less<>> pruned;
+  /// The written file the allocation was costed for (allocation.json budget.target: "mlx",
+  /// "mlx-stacked", "gguf"); "" for uniform plans and allocations made without --target.
+  std::string target;
   /// Tensor name -> encoder of its codes (allocation.json "encoder"); absent = rtn.
   std::map<std::string, quant::EncoderKind, std::less<>> encoders;
 
