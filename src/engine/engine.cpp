@@ -204,7 +204,7 @@ class ScratchLease {
 
 struct Engine::Impl {
   ModelConfig cfg;
-  int threads = 0;
+  int default_threads = 0;
   bool normalize_topk = false;
   /// The checkpoint the weights are used from (the engine's own handle on the directory).
   std::unique_ptr<Checkpoint> source;
@@ -416,7 +416,7 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given,
   const Checkpoint& ckpt = *impl->source;
   const ModelConfig& cfg = ckpt.config();
   impl->cfg = cfg;
-  impl->threads = options.threads;
+  impl->default_threads = options.threads;
   const FamilyTraits* family = FindFamily(cfg.model_type);
   if (family == nullptr) {
     return Status::Unsupported(ckpt.dir() + ": model_type '" + cfg.model_type +
@@ -854,7 +854,8 @@ void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<
   std::vector<int64_t>& first = s.first;
   count.assign(static_cast<size_t>(E), 0);
   first.assign(static_cast<size_t>(E), 0);
-  for (int64_t s = 0; s < T * K; ++s) ++count[static_cast<size_t>(chosen[static_cast<size_t>(s)])];
+  for (int64_t slot = 0; slot < T * K; ++slot)
+    ++count[static_cast<size_t>(chosen[static_cast<size_t>(slot)])];
   int64_t n = 0;
   for (const int32_t e : l.tier_order) {
     first[static_cast<size_t>(e)] = n;
@@ -868,10 +869,10 @@ void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<
   // X, G, U and Y are fully overwritten: every gathered row belongs to an expert with tokens.
   std::vector<float>& X = s.X;
   X.resize(static_cast<size_t>(n * H));
-  for (int64_t s = 0; s < T * K; ++s) {
-    const int64_t r = fill[static_cast<size_t>(chosen[static_cast<size_t>(s)])]++;
-    row_of_slot[static_cast<size_t>(s)] = r;
-    std::copy_n(h.data() + (s / K) * H, H, X.data() + r * H);
+  for (int64_t slot = 0; slot < T * K; ++slot) {
+    const int64_t r = fill[static_cast<size_t>(chosen[static_cast<size_t>(slot)])]++;
+    row_of_slot[static_cast<size_t>(slot)] = r;
+    std::copy_n(h.data() + (slot / K) * H, H, X.data() + r * H);
   }
 
   struct Item {
@@ -1052,7 +1053,7 @@ void Engine::Impl::Head(std::vector<float>& x, int64_t T, std::vector<float>* lo
 Status Engine::Run(std::span<const int32_t> tokens, KvCache* cache, std::vector<float>* logits,
                    ForwardObserver* observer, int threads_override) const {
   const Impl& m = *impl_;
-  const int threads = threads_override >= 0 ? threads_override : m.threads;
+  const int threads = threads_override >= 0 ? threads_override : m.default_threads;
   const int64_t T = static_cast<int64_t>(tokens.size());
   const int64_t pos0 = cache ? cache->length_ : 0;
   if (cache && cache->k_.size() != m.layers.size()) {
@@ -1087,7 +1088,7 @@ Status Engine::ForwardLayers(int begin, int end, std::vector<std::vector<float>>
                              std::span<ForwardObserver* const> observers,
                              int threads_override) const {
   const Impl& m = *impl_;
-  const int threads = ResolveThreads(threads_override >= 0 ? threads_override : m.threads);
+  const int threads = ResolveThreads(threads_override >= 0 ? threads_override : m.default_threads);
   const auto W = static_cast<int64_t>(hidden->size());
   const int64_t H = m.cfg.hidden_size;
   if (begin < 0 || end > static_cast<int>(m.layers.size()) || begin > end) {
@@ -1174,7 +1175,7 @@ Status Engine::LogitsFromHidden(std::vector<float>* hidden, std::vector<float>* 
                                    " values are not whole rows of " + std::to_string(H));
   }
   m.Head(*hidden, static_cast<int64_t>(hidden->size()) / H, logits,
-         threads_override >= 0 ? threads_override : m.threads);
+         threads_override >= 0 ? threads_override : m.default_threads);
   return Status::Ok();
 }
 

@@ -70,13 +70,13 @@ class WindowObserver : public ForwardObserver {
           rows[static_cast<size_t>(experts[static_cast<size_t>(t * top_k + j)])].push_back(t);
       std::vector<float> g;
       for (int64_t e = 0; e < E; ++e) {
-        const auto& r = rows[static_cast<size_t>(e)];
-        if (r.empty()) continue;
-        g.resize(r.size() * static_cast<size_t>(H));
-        for (size_t i = 0; i < r.size(); ++i)
-          std::memcpy(g.data() + i * static_cast<size_t>(H), hidden.data() + r[i] * H,
+        const auto& routed = rows[static_cast<size_t>(e)];
+        if (routed.empty()) continue;
+        g.resize(routed.size() * static_cast<size_t>(H));
+        for (size_t i = 0; i < routed.size(); ++i)
+          std::memcpy(g.data() + i * static_cast<size_t>(H), hidden.data() + routed[i] * H,
                       static_cast<size_t>(H) * sizeof(float));
-        AddGram(g.data(), static_cast<int64_t>(r.size()), H,
+        AddGram(g.data(), static_cast<int64_t>(routed.size()), H,
                 l.expert_in_gram.data() + static_cast<size_t>(e * H * H));
       }
     }

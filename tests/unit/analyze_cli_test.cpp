@@ -16,7 +16,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-
 int RunBin(const std::string& args) { return test::RunToolCommand(args); }
 
 TEST(AnalyzeCli, MergeAcceptsOptionsAfterTheSubcommandAndEqualsUnsharded) {

@@ -135,9 +135,9 @@ INSTANTIATE_TEST_SUITE_P(
                  "model.safetensors", "overlap"},
         BadInput{"offsets_out_of_range", nullptr,
                  [](const std::string& d) {
-                   const std::string t = FirstTensor(d);
+                   const std::string first = FirstTensor(d);
                    EditHeader(d + kST, [&](nlohmann::json& h) {
-                     auto& off = h[t]["data_offsets"];
+                     auto& off = h[first]["data_offsets"];
                      const uint64_t len = off[1].get<uint64_t>() - off[0].get<uint64_t>();
                      off = {uint64_t{1} << 40, (uint64_t{1} << 40) + len};
                    });
@@ -145,8 +145,8 @@ INSTANTIATE_TEST_SUITE_P(
                  "model.safetensors", "data_offsets"},
         BadInput{"dtype_shape_mismatch", nullptr,
                  [](const std::string& d) {
-                   const std::string t = FirstTensor(d);
-                   EditHeader(d + kST, [&](nlohmann::json& h) { h[t]["dtype"] = "F32"; });
+                   const std::string first = FirstTensor(d);
+                   EditHeader(d + kST, [&](nlohmann::json& h) { h[first]["dtype"] = "F32"; });
                  },
                  "model.safetensors", "data_offsets span"},
         BadInput{"invalid_header_json", nullptr,
@@ -165,12 +165,12 @@ INSTANTIATE_TEST_SUITE_P(
             "nan_weight",
             [](const std::string&, test::SyntheticCheckpointOptions* o) { o->dtype = DType::kF32; },
             [](const std::string& d) {
-              const std::string t = FirstTensor(d);
+              const std::string first = FirstTensor(d);
               std::string bytes = *ReadFile(d + kST);
               uint64_t n;
               std::memcpy(&n, bytes.data(), 8);
               auto h = nlohmann::json::parse(bytes.substr(8, n));
-              const uint64_t at = 8 + n + h[t]["data_offsets"][0].get<uint64_t>() + 4 * 3;
+              const uint64_t at = 8 + n + h[first]["data_offsets"][0].get<uint64_t>() + 4 * 3;
               const float nan = std::nanf("");
               std::fstream f(d + kST, std::ios::in | std::ios::out | std::ios::binary);
               f.seekp(static_cast<std::streamoff>(at));
@@ -191,7 +191,7 @@ INSTANTIATE_TEST_SUITE_P(
                    o->config_patch = {{"model_type", "gpt5_moe"}};
                  },
                  [](const std::string&) {}, "gpt5_moe", "qwen3_moe"}),
-    [](const auto& info) { return std::string(info.param.label); });
+    [](const auto& param_info) { return std::string(param_info.param.label); });
 
 }  // namespace
 }  // namespace moeq

@@ -17,7 +17,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-
 int RunBin(const std::string& args, const std::string& err_file) {
   return test::RunToolCommand(args, err_file);
 }

@@ -60,7 +60,7 @@ class JsonConfig : public CLI::Config {
     if (!j.is_object())
       throw CLI::ConfigError("--config: the file must hold a JSON object",
                              CLI::ExitCodes::ConfigError);
-    std::vector<CLI::ConfigItem> items;
+    std::vector<CLI::ConfigItem> config_items;
     for (auto it = j.begin(); it != j.end(); ++it) {
       if (it.key() == "schema" || it.key() == "version" || it.key() == "$comment") continue;
       CLI::ConfigItem item;
@@ -83,9 +83,9 @@ class JsonConfig : public CLI::Config {
       } else if (!it->is_null()) {
         add(*it);
       }
-      items.push_back(std::move(item));
+      config_items.push_back(std::move(item));
     }
-    return items;
+    return config_items;
   }
 };
 
