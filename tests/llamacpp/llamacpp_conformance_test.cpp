@@ -308,8 +308,9 @@ TEST_P(LlamaCppConformance, EveryGgufFlavourAgreesWithMoeqEngine) {
     ASSERT_TRUE(g.ok()) << g.status().ToString();
     std::map<std::string, int> types;
     for (const auto& t : (*g)->tensors()) ++types[GgmlTypeName(t.type)];
-    if (!f.gguf_type.empty())
+    if (!f.gguf_type.empty()) {
       EXPECT_GT(types[std::string(FindGgmlTypeByName(f.gguf_type)->name)], 0);
+    }
 
     auto moeq_lp = RunMoeq(gguf, ids);
     ASSERT_TRUE(moeq_lp.ok()) << moeq_lp.status().ToString();
@@ -364,7 +365,7 @@ TEST_P(LlamaCppConformance, EveryGgufFlavourAgreesWithMoeqEngine) {
 
 INSTANTIATE_TEST_SUITE_P(Families, LlamaCppConformance,
                          ::testing::Values("qwen3_moe", "qwen2_moe", "mixtral"),
-                         [](const auto& info) { return info.param; });
+                         [](const auto& param_info) { return param_info.param; });
 
 }  // namespace
 }  // namespace moeq

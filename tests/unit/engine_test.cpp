@@ -326,11 +326,11 @@ INSTANTIATE_TEST_SUITE_P(All, EngineFamily,
                                            FamilyCase{"llama", 0, 0, false, false},
                                            FamilyCase{"qwen2", 0, 0, false, true},
                                            FamilyCase{"qwen3", 0, 0, false, false}),
-                         [](const auto& info) {
-                           return std::string(info.param.model_type) +
-                                  (info.param.fused ? "_fused" : "") +
-                                  (info.param.dense_layers ? "_dense_first" : "") +
-                                  (info.param.shared_experts ? "_shared" : "");
+                         [](const auto& param_info) {
+                           return std::string(param_info.param.model_type) +
+                                  (param_info.param.fused ? "_fused" : "") +
+                                  (param_info.param.dense_layers ? "_dense_first" : "") +
+                                  (param_info.param.shared_experts ? "_shared" : "");
                          });
 
 }  // namespace

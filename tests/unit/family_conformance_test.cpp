@@ -201,7 +201,7 @@ std::vector<std::string> FamilyNames() {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, FamilyConformance, ::testing::ValuesIn(FamilyNames()),
-                         [](const auto& info) { return info.param; });
+                         [](const auto& param_info) { return param_info.param; });
 
 TEST(FamilyTraitsTable, CoversExactlyTheSupportedModelTypes) {
   EXPECT_EQ(FamilyNames(), SupportedModelTypes());

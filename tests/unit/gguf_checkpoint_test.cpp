@@ -171,7 +171,7 @@ TEST_P(GgufCheckpoint, QuantizedGgufDecodesTheFileAndStaysClose) {
 
 INSTANTIATE_TEST_SUITE_P(Families, GgufCheckpoint,
                          ::testing::Values("qwen3_moe", "qwen2_moe", "mixtral"),
-                         [](const auto& info) { return info.param; });
+                         [](const auto& param_info) { return param_info.param; });
 
 TEST(GgufCheckpointTokenizer, Gpt2VocabularyFromGgufEncodesLikeTokenizerJson) {
   const std::string model = std::string(kSourceDir) + "/models/tiny-qwen3moe";

@@ -158,8 +158,8 @@ INSTANTIATE_TEST_SUITE_P(Inspect, SharedModels,
                          ::testing::Values(SharedModel{"tiny-qwen3moe", "qwen3_moe", 13'337'984, 64,
                                                        4},
                                            SharedModel{"tiny-mixtral", "mixtral", 3'871'872, 8, 2}),
-                         [](const auto& info) {
-                           std::string name = info.param.dir;
+                         [](const auto& param_info) {
+                           std::string name = param_info.param.dir;
                            for (char& ch : name) {
                              if (ch == '-') ch = '_';
                            }

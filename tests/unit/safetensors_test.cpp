@@ -197,8 +197,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"huge shape",
                 R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})", 4,
                 "overflows"}),
-    [](const auto& info) {
-      std::string n = info.param.label;
+    [](const auto& param_info) {
+      std::string n = param_info.param.label;
       for (char& ch : n)
         if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
       return n;

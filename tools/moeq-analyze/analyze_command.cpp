@@ -783,19 +783,19 @@ Status RunAnalyze(const AnalyzeCommandOptions& o, const ArtifactContext& ctx) {
       // SQNR the min over all members (their grids are measured; only the features are the
       // representative's), so no member is the weak link.
       json worst_by = json::object();
-      for (size_t c = 0; c < a.formats.size(); ++c) {
-        if (a.formats[c]) worst_by[EntryKey(*a.formats[c], grid[c].encoder)] = ru.expert();
+      for (size_t fi = 0; fi < a.formats.size(); ++fi) {
+        if (a.formats[fi]) worst_by[EntryKey(*a.formats[fi], grid[fi].encoder)] = ru.expert();
       }
       for (int i : members) {
         if (i == rep) continue;
         const Unit& mu = units[g.begin + static_cast<size_t>(i)];
         MOEQ_ASSIGN_OR_RETURN(Analysis mg, az.Grid(mu));
-        for (size_t c = 0; c < a.formats.size() && c < mg.formats.size(); ++c) {
-          if (!a.formats[c] || mg.formats[c] != a.formats[c]) continue;
-          if (mg.Error(c) > a.Error(c)) {
-            a.stats[c] = mg.stats[c];
-            a.act[c] = mg.act[c];
-            worst_by[EntryKey(*a.formats[c], grid[c].encoder)] = mu.expert();
+        for (size_t fi = 0; fi < a.formats.size() && fi < mg.formats.size(); ++fi) {
+          if (!a.formats[fi] || mg.formats[fi] != a.formats[fi]) continue;
+          if (mg.Error(fi) > a.Error(fi)) {
+            a.stats[fi] = mg.stats[fi];
+            a.act[fi] = mg.act[fi];
+            worst_by[EntryKey(*a.formats[fi], grid[fi].encoder)] = mu.expert();
           }
         }
       }
