@@ -56,6 +56,23 @@ for model in "$@"; do
       evals+=(--eval "$label=$d/eval_$label.json")
     done
   done
+  # moeq's own plan at the bytes of the Q4_K_M file: `moeq-allocate --target gguf` costs every
+  # option at the bytes the GGUF writer stores (one type per layer and projection of experts);
+  # the experts' codes rtn, then gptq.
+  "$bin/moeq-analyze" "$model" --activation-stats "$d/act.safetensors" -o "$d/sensitivity.jsonl" \
+    --force -q
+  budget=$(stat -c %s "$d/Q4_K_M-rtn.gguf")
+  "$bin/moeq-allocate" "$d/sensitivity.jsonl" --target gguf --budget "${budget}B" --objective mse \
+    -o "$d/plan.allocation.json" --force -q
+  for enc in rtn gptq; do
+    label=plan@Q4_K_M-$enc
+    echo "== $name: $label"
+    "$bin/moeq-quantize" "$model" --allocation "$d/plan.allocation.json" --format gguf \
+      --stats "$d/act.safetensors" --expert-encoder "$enc" -o "$d/$label.gguf" --force -q
+    "$bin/moeq-eval" "$d/$label.gguf" --text "$valid" --chunks "$chunks" \
+      --reference-logits "$d/bf16.logits.safetensors" -o "$d/eval_$label.json" --force -q
+    evals+=(--eval "$label=$d/eval_$label.json")
+  done
   {
     echo
     echo "## $name — in domain (moe-corpus valid split)"
