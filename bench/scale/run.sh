@@ -8,7 +8,8 @@
 # memory) and a plain `cp` of the checkpoint for the disk-speed reference; results go to
 # WORK_DIR/results-LLAYERS.jsonl. Checks free disk first (the bf16 checkpoint is ~1.25 GB per
 # layer + 1.2 GB; the MLX and GGUF outputs ~0.3 GB per layer each; the cp another copy).
-# Removes the generated files at the end unless KEEP=1. Run it under `nice -n 10` on a shared
+# Drops the page cache before each tool when run as root (DROP_CACHES=0: keep it). CP_GB bounds
+# the cp reference. Removes the generated files at the end unless KEEP=1. Run it under `nice -n 10` on a shared
 # machine. Env: WINDOWS (8), CONTEXT (512), PRESET (qwen3-30b-a3b), SEED (1).
 set -euo pipefail
 bin=${1:?usage: run.sh BIN_DIR LAYERS [WORK_DIR]}
@@ -18,23 +19,40 @@ windows=${WINDOWS:-8}
 context=${CONTEXT:-512}
 preset=${PRESET:-qwen3-30b-a3b}
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
+repo=${REPO:-$(cd "$here/../.." && pwd)}
 m="$here/measure.py"
 d="$work/L$layers"
 res="$work/results-L$layers.jsonl"
 mkdir -p "$d"
 : > "$res"
 
-need_gb=$(( (layers * 125 / 100 + 2) * 2 + layers * 6 / 10 + 2 ))
+need_gb=$(( (layers * 125 / 100 + 2) + ${CP_GB:-12} + layers * 6 / 10 + 2 ))
 avail_gb=$(df -BG --output=avail "$work" | tail -1 | tr -dc 0-9)
 echo "disk: need ~${need_gb} GB, ${avail_gb} GB free under $work"
 if (( avail_gb < need_gb + 10 )); then echo "not enough free disk (keep 10 GB for others)"; exit 1; fi
 
-run() { local name=$1; shift; python3 "$m" "$name" "$res" -- "$@"; }
+# Cold page cache before every tool (as root), so that each one reads the checkpoint from disk
+# as on a first run; DROP_CACHES=0 keeps whatever the previous tool left in memory.
+drop_caches() {
+  if [[ "${DROP_CACHES:-1}" == 1 ]]; then sync; echo 1 > /proc/sys/vm/drop_caches 2>/dev/null || true; fi
+}
+run() { local name=$1; shift; drop_caches; python3 "$m" "$name" "$res" -- "$@"; }
 
 run synth "$bin/moeq-synth" --preset "$preset" --layers "$layers" --seed "${SEED:-1}" -o "$d/model" --force
 du -sb "$d/model" | awk '{printf "{\"tool\": \"checkpoint_bytes\", \"bytes\": %.0f}\n", $1}' >> "$res"
-run cp cp -r "$d/model" "$d/model-copy"
+# The disk-speed reference: a plain cp of the checkpoint's shards, cold, up to CP_GB (default
+# 12) GB of them so the copy fits on the disk beside the 24-layer checkpoint.
+cp_limit=$(( ${CP_GB:-12} * 1000000000 ))
+cp_files=() cp_total=0
+for f in "$d"/model/*.safetensors; do
+  sz=$(stat -c %s "$f")
+  if (( ${#cp_files[@]} > 0 && cp_total + sz > cp_limit )); then break; fi
+  cp_files+=("$f"); cp_total=$((cp_total + sz))
+done
+mkdir -p "$d/model-copy"
+echo "{\"tool\": \"cp_bytes\", \"bytes\": $cp_total}" >> "$res"
+# (+ sync: moeq's writers fsync their outputs, so the reference waits for the disk too)
+run cp sh -c 'dst=$1; shift; cp "$@" "$dst" && sync' sh "$d/model-copy/" "${cp_files[@]}"
 rm -rf "$d/model-copy"
 run inspect "$bin/moeq-inspect" "$d/model"
 run profile "$bin/moeq-profile" "$d/model" --text "$repo/data/moe-corpus/calib.txt" --context "$context" \
@@ -44,11 +62,13 @@ run analyze "$bin/moeq-analyze" "$d/model" --activation-stats "$d/activation_sta
 run calibrate "$bin/moeq-calibrate" "$d/model" --sensitivity "$d/sensitivity.jsonl" \
   --text "$repo/data/moe-corpus/calib.txt" --windows "$windows" --context "$context" ${CALIBRATE_FLAGS:---method local} \
   -o "$d/calibrated_priors.json" --force
-run allocate "$bin/moeq-allocate" "$d/sensitivity.jsonl" --bpw 4.5 --objective mse \
+run allocate "$bin/moeq-allocate" "$d/sensitivity.jsonl" --bpw 4.5 --objective mse --target mlx \
   --rules "$d/calibrated_priors.json" -q -o "$d/allocation.json" --force
+run allocate_gguf "$bin/moeq-allocate" "$d/sensitivity.jsonl" --bpw 4.5 --objective mse --target gguf \
+  --rules "$d/calibrated_priors.json" -q -o "$d/allocation_gguf.json" --force
 run quantize_mlx "$bin/moeq-quantize" "$d/model" --allocation "$d/allocation.json" -o "$d/mlx" --force
 du -sb "$d/mlx" | awk '{printf "{\"tool\": \"mlx_bytes\", \"bytes\": %.0f}\n", $1}' >> "$res"
-run quantize_gguf "$bin/moeq-quantize" "$d/model" --allocation "$d/allocation.json" --format gguf -o "$d/model.gguf" --force
+run quantize_gguf "$bin/moeq-quantize" "$d/model" --allocation "$d/allocation_gguf.json" --format gguf -o "$d/model.gguf" --force
 rm -f "$d/model.gguf"
 run eval_bf16 "$bin/moeq-eval" "$d/model" --text "$repo/data/moe-corpus/valid.txt" --context "$context" \
   --chunks "$windows" -o "$d/eval_bf16.json" --force
