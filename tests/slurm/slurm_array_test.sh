@@ -93,7 +93,7 @@ stop_pid() {  # stop_pid PID NAME: TERM, up to 15 s, then KILL
 our_stepds() {
   local p
   for p in $(pgrep -x slurmstepd 2>/dev/null || true); do
-    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qxF "SLURM_CONF=$t/slurm.conf"; then
+    if { tr '\0' '\n' <"/proc/$p/environ"; } 2>/dev/null | grep -qxF "SLURM_CONF=$t/slurm.conf"; then
       echo "$p"
     fi
   done
@@ -254,7 +254,7 @@ log "slurmd up ($slurmd_pid), node idle"
 
 # ---- the single-process reference ------------------------------------------------------------
 log "reference: one moeq-analyze process over $model"
-"$bin/moeq-analyze" "$model" -o "$t/one.jsonl" -q --force
+timeout "$budget" "$bin/moeq-analyze" "$model" -o "$t/one.jsonl" -q --force || fail "the single-process moeq-analyze failed"
 [ -s "$t/one.jsonl" ] || fail "the single-process moeq-analyze wrote nothing"
 
 # ---- the job array and the dependent merge ---------------------------------------------------
