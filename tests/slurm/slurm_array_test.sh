@@ -68,8 +68,9 @@ log() { echo "$me: [$(elapsed)s] $*"; }
 t=$(mktemp -d "${TMPDIR:-/tmp}/moeq-slurm.XXXXXX")
 # munged wants every directory above its socket executable by all, its key private.
 chmod 711 "$t"
-mkdir -p -m 700 "$t/munge"
-mkdir -p -m 755 "$t/run"
+mkdir "$t/munge" "$t/run"
+chmod 700 "$t/munge"
+chmod 755 "$t/run"
 mkdir -p "$t/state" "$t/spool" "$t/log" "$t/jobs" "$t/out"
 munged_pid="" ctld_pid="" slurmd_pid="" job_ids=()
 
@@ -145,7 +146,7 @@ wait_for() {
   shift 2
   local end=$((SECONDS + secs))
   until "$@" >/dev/null 2>&1; do
-    if [ $SECONDS -ge $end ] || [ $(elapsed) -ge "$budget" ]; then
+    if [ $SECONDS -ge $end ] || [ "$(elapsed)" -ge "$budget" ]; then
       fail "timed out after ${secs} s waiting for $what"
     fi
     sleep 0.5
@@ -302,8 +303,9 @@ n_done=$(grep -c 'JobState=COMPLETED .*ExitCode=0:0' <<<"$array_lines" || true)
 n_tasks=$(grep -c 'JobId=' <<<"$array_lines" || true)
 echo "$array_lines" | sed -E 's/^(JobId=[0-9]+).* (ArrayJobId=[0-9]+ ArrayTaskId=[^ ]+).* (JobState=[A-Z_]+).* (ExitCode=[0-9:]+).*/  \1 \2 \3 \4/'
 echo "$merge_line" | sed -E 's/^(JobId=[0-9]+).* (JobState=[A-Z_]+).* (Dependency=[^ ]+).* (ExitCode=[0-9:]+).*/  \1 \2 \3 \4/'
-[ "$n_tasks" -eq "$shards" ] && [ "$n_done" -eq "$shards" ] ||
+if [ "$n_tasks" -ne "$shards" ] || [ "$n_done" -ne "$shards" ]; then
   fail "array job $array_id: $n_done of $shards tasks COMPLETED with exit 0 ($n_tasks listed)"
+fi
 grep -q 'JobState=COMPLETED .*ExitCode=0:0' <<<"$merge_line" || fail "merge job $merge_id did not complete with exit 0"
 # afterok held: the merge started when every array task had ended (ISO times compare as text).
 last_end=$(grep -oE ' EndTime=[^ ]+' <<<"$array_lines" | cut -d= -f2 | sort | tail -n 1)
