@@ -3,6 +3,8 @@
 #   make test   installs missing Debian packages, builds and runs the test suite
 #   make llamacpp-deps  installs node/npm and the pinned llama.cpp (node-llama-cpp) of the
 #                       conformance test (ctest -L llamacpp); `make test` does it too
+#   make test-slurm     (root) installs slurm-wlm and munge, builds, and runs the opt-in Slurm
+#                       test: examples/slurm/ on a one-node Slurm it starts and stops (ctest -L slurm)
 # Other targets: test-sanitize (ASan+UBSan build and tests), test-tsan (determinism tests under
 # ThreadSanitizer), fuzz / fuzz-run (libFuzzer targets, clang), bench, clean.
 
@@ -23,7 +25,7 @@ FUZZ_TARGETS  ?= safetensors_header gguf_reader config_adapter tokenizer_json se
 # Labels the sanitizer pass skips (tests too slow under ASan; they run in the plain pass).
 SANITIZE_SKIP ?= slow
 
-.PHONY: format all deps test-deps llamacpp-deps build test test-sanitize test-tsan fuzz fuzz-run release demo bench clean
+.PHONY: format all deps test-deps llamacpp-deps slurm-deps build test test-slurm test-sanitize test-tsan fuzz fuzz-run release demo bench clean
 
 all: build
 
@@ -47,6 +49,15 @@ llamacpp-deps:
 
 test: test-deps build
 	ctest --test-dir $(BUILD) --output-on-failure --no-tests=error -j $(JOBS)
+
+# The opt-in Slurm test (tests/slurm/slurm_array_test.sh, docs/scale.md): as root, starts munged,
+# slurmctld and slurmd from Debian's packages in a temporary directory, runs examples/slurm/'s
+# job array and merge job on the bundled model, stops them. `make test` skips it (no MOEQ_SLURM_TEST).
+slurm-deps:
+	@scripts/install-deps.sh slurm-wlm munge
+
+test-slurm: slurm-deps build
+	MOEQ_SLURM_TEST=1 ctest --test-dir $(BUILD) -L slurm -V --no-tests=error
 
 # ASan+UBSan, optimised (-O1) so the suite stays within CI's time; tests labelled slow are skipped.
 test-sanitize: test-deps
