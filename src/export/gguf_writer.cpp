@@ -758,9 +758,27 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
   MOEQ_RETURN_IF_ERROR(file.Pad(gguf_internal::kAlignment));
   const uint64_t data_start = file.written();
 
+  // Progress in millions of weights, not tensors: one embedding can be as big as a layer.
   std::unique_ptr<Progress> progress;
-  if (options.progress)
-    progress = std::make_unique<Progress>("gguf", static_cast<int64_t>(tensors.size()));
+  int64_t weights_done = 0, millions_shown = 0;
+  if (options.progress) {
+    int64_t total = 0;
+    for (const PlannedTensor& t : tensors) {
+      int64_t n = 1;
+      for (int64_t d : t.ne) n *= d;
+      total += n;
+    }
+    progress =
+        std::make_unique<Progress>("gguf", std::max<int64_t>(1, total / 1000000), "M weights");
+  }
+  auto advance = [&](int64_t n, const std::string& name) {
+    weights_done += n;
+    const int64_t m = weights_done / 1000000;
+    if (progress && m > millions_shown) {
+      progress->Advance(m - millions_shown, name);
+      millions_shown = m;
+    }
+  };
   const int threads = ResolveThreads(options.threads);
   constexpr int64_t kChunkElems = int64_t{1} << 22;
   std::vector<float> buf, permuted;
@@ -823,6 +841,7 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
             return coded.status().WithContext("gguf: tensor '" + t.name + "' (" + part.source +
                                               ")");
           MOEQ_RETURN_IF_ERROR(file.Write(coded->data(), coded->size()));
+          advance(nr * t.cols, t.name);
           continue;
         }
         enc.resize(static_cast<size_t>(row_bytes * static_cast<uint64_t>(nr)));
@@ -839,6 +858,7 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
           if (!s.ok()) return s.WithContext("gguf: tensor '" + t.name + "'");
         }
         MOEQ_RETURN_IF_ERROR(file.Write(enc.data(), enc.size()));
+        advance(nr * t.cols, t.name);
       }
       if (!part.source.empty()) ckpt.Release(part.source);
     }
@@ -847,7 +867,6 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
     tensor_encoders.push_back(std::move(joined));
     tensor_bytes += t.bytes;
     MOEQ_RETURN_IF_ERROR(file.Pad(gguf_internal::kAlignment));
-    if (progress) progress->Advance(1, t.name);
   }
   if (progress) progress->Finish();
   const uint64_t file_bytes = file.written();

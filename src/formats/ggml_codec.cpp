@@ -6,10 +6,15 @@
 // search over candidate scales, each refined by least squares; super-block scales of the
 // K-quants are fp16, sub-block scales are quantized against them and codes are recomputed with
 // the quantized scales.
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <array>
 #include <cctype>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "moeq/base/half.h"
@@ -45,8 +50,16 @@ inline float GetF16(const uint8_t* p) {
 /// fp16 rounding of a float (what the decoder will see).
 inline float RoundF16(float v) { return F16ToF32(F32ToF16(v)); }
 
-/// Round half away from zero to int (like roundf); inputs are bounded by the callers.
-inline int RoundInt(float v) { return static_cast<int>(std::lround(v)); }
+/// Round half away from zero to int: std::lround (halves away from zero) without the libm call,
+/// which dominated the K-quant scale searches: v - trunc(v) is exact in float, so the result equals
+/// lround for every |v| < 2^31. Saturates outside the int range (NaN gives 0) instead of
+/// overflowing.
+inline int RoundInt(float v) {
+  float t = std::trunc(v);
+  if (std::fabs(v - t) >= 0.5f) t += std::copysign(1.0f, v);
+  if (!(std::fabs(t) < 2147483520.0f)) return std::isnan(t) ? 0 : (t > 0 ? INT32_MAX : INT32_MIN);
+  return static_cast<int>(t);
+}
 inline int Clamp(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 // --- scale search ----------------------------------------------------------------------------
@@ -123,7 +136,90 @@ void FitAsymmetric(const float* x, const float* w, int n, int nmax, int nstep, f
 }
 
 /// Symmetric fit x ≈ scale*q with q in [-nmax, nmax-1]. The scale maps the element of largest
-/// magnitude to -nmax (as ggml does); candidates around it are refined by least squares.
+/// magnitude to -nmax (as ggml does); 17 candidates around it (s = -8..8) are refined by least
+/// squares and the one of least weighted error wins (the first on ties).
+///
+/// The arithmetic of one candidate is spelled out with explicit fused multiply-adds, so the
+/// AVX-512 path (16 candidates per vector, each candidate's sums still taken in element order)
+/// and the scalar path give the same bits: iscale = -(fma(s, 0.1, nmax)) / max;
+/// sqx = fma(w*l, x, sqx), sqq = fma(w*l, l, sqq); d = fma(l, scale, -x), err = fma(w*d, d, err).
+float SymmetricCandidateError(const float* x, const float* w, int n, int nmax, float max, int s,
+                              float* scale_out) {
+  const float lo = static_cast<float>(-nmax), hi = static_cast<float>(nmax - 1);
+  auto q = [&](float v) {
+    const int r = RoundInt(v);
+    return std::isnan(v) ? 0.0f : std::min(std::max(static_cast<float>(r), lo), hi);
+  };
+  const float iscale = -std::fma(static_cast<float>(s), 0.1f, static_cast<float>(nmax)) / max;
+  float sqx = 0, sqq = 0;
+  for (int i = 0; i < n; ++i) {
+    const float l = q(iscale * x[i]);
+    const float wl = l * w[i];
+    sqx = std::fma(wl, x[i], sqx);
+    sqq = std::fma(wl, l, sqq);
+  }
+  if (!(sqq > 0)) return INFINITY;
+  const float scale = sqx / sqq;
+  float err = 0;
+  for (int i = 0; i < n; ++i) {
+    const float l = q(x[i] / scale);
+    const float d = std::fma(l, scale, -x[i]);
+    err = std::fma(d * w[i], d, err);
+  }
+  *scale_out = scale;
+  return std::isnan(err) ? INFINITY : err;
+}
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+/// Candidates s = -8..7 of SymmetricCandidateError at once, one per lane.
+void SymmetricCandidateErrors16(const float* x, const float* w, int n, int nmax, float max,
+                                float* err_out, float* scale_out) {
+  const __m512 lo = _mm512_set1_ps(static_cast<float>(-nmax));
+  const __m512 hi = _mm512_set1_ps(static_cast<float>(nmax - 1));
+  const __m512 half = _mm512_set1_ps(0.5f);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  const __m512 big = _mm512_set1_ps(2147483520.0f);
+  // RoundInt (halves away from zero, saturating), then the clamp; NaN gives 0.
+  auto q = [&](__m512 v) {
+    __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m512 frac = _mm512_andnot_ps(sign, _mm512_sub_ps(v, t));
+    const __mmask16 up = _mm512_cmp_ps_mask(frac, half, _CMP_GE_OQ);
+    t = _mm512_mask_add_ps(t, up, t, _mm512_or_ps(one, _mm512_and_ps(sign, v)));
+    // |t| >= 2^31 saturates to the int range, which the clamp turns into lo or hi anyway.
+    t = _mm512_min_ps(_mm512_max_ps(t, _mm512_sub_ps(_mm512_setzero_ps(), big)), big);
+    t = _mm512_min_ps(_mm512_max_ps(t, lo), hi);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    return _mm512_mask_mov_ps(t, nan, _mm512_setzero_ps());
+  };
+  const __m512 svec = _mm512_set_ps(7, 6, 5, 4, 3, 2, 1, 0, -1, -2, -3, -4, -5, -6, -7, -8);
+  const __m512 iscale = _mm512_div_ps(
+      _mm512_sub_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(svec, _mm512_set1_ps(0.1f),
+                                                         _mm512_set1_ps(static_cast<float>(nmax)))),
+      _mm512_set1_ps(max));
+  __m512 sqx = _mm512_setzero_ps(), sqq = _mm512_setzero_ps();
+  for (int i = 0; i < n; ++i) {
+    const __m512 xv = _mm512_set1_ps(x[i]);
+    const __m512 l = q(_mm512_mul_ps(iscale, xv));
+    const __m512 wl = _mm512_mul_ps(l, _mm512_set1_ps(w[i]));
+    sqx = _mm512_fmadd_ps(wl, xv, sqx);
+    sqq = _mm512_fmadd_ps(wl, l, sqq);
+  }
+  const __m512 scale = _mm512_div_ps(sqx, sqq);
+  __m512 err = _mm512_setzero_ps();
+  for (int i = 0; i < n; ++i) {
+    const __m512 xv = _mm512_set1_ps(x[i]);
+    const __m512 l = q(_mm512_div_ps(xv, scale));
+    const __m512 d = _mm512_fmsub_ps(l, scale, xv);
+    err = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(w[i])), d, err);
+  }
+  const __mmask16 ok = _mm512_cmp_ps_mask(sqq, _mm512_setzero_ps(), _CMP_GT_OQ) &
+                       _mm512_cmp_ps_mask(err, err, _CMP_ORD_Q);
+  _mm512_storeu_ps(err_out, _mm512_mask_mov_ps(_mm512_set1_ps(INFINITY), ok, err));
+  _mm512_storeu_ps(scale_out, scale);
+}
+#endif
+
 float FitSymmetric(const float* x, const float* w, int n, int nmax) {
   float amax = 0, max = 0;
   for (int i = 0; i < n; ++i) {
@@ -133,26 +229,19 @@ float FitSymmetric(const float* x, const float* w, int n, int nmax) {
     }
   }
   if (amax == 0) return 0;
+  float errs[17], scales[17];
+  int s0 = -8;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  SymmetricCandidateErrors16(x, w, n, nmax, max, errs, scales);
+  s0 = 8;
+#endif
+  for (int s = s0; s <= 8; ++s)
+    errs[s + 8] = SymmetricCandidateError(x, w, n, nmax, max, s, &scales[s + 8]);
   float best_err = INFINITY, best = max / -static_cast<float>(nmax);
-  for (int s = -8; s <= 8; ++s) {
-    const float iscale = -(static_cast<float>(nmax) + 0.1f * static_cast<float>(s)) / max;
-    float sqx = 0, sqq = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = Clamp(RoundInt(iscale * x[i]), -nmax, nmax - 1);
-      sqx += w[i] * l * x[i];
-      sqq += w[i] * l * l;
-    }
-    if (sqq <= 0) continue;
-    const float scale = sqx / sqq;
-    float err = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = Clamp(RoundInt(x[i] / scale), -nmax, nmax - 1);
-      const float d = scale * l - x[i];
-      err += w[i] * d * d;
-    }
-    if (err < best_err) {
-      best_err = err;
-      best = scale;
+  for (int k = 0; k < 17; ++k) {
+    if (errs[k] < best_err) {
+      best_err = errs[k];
+      best = scales[k];
     }
   }
   return best;

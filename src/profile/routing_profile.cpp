@@ -7,6 +7,7 @@
 #include <cstring>
 #include <mutex>
 #include <optional>
+#include <string>
 
 #include "moeq/base/json_reader.h"
 #include "moeq/base/parallel.h"
@@ -147,6 +148,33 @@ void Merge(LayerProfile* into, const LayerProfile& from) {
   add(into->expert_act_gram, from.expert_act_gram);
 }
 
+/// Forwards every call to `inner` and advances `progress` by one layer when a layer starts (the
+/// layer-by-layer pass of a batch shows progress per layer, not only at the end of the batch).
+class ProgressObserver : public ForwardObserver {
+ public:
+  ProgressObserver(ForwardObserver* inner, Progress* progress) : inner_(inner), progress_(progress) {}
+  void OnAttentionInput(int layer, int64_t tokens, std::span<const float> hidden) override {
+    if (layer > 0) progress_->Advance(1, "layer " + std::to_string(layer - 1));
+    inner_->OnAttentionInput(layer, tokens, hidden);
+  }
+  void OnMlpInput(int layer, int64_t tokens, std::span<const float> hidden) override {
+    inner_->OnMlpInput(layer, tokens, hidden);
+  }
+  void OnRouting(int layer, int64_t tokens, int top_k, std::span<const int32_t> experts,
+                 std::span<const float> weights, std::span<const float> probs,
+                 std::span<const float> hidden) override {
+    inner_->OnRouting(layer, tokens, top_k, experts, weights, probs, hidden);
+  }
+  void OnExpertActivation(int layer, int expert, int64_t tokens,
+                          std::span<const float> act) override {
+    inner_->OnExpertActivation(layer, expert, tokens, act);
+  }
+
+ private:
+  ForwardObserver* inner_;
+  Progress* progress_;
+};
+
 }  // namespace
 
 Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const CalibrationText> texts,
@@ -193,7 +221,6 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const Cali
                                      {.overwrite = options.overwrite_trace}));
   }
   std::optional<Progress> progress;
-  if (options.progress) progress.emplace("profile", static_cast<int64_t>(jobs.size()), "windows");
   internal::RoutingFolder folder(&prof);
   const int threads = ResolveThreads(options.threads);
   RoutingProfile blank = prof;            // zeroed accumulators each window starts from
@@ -217,6 +244,11 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const Cali
       threads,
       std::min<int64_t>({static_cast<int64_t>(jobs.size()), kProfileMaxBatch,
                          kProfileHiddenBudgetBytes / std::max<int64_t>(1, per_window_bytes)})));
+  // Progress in layers of batches: one batch of windows goes through every layer in turn.
+  const int64_t batches = (static_cast<int64_t>(jobs.size()) + static_cast<int64_t>(batch) - 1) /
+                          static_cast<int64_t>(batch);
+  if (options.progress)
+    progress.emplace("profile", std::max<int64_t>(1, batches * c.num_layers), "layer passes");
   for (size_t b0 = 0; b0 < jobs.size(); b0 += batch) {
     const size_t nb = std::min(jobs.size() - b0, batch);
     std::vector<std::unique_ptr<WindowObserver>> obs(nb);
@@ -229,11 +261,16 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const Cali
       spans[i] = texts[job.text].tokens.subspan(static_cast<size_t>(job.start),
                                                 static_cast<size_t>(options.context));
     }
+    std::optional<ProgressObserver> progress_obs;
+    if (progress && nb > 0) {
+      progress_obs.emplace(obs_ptr[0], &*progress);
+      obs_ptr[0] = &*progress_obs;
+    }
     {
       std::vector<std::vector<float>> hidden;
       MOEQ_RETURN_IF_ERROR(engine.ForwardHidden(spans, &hidden, obs_ptr, threads));
     }
-    if (progress) progress->Advance(static_cast<int64_t>(nb));
+    if (progress) progress->Advance(1, "layer " + std::to_string(c.num_layers - 1));
     for (size_t i = 0; i < nb; ++i) {
       const Job& job = jobs[b0 + i];
       const int domain = text_domain[job.text];
