@@ -152,7 +152,8 @@ void Merge(LayerProfile* into, const LayerProfile& from) {
 /// layer-by-layer pass of a batch shows progress per layer, not only at the end of the batch).
 class ProgressObserver : public ForwardObserver {
  public:
-  ProgressObserver(ForwardObserver* inner, Progress* progress) : inner_(inner), progress_(progress) {}
+  ProgressObserver(ForwardObserver* inner, Progress* progress)
+      : inner_(inner), progress_(progress) {}
   void OnAttentionInput(int layer, int64_t tokens, std::span<const float> hidden) override {
     if (layer > 0) progress_->Advance(1, "layer " + std::to_string(layer - 1));
     inner_->OnAttentionInput(layer, tokens, hidden);
