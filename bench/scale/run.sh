@@ -54,6 +54,10 @@ echo "{\"tool\": \"cp_bytes\", \"bytes\": $cp_total}" >> "$res"
 # (+ sync: moeq's writers fsync their outputs, so the reference waits for the disk too)
 run cp sh -c 'dst=$1; shift; cp "$@" "$dst" && sync' sh "$d/model-copy/" "${cp_files[@]}"
 rm -rf "$d/model-copy"
+# Sequential read speed of the same shards, cold (the read bound of profile and eval).
+run read sh -c 'cat "$@" > /dev/null' sh "${cp_files[@]}"
+# Float GEMM rate of one core (the compute bound), when the benchmarks were built.
+if [[ -x "$bin/bench_gemm" ]]; then "$bin/bench_gemm" 2>/dev/null | sed 's/^{/{"tool": "gemm", /' >> "$res"; fi
 run inspect "$bin/moeq-inspect" "$d/model"
 run profile "$bin/moeq-profile" "$d/model" --text "$repo/data/moe-corpus/calib.txt" --context "$context" \
   --max-windows "$windows" -o "$d/routing_profile.json" --activation-stats "$d/activation_stats.safetensors" --force

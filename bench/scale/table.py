@@ -7,7 +7,7 @@ GB read from storage, and the peaks of anonymous and file-backed resident memory
 import json
 import sys
 
-tools = ["synth", "cp", "inspect", "profile", "analyze", "calibrate", "allocate", "allocate_gguf",
+tools = ["synth", "cp", "read", "inspect", "profile", "analyze", "calibrate", "allocate", "allocate_gguf",
          "quantize_mlx", "quantize_gguf", "eval_bf16", "eval_q_packed"]
 print("| layers | tool | wall s | CPU s | load | read GB | peak anon MB | peak file-backed MB |")
 print("|---|---|---|---|---|---|---|---|")
@@ -30,6 +30,12 @@ for path in sys.argv[1:]:
     line = f"{layers} layers: checkpoint {ck / 1e9:.2f} GB"
     if cp:
         line += f"; cp {cpb / 1e9 / cp:.3f} GB/s (cold, {cpb / 1e9:.1f} GB + sync)"
+    rd = by.get("read", {}).get("wall_s", 0)
+    if rd:
+        line += f"; sequential read {cpb / 1e9 / rd:.3f} GB/s (cold)"
+    g = by.get("gemm")
+    if g:
+        line += f"; float GEMM {g['best_gflop_per_cpu_s']:.0f} GFLOP per CPU-second (one core)"
     for t, name in (("quantize_mlx", "quantize MLX"), ("quantize_gguf", "quantize GGUF"),
                     ("analyze", "analyze"), ("profile", "profile")):
         r = by.get(t)
