@@ -313,8 +313,18 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
         kl_per_change, ratios.size(), ratios.front(), ratios.back());
   }
 
+  // Probes run layer by layer (every role of layer 0, then of layer 1, ...): a probe runs its
+  // whole layer, so on a checkpoint larger than memory the layer's weights are read from disk
+  // once for all its roles instead of once per role. Each probe starts from the cached
+  // reference and clears its overrides, so the order changes no result.
+  std::vector<ProbeKey> order;
+  for (const auto& kv : roles) order.push_back(kv.first);
+  std::stable_sort(order.begin(), order.end(), [](const ProbeKey& a, const ProbeKey& b) {
+    return a.second < b.second;
+  });
   size_t done = 0;
-  for (auto& [key, rp] : roles) {
+  for (const ProbeKey& key : order) {
+    RoleProbe& rp = roles.at(key);
     ++done;
     const TensorRole role = key.first;
     const std::string group =
