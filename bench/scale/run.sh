@@ -73,6 +73,7 @@ run allocate_gguf "$bin/moeq-allocate" "$d/sensitivity.jsonl" --bpw 4.5 --object
 run quantize_mlx "$bin/moeq-quantize" "$d/model" --allocation "$d/allocation.json" -o "$d/mlx" --force
 du -sb "$d/mlx" | awk '{printf "{\"tool\": \"mlx_bytes\", \"bytes\": %.0f}\n", $1}' >> "$res"
 run quantize_gguf "$bin/moeq-quantize" "$d/model" --allocation "$d/allocation_gguf.json" --format gguf -o "$d/model.gguf" --force
+ls -l "$d/model.gguf" | awk '{printf "{\"tool\": \"gguf_bytes\", \"bytes\": %.0f}\n", $5}' >> "$res"
 rm -f "$d/model.gguf"
 run eval_bf16 "$bin/moeq-eval" "$d/model" --text "$repo/data/moe-corpus/valid.txt" --context "$context" \
   --chunks "$windows" -o "$d/eval_bf16.json" --force
