@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "moeq/allocate/allocation.h"
+#include "moeq/artifacts/allocate_rules.h"
 #include "moeq/base/artifact.h"
 #include "moeq/base/json_reader.h"
 #include "moeq/quant/quant_format.h"
@@ -186,22 +187,17 @@ Result<PriorsConfig> PriorsFromJson(const nlohmann::json& j, std::string_view pa
   return Status::Corruption(std::string(path) + ": " + JsonExceptionText(e));
 }
 
-Status AppendRulesFromJson(const nlohmann::json& j, std::string_view path, PriorsConfig* cfg) try {
-  if (!j.is_object())
-    return Status::InvalidArgument(std::string(path) + ": expected a JSON object");
-  MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(j, "moeq.allocate_rules", 1, path));
-  for (const auto& [key, value] : j.items()) {
-    // Artefact header fields and moeq-calibrate's record of what it measured are informational.
-    if (key == "schema" || key == "version" || key == "description" || key == "producer" ||
-        key == "inputs" || key == "options" || key == "probe" || key == "measurements") {
-      continue;
-    }
-    if (key != "rules") return Bad(path, key, "unknown key (expected rules)");
-    MOEQ_RETURN_IF_ERROR(RulesFromArray(value, path, cfg));
-  }
-  return Status::Ok();
+Status AppendRules(const artifacts::AllocateRulesArtifact& rules, std::string_view path,
+                   PriorsConfig* cfg) try {
+  return RulesFromArray(rules.rules, path, cfg);
 } catch (const nlohmann::json::exception& e) {
   return Status::Corruption(std::string(path) + ": " + JsonExceptionText(e));
+}
+
+Status AppendRulesFromJson(const nlohmann::json& j, std::string_view path, PriorsConfig* cfg) {
+  MOEQ_ASSIGN_OR_RETURN(const artifacts::AllocateRulesArtifact a,
+                        artifacts::ParseAllocateRules(j, path));
+  return AppendRules(a, path, cfg);
 }
 
 nlohmann::json PriorsToJson(const PriorsConfig& cfg) {

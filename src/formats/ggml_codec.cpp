@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "moeq/base/half.h"
+#include "moeq/formats/ggml_pack.h"
 #include "moeq/formats/gguf.h"
 
 namespace moeq {
@@ -39,11 +40,8 @@ constexpr GgmlTypeTraits kTypes[] = {
 inline uint8_t* U8(std::byte* p) { return reinterpret_cast<uint8_t*>(p); }
 inline const uint8_t* U8(const std::byte* p) { return reinterpret_cast<const uint8_t*>(p); }
 
-inline void PutF16(uint8_t* p, float v) {
-  const uint16_t h = F32ToF16(v);
-  p[0] = static_cast<uint8_t>(h & 0xff);
-  p[1] = static_cast<uint8_t>(h >> 8);
-}
+using ggml::GetScaleMinK4;
+using ggml::PutF16;
 inline float GetF16(const uint8_t* p) {
   return F16ToF32(static_cast<uint16_t>(p[0] | (p[1] << 8)));
 }
@@ -304,14 +302,6 @@ void EncodeAsym(const float* x, int nmax, uint8_t* q, float* dout, float* mout) 
   *mout = m;
 }
 
-void PackNibbles(const uint8_t* q, uint8_t* qs) {
-  for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>((q[j] & 15) | ((q[j + 16] & 15) << 4));
-}
-void PackHighBits(const uint8_t* q, uint8_t* qh4) {
-  uint32_t qh = 0;
-  for (int j = 0; j < kQK; ++j) qh |= static_cast<uint32_t>((q[j] >> 4) & 1) << j;
-  for (int k = 0; k < 4; ++k) qh4[k] = static_cast<uint8_t>(qh >> (8 * k));
-}
 uint32_t GetU32(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
          (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
@@ -322,7 +312,7 @@ void EncodeQ4_0(const float* x, uint8_t* b) {
   float d;
   EncodeSym(x, 8, q, &d);
   PutF16(b, d);
-  PackNibbles(q, b + 2);
+  ggml::PackNibbles32(q, b + 2);
 }
 void DecodeQ4_0(const uint8_t* b, float* y) {
   const float d = GetF16(b);
@@ -338,7 +328,7 @@ void EncodeQ4_1(const float* x, uint8_t* b) {
   EncodeAsym(x, 15, q, &d, &m);
   PutF16(b, d);
   PutF16(b + 2, m);
-  PackNibbles(q, b + 4);
+  ggml::PackNibbles32(q, b + 4);
 }
 void DecodeQ4_1(const uint8_t* b, float* y) {
   const float d = GetF16(b), m = GetF16(b + 2);
@@ -353,8 +343,8 @@ void EncodeQ5_0(const float* x, uint8_t* b) {
   float d;
   EncodeSym(x, 16, q, &d);
   PutF16(b, d);
-  PackHighBits(q, b + 2);
-  PackNibbles(q, b + 6);
+  ggml::PackHighBits32(q, b + 2);
+  ggml::PackNibbles32(q, b + 6);
 }
 void DecodeQ5_0(const uint8_t* b, float* y) {
   const float d = GetF16(b);
@@ -373,8 +363,8 @@ void EncodeQ5_1(const float* x, uint8_t* b) {
   EncodeAsym(x, 31, q, &d, &m);
   PutF16(b, d);
   PutF16(b + 2, m);
-  PackHighBits(q, b + 4);
-  PackNibbles(q, b + 8);
+  ggml::PackHighBits32(q, b + 4);
+  ggml::PackNibbles32(q, b + 8);
 }
 void DecodeQ5_1(const uint8_t* b, float* y) {
   const float d = GetF16(b), m = GetF16(b + 2);
@@ -531,30 +521,6 @@ void DecodeQ3_K(const uint8_t* b, float* y) {
   }
 }
 
-/// Q4_K/Q5_K 6-bit scale and min of sub-block j (ggml get_scale_min_k4).
-void GetScaleMinK4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
-  if (j < 4) {
-    *d = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *d = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-    *m = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
-  }
-}
-void PutScaleMinK4(const uint8_t* ls, const uint8_t* lm, uint8_t* q) {
-  std::memset(q, 0, 12);
-  for (int j = 0; j < 8; ++j) {
-    if (j < 4) {
-      q[j] |= ls[j];
-      q[j + 4] |= lm[j];
-    } else {
-      q[j + 4] = static_cast<uint8_t>((ls[j] & 0xF) | ((lm[j] & 0xF) << 4));
-      q[j - 4] |= static_cast<uint8_t>((ls[j] >> 4) << 6);
-      q[j] |= static_cast<uint8_t>((lm[j] >> 4) << 6);
-    }
-  }
-}
-
 /// Shared part of Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins.
 void EncodeK4K5(const float* x, int nmax, uint8_t* b, uint8_t* q) {
   float scales[8], mins[8], w[32];
@@ -567,19 +533,14 @@ void EncodeK4K5(const float* x, int nmax, uint8_t* b, uint8_t* q) {
   QuantizeScaleMins(scales, mins, 8, 63, &d, &dmin, ls, lm);
   PutF16(b, d);
   PutF16(b + 2, dmin);
-  PutScaleMinK4(ls, lm, b + 4);
+  ggml::PackScaleMinK4(ls, lm, b + 4);
   for (int j = 0; j < 8; ++j) RecodeAsym(x + 32 * j, 32, d * ls[j], dmin * lm[j], nmax, q + 32 * j);
 }
 
 void EncodeQ4_K(const float* x, uint8_t* b) {
   uint8_t q[kQKK];
   EncodeK4K5(x, 15, b, q);
-  uint8_t* qs = b + 16;
-  for (int c = 0; c < 4; ++c) {
-    for (int l = 0; l < 32; ++l) {
-      qs[32 * c + l] = static_cast<uint8_t>(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
-    }
-  }
+  ggml::PackQ4KCodes(q, b + 16);
 }
 void DecodeQ4_K(const uint8_t* b, float* y) {
   const float d = GetF16(b), min = GetF16(b + 2);
@@ -602,17 +563,7 @@ void DecodeQ4_K(const uint8_t* b, float* y) {
 void EncodeQ5_K(const float* x, uint8_t* b) {
   uint8_t q[kQKK];
   EncodeK4K5(x, 31, b, q);
-  uint8_t* qh = b + 16;
-  uint8_t* qs = b + 48;
-  std::memset(qh, 0, 32);
-  for (int c = 0; c < 4; ++c) {
-    for (int l = 0; l < 32; ++l) {
-      const uint8_t lo = q[64 * c + l], hi = q[64 * c + 32 + l];
-      qs[32 * c + l] = static_cast<uint8_t>((lo & 15) | ((hi & 15) << 4));
-      if (lo & 16) qh[l] |= static_cast<uint8_t>(1u << (2 * c));
-      if (hi & 16) qh[l] |= static_cast<uint8_t>(1u << (2 * c + 1));
-    }
-  }
+  ggml::PackQ5KCodes(q, b + 16, b + 48);
 }
 void DecodeQ5_K(const uint8_t* b, float* y) {
   const float d = GetF16(b), min = GetF16(b + 2);
@@ -652,21 +603,17 @@ void EncodeQ6_K(const float* x, uint8_t* b) {
     }
   }
   std::memset(b, 0, 210);
-  uint8_t* ql = b;
-  uint8_t* qh = b + 128;
   int8_t* sc = reinterpret_cast<int8_t*>(b + 192);
   const float d = amax > 0 ? RoundF16(max / -128.0f) : 0.0f;
   for (int k = 0; k < 16; ++k)
     sc[k] = static_cast<int8_t>(d != 0 ? Clamp(RoundInt(scales[k] / d), -128, 127) : 0);
   PutF16(b + 208, d);
+  uint8_t q[kQKK];
   for (int e = 0; e < kQKK; ++e) {
     const float dl = d * static_cast<float>(sc[e / 16]);
-    const int q = (dl != 0 ? Clamp(RoundInt(x[e] / dl), -32, 31) : 0) + 32;  // 0..63
-    const int h = e / 128, r = e % 128, k = r / 32, l = r % 32;
-    uint8_t& lo = ql[64 * h + l + ((k & 1) ? 32 : 0)];
-    lo |= static_cast<uint8_t>((q & 15) << (k >= 2 ? 4 : 0));
-    qh[32 * h + l] |= static_cast<uint8_t>((q >> 4) << (2 * k));
+    q[e] = static_cast<uint8_t>((dl != 0 ? Clamp(RoundInt(x[e] / dl), -32, 31) : 0) + 32);  // 0..63
   }
+  ggml::PackQ6KCodes(q, b, b + 128);
 }
 void DecodeQ6_K(const uint8_t* b, float* y) {
   const float d = GetF16(b + 208);

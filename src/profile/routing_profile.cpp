@@ -315,68 +315,61 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const int3
   return ProfileRouting(engine, std::span<const CalibrationText>(&t, 1), options);
 }
 
-nlohmann::json RoutingProfileToJson(const RoutingProfile& p, nlohmann::json header) {
-  nlohmann::json j = std::move(header);
-  j["model"] = {{"model_type", p.model_type}, {"num_experts", p.num_experts},
-                {"top_k", p.top_k},           {"num_layers", p.layers.size()},
-                {"hidden_size", p.hidden},    {"moe_intermediate_size", p.moe_ff}};
-  j["calibration"] = {
-      {"tokens", p.tokens}, {"windows", p.windows}, {"context", p.context}, {"source", p.source}};
-  nlohmann::json domains = nlohmann::json::array();
-  for (const DomainInfo& d : p.domains) {
-    domains.push_back({{"name", d.name},
-                       {"sources", d.sources},
-                       {"sha256", d.sha256},
-                       {"tokens", d.tokens},
-                       {"windows", d.windows}});
-  }
-  j["domains"] = std::move(domains);
+artifacts::RoutingProfileArtifact RoutingProfileToArtifact(const RoutingProfile& p,
+                                                           nlohmann::json header) {
+  artifacts::RoutingProfileArtifact a;
+  a.header = std::move(header);
+  a.model = {p.model_type, p.num_experts, p.top_k, static_cast<int64_t>(p.layers.size()),
+             p.hidden,     p.moe_ff};
+  a.calibration = {p.tokens, p.windows, p.context, p.source};
+  for (const DomainInfo& d : p.domains)
+    a.domains.push_back({d.name, d.sources, d.sha256, d.tokens, d.windows});
   const double share =
       p.num_experts > 0 ? static_cast<double>(p.top_k) / static_cast<double>(p.num_experts) : 0.0;
   nlohmann::json hot = HotnessOptionsToJson(p.hotness);
   hot["uniform_share"] = share;
   hot["promote_frequency"] = p.hotness.promote_above * share;
   hot["demote_frequency"] = p.hotness.demote_below * share;
-  j["hotness"] = std::move(hot);
-  j["tiers"] = TierThresholdsToJson(p.tiers);
-  j["coactivation"] = {{"top_pairs", p.top_pairs}};
-  nlohmann::json layers = nlohmann::json::array();
+  a.hotness = std::move(hot);
+  a.tiers = TierThresholdsToJson(p.tiers);
+  a.top_pairs = p.top_pairs;
   for (const LayerProfile& l : p.layers) {
-    nlohmann::json lj = {{"layer", l.layer}, {"moe", l.moe}, {"tokens", l.tokens}};
+    artifacts::RoutingLayer lj;
+    lj.layer = l.layer;
+    lj.moe = l.moe;
+    lj.tokens = l.tokens;
     if (l.moe) {
       const double assignments = static_cast<double>(l.tokens * p.top_k);
-      nlohmann::json ex = nlohmann::json::array();
       int64_t mx = 0, mn = INT64_MAX, unused = 0, churn = 0, hottest = -1;
       double entropy = 0, hottest_frac = -1;
       int64_t tier_counts[4] = {0, 0, 0, 0};
       for (size_t e = 0; e < l.experts.size(); ++e) {
         const ExpertUsage& u = l.experts[e];
         const double frac = assignments > 0 ? static_cast<double>(u.count) / assignments : 0;
-        nlohmann::json ej = {
-            {"expert", e},
-            {"count", u.count},
-            {"frac", frac},
-            {"mean_gate", u.count ? u.gate_mass / static_cast<double>(u.count) : 0.0},
-            {"gate_mass", u.gate_mass},
-            {"mean_rank",
-             u.count ? static_cast<double>(u.rank_sum) / static_cast<double>(u.count) : 0.0},
-            {"tier", TierName(u.tier)}};
-        if (p.has_prob_mass) ej["prob_mass"] = u.prob_mass;
-        nlohmann::json dc = nlohmann::json::object();
+        artifacts::RoutingExpert ej;
+        ej.expert = static_cast<int64_t>(e);
+        ej.count = u.count;
+        ej.frac = frac;
+        ej.mean_gate = u.count ? u.gate_mass / static_cast<double>(u.count) : 0.0;
+        ej.gate_mass = u.gate_mass;
+        ej.mean_rank =
+            u.count ? static_cast<double>(u.rank_sum) / static_cast<double>(u.count) : 0.0;
+        ej.tier = std::string(TierName(u.tier));
+        if (p.has_prob_mass) ej.prob_mass = u.prob_mass;
+        ej.domain_counts.emplace();
         for (size_t d = 0; d < p.domains.size() && d < u.domain_counts.size(); ++d)
-          dc[p.domains[d].name] = u.domain_counts[d];
-        ej["domain_counts"] = std::move(dc);
+          (*ej.domain_counts)[p.domains[d].name] = u.domain_counts[d];
         const ExpertHotness& h = u.hotness;
         const double updates = static_cast<double>(l.hotness_updates);
-        ej["hotness"] = {
-            {"hot_fraction", updates > 0 ? static_cast<double>(h.hot_updates) / updates : 0.0},
-            {"promotions", h.promotions},
-            {"demotions", h.demotions},
-            {"hot_at_end", h.hot},
-            {"freq_mean", updates > 0 ? h.freq_sum / updates : 0.0},
-            {"freq_min", h.freq_min},
-            {"freq_max", h.freq_max}};
-        ex.push_back(std::move(ej));
+        ej.hotness = artifacts::RoutingExpertHotness{
+            .hot_fraction = updates > 0 ? static_cast<double>(h.hot_updates) / updates : 0.0,
+            .promotions = h.promotions,
+            .demotions = h.demotions,
+            .hot_at_end = h.hot,
+            .freq_mean = updates > 0 ? h.freq_sum / updates : 0.0,
+            .freq_min = h.freq_min,
+            .freq_max = h.freq_max};
+        lj.experts.push_back(std::move(ej));
         churn += h.promotions + h.demotions;
         ++tier_counts[static_cast<int>(u.tier)];
         mx = std::max(mx, u.count);
@@ -389,134 +382,118 @@ nlohmann::json RoutingProfileToJson(const RoutingProfile& p, nlohmann::json head
         if (frac > 0) entropy -= frac * std::log(frac);
       }
       const double mean = assignments / static_cast<double>(l.experts.size());
-      lj["experts"] = ex;
-      nlohmann::json tiers = nlohmann::json::object();
+      artifacts::RoutingLayerSummary sum;
       for (int t = 0; t < 4; ++t)
-        tiers[std::string(TierName(static_cast<ExpertTier>(t)))] = tier_counts[t];
-      lj["summary"] = {
-          {"max_count", mx},
-          {"min_count", mn},
-          {"unused_experts", unused},
-          {"max_over_mean", mean > 0 ? static_cast<double>(mx) / mean : 0.0},
-          {"hottest_expert", hottest},
-          {"normalized_entropy",
-           l.experts.size() > 1 ? entropy / std::log(static_cast<double>(l.experts.size())) : 0.0},
-          {"tiers", std::move(tiers)}};
-      nlohmann::json pairs = nlohmann::json::array();
-      for (const ExpertPair& pr : l.top_pairs) {
-        pairs.push_back({{"experts", {pr.a, pr.b}}, {"count", pr.count}, {"lift", pr.lift}});
-      }
-      lj["coactivation"] = {{"top_pairs", std::move(pairs)}};
-      lj["hotness"] = {
-          {"updates", l.hotness_updates},
-          {"mean_hot_set", l.hotness_updates > 0 ? static_cast<double>(l.hot_set_sum) /
-                                                       static_cast<double>(l.hotness_updates)
-                                                 : 0.0},
-          {"churn", churn}};
+        sum.tiers[std::string(TierName(static_cast<ExpertTier>(t)))] = tier_counts[t];
+      sum.max_count = mx;
+      sum.min_count = mn;
+      sum.unused_experts = unused;
+      sum.max_over_mean = mean > 0 ? static_cast<double>(mx) / mean : 0.0;
+      sum.hottest_expert = hottest;
+      sum.normalized_entropy =
+          l.experts.size() > 1 ? entropy / std::log(static_cast<double>(l.experts.size())) : 0.0;
+      lj.summary = std::move(sum);
+      std::vector<artifacts::RoutingPair> pairs;
+      for (const ExpertPair& pr : l.top_pairs) pairs.push_back({pr.a, pr.b, pr.count, pr.lift});
+      lj.top_pairs = std::move(pairs);
+      lj.hotness = artifacts::RoutingLayerHotness{
+          .updates = l.hotness_updates,
+          .mean_hot_set = l.hotness_updates > 0 ? static_cast<double>(l.hot_set_sum) /
+                                                      static_cast<double>(l.hotness_updates)
+                                                : 0.0,
+          .churn = churn};
     }
-    layers.push_back(std::move(lj));
+    a.layers.push_back(std::move(lj));
   }
-  j["layers"] = std::move(layers);
-  return j;
+  return a;
 }
 
-Result<RoutingProfile> RoutingProfileFromJson(const nlohmann::json& j, std::string_view path) try {
+Result<RoutingProfile> RoutingProfileFromArtifact(const artifacts::RoutingProfileArtifact& a,
+                                                  std::string_view path) try {
   const std::string p(path);
   RoutingProfile prof;
-  try {
-    const auto& m = j.at("model");
-    prof.model_type = m.at("model_type").get<std::string>();
-    prof.num_experts = m.at("num_experts").get<int64_t>();
-    prof.top_k = m.at("top_k").get<int64_t>();
-    prof.hidden = m.value("hidden_size", int64_t{0});
-    prof.moe_ff = m.value("moe_intermediate_size", int64_t{0});
-    const auto& cal = j.at("calibration");
-    prof.tokens = cal.at("tokens").get<int64_t>();
-    prof.windows = cal.at("windows").get<int64_t>();
-    prof.context = cal.at("context").get<int64_t>();
-    prof.source = cal.value("source", std::string("engine"));
-    if (j.contains("domains")) {
-      for (const auto& d : j.at("domains")) {
-        DomainInfo di;
-        di.name = d.at("name").get<std::string>();
-        di.sources = d.value("sources", std::vector<std::string>{});
-        di.sha256 = d.value("sha256", std::vector<std::string>{});
-        di.tokens = d.value("tokens", int64_t{0});
-        di.windows = d.value("windows", int64_t{0});
-        prof.domains.push_back(std::move(di));
-      }
+  prof.model_type = a.model.model_type;
+  prof.num_experts = a.model.num_experts;
+  prof.top_k = a.model.top_k;
+  prof.hidden = a.model.hidden_size;
+  prof.moe_ff = a.model.moe_intermediate_size;
+  prof.tokens = a.calibration.tokens;
+  prof.windows = a.calibration.windows;
+  prof.context = a.calibration.context;
+  prof.source = a.calibration.source;
+  for (const artifacts::RoutingDomain& d : a.domains)
+    prof.domains.push_back({d.name, d.sources, d.sha256, d.tokens, d.windows});
+  if (!a.hotness.is_null()) {
+    nlohmann::json h = nlohmann::json::object();
+    for (const char* k : {"window", "update_every", "promote_above", "demote_below"}) {
+      if (!a.hotness.contains(k))
+        return Status::Corruption(p + ": hotness: field '" + std::string(k) + "': missing");
+      h[k] = a.hotness[k];
     }
-    if (j.contains("hotness")) {
-      MOEQ_ASSIGN_OR_RETURN(
-          prof.hotness,
-          HotnessOptionsFromJson(nlohmann::json{{"window", j["hotness"].at("window")},
-                                                {"update_every", j["hotness"].at("update_every")},
-                                                {"promote_above", j["hotness"].at("promote_above")},
-                                                {"demote_below", j["hotness"].at("demote_below")}},
-                                 p + ": hotness"));
-    }
-    if (j.contains("tiers")) {
-      MOEQ_ASSIGN_OR_RETURN(prof.tiers, TierThresholdsFromJson(j.at("tiers"), p + ": tiers"));
-    }
-    if (j.contains("coactivation"))
-      prof.top_pairs = j["coactivation"].value("top_pairs", int64_t{16});
-    bool all_prob = true;
-    for (const auto& lj : j.at("layers")) {
-      LayerProfile l;
-      l.layer = lj.at("layer").get<int>();
-      l.moe = lj.at("moe").get<bool>();
-      l.tokens = lj.at("tokens").get<int64_t>();
-      if (l.moe) {
-        for (const auto& e : lj.at("experts")) {
-          ExpertUsage u;
-          u.count = e.at("count").get<int64_t>();
-          u.gate_mass = e.at("gate_mass").get<double>();
-          if (e.contains("prob_mass"))
-            u.prob_mass = e.at("prob_mass").get<double>();
-          else
-            all_prob = false;
-          u.rank_sum = std::llround(e.value("mean_rank", 0.0) * static_cast<double>(u.count));
-          if (e.contains("tier")) {
-            auto t = ParseTier(e.at("tier").get<std::string>());
-            if (!t)
-              return Status::Corruption(p + ": layer " + std::to_string(l.layer) + " expert " +
-                                        std::to_string(l.experts.size()) + ": unknown tier " +
-                                        JsonExcerpt(e.at("tier")));
-            u.tier = *t;
-          }
-          if (e.contains("domain_counts")) {
-            u.domain_counts.assign(prof.domains.size(), 0);
-            for (size_t d = 0; d < prof.domains.size(); ++d)
-              u.domain_counts[d] = e["domain_counts"].value(prof.domains[d].name, int64_t{0});
-          }
-          if (e.contains("hotness")) {
-            const auto& h = e["hotness"];
-            u.hotness.promotions = h.value("promotions", int64_t{0});
-            u.hotness.demotions = h.value("demotions", int64_t{0});
-            u.hotness.hot = h.value("hot_at_end", false);
-            u.hotness.freq_min = h.value("freq_min", 0.0);
-            u.hotness.freq_max = h.value("freq_max", 0.0);
-          }
-          l.experts.push_back(std::move(u));
-        }
-        if (lj.contains("coactivation")) {
-          for (const auto& pr : lj["coactivation"].at("top_pairs")) {
-            l.top_pairs.push_back({pr.at("experts").at(0).get<int>(),
-                                   pr.at("experts").at(1).get<int>(), pr.at("count").get<int64_t>(),
-                                   pr.at("lift").get<double>()});
-          }
-        }
-        if (lj.contains("hotness")) l.hotness_updates = lj["hotness"].value("updates", int64_t{0});
-      }
-      prof.layers.push_back(std::move(l));
-    }
-    prof.has_prob_mass = all_prob;
-  } catch (const nlohmann::json::exception& e) {
-    return Status::Corruption(p + ": not a valid routing profile: " + e.what());
+    MOEQ_ASSIGN_OR_RETURN(prof.hotness, HotnessOptionsFromJson(h, p + ": hotness"));
   }
+  if (!a.tiers.is_null()) {
+    MOEQ_ASSIGN_OR_RETURN(prof.tiers, TierThresholdsFromJson(a.tiers, p + ": tiers"));
+  }
+  prof.top_pairs = a.top_pairs;
+  bool all_prob = true;
+  for (const artifacts::RoutingLayer& lj : a.layers) {
+    LayerProfile l;
+    l.layer = static_cast<int>(lj.layer);
+    l.moe = lj.moe;
+    l.tokens = lj.tokens;
+    if (l.moe) {
+      for (const artifacts::RoutingExpert& e : lj.experts) {
+        ExpertUsage u;
+        u.count = e.count;
+        u.gate_mass = e.gate_mass;
+        if (e.prob_mass)
+          u.prob_mass = *e.prob_mass;
+        else
+          all_prob = false;
+        u.rank_sum = std::llround(e.mean_rank * static_cast<double>(u.count));
+        if (!e.tier.empty()) {
+          auto t = ParseTier(e.tier);
+          if (!t)
+            return Status::Corruption(p + ": layer " + std::to_string(l.layer) + " expert " +
+                                      std::to_string(l.experts.size()) + ": unknown tier " +
+                                      JsonExcerpt(nlohmann::json(e.tier)));
+          u.tier = *t;
+        }
+        if (e.domain_counts) {
+          u.domain_counts.assign(prof.domains.size(), 0);
+          for (size_t d = 0; d < prof.domains.size(); ++d) {
+            auto it = e.domain_counts->find(prof.domains[d].name);
+            if (it != e.domain_counts->end()) u.domain_counts[d] = it->second;
+          }
+        }
+        if (e.hotness) {
+          u.hotness.promotions = e.hotness->promotions;
+          u.hotness.demotions = e.hotness->demotions;
+          u.hotness.hot = e.hotness->hot_at_end;
+          u.hotness.freq_min = e.hotness->freq_min;
+          u.hotness.freq_max = e.hotness->freq_max;
+        }
+        l.experts.push_back(std::move(u));
+      }
+      if (lj.top_pairs) {
+        for (const artifacts::RoutingPair& pr : *lj.top_pairs)
+          l.top_pairs.push_back(
+              {static_cast<int>(pr.a), static_cast<int>(pr.b), pr.count, pr.lift});
+      }
+      if (lj.hotness) l.hotness_updates = lj.hotness->updates;
+    }
+    prof.layers.push_back(std::move(l));
+  }
+  prof.has_prob_mass = all_prob;
   return prof;
 } catch (const nlohmann::json::exception& e) {
   return Status::Corruption(std::string(path) + ": " + JsonExceptionText(e));
+}
+
+Result<RoutingProfile> ReadRoutingProfileFile(const std::string& path) {
+  MOEQ_ASSIGN_OR_RETURN(artifacts::RoutingProfileArtifact a, artifacts::ReadRoutingProfile(path));
+  return RoutingProfileFromArtifact(a, path);
 }
 
 Status WriteActivationStats(const std::string& path, const RoutingProfile& p,

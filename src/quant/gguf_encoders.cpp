@@ -14,6 +14,7 @@
 #include "encoders_internal.h"
 #include "moeq/base/half.h"
 #include "moeq/base/parallel.h"
+#include "moeq/formats/ggml_pack.h"
 
 // ŵ = dl·q + off is evaluated exactly as ggml's decoders do (a product, then a sum): no fma.
 #pragma GCC optimize("fp-contract=off")
@@ -370,24 +371,17 @@ Params SearchParams(const Spec& s, const float* x, const double* h_in) {
 
 // ---------------------------------------------------------------- packing (docs/formats.md §3.2)
 
-inline void PutF16(uint8_t* b, float v) {
-  const uint16_t u = F32ToF16(v);
-  b[0] = static_cast<uint8_t>(u & 0xff);
-  b[1] = static_cast<uint8_t>(u >> 8);
-}
+using ggml::PutF16;
 
-void PackNibbles32(const int* u, uint8_t* qs) {  // u in [0, 15] (low 4 bits used)
-  for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>((u[j] & 15) | ((u[j + 16] & 15) << 4));
-}
-void PackHigh32(const int* u, uint8_t* qh) {
-  uint32_t v = 0;
-  for (int j = 0; j < 32; ++j) v |= static_cast<uint32_t>((u[j] >> 4) & 1) << j;
-  for (int k = 0; k < 4; ++k) qh[k] = static_cast<uint8_t>(v >> (8 * k));
-}
-
-/// Writes one block of type s.type from its parameters and codes q[block] (in [qlo, qhi]).
+/// Writes one block of type s.type from its parameters and codes q[block] (in [qlo, qhi])
+/// through the formats module's packer (moeq/formats/ggml_pack.h).
 void Pack(const Spec& s, const Params& p, const int* q, uint8_t* b) {
-  std::array<int, 256> u{};
+  // The stored (unsigned) codes: q shifted by the layout's offset.
+  std::array<uint8_t, 256> u{};
+  auto stored = [&](int offset) {
+    for (int j = 0; j < s.block; ++j)
+      u[static_cast<size_t>(j)] = static_cast<uint8_t>(q[j] + offset);
+  };
   switch (s.type) {
     case GgmlType::kQ8_0:
       PutF16(b, p.d);
@@ -395,25 +389,27 @@ void Pack(const Spec& s, const Params& p, const int* q, uint8_t* b) {
       return;
     case GgmlType::kQ4_0:
       PutF16(b, p.d);
-      for (int j = 0; j < 32; ++j) u[static_cast<size_t>(j)] = q[j] + 8;
-      PackNibbles32(u.data(), b + 2);
+      stored(8);
+      ggml::PackNibbles32(u.data(), b + 2);
       return;
     case GgmlType::kQ5_0:
       PutF16(b, p.d);
-      for (int j = 0; j < 32; ++j) u[static_cast<size_t>(j)] = q[j] + 16;
-      PackHigh32(u.data(), b + 2);
-      PackNibbles32(u.data(), b + 6);
+      stored(16);
+      ggml::PackHighBits32(u.data(), b + 2);
+      ggml::PackNibbles32(u.data(), b + 6);
       return;
     case GgmlType::kQ4_1:
       PutF16(b, p.d);
       PutF16(b + 2, p.dmin);
-      PackNibbles32(q, b + 4);
+      stored(0);
+      ggml::PackNibbles32(u.data(), b + 4);
       return;
     case GgmlType::kQ5_1:
       PutF16(b, p.d);
       PutF16(b + 2, p.dmin);
-      PackHigh32(q, b + 4);
-      PackNibbles32(q, b + 8);
+      stored(0);
+      ggml::PackHighBits32(u.data(), b + 4);
+      ggml::PackNibbles32(u.data(), b + 8);
       return;
     case GgmlType::kQ2_K: {
       std::memset(b, 0, 84);
@@ -455,52 +451,27 @@ void Pack(const Spec& s, const Params& p, const int* q, uint8_t* b) {
     case GgmlType::kQ5_K: {
       PutF16(b, p.d);
       PutF16(b + 2, p.dmin);
-      uint8_t* sc = b + 4;
-      std::memset(sc, 0, 12);
+      std::array<uint8_t, 8> ls{}, lm{};
       for (int j = 0; j < 8; ++j) {
-        const int ls = p.ls[static_cast<size_t>(j)], lm = p.lm[static_cast<size_t>(j)];
-        if (j < 4) {
-          sc[j] |= static_cast<uint8_t>(ls);
-          sc[j + 4] |= static_cast<uint8_t>(lm);
-        } else {
-          sc[j + 4] = static_cast<uint8_t>((ls & 0xF) | ((lm & 0xF) << 4));
-          sc[j - 4] |= static_cast<uint8_t>((ls >> 4) << 6);
-          sc[j] |= static_cast<uint8_t>((lm >> 4) << 6);
-        }
+        ls[static_cast<size_t>(j)] = static_cast<uint8_t>(p.ls[static_cast<size_t>(j)]);
+        lm[static_cast<size_t>(j)] = static_cast<uint8_t>(p.lm[static_cast<size_t>(j)]);
       }
+      ggml::PackScaleMinK4(ls.data(), lm.data(), b + 4);
+      stored(0);
       if (s.type == GgmlType::kQ4_K) {
-        uint8_t* qs = b + 16;
-        for (int c = 0; c < 4; ++c)
-          for (int l = 0; l < 32; ++l)
-            qs[32 * c + l] = static_cast<uint8_t>(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+        ggml::PackQ4KCodes(u.data(), b + 16);
       } else {
-        uint8_t* qh = b + 16;
-        uint8_t* qs = b + 48;
-        std::memset(qh, 0, 32);
-        for (int c = 0; c < 4; ++c) {
-          for (int l = 0; l < 32; ++l) {
-            const int lo = q[64 * c + l], hi = q[64 * c + 32 + l];
-            qs[32 * c + l] = static_cast<uint8_t>((lo & 15) | ((hi & 15) << 4));
-            if (lo & 16) qh[l] |= static_cast<uint8_t>(1u << (2 * c));
-            if (hi & 16) qh[l] |= static_cast<uint8_t>(1u << (2 * c + 1));
-          }
-        }
+        ggml::PackQ5KCodes(u.data(), b + 16, b + 48);
       }
       return;
     }
     case GgmlType::kQ6_K: {
       std::memset(b, 0, 210);
-      uint8_t* ql = b;
-      uint8_t* qh = b + 128;
       for (int k = 0; k < 16; ++k)
         b[192 + k] = static_cast<uint8_t>(static_cast<int8_t>(p.ls[static_cast<size_t>(k)]));
       PutF16(b + 208, p.d);
-      for (int e = 0; e < 256; ++e) {
-        const int st = q[e] + 32;
-        const int hh = e / 128, r = e % 128, k = r / 32, l = r % 32;
-        ql[64 * hh + l + ((k & 1) ? 32 : 0)] |= static_cast<uint8_t>((st & 15) << (k >= 2 ? 4 : 0));
-        qh[32 * hh + l] |= static_cast<uint8_t>((st >> 4) << (2 * k));
-      }
+      stored(32);
+      ggml::PackQ6KCodes(u.data(), b, b + 128);
       return;
     }
     default:

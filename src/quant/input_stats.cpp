@@ -43,6 +43,15 @@ Result<std::unique_ptr<InputStatsFile>> InputStatsFile::Open(const std::string& 
   return f;
 }
 
+std::optional<std::vector<float>> InputStatsFile::InSqMean(const std::string& name,
+                                                           int64_t cols) const {
+  auto v = file_->View(name + ".in_sq_mean");
+  if (!v.ok() || v->numel() != cols) return std::nullopt;
+  auto f = ToF32(*v);
+  if (!f.ok()) return std::nullopt;
+  return std::move(*f);
+}
+
 Result<std::optional<quant::InputStats>> InputStatsFile::Get(const std::string& name,
                                                              int64_t cols) const {
   auto v = file_->View(name + ".importance");

@@ -491,7 +491,8 @@ TEST(AllocateCommand, RefusesAProfileOfAnotherModelUnlessAllowed) {
     const nlohmann::json header = {{"schema", "moeq.routing_profile"},
                                    {"version", 1},
                                    {"inputs", {{"model", "fake"}, {"model_fingerprint", fp}}}};
-    std::ofstream(prof, std::ios::trunc) << RoutingProfileToJson(p, header).dump();
+    std::ofstream(prof, std::ios::trunc)
+        << artifacts::RoutingProfileToJson(RoutingProfileToArtifact(p, header)).dump();
   };
   write_profile("def");
   AllocateCommandOptions o;

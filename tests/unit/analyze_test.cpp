@@ -12,6 +12,7 @@
 #include "moeq-analyze/analyze_command.h"
 #include "moeq/base/build_info.h"
 #include "moeq/base/file_util.h"
+#include "moeq/sensitivity/features.h"
 #include "testing/synthetic_checkpoint.h"
 #include "testing/temp_dir.h"
 

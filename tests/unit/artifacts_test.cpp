@@ -5,11 +5,15 @@
 #include <algorithm>
 #include <string>
 
+#include "moeq/allocate/allocation.h"
+#include "moeq/artifacts/allocate_rules.h"
 #include "moeq/artifacts/allocation.h"
 #include "moeq/artifacts/eval.h"
 #include "moeq/artifacts/model_match.h"
+#include "moeq/artifacts/routing_profile.h"
 #include "moeq/artifacts/sensitivity.h"
 #include "moeq/base/file_util.h"
+#include "moeq/profile/routing_profile.h"
 
 namespace moeq {
 namespace {
@@ -220,6 +224,181 @@ TEST(ArtifactsModelMatch, MismatchNamesBothSidesAndTheOverride) {
   EXPECT_TRUE(artifacts::RequireSameModel({"a.json", "x"}, {"b.json", "y"}, true).ok());
   EXPECT_EQ(artifacts::ModelFingerprintOf({{"inputs", {{"model_fingerprint", "z"}}}}), "z");
   EXPECT_EQ(artifacts::ModelFingerprintOf({{"inputs", {{"config_sha256", "z"}}}}), "");
+}
+
+// ---------------------------------------------------------------- routing_profile.json
+
+TEST(ArtifactsRoutingProfile, GoldenV1ParsesToKnownValuesAndIsWrittenBackByteForByte) {
+  const std::string path = Golden("routing-profile-v1.json");
+  auto a = artifacts::ReadRoutingProfile(path);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(artifacts::ModelFingerprintOf(a->header), "f00d");
+  EXPECT_EQ(a->model.model_type, "qwen3_moe");
+  EXPECT_EQ(a->model.num_experts, 2);
+  EXPECT_EQ(a->calibration.tokens, 8);
+  EXPECT_EQ(a->calibration.source, "engine");
+  ASSERT_EQ(a->domains.size(), 1u);
+  EXPECT_EQ(a->domains[0].sources, std::vector<std::string>{"calib.txt"});
+  EXPECT_EQ(a->hotness["window"].get<int>(), 4);
+  EXPECT_EQ(a->tiers["formats"]["critical"], "q8g64");
+  ASSERT_EQ(a->layers.size(), 2u);
+  EXPECT_FALSE(a->layers[0].moe);
+  EXPECT_TRUE(a->layers[0].experts.empty());
+  const artifacts::RoutingLayer& l = a->layers[1];
+  ASSERT_EQ(l.experts.size(), 2u);
+  EXPECT_EQ(l.experts[0].count, 6);
+  EXPECT_DOUBLE_EQ(l.experts[0].gate_mass, 3.75);
+  EXPECT_DOUBLE_EQ(l.experts[0].prob_mass.value_or(0), 5.5);
+  EXPECT_EQ(l.experts[1].tier, "deprioritized");
+  EXPECT_EQ(l.experts[1].domain_counts->at("default"), 2);
+  ASSERT_TRUE(l.experts[1].hotness);
+  EXPECT_EQ(l.experts[1].hotness->promotions, 1);
+  ASSERT_TRUE(l.summary);
+  EXPECT_EQ(l.summary->tiers.at("critical"), 1);
+  ASSERT_TRUE(l.top_pairs);
+  ASSERT_EQ(l.top_pairs->size(), 1u);
+  EXPECT_EQ((*l.top_pairs)[0].b, 1);
+  ASSERT_TRUE(l.hotness);
+  EXPECT_EQ(l.hotness->churn, 2);
+  EXPECT_EQ(DumpJson(artifacts::RoutingProfileToJson(*a)), Text(path));
+
+  // Through the profile module and back: the same file.
+  auto prof = RoutingProfileFromArtifact(*a, path);
+  ASSERT_TRUE(prof.ok()) << prof.status().ToString();
+  EXPECT_EQ(prof->layers[1].experts[0].tier, ExpertTier::kCritical);
+  EXPECT_EQ(prof->hotness.window, 4);
+  EXPECT_DOUBLE_EQ(prof->tiers.critical_fraction, 0.25);
+}
+
+TEST(ArtifactsRoutingProfile, ProfileWriteReadRoundTrip) {
+  RoutingProfile p;
+  p.model_type = "mixtral";
+  p.num_experts = 3;
+  p.top_k = 2;
+  p.tokens = 10;
+  p.windows = 1;
+  p.context = 10;
+  p.source = "trace";
+  p.has_prob_mass = false;
+  p.domains = {{"code", {"a.jsonl"}, {"aa"}, 10, 1}};
+  LayerProfile l;
+  l.layer = 0;
+  l.moe = true;
+  l.tokens = 10;
+  for (int e = 0; e < 3; ++e) {
+    ExpertUsage u;
+    u.count = 4 + 4 * (e == 0) - 2 * (e == 2);
+    u.gate_mass = 0.5 * static_cast<double>(u.count);
+    u.rank_sum = e;
+    u.domain_counts = {u.count};
+    u.tier = e == 2 ? ExpertTier::kDeprioritized : ExpertTier::kStandard;
+    l.experts.push_back(u);
+  }
+  l.top_pairs = {{0, 1, 3, 1.25}};
+  p.layers.push_back(l);
+  const nlohmann::json header = {{"schema", "moeq.routing_profile"}, {"version", 1}};
+  const nlohmann::json j = artifacts::RoutingProfileToJson(RoutingProfileToArtifact(p, header));
+  EXPECT_FALSE(j["layers"][0]["experts"][0].contains("prob_mass"));  // traces: none
+  auto a = artifacts::ParseRoutingProfile(j, "p.json");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(artifacts::RoutingProfileToJson(*a), j);
+  auto back = RoutingProfileFromArtifact(*a, "p.json");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_FALSE(back->has_prob_mass);
+  EXPECT_EQ(back->source, "trace");
+  ASSERT_EQ(back->layers.size(), 1u);
+  for (int e = 0; e < 3; ++e) {
+    EXPECT_EQ(back->layers[0].experts[e].count, l.experts[e].count);
+    EXPECT_EQ(back->layers[0].experts[e].rank_sum, l.experts[e].rank_sum);
+    EXPECT_EQ(back->layers[0].experts[e].tier, l.experts[e].tier);
+    EXPECT_EQ(back->layers[0].experts[e].domain_counts, l.experts[e].domain_counts);
+  }
+  ASSERT_EQ(back->layers[0].top_pairs.size(), 1u);
+  EXPECT_DOUBLE_EQ(back->layers[0].top_pairs[0].lift, 1.25);
+  // And the profile writes the same JSON again.
+  EXPECT_EQ(artifacts::RoutingProfileToJson(RoutingProfileToArtifact(*back, header)), j);
+}
+
+TEST(ArtifactsRoutingProfile, ErrorsNameFileLayerExpertAndField) {
+  auto j = nlohmann::json::parse(Text(Golden("routing-profile-v1.json")));
+  j["layers"][1]["experts"][1]["count"] = "six";
+  auto bad = artifacts::ParseRoutingProfile(j, "p.json");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("p.json: layers[1].experts[1]: field 'count'"),
+            std::string::npos)
+      << bad.status().message();
+  j = nlohmann::json::parse(Text(Golden("routing-profile-v1.json")));
+  j["layers"][1]["experts"][0]["tier"] = "lukewarm";
+  auto a = artifacts::ParseRoutingProfile(j, "p.json");
+  ASSERT_TRUE(a.ok());
+  auto prof = RoutingProfileFromArtifact(*a, "p.json");
+  ASSERT_FALSE(prof.ok());
+  EXPECT_NE(prof.status().message().find("unknown tier"), std::string::npos);
+  j = nlohmann::json::parse(Text(Golden("routing-profile-v1.json")));
+  j.erase("calibration");
+  bad = artifacts::ParseRoutingProfile(j, "p.json");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("field 'calibration'"), std::string::npos);
+  j = nlohmann::json::parse(Text(Golden("routing-profile-v1.json")));
+  j["version"] = 2;
+  bad = artifacts::ParseRoutingProfile(j, "p.json");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("version 2"), std::string::npos);
+}
+
+// ---------------------------------------------------------------- allocate rules
+
+TEST(ArtifactsAllocateRules, GoldenV1ParsesToKnownValuesAndIsWrittenBackByteForByte) {
+  const std::string path = Golden("allocate-rules-v1.json");
+  auto a = artifacts::ReadAllocateRules(path);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(artifacts::ModelFingerprintOf(a->header), "f00d");
+  ASSERT_TRUE(a->probe);
+  EXPECT_EQ(a->probe->format, "q2g64");
+  EXPECT_TRUE(a->probe->per_layer);
+  EXPECT_DOUBLE_EQ(a->probe->kl_per_relative_change.value_or(0), 0.25);
+  ASSERT_EQ(a->rules.size(), 2u);
+  ASSERT_TRUE(a->measurements);
+  ASSERT_EQ(a->measurements->size(), 2u);
+  EXPECT_EQ((*a->measurements)[1].layer, -1);
+  EXPECT_DOUBLE_EQ((*a->measurements)[0].sensitivity, 2.0);
+  EXPECT_EQ(DumpJson(artifacts::AllocateRulesToJson(*a)), Text(path));
+  // moeq-allocate's interpretation: two rules with priors, the first one layer-bound.
+  alloc::PriorsConfig cfg;
+  ASSERT_TRUE(alloc::AppendRules(*a, path, &cfg).ok());
+  ASSERT_EQ(cfg.rules.size(), 2u);
+  EXPECT_TRUE(cfg.rules[0].has_layers);
+  EXPECT_DOUBLE_EQ(cfg.rules[0].prior, 1.5);
+  EXPECT_FALSE(cfg.rules[1].has_layers);
+}
+
+TEST(ArtifactsAllocateRules, HandWrittenRulesRoundTripAndErrorsNameTheField) {
+  nlohmann::json j = {{"schema", "moeq.allocate_rules"},
+                      {"version", 1},
+                      {"rules", {{{"match", {{"role", "router"}}}, {"format", "q8g64"}}}}};
+  auto a = artifacts::ParseAllocateRules(j, "r.json");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_FALSE(a->probe);
+  EXPECT_FALSE(a->measurements);
+  EXPECT_EQ(artifacts::AllocateRulesToJson(*a), j);
+  j["rulez"] = nlohmann::json::array();
+  auto bad = artifacts::ParseAllocateRules(j, "r.json");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("r.json: field 'rulez'"), std::string::npos)
+      << bad.status().message();
+  j.erase("rulez");
+  j["rules"][0]["match"]["role"] = "no_such_role";
+  a = artifacts::ParseAllocateRules(j, "r.json");
+  ASSERT_TRUE(a.ok());
+  alloc::PriorsConfig cfg;
+  const Status s = alloc::AppendRules(*a, "r.json", &cfg);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("r.json: field 'rules[0].match.role'"), std::string::npos)
+      << s.message();
+  j["version"] = 2;
+  bad = artifacts::ParseAllocateRules(j, "r.json");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("version 2"), std::string::npos);
 }
 
 }  // namespace

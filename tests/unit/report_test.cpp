@@ -33,12 +33,17 @@ struct Artefacts {
 Artefacts MakeArtefacts(const fs::path& dir) {
   Artefacts a;
   nlohmann::json profile = {
-      {"schema", "moeq.routing_profile"}, {"version", 1}, {"layers", nlohmann::json::array()}};
+      {"schema", "moeq.routing_profile"},
+      {"version", 1},
+      {"model", {{"model_type", "qwen3_moe"}, {"num_experts", 8}, {"top_k", 2}}},
+      {"calibration", {{"tokens", 100}, {"windows", 1}, {"context", 100}}},
+      {"layers", nlohmann::json::array()}};
   for (int l = 0; l < 2; ++l) {
     nlohmann::json experts = nlohmann::json::array();
     for (int e = 0; e < 8; ++e)
-      experts.push_back({{"expert", e}, {"count", 10 + 40 * ((e + l) % 4)}});
-    profile["layers"].push_back({{"layer", l}, {"moe", true}, {"experts", experts}});
+      experts.push_back({{"expert", e}, {"count", 10 + 40 * ((e + l) % 4)}, {"gate_mass", 1.0}});
+    profile["layers"].push_back(
+        {{"layer", l}, {"moe", true}, {"tokens", 100}, {"experts", experts}});
   }
   WriteText(dir / "routing_profile.json", profile.dump());
 

@@ -191,10 +191,13 @@ TEST_F(RoutingStats, DomainCountsEqualSeparateRunsAndSumToCombined) {
     }
   }
   // The JSON carries them and reads back.
-  auto j = RoutingProfileToJson(*both, {});
+  auto j = artifacts::RoutingProfileToJson(
+      RoutingProfileToArtifact(*both, {{"schema", "moeq.routing_profile"}, {"version", 1}}));
   EXPECT_EQ(j["layers"][0]["experts"][3]["domain_counts"]["prose"].get<int64_t>(),
             both->layers[0].experts[3].domain_counts[1]);
-  auto back = RoutingProfileFromJson(j, "x");
+  auto parsed = artifacts::ParseRoutingProfile(j, "x");
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  auto back = RoutingProfileFromArtifact(*parsed, "x");
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->layers[1].experts[5].domain_counts, both->layers[1].experts[5].domain_counts);
   EXPECT_EQ(back->layers[1].experts[5].rank_sum, both->layers[1].experts[5].rank_sum);
@@ -209,7 +212,7 @@ TEST_F(RoutingStats, IdenticalForAnyThreadCount) {
     po_.threads = t;
     auto p = ProfileRouting(*engine_, texts, po_);
     ASSERT_TRUE(p.ok());
-    out[t - 1] = RoutingProfileToJson(*p, {}).dump();
+    out[t - 1] = artifacts::RoutingProfileToJson(RoutingProfileToArtifact(*p, {})).dump();
   }
   EXPECT_EQ(out[0], out[1]);
   EXPECT_EQ(out[0], out[2]);

@@ -70,7 +70,10 @@ TEST(RoutingProfile, IdenticalForOneAndTwoThreadsAndWritesOutputs) {
     auto prof = ProfileRouting(**engine, ids, po);
     ASSERT_TRUE(prof.ok());
     EXPECT_EQ(prof->windows, 5);
-    text[t - 1] = RoutingProfileToJson(*prof, {{"schema", "moeq.routing_profile"}}).dump();
+    text[t - 1] =
+        artifacts::RoutingProfileToJson(
+            RoutingProfileToArtifact(*prof, {{"schema", "moeq.routing_profile"}, {"version", 1}}))
+            .dump();
     if (t == 2) {
       const std::string path = dir.path() + "/act.safetensors";
       ASSERT_TRUE(WriteActivationStats(path, *prof, (*ckpt)->adapter()).ok());
@@ -79,8 +82,11 @@ TEST(RoutingProfile, IdenticalForOneAndTwoThreadsAndWritesOutputs) {
       const std::string name = "model.layers.0.mlp.experts.3.down_proj.weight.in_sq_mean";
       ASSERT_NE((*f)->Find(name), nullptr);
       EXPECT_EQ((*f)->Find(name)->shape[0], so.moe_ff);
-      auto j = RoutingProfileToJson(*prof, {});
-      auto back = RoutingProfileFromJson(j, "x");
+      auto j = artifacts::RoutingProfileToJson(
+          RoutingProfileToArtifact(*prof, {{"schema", "moeq.routing_profile"}, {"version", 1}}));
+      auto parsed = artifacts::ParseRoutingProfile(j, "x");
+      ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+      auto back = RoutingProfileFromArtifact(*parsed, "x");
       ASSERT_TRUE(back.ok()) << back.status().ToString();
       EXPECT_EQ(back->layers[1].experts[2].count, prof->layers[1].experts[2].count);
       int64_t sum = 0;

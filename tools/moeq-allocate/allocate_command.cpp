@@ -10,8 +10,10 @@
 #include <set>
 
 #include "moeq/allocate/allocation.h"
+#include "moeq/artifacts/allocate_rules.h"
 #include "moeq/artifacts/allocation.h"
 #include "moeq/artifacts/model_match.h"
+#include "moeq/artifacts/routing_profile.h"
 #include "moeq/base/file_util.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/export/target_cost.h"
@@ -105,8 +107,9 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
     in["priors"] = o.priors;
   }
   if (!o.rules.empty()) {
-    MOEQ_ASSIGN_OR_RETURN(nlohmann::json rj, ReadJsonFile(o.rules));
-    MOEQ_RETURN_IF_ERROR(AppendRulesFromJson(rj, o.rules, &settings.priors));
+    MOEQ_ASSIGN_OR_RETURN(const artifacts::AllocateRulesArtifact rules,
+                          artifacts::ReadAllocateRules(o.rules));
+    MOEQ_RETURN_IF_ERROR(AppendRules(rules, o.rules, &settings.priors));
     MOEQ_ASSIGN_OR_RETURN(in["rules_sha256"], Sha256File(o.rules));
     in["rules"] = o.rules;
   }
@@ -116,12 +119,12 @@ Status RunAllocate(const AllocateCommandOptions& o, const ArtifactContext& ctx) 
     in["tiers"] = o.tiers;
   }
   if (!o.profile.empty()) {
-    MOEQ_ASSIGN_OR_RETURN(nlohmann::json pj, ReadJsonFile(o.profile));
-    MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(pj, "moeq.routing_profile", 1, o.profile));
+    MOEQ_ASSIGN_OR_RETURN(const artifacts::RoutingProfileArtifact pa,
+                          artifacts::ReadRoutingProfile(o.profile));
     MOEQ_RETURN_IF_ERROR(artifacts::RequireSameModel(
         {o.sensitivity, artifacts::ModelFingerprintOf(sens.header)},
-        {o.profile, artifacts::ModelFingerprintOf(pj)}, o.allow_model_mismatch));
-    MOEQ_ASSIGN_OR_RETURN(settings.profile, RoutingProfileFromJson(pj, o.profile));
+        {o.profile, artifacts::ModelFingerprintOf(pa.header)}, o.allow_model_mismatch));
+    MOEQ_ASSIGN_OR_RETURN(settings.profile, RoutingProfileFromArtifact(pa, o.profile));
     MOEQ_ASSIGN_OR_RETURN(in["profile_sha256"], Sha256File(o.profile));
     in["profile"] = o.profile;
   }

@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "moeq/allocate/allocation.h"
+#include "moeq/artifacts/allocate_rules.h"
 #include "moeq/artifacts/model_match.h"
 #include "moeq/base/file_util.h"
 #include "moeq/checkpoint/checkpoint.h"
@@ -372,42 +373,43 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
   nlohmann::json in = {{"model", o.model_dir},         {"model_fingerprint", ckpt->fingerprint()},
                        {"sensitivity", o.sensitivity}, {"sensitivity_sha256", sens.sha256},
                        {"text", tokens.source},        {"text_sha256", tokens.sha256}};
-  nlohmann::json j = MakeArtifactHeader("moeq.allocate_rules", 1, ctx, in);
-  j["description"] =
+  artifacts::AllocateRulesArtifact out;
+  out.header = MakeArtifactHeader(artifacts::kAllocateRulesSchema, artifacts::kAllocateRulesVersion,
+                                  ctx, in);
+  out.description =
       "Measured priors (moeq-calibrate): for each role, the mean KL divergence from the "
       "unquantized model when only "
       "that role is quantized with the probe format, over the predicted noise sum(exposure * "
       "NRMSE^2); prior = "
       "sqrt(sensitivity / median sensitivity), for moeq-allocate --objective mse --rules "
       "this-file.";
-  j["probe"] = {{"format", std::string(probe->name)},
-                {"windows", windows},
-                {"context", o.context},
-                {"top_k", o.top_k},
-                {"per_layer", o.per_layer},
-                {"method", method}};
-  if (method == "local") j["probe"]["kl_per_relative_change"] = kl_per_change;
-  nlohmann::json rules = nlohmann::json::array(), measured = nlohmann::json::array();
+  out.probe = artifacts::CalibrationProbe{.format = std::string(probe->name),
+                                          .windows = static_cast<int64_t>(windows),
+                                          .context = o.context,
+                                          .top_k = o.top_k,
+                                          .per_layer = o.per_layer,
+                                          .method = method};
+  if (method == "local") out.probe->kl_per_relative_change = kl_per_change;
+  out.measurements.emplace();
   for (auto& [key, rp] : roles) {
     if (rp.tensors == 0) continue;
     const TensorRole role = key.first;
     nlohmann::json match = {{"role", std::string(RoleName(role))}};
     if (rp.layer >= 0) match["layer"] = rp.layer;
     rp.prior = std::clamp(std::sqrt(std::max(rp.sensitivity, 0.0) / median), 0.01, 100.0);
-    rules.push_back({{"match", match}, {"prior", rp.prior}});
-    measured.push_back({{"role", std::string(RoleName(role))},
-                        {"layer", rp.layer},
-                        {"tensors", rp.tensors},
-                        {"kl_mean", rp.kl_mean},
-                        {"predicted_noise", rp.predicted_noise},
-                        {"sensitivity", rp.sensitivity},
-                        {"prior", rp.prior}});
+    out.rules.push_back({{"match", match}, {"prior", rp.prior}});
+    out.measurements->push_back({.role = std::string(RoleName(role)),
+                                 .layer = rp.layer,
+                                 .tensors = rp.tensors,
+                                 .kl_mean = rp.kl_mean,
+                                 .predicted_noise = rp.predicted_noise,
+                                 .sensitivity = rp.sensitivity,
+                                 .prior = rp.prior});
   }
-  j["rules"] = rules;
-  j["measurements"] = measured;
+  const nlohmann::json j = artifacts::AllocateRulesToJson(out);
   MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(j), {.overwrite = ctx.force}));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  spdlog::info("calibrated {} roles of {} on {} windows in {:.1f} s; wrote {}", rules.size(),
+  spdlog::info("calibrated {} roles of {} on {} windows in {:.1f} s; wrote {}", out.rules.size(),
                o.model_dir, windows, secs, o.output);
   return Status::Ok();
 }

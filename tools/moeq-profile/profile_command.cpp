@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "moeq/artifacts/routing_profile.h"
 #include "moeq/base/file_util.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/engine/engine.h"
@@ -159,8 +160,9 @@ Status RunProfile(const ProfileCommandOptions& o, const ArtifactContext& ctx) {
     }
     in["traces"] = tl;
   }
-  nlohmann::json header = MakeArtifactHeader("moeq.routing_profile", 1, ctx, in);
-  nlohmann::json j = RoutingProfileToJson(prof, header);
+  nlohmann::json header = MakeArtifactHeader(artifacts::kRoutingProfileSchema,
+                                             artifacts::kRoutingProfileVersion, ctx, in);
+  nlohmann::json j = artifacts::RoutingProfileToJson(RoutingProfileToArtifact(prof, header));
   MOEQ_RETURN_IF_ERROR(WriteFileAtomic(o.output, DumpJson(j), {.overwrite = ctx.force}));
   if (po.activations)
     MOEQ_RETURN_IF_ERROR(WriteActivationStats(o.activation_stats, prof, ckpt->adapter(),

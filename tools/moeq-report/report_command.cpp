@@ -15,6 +15,7 @@
 #include "moeq/artifacts/allocation.h"
 #include "moeq/artifacts/eval.h"
 #include "moeq/artifacts/model_match.h"
+#include "moeq/artifacts/routing_profile.h"
 #include "moeq/artifacts/sensitivity.h"
 #include "moeq/base/artifact.h"
 #include "moeq/base/build_info.h"
@@ -383,10 +384,7 @@ std::string AllocationSection(std::vector<AllocEntry>& entries, const Sensitivit
   return s + "</section>";
 }
 
-Result<std::string> RoutingSection(const nlohmann::json& j, const std::string& path) {
-  auto layers = j.find("layers");
-  if (layers == j.end() || !layers->is_array())
-    return Status::InvalidArgument(path + ": missing array field 'layers'");
+std::string RoutingSection(const artifacts::RoutingProfileArtifact& p) {
   report::Heatmap h;
   h.id = "chart-routing";
   h.title = "Routing hotness: selections per expert relative to the layer mean (log2)";
@@ -394,19 +392,12 @@ Result<std::string> RoutingSection(const nlohmann::json& j, const std::string& p
   h.y_label = "layer";
   size_t max_experts = 0;
   std::vector<std::vector<std::pair<int64_t, std::string>>> rows;
-  for (size_t i = 0; i < layers->size(); ++i) {
-    const auto& l = (*layers)[i];
-    auto ex = l.find("experts");
-    if (ex == l.end() || !ex->is_array() || ex->empty()) continue;
+  for (const artifacts::RoutingLayer& l : p.layers) {
+    if (l.experts.empty()) continue;
     std::vector<std::pair<int64_t, std::string>> row;
-    for (size_t e = 0; e < ex->size(); ++e) {
-      const std::string where =
-          path + ": layers[" + std::to_string(i) + "].experts[" + std::to_string(e) + "]";
-      MOEQ_ASSIGN_OR_RETURN(int64_t count, Field<int64_t>((*ex)[e], "count", where));
-      row.emplace_back(count, (*ex)[e].value("tier", std::string()));
-    }
+    for (const artifacts::RoutingExpert& x : l.experts) row.emplace_back(x.count, x.tier);
     max_experts = std::max(max_experts, row.size());
-    h.row_labels.push_back(LayerLabel(l.value("layer", static_cast<int>(i))));
+    h.row_labels.push_back(LayerLabel(static_cast<int>(l.layer)));
     rows.push_back(std::move(row));
   }
   if (rows.empty())
@@ -434,8 +425,12 @@ Result<std::string> RoutingSection(const nlohmann::json& j, const std::string& p
               {report::Diverging(0), "mean"},
               {report::Diverging(1), "≥ 4× mean"}};
   std::string s = "<section id=\"routing\"><h2>Routing hotness</h2>";
-  if (j.contains("calibration"))
-    s += "<p class=\"summary\">calibration: " + report::XmlEscape(j["calibration"].dump()) + "</p>";
+  const artifacts::RoutingCalibration& cal = p.calibration;
+  const nlohmann::json cj = {{"tokens", cal.tokens},
+                             {"windows", cal.windows},
+                             {"context", cal.context},
+                             {"source", cal.source}};
+  s += "<p class=\"summary\">calibration: " + report::XmlEscape(cj.dump()) + "</p>";
   return s + "<figure>" + report::RenderHeatmap(h) + "</figure></section>";
 }
 
@@ -611,11 +606,10 @@ Result<std::string> BuildReportHtml(const ReportCommandOptions& o, const Artifac
     MOEQ_ASSIGN_OR_RETURN(alloc_entries, ReadAllocation(o.allocation, &alloc_header));
     models.push_back({o.allocation, artifacts::ModelFingerprintOf(alloc_header)});
   }
-  nlohmann::json profile;
+  artifacts::RoutingProfileArtifact profile;
   if (!o.profile.empty()) {
-    MOEQ_ASSIGN_OR_RETURN(profile, ReadJsonFile(o.profile));
-    MOEQ_RETURN_IF_ERROR(CheckArtifactHeader(profile, "moeq.routing_profile", 1, o.profile));
-    models.push_back({o.profile, artifacts::ModelFingerprintOf(profile)});
+    MOEQ_ASSIGN_OR_RETURN(profile, artifacts::ReadRoutingProfile(o.profile));
+    models.push_back({o.profile, artifacts::ModelFingerprintOf(profile.header)});
   }
   for (size_t i = 0; i < models.size(); ++i) {
     if (models[i].fingerprint.empty()) continue;
@@ -631,8 +625,7 @@ Result<std::string> BuildReportHtml(const ReportCommandOptions& o, const Artifac
                           AllocationSection(alloc_entries, sens ? &*sens : nullptr, alloc_header));
   }
   if (!o.profile.empty()) {
-    MOEQ_ASSIGN_OR_RETURN(std::string s, RoutingSection(profile, o.profile));
-    sections.emplace_back("routing", std::move(s));
+    sections.emplace_back("routing", RoutingSection(profile));
   }
   if (!o.curve.empty()) {
     MOEQ_ASSIGN_OR_RETURN(CurveData c, ReadCurve(o.curve));

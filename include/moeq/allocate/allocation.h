@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "moeq/allocate/mckp.h"
+#include "moeq/artifacts/allocate_rules.h"
 #include "moeq/base/status.h"
 #include "moeq/model/arch.h"
 #include "moeq/profile/expert_tiers.h"
@@ -99,7 +100,11 @@ struct PriorsConfig {
 
 /// Parses a moeq.priors object (unknown keys are errors naming `path` and the key).
 Result<PriorsConfig> PriorsFromJson(const nlohmann::json& j, std::string_view path);
-/// Parses a moeq.allocate_rules object ({"rules": [...]}) and appends its rules.
+/// Appends the rules of a moeq.allocate_rules file (moeq/artifacts/allocate_rules.h; e.g.
+/// moeq-calibrate's measured priors); errors name `path`, `rules[i]` and the field.
+Status AppendRules(const artifacts::AllocateRulesArtifact& rules, std::string_view path,
+                   PriorsConfig* cfg);
+/// artifacts::ParseAllocateRules + AppendRules.
 Status AppendRulesFromJson(const nlohmann::json& j, std::string_view path, PriorsConfig* cfg);
 /// The config as JSON (recorded in allocation.json options).
 nlohmann::json PriorsToJson(const PriorsConfig& cfg);

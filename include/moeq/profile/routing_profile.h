@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "moeq/artifacts/routing_profile.h"
 #include "moeq/base/atomic_file.h"
 #include "moeq/base/status.h"
 #include "moeq/engine/engine.h"
@@ -202,14 +203,20 @@ Result<RoutingProfile> ProfileRoutingTraces(const ModelConfig& config,
                                             std::span<const TraceInput> traces,
                                             const ProfileOptions& options);
 
-/// The routing part as JSON (layers[].experts[] with count, frac, mean_gate, gate_mass,
-/// prob_mass, mean_rank, domain_counts, hotness, tier; per-layer summaries, coactivation and
-/// hotness; top-level domains, hotness and tiers). `header` is merged in (schema, producer, ...).
-nlohmann::json RoutingProfileToJson(const RoutingProfile& profile, nlohmann::json header);
+/// The routing part as the routing_profile.json schema (moeq/artifacts/routing_profile.h):
+/// layers[].experts[] with count, frac, mean_gate, gate_mass, prob_mass, mean_rank,
+/// domain_counts, hotness, tier; per-layer summaries, coactivation and hotness; top-level
+/// domains, hotness and tiers. `header` is the envelope (MakeArtifactHeader). Write it with
+/// artifacts::RoutingProfileToJson.
+artifacts::RoutingProfileArtifact RoutingProfileToArtifact(const RoutingProfile& profile,
+                                                           nlohmann::json header);
 
-/// Reads the routing part back (counts, masses, ranks, domain counts, tiers; activation
-/// statistics are not in JSON).
-Result<RoutingProfile> RoutingProfileFromJson(const nlohmann::json& j, std::string_view path);
+/// The routing part back (counts, masses, ranks, domain counts, tiers; activation statistics
+/// are not in the file). Errors name `path` and the field.
+Result<RoutingProfile> RoutingProfileFromArtifact(const artifacts::RoutingProfileArtifact& a,
+                                                  std::string_view path);
+/// artifacts::ReadRoutingProfile + RoutingProfileFromArtifact.
+Result<RoutingProfile> ReadRoutingProfileFile(const std::string& path);
 
 /// How few-token experts are stabilised in the written statistics (docs/artifacts.md): an
 /// expert input seen by n_e tokens gets S_e ← (n_e·S_e + k·S_pool) / (n_e + k), S a mean

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "moeq/base/status.h"
 #include "moeq/quant/encoders.h"
@@ -28,6 +29,10 @@ class InputStatsFile {
   /// the file has nothing for this weight or the width differs (e.g. o_proj, lm_head: moeq-profile
   /// does not observe their inputs).
   Result<std::optional<quant::InputStats>> Get(const std::string& weight_name, int64_t cols) const;
+
+  /// The unshrunk mean x² ("<W>.in_sq_mean", F32 [cols]) of the input of weight
+  /// `weight_name`; nullopt when the file has none for it or the width differs.
+  std::optional<std::vector<float>> InSqMean(const std::string& weight_name, int64_t cols) const;
 
   bool has_gram() const { return has_gram_; }
   const std::string& path() const { return path_; }
