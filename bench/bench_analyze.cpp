@@ -26,6 +26,7 @@
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/quant/quant_format.h"
 #include "moeq/quant/quantizer.h"
+#include "moeq/sensitivity/features.h"
 
 namespace {
 

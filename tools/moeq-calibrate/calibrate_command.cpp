@@ -320,9 +320,8 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
   // reference and clears its overrides, so the order changes no result.
   std::vector<ProbeKey> order;
   for (const auto& kv : roles) order.push_back(kv.first);
-  std::stable_sort(order.begin(), order.end(), [](const ProbeKey& a, const ProbeKey& b) {
-    return a.second < b.second;
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [](const ProbeKey& a, const ProbeKey& b) { return a.second < b.second; });
   size_t done = 0;
   for (const ProbeKey& key : order) {
     RoleProbe& rp = roles.at(key);
