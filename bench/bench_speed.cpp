@@ -21,12 +21,12 @@
 // does that.
 // Prints one JSON object on stdout: {"prefill_s": [per-rep wall seconds], "prefill_cpu_s":
 // [per-rep CPU seconds of the process, all threads], "decode_s_per_token": [per-rep],
-// "decode_cpu_s_per_token": [per-rep], ...}. bench/speed/llamacpp_speed.sh runs it alternately with llama.cpp and takes
-// medians.
+// "decode_cpu_s_per_token": [per-rep], ...}. bench/speed/llamacpp_speed.sh runs it alternately with
+// llama.cpp and takes medians.
 #include <chrono>
-#include <ctime>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <span>

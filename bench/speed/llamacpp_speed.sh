@@ -20,8 +20,11 @@
 #
 # Environment: BIN (build/bin), WORK (/tmp/moeq-speed), ROUNDS (3), REPS (5), THREADS ("2 1":
 # every thread count in the list, alternated within each round),
-# TOKENS (512), DECODE (64; 0 = no decode rows), NICE ("nice -n 10" on the shared machine: both
-# sides get the same), FORCE=1 rewrites the model files.
+# TOKENS (512), DECODE (64; 0 = no decode rows), DECODE_THREADS ("1": the thread counts with
+# decode rows; llama.cpp's two-thread decode is meaningless on a loaded machine, README),
+# NICE ("nice -n 10" on the shared machine: both sides get the same), FORCE=1 rewrites the model
+# files, BASELINE_BIN (a directory with another build's bench_speed: an extra
+# "moeq-q4g64-baseline" run in every round, for before/after in the same run).
 # Needs node and tests/llamacpp/node_modules (scripts/install-llamacpp.sh).
 # Prints the table on stdout and writes it to WORK/<name>/speed.md; raw JSON lines in
 # WORK/<name>/speed.jsonl.
@@ -90,7 +93,8 @@ EOF
     -o "$d/F16.gguf" --force --no-model-card -q
 fi
 
-common=(--tokens "$tokens" --reps "$reps" --decode "$decode")
+decode_threads=${DECODE_THREADS:-1}
+base_bin=${BASELINE_BIN:-}
 out=$d/speed.jsonl
 : > "$out"
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -104,8 +108,14 @@ run() {  # label, threads, command...
 for r in $(seq 1 "$rounds"); do
   for th in $threads; do
     echo "== round $r/$rounds, $th thread(s)" >&2
+    dec=0
+    case " $decode_threads " in *" $th "*) dec=$decode ;; esac
+    common=(--tokens "$tokens" --reps "$reps" --decode "$dec")
     run moeq-q4g64 "$th" "$bin/bench_speed" "$d/q4g64" --ids "$d/ids.json" "${common[@]}"
     run llama-Q4_K_M "$th" node "$here/llamacpp_speed.mjs" "$d/Q4_K_M.gguf" "$d/ids.json" "${common[@]}"
+    if [ -n "$base_bin" ]; then
+      run moeq-q4g64-baseline "$th" "$base_bin/bench_speed" "$d/q4g64" --ids "$d/ids.json" "${common[@]}"
+    fi
     run moeq-bf16 "$th" "$bin/bench_speed" "$model" --ids "$d/ids.json" "${common[@]}"
     run llama-F16 "$th" node "$here/llamacpp_speed.mjs" "$d/F16.gguf" "$d/ids.json" "${common[@]}"
   done

@@ -36,9 +36,13 @@ print("| row | threads | moeq tok/s | llama.cpp tok/s | moeq / llama.cpp (wall) 
       "moeq / llama.cpp (CPU time) |")
 print("|---|---:|---:|---:|---:|---:|")
 pairs = [("prefill: moeq packed q4g64 vs Q4_K_M", "moeq-q4g64", "llama-Q4_K_M", "prefill", tokens),
+         ("prefill: BASELINE_BIN's moeq packed q4g64 vs Q4_K_M", "moeq-q4g64-baseline", "llama-Q4_K_M",
+          "prefill", tokens),
          ("prefill: moeq bf16 vs F16", "moeq-bf16", "llama-F16", "prefill", tokens),
          ("decode: moeq packed q4g64 vs Q4_K_M", "moeq-q4g64", "llama-Q4_K_M", "decode", 1),
-         ("decode: moeq bf16 vs F16", "moeq-bf16", "llama-F16", "decode", 1)]
+         ("decode: moeq bf16 vs F16", "moeq-bf16", "llama-F16", "decode", 1),
+         ("decode: BASELINE_BIN's moeq packed q4g64 vs Q4_K_M", "moeq-q4g64-baseline", "llama-Q4_K_M",
+          "decode", 1)]
 thread_counts = sorted({r["threads"] for r in runs}, reverse=True)
 for title, a, b, kind, n in pairs:
     wall = "prefill_s" if kind == "prefill" else "decode_s_per_token"
@@ -50,3 +54,11 @@ for title, a, b, kind, n in pairs:
         ca, cb = med(a, th, cpu), med(b, th, cpu)
         cpu_ratio = f"{cb / ca:.2f}" if th == 1 and ca and cb else ""
         print(f"| {title} | {th} | {n / ma:.0f} | {n / mb:.0f} | {mb / ma:.2f} | {cpu_ratio} |")
+if any(r["label"] == "moeq-q4g64-baseline" for r in runs):
+    print()
+    for th in thread_counts:
+        a, b = med("moeq-q4g64", th, "prefill_s"), med("moeq-q4g64-baseline", th, "prefill_s")
+        ca, cb = med("moeq-q4g64", th, "prefill_cpu_s"), med("moeq-q4g64-baseline", th, "prefill_cpu_s")
+        if a and b:
+            print(f"moeq packed prefill, this build / BASELINE_BIN, {th} thread(s): {b / a:.2f}x (wall)"
+                  + (f", {cb / ca:.2f}x (CPU time)" if ca and cb else ""))

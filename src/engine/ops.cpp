@@ -62,14 +62,15 @@ template <typename F>
 void PacketMap(float* p, const float* q, int64_t n, F f) {
   int64_t i = 0;
   for (; i + kPacket <= n; i += kPacket) {
-    Eigen::internal::pstoreu(p + i, f(Eigen::internal::ploadu<Packet>(p + i),
-                                      Eigen::internal::ploadu<Packet>(q + i)));
+    Eigen::internal::pstoreu(
+        p + i, f(Eigen::internal::ploadu<Packet>(p + i), Eigen::internal::ploadu<Packet>(q + i)));
   }
   if (i < n) {
     alignas(64) float a[kPacket] = {}, b[kPacket] = {};
     std::copy(p + i, p + n, a);
     std::copy(q + i, q + n, b);
-    Eigen::internal::pstore(a, f(Eigen::internal::pload<Packet>(a), Eigen::internal::pload<Packet>(b)));
+    Eigen::internal::pstore(
+        a, f(Eigen::internal::pload<Packet>(a), Eigen::internal::pload<Packet>(b)));
     std::copy(a, a + (n - i), p + i);
   }
 }
@@ -83,12 +84,12 @@ void SoftmaxScaled(float* p, int64_t n, float scale) {
     mx = std::max(mx, p[i]);
   }
   const Packet vmx = Eigen::internal::pset1<Packet>(mx);
-  PacketMap(p, p, n, [&](Packet a, Packet) {
-    return Eigen::internal::pexp(Eigen::internal::psub(a, vmx));
-  });
+  PacketMap(p, p, n,
+            [&](Packet a, Packet) { return Eigen::internal::pexp(Eigen::internal::psub(a, vmx)); });
   Packet acc = Eigen::internal::pzero(Packet());
   int64_t i = 0;
-  for (; i + kPacket <= n; i += kPacket) acc = Eigen::internal::padd(acc, Eigen::internal::ploadu<Packet>(p + i));
+  for (; i + kPacket <= n; i += kPacket)
+    acc = Eigen::internal::padd(acc, Eigen::internal::ploadu<Packet>(p + i));
   float sum = Eigen::internal::predux(acc);
   for (; i < n; ++i) sum += p[i];
   const float inv = 1.0f / sum;
@@ -267,10 +268,9 @@ void CausalAttention(const std::vector<float>& q, const std::vector<float>& k,
           SoftmaxScaled(sp + r * i1, n, scale);
           std::fill(sp + r * i1 + n, sp + (r + 1) * i1, 0.0f);
         }
-        Eigen::Map<RowMat, 0, Eigen::OuterStride<>> O(out->data() + i0 * heads * head_dim +
-                                                          h * head_dim,
-                                                      m, head_dim,
-                                                      Eigen::OuterStride<>(heads * head_dim));
+        Eigen::Map<RowMat, 0, Eigen::OuterStride<>> O(
+            out->data() + i0 * heads * head_dim + h * head_dim, m, head_dim,
+            Eigen::OuterStride<>(heads * head_dim));
         O.noalias() = s * V;
       },
       threads);

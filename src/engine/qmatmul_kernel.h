@@ -220,7 +220,8 @@ void PackedKernel(const PackedGemmArgs& a) {
         const int nt = static_cast<int>(a.rows - t < V::kTokenBlock ? a.rows - t : V::kTokenBlock);
         const float* xr[V::kTokenBlock];
         for (int j = 0; j < nt; ++j) xr[j] = a.x + (t + j) * a.x_stride;
-        for (int r0 = 0; r0 < W; r0 += kR) PanelDispatch<V::kTokenBlock>(nt, panel, w.in, r0, xr, accbuf);
+        for (int r0 = 0; r0 < W; r0 += kR)
+          PanelDispatch<V::kTokenBlock>(nt, panel, w.in, r0, xr, accbuf);
         for (int j = 0; j < nt; ++j)
           V::ReduceFinish(accbuf + j * kParts, n, a.y + (t + j) * a.y_stride + o);
       }
