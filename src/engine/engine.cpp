@@ -919,10 +919,7 @@ void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<
     }
   }
   run_items();
-  for (size_t i = 0; i < static_cast<size_t>(n * F); ++i) {
-    const float a = G[i];
-    G[i] = a / (1.0f + std::exp(-a)) * U[i];
-  }
+  engine::SiluMul(G.data(), U.data(), n * F);
   if (obs) {
     for (int64_t e = 0; e < E; ++e) {
       const int64_t ne = count[static_cast<size_t>(e)];

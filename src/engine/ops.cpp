@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <utility>
 
@@ -29,6 +30,9 @@ using CMapRow = Eigen::Map<const RowMat>;
 // Output features per tile of a linear layer. Fixed: it defines the summation order.
 constexpr int64_t kOutTile = 64;
 
+// Queries per work item of CausalAttention.
+constexpr int64_t kQueryBlock = 64;
+
 // Converted tiles of half-precision weights, per thread (at most kOutTile rows, or one
 // LinearRange's rows).
 std::vector<float>& TileBuffer() {
@@ -46,7 +50,61 @@ const float* WeightRows(const Linear& lin, int64_t o0, int64_t o1) {
   return buf.data();
 }
 
+// Vectorized elementwise functions on Eigen's packets, with unaligned loads and the tail padded
+// into one more full packet: every element goes through the same packet code whatever the
+// buffer's address (Eigen's array expressions peel a scalar prologue up to the first aligned
+// element, so which elements got the scalar std::exp would depend on the allocation, and results
+// on the thread count or on the buffer reused).
+using Packet = Eigen::internal::packet_traits<float>::type;
+constexpr int64_t kPacket = Eigen::internal::unpacket_traits<Packet>::size;
+
+template <typename F>
+void PacketMap(float* p, const float* q, int64_t n, F f) {
+  int64_t i = 0;
+  for (; i + kPacket <= n; i += kPacket) {
+    Eigen::internal::pstoreu(
+        p + i, f(Eigen::internal::ploadu<Packet>(p + i), Eigen::internal::ploadu<Packet>(q + i)));
+  }
+  if (i < n) {
+    alignas(64) float a[kPacket] = {}, b[kPacket] = {};
+    std::copy(p + i, p + n, a);
+    std::copy(q + i, q + n, b);
+    Eigen::internal::pstore(
+        a, f(Eigen::internal::pload<Packet>(a), Eigen::internal::pload<Packet>(b)));
+    std::copy(a, a + (n - i), p + i);
+  }
+}
+
+// In place: p[i] = exp(p[i] * scale - max_j(p[j] * scale)), then normalised to sum 1 (softmax of
+// the scaled row). The sum runs in packets, then over the lanes: a fixed order for a given n.
+void SoftmaxScaled(float* p, int64_t n, float scale) {
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) {
+    p[i] *= scale;
+    mx = std::max(mx, p[i]);
+  }
+  const Packet vmx = Eigen::internal::pset1<Packet>(mx);
+  PacketMap(p, p, n,
+            [&](Packet a, Packet) { return Eigen::internal::pexp(Eigen::internal::psub(a, vmx)); });
+  Packet acc = Eigen::internal::pzero(Packet());
+  int64_t i = 0;
+  for (; i + kPacket <= n; i += kPacket)
+    acc = Eigen::internal::padd(acc, Eigen::internal::ploadu<Packet>(p + i));
+  float sum = Eigen::internal::predux(acc);
+  for (; i < n; ++i) sum += p[i];
+  const float inv = 1.0f / sum;
+  for (int64_t j = 0; j < n; ++j) p[j] *= inv;
+}
+
 }  // namespace
+
+void SiluMul(float* g, const float* u, int64_t n) {
+  const Packet one = Eigen::internal::pset1<Packet>(1.0f);
+  PacketMap(g, u, n, [&](Packet a, Packet b) {
+    const Packet e = Eigen::internal::pexp(Eigen::internal::pnegate(a));
+    return Eigen::internal::pmul(Eigen::internal::pdiv(a, Eigen::internal::padd(one, e)), b);
+  });
+}
 
 void HalfRowsToF32(const uint16_t* src, bool f16, int64_t in, int64_t r0, int64_t r1, float* dst) {
   const uint16_t* s = src + r0 * in;
@@ -76,14 +134,11 @@ void LinearRange(const Linear& lin, const float* x, int64_t rows, float* y, int6
   if (rows == 0 || o1 <= o0) return;
   if (lin.packed()) {
     const PackedMatrix& w = lin.q;
-    thread_local std::vector<float> xsum;
-    xsum.resize(static_cast<size_t>(rows * w.groups_per_row()));
-    PackedGroupSums(x, rows, lin.in, w.in, w.group, xsum.data());
     PackedGemmArgs a;
     a.w = &w;
     a.x = x;
     a.x_stride = lin.in;
-    a.xsum = xsum.data();
+    a.work = PackedWorkBuffer(w.in);
     a.rows = rows;
     a.y = y;
     a.y_stride = y_stride;
@@ -181,38 +236,41 @@ void ApplyRope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, double
 void CausalAttention(const std::vector<float>& q, const std::vector<float>& k,
                      const std::vector<float>& v, int64_t tokens, int64_t heads, int64_t kv_heads,
                      int64_t head_dim, std::vector<float>* out, int threads) {
-  out->assign(static_cast<size_t>(tokens * heads * head_dim), 0.0f);
+  out->resize(static_cast<size_t>(tokens * heads * head_dim));  // every element written below
   const int64_t group = heads / kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   using Strided = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
+  // Work items: (head, block of kQueryBlock queries). A block's queries see keys [0, i1) only,
+  // so the scores above the causal diagonal are computed for at most one block per row (about
+  // half the products and exponentials of the full square). Items are independent: results do
+  // not depend on the thread count.
+  const int64_t blocks = (tokens + kQueryBlock - 1) / kQueryBlock;
   ParallelFor(
-      heads,
-      [&](int64_t h) {
+      heads * blocks,
+      [&](int64_t item) {
+        const int64_t h = item / blocks, b = item % blocks;
         const int64_t kh = h / group;
-        Strided Q(q.data() + h * head_dim, tokens, head_dim,
+        const int64_t i0 = b * kQueryBlock, i1 = std::min(tokens, i0 + kQueryBlock);
+        const int64_t m = i1 - i0;
+        Strided Q(q.data() + i0 * heads * head_dim + h * head_dim, m, head_dim,
                   Eigen::OuterStride<>(heads * head_dim));
-        Strided K(k.data() + kh * head_dim, tokens, head_dim,
+        Strided K(k.data() + kh * head_dim, i1, head_dim,
                   Eigen::OuterStride<>(kv_heads * head_dim));
-        Strided V(v.data() + kh * head_dim, tokens, head_dim,
+        Strided V(v.data() + kh * head_dim, i1, head_dim,
                   Eigen::OuterStride<>(kv_heads * head_dim));
-        RowMat s = Q * K.transpose();
-        for (int64_t i = 0; i < tokens; ++i) {
-          float mx = -INFINITY;
-          for (int64_t j = 0; j <= i; ++j) {
-            s(i, j) *= scale;
-            mx = std::max(mx, s(i, j));
-          }
-          float sum = 0.0f;
-          for (int64_t j = 0; j <= i; ++j) {
-            s(i, j) = std::exp(s(i, j) - mx);
-            sum += s(i, j);
-          }
-          const float inv = 1.0f / sum;
-          for (int64_t j = 0; j <= i; ++j) s(i, j) *= inv;
-          for (int64_t j = i + 1; j < tokens; ++j) s(i, j) = 0.0f;
+        thread_local std::vector<float> sbuf;
+        sbuf.resize(static_cast<size_t>(m * i1 + 16));
+        float* sp = sbuf.data() + (16 - reinterpret_cast<uintptr_t>(sbuf.data()) / 4 % 16) % 16;
+        MapRow s(sp, m, i1);
+        s.noalias() = Q * K.transpose();
+        for (int64_t r = 0; r < m; ++r) {
+          const int64_t n = i0 + r + 1;  // keys 0..i0 + r
+          SoftmaxScaled(sp + r * i1, n, scale);
+          std::fill(sp + r * i1 + n, sp + (r + 1) * i1, 0.0f);
         }
-        Eigen::Map<RowMat, 0, Eigen::OuterStride<>> O(out->data() + h * head_dim, tokens, head_dim,
-                                                      Eigen::OuterStride<>(heads * head_dim));
+        Eigen::Map<RowMat, 0, Eigen::OuterStride<>> O(
+            out->data() + i0 * heads * head_dim + h * head_dim, m, head_dim,
+            Eigen::OuterStride<>(heads * head_dim));
         O.noalias() = s * V;
       },
       threads);
@@ -264,10 +322,7 @@ void SwiGluForward(const Linear& gate, const Linear& up, const Linear& down, con
   std::vector<float> g, u;
   LinearForward(gate, x, rows, &g, threads);
   LinearForward(up, x, rows, &u, threads);
-  for (size_t i = 0; i < g.size(); ++i) {
-    const float a = g[i];
-    g[i] = a / (1.0f + std::exp(-a)) * u[i];
-  }
+  SiluMul(g.data(), u.data(), static_cast<int64_t>(g.size()));
   LinearForward(down, g.data(), rows, y, threads);
   if (act) *act = std::move(g);
 }

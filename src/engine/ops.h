@@ -72,6 +72,9 @@ void CachedAttention(const std::vector<float>& q, const float* k_all, const floa
                      int64_t tokens, int64_t pos0, int64_t heads, int64_t kv_heads,
                      int64_t head_dim, std::vector<float>* out, int threads);
 
+/// In place: g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i] (vectorized exp).
+void SiluMul(float* g, const float* u, int64_t n);
+
 /// SwiGLU MLP: down(silu(gate(x)) * up(x)), x [rows, hidden], y [rows, hidden] (resized).
 /// When `act` is given it receives the down projection's input [rows, ff].
 void SwiGluForward(const Linear& gate, const Linear& up, const Linear& down, const float* x,

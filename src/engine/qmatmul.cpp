@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "moeq/base/parallel.h"
 
@@ -30,6 +31,7 @@ struct V {
   static constexpr int kTokenBlock = 2;
   using T = PortableVec;
   static T Zero() { return T{}; }
+  static void Store(float* p, T v) { std::memcpy(p, v.v, sizeof v.v); }
   static T Set1(float f) {
     T r;
     for (int i = 0; i < 8; ++i) r.v[i] = f;
@@ -49,6 +51,18 @@ struct V {
     const float s0 = (a.v[0] + a.v[4]) + (a.v[2] + a.v[6]);
     const float s1 = (a.v[1] + a.v[5]) + (a.v[3] + a.v[7]);
     return s0 + s1;
+  }
+  static void KeepInRegister(T&) {}
+  // The lane sums of kRowBlock (2) vectors in lanes 0 and 1.
+  static T ReducePartial(const T* v) {
+    T r{};
+    r.v[0] = HSum(v[0]);
+    r.v[1] = HSum(v[1]);
+    return r;
+  }
+  // p[m] = ReducePartial of vectors 2m, 2m+1.
+  static void ReduceFinish(const T* p, int n, float* y) {
+    for (int k = 0; k < n; ++k) y[k] = p[k / 2].v[k % 2];
   }
   template <int kBits>
   static T Unpack(const uint8_t* p) {
@@ -115,30 +129,21 @@ PackedGemmFn FindPackedGemm(const PackedMatrix& w, PackedIsa isa) {
   return nullptr;
 }
 
-void PackedGroupSums(const float* x, int64_t rows, int64_t x_stride, int64_t in, int group,
-                     float* xsum) {
-  const int64_t ng = in / group;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* p = x + r * x_stride;
-    for (int64_t g = 0; g < ng; ++g) {
-      float s = 0.0f;
-      for (int i = 0; i < group; ++i) s += p[g * group + i];
-      xsum[r * ng + g] = s;
-    }
-  }
+float* PackedWorkBuffer(int64_t in) {
+  thread_local std::vector<float> buf;
+  const auto need = static_cast<size_t>(PackedWorkFloats(in));
+  if (buf.size() < need) buf.resize(need);
+  return buf.data();
 }
 
 void PackedGemm(const PackedMatrix& w, const float* x, int64_t rows, int64_t x_stride, float* y,
                 int64_t y_stride, int threads, PackedIsa isa) {
   if (rows == 0 || w.out == 0) return;
   const PackedGemmFn fn = FindPackedGemm(w, isa);
-  std::vector<float> xsum(static_cast<size_t>(rows * w.groups_per_row()));
-  PackedGroupSums(x, rows, x_stride, w.in, w.group, xsum.data());
   PackedGemmArgs a;
   a.w = &w;
   a.x = x;
   a.x_stride = x_stride;
-  a.xsum = xsum.data();
   a.rows = rows;
   a.y = y;
   a.y_stride = y_stride;
@@ -149,6 +154,7 @@ void PackedGemm(const PackedMatrix& w, const float* x, int64_t rows, int64_t x_s
       tiles,
       [&](int64_t tile) {
         PackedGemmArgs b = a;
+        b.work = PackedWorkBuffer(w.in);
         b.o0 = tile * kOutTile;
         b.o1 = std::min(w.out, b.o0 + kOutTile);
         fn(b);

@@ -5,16 +5,17 @@
 // little-endian host), and per group of `group` consecutive codes one scale and one bias
 // (bf16, f16 or f32 bit patterns). w[o, i] ≈ q[o, i] * scale[o, g] + bias[o, g].
 //
-// The kernels never materialise W in float: codes are unpacked in registers, 8 (AVX2) or 16
-// (AVX-512) at a time, multiplied into per-group partial dot products, and each group's
-// contribution is scale * Σ q·x + bias * Σ x (the Σ x of each group of the input is computed
-// once per input row). See docs/inference.md for the tolerance against
-// dequantize-then-multiply.
+// Each weight is dequantized in float32 as w = fma(q, scale, bias) and multiplied into one of 8
+// (AVX2, portable) or 16 (AVX-512) lane accumulators; the lanes are summed by one fixed tree at
+// the end. For one input row (decode) the codes are unpacked and dequantized in registers; for
+// many (prefill) the dequantized weights of 8 or 16 rows are written once to a small float32
+// panel that a register-blocked FMA kernel runs every input row against (qmatmul_kernel.h).
+// See docs/inference.md for the tolerance against dequantize-then-multiply.
 //
 // Determinism: every output element is computed by one fixed sequence of operations that
-// depends only on the ISA path and the shapes — not on the thread count, the output tile or
-// how many input rows are processed together (a token gives the same bits in a 512-token
-// window and in a one-token decode step).
+// depends only on the ISA path and the shapes — not on the thread count, the output tile, the
+// kernel or how many input rows are processed together (a token gives the same bits in a
+// 512-token window and in a one-token decode step).
 //
 // Buffers: the code stream of a matrix must be followed by at least kPackedPadBytes readable
 // bytes (the vector loads read up to 12 bytes past the last code).
@@ -64,12 +65,22 @@ PackedIsa DefaultPackedIsa();
 bool PackedIsaAvailable(PackedIsa isa);
 std::string_view PackedIsaName(PackedIsa isa);
 
+/// Widest vector (lanes) and largest token block of any ISA's kernel (sizes the work buffer).
+inline constexpr int64_t kPackedMaxWidth = 16;
+inline constexpr int64_t kPackedMaxTokenBlock = 8;
+
+/// Floats of the work buffer a kernel call on a matrix with `in` inputs needs (per thread):
+/// accumulators, a float32 panel of kPackedMaxWidth dequantized rows, and 64-byte alignment.
+inline int64_t PackedWorkFloats(int64_t in) {
+  return kPackedMaxTokenBlock * kPackedMaxWidth * kPackedMaxWidth + kPackedMaxWidth * in + 16;
+}
+
 /// Arguments of one kernel call: outputs [o0, o1) of W for `rows` input rows.
 struct PackedGemmArgs {
   const PackedMatrix* w = nullptr;
   const float* x = nullptr;  ///< [rows, x_stride], the first w->in values of each row used
   int64_t x_stride = 0;
-  const float* xsum = nullptr;  ///< [rows, w->groups_per_row()] from PackedGroupSums
+  float* work = nullptr;  ///< PackedWorkFloats(w->in) floats, owned by the calling thread
   int64_t rows = 0;
   float* y = nullptr;  ///< y[r * y_stride + o] for o in [o0, o1)
   int64_t y_stride = 0;
@@ -81,9 +92,8 @@ using PackedGemmFn = void (*)(const PackedGemmArgs&);
 /// is unsupported (bits or group size outside the MLX set).
 PackedGemmFn FindPackedGemm(const PackedMatrix& w, PackedIsa isa);
 
-/// Per-group input sums: xsum[r * (in / group) + g] = Σ_{i in group g} x[r * x_stride + i].
-void PackedGroupSums(const float* x, int64_t rows, int64_t x_stride, int64_t in, int group,
-                     float* xsum);
+/// This thread's work buffer for a kernel call on a matrix with `in` inputs.
+float* PackedWorkBuffer(int64_t in);
 
 /// y [rows, w.out] (row stride y_stride) = x [rows, w.in] · Wᵀ, tiled over output rows and
 /// run on up to `threads` threads; the result does not depend on `threads`.

@@ -45,16 +45,39 @@ inline constexpr Avx2Table kAvx2Table = MakeAvx2Table(kBits);
 struct V {
   static constexpr int kWidth = 8;
   static constexpr int kRowBlock = 2;
-  static constexpr int kTokenBlock = 2;
+  static constexpr int kTokenBlock = 4;
   using T = __m256;
   static T Zero() { return _mm256_setzero_ps(); }
   static T Set1(float f) { return _mm256_set1_ps(f); }
   static T Load(const float* p) { return _mm256_loadu_ps(p); }
+  static void Store(float* p, T v) { _mm256_storeu_ps(p, v); }
   static T Fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
-  static float HSum(T v) {
-    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+  // Keeps `v` in a register: GCC would otherwise fold its load into every FMA that uses it.
+  static void KeepInRegister(T& v) { asm("" : "+x"(v)); }
+  // The lane sums of 8 vectors, a transposing tree: the sum of vector a is
+  // ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)); the shuffles only move lanes, so a sum
+  // depends on its own vector alone. ReducePartial: 2 vectors -> [a_i + a_{i+4} | b_i + b_{i+4}].
+  static T ReducePartial(const T* v) {
+    return _mm256_add_ps(_mm256_permute2f128_ps(v[0], v[1], 0x20),
+                         _mm256_permute2f128_ps(v[0], v[1], 0x31));
+  }
+  // p[m] = ReducePartial of vectors 2m, 2m+1.
+  static void ReduceFinish(const T* p, int n, float* y) {
+    const __m256 u0 = _mm256_add_ps(_mm256_shuffle_ps(p[0], p[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm256_shuffle_ps(p[0], p[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m256 u1 = _mm256_add_ps(_mm256_shuffle_ps(p[2], p[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm256_shuffle_ps(p[2], p[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    // r: lane 4h + j holds the sum of vector 2j + h (j < 4, h < 2).
+    const __m256 r = _mm256_add_ps(_mm256_shuffle_ps(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm256_shuffle_ps(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m256 out = _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    if (n == 8) {
+      _mm256_storeu_ps(y, out);
+    } else {
+      alignas(32) float tmp[8];
+      _mm256_store_ps(tmp, out);
+      for (int k = 0; k < n; ++k) y[k] = tmp[k];
+    }
   }
   template <int kBits>
   static T Unpack(const uint8_t* p) {

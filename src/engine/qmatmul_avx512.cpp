@@ -44,18 +44,43 @@ inline constexpr Avx512Table kAvx512Table = MakeAvx512Table(kBits);
 
 struct V {
   static constexpr int kWidth = 16;
-  static constexpr int kRowBlock = 2;
-  static constexpr int kTokenBlock = 4;
+  static constexpr int kRowBlock = 4;
+  static constexpr int kTokenBlock = 6;
   using T = __m512;
   static T Zero() { return _mm512_setzero_ps(); }
   static T Set1(float f) { return _mm512_set1_ps(f); }
   static T Load(const float* p) { return _mm512_loadu_ps(p); }
+  static void Store(float* p, T v) { _mm512_storeu_ps(p, v); }
   static T Fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
-  static float HSum(T v) {
-    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+  // Keeps `v` in a register: GCC would otherwise fold its load into every FMA that uses it.
+  static void KeepInRegister(T& v) { asm("" : "+v"(v)); }
+  // The lane sums of 16 vectors, a transposing tree: the sum of vector a is
+  // ((s0 + s2) + (s1 + s3)) with s_i = (a_i + a_{i+8}) + (a_{i+4} + a_{i+12}); the shuffles only
+  // move lanes, so a sum depends on its own vector alone. ReducePartial: 4 vectors -> their s
+  // (quarter k = the s of vector k).
+  static T ReducePartial(const T* v) {
+    const __m512 h0 = _mm512_add_ps(_mm512_shuffle_f32x4(v[0], v[1], 0x44),
+                                    _mm512_shuffle_f32x4(v[0], v[1], 0xEE));
+    const __m512 h1 = _mm512_add_ps(_mm512_shuffle_f32x4(v[2], v[3], 0x44),
+                                    _mm512_shuffle_f32x4(v[2], v[3], 0xEE));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(h0, h1, 0x88), _mm512_shuffle_f32x4(h0, h1, 0xDD));
+  }
+  // p[m] = ReducePartial of vectors 4m..4m+3.
+  static void ReduceFinish(const T* p, int n, float* y) {
+    const __m512 u0 = _mm512_add_ps(_mm512_shuffle_ps(p[0], p[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm512_shuffle_ps(p[0], p[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m512 u1 = _mm512_add_ps(_mm512_shuffle_ps(p[2], p[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm512_shuffle_ps(p[2], p[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    // r: lane 4k + j holds the sum of vector 4j + k.
+    const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_ps(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m512 out = _mm512_permutexvar_ps(idx, r);
+    if (n == 16) {
+      _mm512_storeu_ps(y, out);
+    } else {
+      _mm512_mask_storeu_ps(y, static_cast<__mmask16>((1u << n) - 1u), out);
+    }
   }
   template <int kBits>
   static T Unpack(const uint8_t* p) {

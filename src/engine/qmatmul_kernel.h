@@ -4,20 +4,35 @@
 // Included inside an anonymous namespace of each ISA's translation unit, after that TU has
 // defined its traits struct `V` (see below) and, for SIMD ISAs, opened a `#pragma GCC target`
 // region. Everything here therefore has internal linkage: no out-of-line copy compiled for one
-// ISA can be picked by the linker for another. No std:: templates are used for the same reason.
+// ISA can be picked by the linker for another. No std:: templates are used for the same reason
+// (buffers come from the caller: PackedGemmArgs::work).
 //
 // V provides:
-//   kWidth                       codes per step (8 or 16; every group size is a multiple)
+//   kWidth                       lanes (8 or 16; every group size is a multiple)
+//   kRowBlock, kTokenBlock       register block of the panel kernel (rows x tokens)
 //   T                            the float vector type
-//   Zero(), Set1(float), Load(const float*), Fma(a, b, c) = a*b + c, HSum(T)
+//   Zero(), Set1(float), Load(const float*), Store(float*, T), Fma(a, b, c) = a*b + c
 //   Unpack<kBits>(const uint8_t* p)   kWidth codes starting at byte p (code 0 at bit 0) as
 //                                     floats; kWidth * kBits / 8 bytes are consumed and up to
 //                                     kPackedPadBytes more may be read.
+//   ReducePartial(const T* v)     the first levels of the lane-sum tree of kRowBlock vectors,
+//                                 packed in one vector (the shuffles only move lanes: a partial
+//                                 sum never mixes lanes of two vectors)
+//   ReduceFinish(const T* p, int n, float* y)   from kWidth / kRowBlock ReducePartial results
+//                                 (of vectors 0..kWidth-1), y[k] = the lane sum of vector k for
+//                                 k < n, by one fixed tree per ISA.
 //
-// Per output element y[r, o] the sequence is fixed: for each group g, ga = Σ_steps q·x lane-wise
-// (one Fma per step, steps in order), acc = Fma(ga, scale_g, acc); bacc += bias_g * xsum[r, g];
-// y = HSum(acc) + bacc. Blocking over rows (kR) and tokens (kT) only shares loads, so the
-// result of an element does not depend on the blocking, the tile or the thread count.
+// Per output element y[t, o] the sequence is fixed: lane l accumulates, for k = 0, 1, ... in
+// order, acc_l = Fma(w, x[t, k*W + l], acc_l) with w = Fma(q[o, k*W + l], scale[o, g], bias[o, g])
+// (g the group of input k*W + l, W = kWidth), starting from zero; y = the ISA's fixed tree over the
+// lanes (ReducePartial, then ReduceFinish). Two kernels compute exactly that sequence:
+//   * direct (few input rows: decode, experts with few tokens): codes are unpacked and
+//     dequantized in registers, kRowBlock rows at a time, for one input row;
+//   * panel (prefill): the dequantized weights of kWidth rows are written once to a float32
+//     panel (exactly the `w` above) and a kRowBlock x kTokenBlock register-blocked FMA kernel
+//     runs every input row against it, so unpacking is paid once per weight, not once per token.
+// The result of an element therefore does not depend on the kernel, the blocking, the output tile,
+// the number of input rows processed together or the thread count.
 
 // Requires: <cstdint>, <cstring>, qmatmul.h.
 
@@ -62,11 +77,14 @@ inline float LoadScale(const void* base, int64_t i) {
   }
 }
 
-/// kR output rows × kT input rows starting at (o, t).
-template <int kBits, int kGroup, PackedScale S, int kR, int kT>
-inline void PackedBlock(const PackedGemmArgs& a, int64_t o, int64_t t) {
+/// Input rows from which the panel kernel is used (below: the direct kernel). Either gives the
+/// same bits; this only picks the faster.
+inline constexpr int64_t kPanelMinRows = 4;
+
+/// Direct kernel: rows [o, o + kR) of W for input row `x`; acc vectors to out[0..kR).
+template <int kBits, int kGroup, PackedScale S, int kR>
+inline void DirectBlock(const PackedMatrix& w, int64_t o, const float* x, typename V::T* out) {
   using Vec = typename V::T;
-  const PackedMatrix& w = *a.w;
   const int64_t ng = w.in / kGroup;
   const int64_t row_bytes = w.in * kBits / 8;
   constexpr int64_t kGroupBytes = kGroup * kBits / 8;
@@ -75,77 +93,159 @@ inline void PackedBlock(const PackedGemmArgs& a, int64_t o, int64_t t) {
   const uint8_t* rc[kR];
 #pragma GCC unroll 16
   for (int r = 0; r < kR; ++r) rc[r] = w.codes + (o + r) * row_bytes;
-  const float* xr[kT];
-  const float* xs[kT];
+  Vec acc[kR];
 #pragma GCC unroll 16
-  for (int j = 0; j < kT; ++j) {
-    xr[j] = a.x + (t + j) * a.x_stride;
-    xs[j] = a.xsum + (t + j) * ng;
-  }
-  Vec acc[kR][kT];
-  float bacc[kR][kT];
-#pragma GCC unroll 16
-  for (int r = 0; r < kR; ++r) {
-#pragma GCC unroll 16
-    for (int j = 0; j < kT; ++j) {
-      acc[r][j] = V::Zero();
-      bacc[r][j] = 0.0f;
-    }
-  }
+  for (int r = 0; r < kR; ++r) acc[r] = V::Zero();
   for (int64_t g = 0; g < ng; ++g) {
-    Vec ga[kR][kT];
-#pragma GCC unroll 16
-    for (int r = 0; r < kR; ++r) {
-#pragma GCC unroll 16
-      for (int j = 0; j < kT; ++j) ga[r][j] = V::Zero();
-    }
-#pragma GCC unroll 16
-    for (int s = 0; s < kSteps; ++s) {
-      Vec q[kR];
-#pragma GCC unroll 16
-      for (int r = 0; r < kR; ++r)
-        q[r] = V::template Unpack<kBits>(rc[r] + g * kGroupBytes + s * kStepBytes);
-#pragma GCC unroll 16
-      for (int j = 0; j < kT; ++j) {
-        const Vec xv = V::Load(xr[j] + g * kGroup + s * V::kWidth);
-#pragma GCC unroll 16
-        for (int r = 0; r < kR; ++r) ga[r][j] = V::Fma(q[r], xv, ga[r][j]);
-      }
-    }
+    Vec sv[kR], bv[kR];
 #pragma GCC unroll 16
     for (int r = 0; r < kR; ++r) {
       const int64_t gi = (o + r) * ng + g;
-      const Vec sv = V::Set1(LoadScale<S>(w.scales, gi));
-      const float b = LoadScale<S>(w.biases, gi);
+      sv[r] = V::Set1(LoadScale<S>(w.scales, gi));
+      bv[r] = V::Set1(LoadScale<S>(w.biases, gi));
+    }
 #pragma GCC unroll 16
-      for (int j = 0; j < kT; ++j) {
-        acc[r][j] = V::Fma(ga[r][j], sv, acc[r][j]);
-        bacc[r][j] += b * xs[j][g];
+    for (int s = 0; s < kSteps; ++s) {
+      const Vec xv = V::Load(x + g * kGroup + s * V::kWidth);
+#pragma GCC unroll 16
+      for (int r = 0; r < kR; ++r) {
+        const Vec q = V::template Unpack<kBits>(rc[r] + g * kGroupBytes + s * kStepBytes);
+        acc[r] = V::Fma(V::Fma(q, sv[r], bv[r]), xv, acc[r]);
       }
     }
   }
 #pragma GCC unroll 16
+  for (int r = 0; r < kR; ++r) out[r] = acc[r];
+}
+
+/// Rows [o, o + n) of W dequantized to float32 into panel[r * in + i] (the `w` of the sequence
+/// above); rows n..kWidth-1 of the panel are zeroed.
+template <int kBits, int kGroup, PackedScale S>
+inline void DequantPanel(const PackedMatrix& w, int64_t o, int n, float* panel) {
+  using Vec = typename V::T;
+  const int64_t ng = w.in / kGroup;
+  const int64_t row_bytes = w.in * kBits / 8;
+  constexpr int64_t kGroupBytes = kGroup * kBits / 8;
+  constexpr int64_t kStepBytes = V::kWidth * kBits / 8;
+  constexpr int kSteps = kGroup / V::kWidth;
+  for (int r = 0; r < n; ++r) {
+    const uint8_t* rc = w.codes + (o + r) * row_bytes;
+    float* dst = panel + r * w.in;
+    for (int64_t g = 0; g < ng; ++g) {
+      const int64_t gi = (o + r) * ng + g;
+      const Vec sv = V::Set1(LoadScale<S>(w.scales, gi));
+      const Vec bv = V::Set1(LoadScale<S>(w.biases, gi));
+#pragma GCC unroll 16
+      for (int s = 0; s < kSteps; ++s) {
+        const Vec q = V::template Unpack<kBits>(rc + g * kGroupBytes + s * kStepBytes);
+        V::Store(dst + g * kGroup + s * V::kWidth, V::Fma(q, sv, bv));
+      }
+    }
+  }
+  for (int r = n; r < V::kWidth; ++r) {
+    float* dst = panel + r * w.in;
+    for (int64_t i = 0; i < w.in; i += V::kWidth) V::Store(dst + i, V::Zero());
+  }
+}
+
+/// Panel kernel: panel rows [r0, r0 + kRowBlock) against input rows xr[0..kT); the partial lane
+/// sums (ReducePartial) of input row j go to out[j * (kWidth / kRowBlock) + r0 / kRowBlock].
+template <int kT>
+inline void PanelBlock(const float* panel, int64_t in, int r0, const float* const* xr,
+                       typename V::T* out) {
+  using Vec = typename V::T;
+  constexpr int kR = V::kRowBlock;
+  const float* pr[kR];
+#pragma GCC unroll 16
+  for (int r = 0; r < kR; ++r) pr[r] = panel + (r0 + r) * in;
+  Vec acc[kR][kT];
+#pragma GCC unroll 16
   for (int r = 0; r < kR; ++r) {
 #pragma GCC unroll 16
-    for (int j = 0; j < kT; ++j)
-      a.y[(t + j) * a.y_stride + o + r] = V::HSum(acc[r][j]) + bacc[r][j];
+    for (int j = 0; j < kT; ++j) acc[r][j] = V::Zero();
+  }
+  for (int64_t i = 0; i < in; i += V::kWidth) {
+    Vec wv[kR];
+#pragma GCC unroll 16
+    for (int r = 0; r < kR; ++r) wv[r] = V::Load(pr[r] + i);
+#pragma GCC unroll 16
+    for (int j = 0; j < kT; ++j) {
+      Vec xv = V::Load(xr[j] + i);
+      V::KeepInRegister(xv);  // one load per input vector, not one per FMA
+#pragma GCC unroll 16
+      for (int r = 0; r < kR; ++r) acc[r][j] = V::Fma(wv[r], xv, acc[r][j]);
+    }
+  }
+  constexpr int kParts = V::kWidth / kR;
+#pragma GCC unroll 16
+  for (int j = 0; j < kT; ++j) {
+    Vec col[kR];
+#pragma GCC unroll 16
+    for (int r = 0; r < kR; ++r) col[r] = acc[r][j];
+    out[j * kParts + r0 / kR] = V::ReducePartial(col);
+  }
+}
+
+/// PanelBlock for nt input rows (1 <= nt <= kT): one instantiation per row count.
+template <int kT>
+inline void PanelDispatch(int nt, const float* panel, int64_t in, int r0, const float* const* xr,
+                          typename V::T* out) {
+  if (nt == kT) {
+    PanelBlock<kT>(panel, in, r0, xr, out);
+  } else if constexpr (kT > 1) {
+    PanelDispatch<kT - 1>(nt, panel, in, r0, xr, out);
   }
 }
 
 template <int kBits, int kGroup, PackedScale S>
 void PackedKernel(const PackedGemmArgs& a) {
+  using Vec = typename V::T;
+  constexpr int W = V::kWidth;
   constexpr int kR = V::kRowBlock;
-  constexpr int kT = V::kTokenBlock;
-  int64_t o = a.o0;
-  for (; o + kR <= a.o1; o += kR) {
-    int64_t t = 0;
-    for (; t + kT <= a.rows; t += kT) PackedBlock<kBits, kGroup, S, kR, kT>(a, o, t);
-    for (; t < a.rows; ++t) PackedBlock<kBits, kGroup, S, kR, 1>(a, o, t);
-  }
-  for (; o < a.o1; ++o) {
-    int64_t t = 0;
-    for (; t + kT <= a.rows; t += kT) PackedBlock<kBits, kGroup, S, 1, kT>(a, o, t);
-    for (; t < a.rows; ++t) PackedBlock<kBits, kGroup, S, 1, 1>(a, o, t);
+  constexpr int kParts = W / kR;
+  static_assert(V::kTokenBlock <= kPackedMaxTokenBlock && W <= kPackedMaxWidth && W % kR == 0,
+                "block sizes");
+  const PackedMatrix& w = *a.w;
+  // work (PackedWorkFloats): kTokenBlock * W vectors (partial sums), then the panel (W rows of
+  // w.in floats), from the first 64-byte boundary.
+  float* base = a.work + ((64 - reinterpret_cast<uintptr_t>(a.work) % 64) % 64) / sizeof(float);
+  Vec* accbuf = reinterpret_cast<Vec*>(base);
+  float* panel = base + V::kTokenBlock * W * W;
+  const bool use_panel = a.rows >= kPanelMinRows;
+  for (int64_t o = a.o0; o < a.o1; o += W) {
+    const int n = static_cast<int>(a.o1 - o < W ? a.o1 - o : W);
+    if (use_panel) {
+      DequantPanel<kBits, kGroup, S>(w, o, n, panel);
+      for (int64_t t = 0; t < a.rows; t += V::kTokenBlock) {
+        const int nt = static_cast<int>(a.rows - t < V::kTokenBlock ? a.rows - t : V::kTokenBlock);
+        const float* xr[V::kTokenBlock];
+        for (int j = 0; j < nt; ++j) xr[j] = a.x + (t + j) * a.x_stride;
+        for (int r0 = 0; r0 < W; r0 += kR)
+          PanelDispatch<V::kTokenBlock>(nt, panel, w.in, r0, xr, accbuf);
+        for (int j = 0; j < nt; ++j)
+          V::ReduceFinish(accbuf + j * kParts, n, a.y + (t + j) * a.y_stride + o);
+      }
+      continue;
+    }
+    for (int64_t t = 0; t < a.rows; ++t) {
+      const float* x = a.x + t * a.x_stride;
+      for (int r = 0; r < W; r += kR) {
+        Vec acc[kR];
+        if (r + kR <= n) {
+          DirectBlock<kBits, kGroup, S, kR>(w, o + r, x, acc);
+        } else {
+          for (int k = 0; k < kR; ++k) {
+            if (r + k < n) {
+              DirectBlock<kBits, kGroup, S, 1>(w, o + r + k, x, acc + k);
+            } else {
+              acc[k] = V::Zero();
+            }
+          }
+        }
+        accbuf[r / kR] = V::ReducePartial(acc);
+      }
+      V::ReduceFinish(accbuf, n, a.y + t * a.y_stride + o);
+    }
   }
 }
 
