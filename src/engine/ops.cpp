@@ -56,7 +56,7 @@ const float* WeightRows(const Linear& lin, int64_t o0, int64_t o1) {
 // element, so which elements got the scalar std::exp would depend on the allocation, and results
 // on the thread count or on the buffer reused).
 using Packet = Eigen::internal::packet_traits<float>::type;
-constexpr int64_t kPacket = Eigen::internal::unpacket_traits<Packet>::size;
+constexpr int64_t kPacket = static_cast<int64_t>(sizeof(Packet) / sizeof(float));
 
 template <typename F>
 void PacketMap(float* p, const float* q, int64_t n, F f) {

@@ -382,13 +382,15 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
       "NRMSE^2); prior = "
       "sqrt(sensitivity / median sensitivity), for moeq-allocate --objective mse --rules "
       "this-file.";
-  out.probe = artifacts::CalibrationProbe{.format = std::string(probe->name),
-                                          .windows = static_cast<int64_t>(windows),
-                                          .context = o.context,
-                                          .top_k = o.top_k,
-                                          .per_layer = o.per_layer,
-                                          .method = method};
-  if (method == "local") out.probe->kl_per_relative_change = kl_per_change;
+  out.probe = artifacts::CalibrationProbe{
+      .format = std::string(probe->name),
+      .windows = static_cast<int64_t>(windows),
+      .context = o.context,
+      .top_k = o.top_k,
+      .per_layer = o.per_layer,
+      .method = method,
+      .kl_per_relative_change =
+          method == "local" ? std::optional<double>(kl_per_change) : std::nullopt};
   out.measurements.emplace();
   for (auto& [key, rp] : roles) {
     if (rp.tensors == 0) continue;
