@@ -19,6 +19,7 @@
 
 #include "moeq/base/file_util.h"
 #include "moeq/base/half.h"
+#include "moeq/base/parallel.h"
 #include "moeq/base/progress.h"
 #include "moeq/formats/safetensors.h"
 #include "moeq/model/mlx_names.h"
@@ -436,8 +437,40 @@ Result<nlohmann::json> WriteMlxCheckpoint(const Checkpoint& ckpt, const QuantPla
   std::optional<Progress> progress;
   if (options.progress)
     progress.emplace("quantize", static_cast<int64_t>(modules.size()), "tensors");
-  for (const Module& m : modules) {
-    MOEQ_ASSIGN_OR_RETURN(ModuleData d, BuildModule(ckpt, plan, m, options));
+  // Modules are built (read, converted, quantized, measured) several at a time, one per worker,
+  // then written and summed in module order, so the output and the error totals do not depend
+  // on the thread count. One expert's projection (768 x 2048) is too small to keep the threads
+  // of a single quantizer busy: one module at a time used one core of two. A batch holds at most
+  // 2 x threads modules and kBatchElems source weights (its float32 buffers and outputs stay
+  // bounded); with data-aware statistics modules are built one at a time.
+  constexpr int64_t kBatchElems = int64_t{1} << 26;
+  const int workers = ResolveThreads(options.threads);
+  const size_t max_batch =
+      options.stats != nullptr || workers <= 1 ? 1 : static_cast<size_t>(2 * workers);
+  std::vector<std::optional<Result<ModuleData>>> built;
+  size_t batch_begin = 0, batch_end = 0;
+  for (size_t mi = 0; mi < modules.size(); ++mi) {
+    if (mi == batch_end) {
+      batch_begin = mi;
+      int64_t elems = 0;
+      for (batch_end = mi; batch_end < modules.size() && batch_end - mi < max_batch; ++batch_end) {
+        const auto& sh = modules[batch_end].shape;
+        const int64_t n = std::accumulate(sh.begin(), sh.end(), int64_t{1}, std::multiplies<>());
+        if (batch_end > mi && elems + n > kBatchElems) break;
+        elems += n;
+      }
+      built.assign(batch_end - batch_begin, std::nullopt);
+      ParallelFor(
+          static_cast<int64_t>(built.size()),
+          [&](int64_t i) {
+            built[static_cast<size_t>(i)].emplace(
+                BuildModule(ckpt, plan, modules[batch_begin + static_cast<size_t>(i)], options));
+          },
+          built.size() > 1 ? workers : 1);
+    }
+    const Module& m = modules[mi];
+    MOEQ_ASSIGN_OR_RETURN(ModuleData d, std::move(*built[mi - batch_begin]));
+    built[mi - batch_begin].reset();
     const auto out_infos = OutputInfos(m);
     MOEQ_RETURN_IF_ERROR(writer->Write(out_infos[0].name, d.weight));
     if (m.affine()) {
