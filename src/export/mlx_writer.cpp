@@ -389,6 +389,21 @@ Result<ModuleData> BuildModule(const Checkpoint& ckpt, const QuantPlan& plan, co
   return d;
 }
 
+/// Writes a built module's tensors (weight; scales and biases when quantized) and frees their
+/// bytes.
+Status WriteModule(ShardedSafetensorsWriter& writer, const Module& m, ModuleData* d) {
+  const auto out_infos = OutputInfos(m);
+  MOEQ_RETURN_IF_ERROR(writer.Write(out_infos[0].name, d->weight));
+  if (m.affine()) {
+    MOEQ_RETURN_IF_ERROR(writer.Write(out_infos[1].name, d->scales));
+    MOEQ_RETURN_IF_ERROR(writer.Write(out_infos[2].name, d->biases));
+  }
+  d->weight = {};
+  d->scales = {};
+  d->biases = {};
+  return Status::Ok();
+}
+
 nlohmann::json QuantDict(const quant::FormatTraits& f) {
   return {{"group_size", f.group_size}, {"bits", f.bits}, {"mode", "affine"}};
 }
@@ -463,8 +478,14 @@ Result<nlohmann::json> WriteMlxCheckpoint(const Checkpoint& ckpt, const QuantPla
       ParallelFor(
           static_cast<int64_t>(built.size()),
           [&](int64_t i) {
-            built[static_cast<size_t>(i)].emplace(
-                BuildModule(ckpt, plan, modules[batch_begin + static_cast<size_t>(i)], options));
+            const Module& bm = modules[batch_begin + static_cast<size_t>(i)];
+            Result<ModuleData> r = BuildModule(ckpt, plan, bm, options);
+            if (r.ok()) {
+              // The writer is thread-safe (positional writes); the bytes are freed once written.
+              Status st = WriteModule(*writer, bm, &*r);
+              if (!st.ok()) r = std::move(st);
+            }
+            built[static_cast<size_t>(i)].emplace(std::move(r));
           },
           built.size() > 1 ? workers : 1);
     }
@@ -472,12 +493,7 @@ Result<nlohmann::json> WriteMlxCheckpoint(const Checkpoint& ckpt, const QuantPla
     MOEQ_ASSIGN_OR_RETURN(ModuleData d, std::move(*built[mi - batch_begin]));
     built[mi - batch_begin].reset();
     const auto out_infos = OutputInfos(m);
-    MOEQ_RETURN_IF_ERROR(writer->Write(out_infos[0].name, d.weight));
-    if (m.affine()) {
-      MOEQ_RETURN_IF_ERROR(writer->Write(out_infos[1].name, d.scales));
-      MOEQ_RETURN_IF_ERROR(writer->Write(out_infos[2].name, d.biases));
-      ++quantized;
-    }
+    if (m.affine()) ++quantized;
     uint64_t bytes = 0;
     for (const auto& info : out_infos) bytes += info.nbytes();
     uint64_t sbytes = 0;
