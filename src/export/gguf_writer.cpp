@@ -813,8 +813,37 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
       const int64_t chunk_rows =
           part.permute_heads > 0 ? part.rows
                                  : std::max<int64_t>(1, kChunkElems / std::max<int64_t>(t.cols, 1));
+      // Round-to-nearest rows that need no head permutation convert and encode row by row on
+      // the workers (the bf16 -> f32 conversion is then no serial step).
+      const bool rowwise = kind == quant::EncoderKind::kRtn && part.permute_heads == 0;
       for (int64_t r0 = 0; r0 < part.rows; r0 += chunk_rows) {
         const int64_t nr = std::min(chunk_rows, part.rows - r0);
+        if (rowwise) {
+          enc.resize(static_cast<size_t>(row_bytes * static_cast<uint64_t>(nr)));
+          std::vector<Status> errors(static_cast<size_t>(nr));
+          ParallelFor(
+              nr,
+              [&](int64_t r) {
+                thread_local std::vector<float> row;
+                row.assign(static_cast<size_t>(t.cols), 0.0f);
+                Status& st = errors[static_cast<size_t>(r)];
+                if (!part.source.empty()) {
+                  st = ConvertToF32(view, part.first + (r0 + r) * t.cols, t.cols, row.data());
+                  if (!st.ok()) {
+                    st = st.WithContext("gguf: tensor '" + part.source + "'");
+                    return;
+                  }
+                }
+                st = QuantizeGgmlRow(t.type, row.data(), t.cols,
+                                     enc.data() + static_cast<uint64_t>(r) * row_bytes);
+                if (!st.ok()) st = st.WithContext("gguf: tensor '" + t.name + "'");
+              },
+              threads, std::max<int64_t>(1, 65536 / std::max<int64_t>(t.cols, 1)));
+          for (const Status& st : errors) MOEQ_RETURN_IF_ERROR(st);
+          MOEQ_RETURN_IF_ERROR(file.Write(enc.data(), enc.size()));
+          advance(nr * t.cols, t.name);
+          continue;
+        }
         buf.assign(static_cast<size_t>(nr * t.cols), 0.0f);
         if (!part.source.empty()) {
           Status s = ConvertToF32(view, part.first + r0 * t.cols, nr * t.cols, buf.data());

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "moeq/base/cpu_features.h"
 #include "moeq/base/half.h"
 #include "moeq/formats/ggml_pack.h"
 #include "moeq/formats/gguf.h"
@@ -62,11 +63,218 @@ inline int Clamp(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v)
 
 // --- scale search ----------------------------------------------------------------------------
 
+/// Candidate s of the asymmetric search: s = 0 is the plain min/max scale, s >= 1 puts
+/// nmax - 0.6 + 0.1 s levels over the range [mn, mx].
+inline float AsymLevels(int nmax, int s) {
+  return s == 0 ? static_cast<float>(nmax)
+                : std::fma(0.1f, static_cast<float>(s), static_cast<float>(nmax) - 0.6f);
+}
+
+/// Code of element x for candidate inverse scale `is`: clamp(round(is (x − mn)), 0, nmax).
+inline int AsymCode(float x, float mn, float is, int nmax) {
+  return Clamp(RoundInt(is * (x - mn)), 0, nmax);
+}
+
+/// Per-candidate sums over the elements, in element order: sq = Σ w·l, sqq = Σ (w·l)·l,
+/// sqx = Σ (w·l)·x with l = AsymCode. Scalar reference of AsymSums16.
+void AsymSums(const float* x, const float* w, int n, int nmax, float mn, float is, float* sq,
+              float* sqq, float* sqx) {
+  float a = 0, b = 0, c = 0;
+  for (int i = 0; i < n; ++i) {
+    const float l = static_cast<float>(AsymCode(x[i], mn, is, nmax));
+    const float wl = w[i] * l;
+    a += wl;
+    b = std::fma(wl, l, b);
+    c = std::fma(wl, x[i], c);
+  }
+  *sq = a;
+  *sqq = b;
+  *sqx = c;
+}
+
+/// Σ w·d·d with d = (a·l + b) − x: the weighted error of a candidate's refit (a, b) on its codes.
+float AsymError(const float* x, const float* w, int n, int nmax, float mn, float is, float a,
+                float b) {
+  float err = 0;
+  for (int i = 0; i < n; ++i) {
+    const float l = static_cast<float>(AsymCode(x[i], mn, is, nmax));
+    const float d = std::fma(a, l, b) - x[i];
+    err = std::fma(w[i] * d, d, err);
+  }
+  return err;
+}
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+/// Whether the scale searches run their AVX-512 form: compiled in, and not lowered by MOEQ_ISA
+/// (read once). Both forms give the same bits; MOEQ_ISA=portable runs the scalar reference.
+bool UseAvx512() {
+  static const bool kUse = SelectIsa() >= Isa::kAvx512;
+  return kUse;
+}
+
+/// RoundInt (halves away from zero, saturating) of 16 lanes, then clamped to [lo, hi]; NaN gives 0.
+inline __m512 RoundClamp16(__m512 v, __m512 lo, __m512 hi) {
+  const __m512 half = _mm512_set1_ps(0.5f);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  const __m512 big = _mm512_set1_ps(2147483520.0f);
+  __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m512 frac = _mm512_andnot_ps(sign, _mm512_sub_ps(v, t));
+  const __mmask16 up = _mm512_cmp_ps_mask(frac, half, _CMP_GE_OQ);
+  t = _mm512_mask_add_ps(t, up, t, _mm512_or_ps(one, _mm512_and_ps(sign, v)));
+  // |t| >= 2^31 saturates to the int range, which the clamp turns into lo or hi anyway.
+  t = _mm512_min_ps(_mm512_max_ps(t, _mm512_sub_ps(_mm512_setzero_ps(), big)), big);
+  t = _mm512_min_ps(_mm512_max_ps(t, lo), hi);
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  return _mm512_mask_mov_ps(t, nan, _mm512_setzero_ps());
+}
+
+/// Vectors of 16 and of 8 lanes for the asymmetric search (one candidate per lane): the 8-lane
+/// form takes a remainder of at most 8 candidates at half the cost of a 16-lane pass.
+struct Lanes16 {
+  using V = __m512;
+  static constexpr int kLanes = 16;
+  static V Load(const float* p) { return _mm512_loadu_ps(p); }
+  static void Store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static V Set1(float v) { return _mm512_set1_ps(v); }
+  static V Zero() { return _mm512_setzero_ps(); }
+  static V Add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V Sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static V Mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  /// Clamp(RoundInt(v), 0, hi) for v >= 0, +inf or NaN (what is·(x − mn) can be): trunc, +1 when
+  /// the fraction is >= 0.5; max(NaN, 0) is 0 (vmaxps returns its second operand on NaN) and
+  /// min(+inf, hi) is hi, as RoundInt's saturation followed by the clamp.
+  static V RoundClampNonNeg(V v, V hi) {
+    V t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __mmask16 up = _mm512_cmp_ps_mask(_mm512_sub_ps(v, t), Set1(0.5f), _CMP_GE_OQ);
+    t = _mm512_mask_add_ps(t, up, t, Set1(1.0f));
+    return _mm512_min_ps(_mm512_max_ps(t, Zero()), hi);
+  }
+};
+
+struct Lanes8 {
+  using V = __m256;
+  static constexpr int kLanes = 8;
+  static V Load(const float* p) { return _mm256_loadu_ps(p); }
+  static void Store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V Set1(float v) { return _mm256_set1_ps(v); }
+  static V Zero() { return _mm256_setzero_ps(); }
+  static V Add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V Sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static V Mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V RoundClampNonNeg(V v, V hi) {
+    V t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const V up = _mm256_cmp_ps(_mm256_sub_ps(v, t), Set1(0.5f), _CMP_GE_OQ);
+    t = _mm256_add_ps(t, _mm256_and_ps(up, Set1(1.0f)));
+    return _mm256_min_ps(_mm256_max_ps(t, Zero()), hi);
+  }
+};
+
+/// Codes of up to 32 elements × 32 candidates, element-major (codes[32 i + s]), kept from the
+/// sums to the error pass.
+constexpr int kAsymMaxElems = 32;
+using AsymCodes = std::array<float, kAsymMaxElems * 32>;
+
+/// AsymSums for L::kLanes candidates at once (one inverse scale per lane), the same operations in
+/// the same order per lane, so every lane equals the scalar result bit for bit. Stores the codes.
+template <class L>
+void AsymSumsN(const float* x, const float* w, int n, int nmax, float mn, int s0, const float* is,
+               float* sq, float* sqq, float* sqx, AsymCodes* codes) {
+  using V = typename L::V;
+  const V hi = L::Set1(static_cast<float>(nmax)), isv = L::Load(is + s0);
+  V a = L::Zero(), b = L::Zero(), c = L::Zero();
+  for (int i = 0; i < n; ++i) {
+    const V l = L::RoundClampNonNeg(L::Mul(isv, L::Set1(x[i] - mn)), hi);
+    L::Store(codes->data() + 32 * i + s0, l);
+    const V wl = L::Mul(L::Set1(w[i]), l);
+    a = L::Add(a, wl);
+    b = L::Fma(wl, l, b);
+    c = L::Fma(wl, L::Set1(x[i]), c);
+  }
+  L::Store(sq + s0, a);
+  L::Store(sqq + s0, b);
+  L::Store(sqx + s0, c);
+}
+
+/// AsymSumsN<Lanes16> on candidates [0, 16) and AsymSumsN<Lanes8> on [16, 24) in one loop over
+/// the elements (shared broadcasts, two independent dependency chains): the Q4_K/Q5_K search.
+void AsymSums24(const float* x, const float* w, int n, int nmax, float mn, const float* is,
+                float* sq, float* sqq, float* sqx, AsymCodes* codes) {
+  using A = Lanes16;
+  using B = Lanes8;
+  const A::V hia = A::Set1(static_cast<float>(nmax)), isa = A::Load(is);
+  const B::V hib = B::Set1(static_cast<float>(nmax)), isb = B::Load(is + 16);
+  A::V a0 = A::Zero(), a1 = A::Zero(), a2 = A::Zero();
+  B::V b0 = B::Zero(), b1 = B::Zero(), b2 = B::Zero();
+  for (int i = 0; i < n; ++i) {
+    const float xm = x[i] - mn;
+    const A::V la = A::RoundClampNonNeg(A::Mul(isa, A::Set1(xm)), hia);
+    const B::V lb = B::RoundClampNonNeg(B::Mul(isb, B::Set1(xm)), hib);
+    A::Store(codes->data() + 32 * i, la);
+    B::Store(codes->data() + 32 * i + 16, lb);
+    const A::V wla = A::Mul(A::Set1(w[i]), la);
+    const B::V wlb = B::Mul(B::Set1(w[i]), lb);
+    a0 = A::Add(a0, wla);
+    b0 = B::Add(b0, wlb);
+    a1 = A::Fma(wla, la, a1);
+    b1 = B::Fma(wlb, lb, b1);
+    a2 = A::Fma(wla, A::Set1(x[i]), a2);
+    b2 = B::Fma(wlb, B::Set1(x[i]), b2);
+  }
+  A::Store(sq, a0);
+  B::Store(sq + 16, b0);
+  A::Store(sqq, a1);
+  B::Store(sqq + 16, b1);
+  A::Store(sqx, a2);
+  B::Store(sqx + 16, b2);
+}
+
+/// AsymErrorsN over candidates [0, 24) in one loop, as AsymSums24.
+void AsymErrors24(const float* x, const float* w, int n, const float* a, const float* b,
+                  const AsymCodes& codes, float* err) {
+  using A = Lanes16;
+  using B = Lanes8;
+  const A::V aa = A::Load(a), ba = A::Load(b);
+  const B::V ab = B::Load(a + 16), bb = B::Load(b + 16);
+  A::V ea = A::Zero();
+  B::V eb = B::Zero();
+  for (int i = 0; i < n; ++i) {
+    const A::V da = A::Sub(A::Fma(aa, A::Load(codes.data() + 32 * i), ba), A::Set1(x[i]));
+    const B::V db = B::Sub(B::Fma(ab, B::Load(codes.data() + 32 * i + 16), bb), B::Set1(x[i]));
+    ea = A::Fma(A::Mul(A::Set1(w[i]), da), da, ea);
+    eb = B::Fma(B::Mul(B::Set1(w[i]), db), db, eb);
+  }
+  A::Store(err, ea);
+  B::Store(err + 16, eb);
+}
+
+/// AsymError for L::kLanes candidates at once on the stored codes, bit for bit as the scalar loop.
+template <class L>
+void AsymErrorsN(const float* x, const float* w, int n, int s0, const float* a, const float* b,
+                 const AsymCodes& codes, float* err) {
+  using V = typename L::V;
+  const V av = L::Load(a + s0), bv = L::Load(b + s0);
+  V e = L::Zero();
+  for (int i = 0; i < n; ++i) {
+    const V d = L::Sub(L::Fma(av, L::Load(codes.data() + 32 * i + s0), bv), L::Set1(x[i]));
+    e = L::Fma(L::Mul(L::Set1(w[i]), d), d, e);
+  }
+  L::Store(err + s0, e);
+}
+#endif
+
 /// Asymmetric fit x ≈ scale*q - m with q in [0, nmax], m >= 0 (so the minimum is <= 0, as the
-/// K-quant decoders need a non-negative min). Tries candidate inverse scales around
-/// nmax/(max-min), refines each by weighted least squares, keeps the best. Writes q.
+/// K-quant decoders need a non-negative min). Tries nstep + 1 candidate inverse scales around
+/// nmax/(max-min) (AsymLevels), refines each by weighted least squares, keeps the best (the
+/// first on ties). Writes q. With AVX-512 the candidates run 16 per vector. Every product that
+/// feeds a sum is an explicit fused multiply-add (GCC contracts C++ at will otherwise), so the
+/// vector and scalar paths, and any compiler, give the same bits
+/// (GgufCodecTest.EncodingMatchesRecordedBytes).
 void FitAsymmetric(const float* x, const float* w, int n, int nmax, int nstep, float* scale,
                    float* m, uint8_t* q) {
+  constexpr int kMaxCandidates = 32;
   float mn = x[0], mx = x[0];
   for (int i = 1; i < n; ++i) {
     mn = std::min(mn, x[i]);
@@ -79,51 +287,87 @@ void FitAsymmetric(const float* x, const float* w, int n, int nmax, int nstep, f
     *m = -mn;
     return;
   }
-  std::array<uint8_t, 32> cand{};
-  float best_err = INFINITY, best_scale = (mx - mn) / nmax, best_min = mn;
-  for (int s = 0; s <= nstep; ++s) {
-    // s = 0: the plain min/max scale; s >= 1: nmax - 0.6 + 0.1 s levels over the range.
-    const float levels = s == 0 ? static_cast<float>(nmax)
-                                : static_cast<float>(nmax) - 0.6f + 0.1f * static_cast<float>(s);
-    const float is = levels / (mx - mn);
-    float sw = 0, sq = 0, sqq = 0, sx = 0, sqx = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = Clamp(RoundInt(is * (x[i] - mn)), 0, nmax);
-      cand[static_cast<size_t>(i)] = static_cast<uint8_t>(l);
-      sw += w[i];
-      sq += w[i] * l;
-      sqq += w[i] * l * l;
-      sx += w[i] * x[i];
-      sqx += w[i] * l * x[i];
-    }
+  const int count = std::min(nstep + 1, kMaxCandidates);
+  // Lanes past `count` get is = 0 and are never read back.
+  alignas(64) std::array<float, kMaxCandidates> is{}, sq{}, sqq{}, sqx{}, a{}, b{}, err{};
+  for (int s = 0; s < count; ++s) is[static_cast<size_t>(s)] = AsymLevels(nmax, s) / (mx - mn);
+  float sw = 0, sx = 0;
+  for (int i = 0; i < n; ++i) {
+    sw += w[i];
+    sx = std::fma(w[i], x[i], sx);
+  }
+  int s0 = 0;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  AsymCodes codes;
+  const bool vec = UseAvx512() && n <= kAsymMaxElems;
+  if (vec && count > 16 && count <= 24) {
+    AsymSums24(x, w, n, nmax, mn, is.data(), sq.data(), sqq.data(), sqx.data(), &codes);
+    s0 = count;
+  } else if (vec) {
+    for (; count - s0 > 8; s0 += 16)
+      AsymSumsN<Lanes16>(x, w, n, nmax, mn, s0, is.data(), sq.data(), sqq.data(), sqx.data(),
+                         &codes);
+    if (s0 < count)
+      AsymSumsN<Lanes8>(x, w, n, nmax, mn, s0, is.data(), sq.data(), sqq.data(), sqx.data(),
+                        &codes);
+    s0 = count;
+  }
+#endif
+  for (int s = s0; s < count; ++s) AsymSums(x, w, n, nmax, mn, is[s], &sq[s], &sqq[s], &sqx[s]);
+  std::array<bool, kMaxCandidates> usable{};
+  for (int s = 0; s < count; ++s) {
     // Least squares for x ≈ a*q + b.
-    const float det = sw * sqq - sq * sq;
-    float a, b;
-    if (det > 1e-6f * sw * sqq) {
-      a = (sw * sqx - sq * sx) / det;
-      b = (sqq * sx - sq * sqx) / det;
+    const float det = std::fma(sw, sqq[s], -(sq[s] * sq[s]));
+    float as, bs;
+    if (det > 1e-6f * sw * sqq[s]) {
+      as = std::fma(sw, sqx[s], -(sq[s] * sx)) / det;
+      bs = std::fma(sqq[s], sx, -(sq[s] * sqx[s])) / det;
     } else {  // all codes (nearly) equal: keep the minimum, fit the scale
-      b = mn;
-      a = sqq > 0 ? (sqx - b * sq) / sqq : 0;
+      bs = mn;
+      as = sqq[s] > 0 ? std::fma(-bs, sq[s], sqx[s]) / sqq[s] : 0;
     }
-    if (b > 0) {  // the minimum must stay <= 0
-      b = 0;
-      a = sqq > 0 ? sqx / sqq : 0;
+    if (bs > 0) {  // the minimum must stay <= 0
+      bs = 0;
+      as = sqq[s] > 0 ? sqx[s] / sqq[s] : 0;
     }
-    if (a < 0) continue;
-    float err = 0;
-    for (int i = 0; i < n; ++i) {
-      const float d = a * cand[static_cast<size_t>(i)] + b - x[i];
-      err += w[i] * d * d;
-    }
-    if (err < best_err) {
-      best_err = err;
-      best_scale = a;
-      best_min = b;
-      std::memcpy(q, cand.data(), static_cast<size_t>(n));
+    a[s] = as;
+    b[s] = bs;
+    usable[s] = !(as < 0);
+  }
+  s0 = 0;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  if (vec && count > 16 && count <= 24) {
+    AsymErrors24(x, w, n, a.data(), b.data(), codes, err.data());
+    s0 = count;
+  } else if (vec) {
+    for (; count - s0 > 8; s0 += 16)
+      AsymErrorsN<Lanes16>(x, w, n, s0, a.data(), b.data(), codes, err.data());
+    if (s0 < count) AsymErrorsN<Lanes8>(x, w, n, s0, a.data(), b.data(), codes, err.data());
+    s0 = count;
+  }
+#endif
+  for (int s = s0; s < count; ++s) err[s] = AsymError(x, w, n, nmax, mn, is[s], a[s], b[s]);
+  float best_err = INFINITY, best_scale = (mx - mn) / nmax, best_min = mn;
+  int best = -1;
+  for (int s = 0; s < count; ++s) {
+    if (usable[s] && err[s] < best_err) {
+      best_err = err[s];
+      best_scale = a[s];
+      best_min = b[s];
+      best = s;
     }
   }
-  if (!std::isfinite(best_err)) {
+  if (best >= 0 && std::isfinite(best_err)) {
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+    if (vec) {  // the winner's codes, as the sums pass stored them
+      for (int i = 0; i < n; ++i)
+        q[i] = static_cast<uint8_t>(codes[static_cast<size_t>(32 * i + best)]);
+    } else
+#endif
+    {
+      for (int i = 0; i < n; ++i) q[i] = static_cast<uint8_t>(AsymCode(x[i], mn, is[best], nmax));
+    }
+  } else {
     best_scale = (mx - mn) / nmax;
     best_min = mn;
     for (int i = 0; i < n; ++i)
@@ -174,22 +418,7 @@ void SymmetricCandidateErrors16(const float* x, const float* w, int n, int nmax,
                                 float* err_out, float* scale_out) {
   const __m512 lo = _mm512_set1_ps(static_cast<float>(-nmax));
   const __m512 hi = _mm512_set1_ps(static_cast<float>(nmax - 1));
-  const __m512 half = _mm512_set1_ps(0.5f);
-  const __m512 one = _mm512_set1_ps(1.0f);
-  const __m512 sign = _mm512_set1_ps(-0.0f);
-  const __m512 big = _mm512_set1_ps(2147483520.0f);
-  // RoundInt (halves away from zero, saturating), then the clamp; NaN gives 0.
-  auto q = [&](__m512 v) {
-    __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    const __m512 frac = _mm512_andnot_ps(sign, _mm512_sub_ps(v, t));
-    const __mmask16 up = _mm512_cmp_ps_mask(frac, half, _CMP_GE_OQ);
-    t = _mm512_mask_add_ps(t, up, t, _mm512_or_ps(one, _mm512_and_ps(sign, v)));
-    // |t| >= 2^31 saturates to the int range, which the clamp turns into lo or hi anyway.
-    t = _mm512_min_ps(_mm512_max_ps(t, _mm512_sub_ps(_mm512_setzero_ps(), big)), big);
-    t = _mm512_min_ps(_mm512_max_ps(t, lo), hi);
-    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    return _mm512_mask_mov_ps(t, nan, _mm512_setzero_ps());
-  };
+  auto q = [&](__m512 v) { return RoundClamp16(v, lo, hi); };
   const __m512 svec = _mm512_set_ps(7, 6, 5, 4, 3, 2, 1, 0, -1, -2, -3, -4, -5, -6, -7, -8);
   const __m512 iscale = _mm512_div_ps(
       _mm512_sub_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(svec, _mm512_set1_ps(0.1f),
@@ -230,8 +459,10 @@ float FitSymmetric(const float* x, const float* w, int n, int nmax) {
   float errs[17], scales[17];
   int s0 = -8;
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
-  SymmetricCandidateErrors16(x, w, n, nmax, max, errs, scales);
-  s0 = 8;
+  if (UseAvx512()) {
+    SymmetricCandidateErrors16(x, w, n, nmax, max, errs, scales);
+    s0 = 8;
+  }
 #endif
   for (int s = s0; s <= 8; ++s)
     errs[s + 8] = SymmetricCandidateError(x, w, n, nmax, max, s, &scales[s + 8]);
@@ -248,7 +479,7 @@ float FitSymmetric(const float* x, const float* w, int n, int nmax) {
 /// Importance weights of a sub-block: w = rms + |x| (emphasises large weights, never zero).
 void Weights(const float* x, int n, float* w) {
   float s2 = 0;
-  for (int i = 0; i < n; ++i) s2 += x[i] * x[i];
+  for (int i = 0; i < n; ++i) s2 = std::fma(x[i], x[i], s2);
   const float rms = std::sqrt(s2 / static_cast<float>(n));
   for (int i = 0; i < n; ++i) w[i] = rms + std::fabs(x[i]) + 1e-30f;
 }
@@ -399,7 +630,19 @@ void QuantizeScaleMins(const float* scales, const float* mins, int nsub, int lev
 
 /// Codes of an asymmetric sub-block for the quantized scale dl and min ml: q = round((x+ml)/dl).
 void RecodeAsym(const float* x, int n, float dl, float ml, int nmax, uint8_t* q) {
-  for (int i = 0; i < n; ++i) {
+  int i0 = 0;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  if (UseAvx512() && dl > 0) {  // the same add, divide, RoundInt and clamp, 16 at a time
+    const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(static_cast<float>(nmax));
+    const __m512 mv = _mm512_set1_ps(ml), dv = _mm512_set1_ps(dl);
+    for (; i0 + 16 <= n; i0 += 16) {
+      const __m512 v = _mm512_div_ps(_mm512_add_ps(_mm512_loadu_ps(x + i0), mv), dv);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i0),
+                       _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(RoundClamp16(v, lo, hi))));
+    }
+  }
+#endif
+  for (int i = i0; i < n; ++i) {
     q[i] = static_cast<uint8_t>(dl > 0 ? Clamp(RoundInt((x[i] + ml) / dl), 0, nmax) : 0);
   }
 }

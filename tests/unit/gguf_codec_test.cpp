@@ -6,7 +6,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "moeq/base/half.h"
@@ -338,6 +340,55 @@ TEST(GgufCodecTest, EncodingIsDeterministic) {
     ASSERT_TRUE(QuantizeGgmlRow(t.type, x.data(), 1024, a.data()).ok());
     ASSERT_TRUE(QuantizeGgmlRow(t.type, x.data(), 1024, b.data()).ok());
     EXPECT_EQ(a, b) << t.name;
+  }
+}
+
+// The encoders' exact bytes on a fixed input (no libm, no std distributions: IEEE arithmetic
+// only, so the input is the same everywhere): heavy-tailed rows, an outlier, an all-positive
+// block, a constant block, a tiny-scaled block. The hashes were recorded with the scalar scale
+// searches; a vectorized search must reproduce them bit for bit.
+std::vector<float> FixedCodecInput(int64_t n) {
+  std::vector<float> x(static_cast<size_t>(n));
+  uint64_t s = 0x9e3779b97f4a7c15ull;
+  for (int64_t i = 0; i < n; ++i) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    const float u = static_cast<float>(s >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f;
+    float v = u * u * u * 0.05f + u * 0.01f;  // heavy-ish tails
+    const int64_t block = i / 256;
+    if (block % 5 == 1) v = std::fabs(v) + 0.002f;    // all positive
+    if (block % 5 == 2 && i % 256 < 32) v = 0.0125f;  // a constant sub-block
+    if (block % 5 == 3) v *= 1e-4f;                   // tiny
+    if (i % 997 == 5) v *= 40.0f;                     // outliers
+    x[static_cast<size_t>(i)] = v;
+  }
+  return x;
+}
+
+uint64_t Fnv1a(const std::vector<std::byte>& b) {
+  uint64_t h = 1469598103934665603ull;
+  for (std::byte c : b) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ull;
+  return h;
+}
+
+TEST(GgufCodecTest, EncodingMatchesRecordedBytes) {
+  const std::map<std::string, uint64_t> recorded = {
+      {"f32", 0xe579e3388e24f4d6ull},  {"f16", 0xf7cfef4c6002ad80ull},
+      {"bf16", 0xefe8ca65687fb80aull}, {"q4_0", 0xe5d8c6fba3f79e9eull},
+      {"q4_1", 0xb39115017327f083ull}, {"q5_0", 0xdcc0a4c22596d528ull},
+      {"q5_1", 0xdd432217246c3a55ull}, {"q8_0", 0x05eab9f941970c6eull},
+      {"q2_K", 0x09da7e2bc4f9df0full}, {"q3_K", 0x828b7e0cfaf75013ull},
+      {"q4_K", 0x1095e2c90c8ddcf6ull}, {"q5_K", 0x4cefca0bfdabbcefull},
+      {"q6_K", 0x150bfccea485ce2bull}};
+  const int64_t n = 256 * 20;
+  const auto x = FixedCodecInput(n);
+  for (const auto& t : AllGgmlTypes()) {
+    std::vector<std::byte> a(static_cast<size_t>(*GgmlRowBytes(t.type, n)));
+    ASSERT_TRUE(QuantizeGgmlRow(t.type, x.data(), n, a.data()).ok());
+    const auto it = recorded.find(std::string(t.name));
+    ASSERT_NE(it, recorded.end()) << t.name << ": no recorded hash";
+    EXPECT_EQ(Fnv1a(a), it->second) << t.name;
   }
 }
 
