@@ -30,10 +30,14 @@ constexpr int64_t kProfileHiddenBudgetBytes = int64_t{1} << 30;
 // different experts are safe.
 class WindowObserver : public ForwardObserver {
  public:
-  WindowObserver(const RoutingProfile& blank, bool activations) : act_(activations) {
-    layers_ = blank.layers;  // zeroed accumulators of the right shapes
-    routed_.resize(layers_.size());
+  WindowObserver(size_t num_layers, bool activations) : act_(activations) {
+    layers_.resize(num_layers);  // accumulators of a layer exist from BeginLayer to EndLayer
+    routed_.resize(num_layers);
   }
+  /// Zeroed accumulators (of the right shapes) for layer l, before the window runs it.
+  void BeginLayer(size_t l, const LayerProfile& blank) { layers_[l] = blank; }
+  /// Frees layer l's accumulators once they are merged into the profile.
+  void EndLayer(size_t l) { layers_[l] = LayerProfile{}; }
 
   void OnAttentionInput(int layer, int64_t tokens, std::span<const float> h) override {
     LayerProfile& l = layers_[static_cast<size_t>(layer)];
@@ -234,13 +238,21 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const Cali
   // batch, however many windows), each window with its own observer; batches fold in window
   // order, so the profile does not depend on the batch size or thread count. No logits are
   // computed (the profile does not need them).
-  int64_t per_window_bytes = options.context * c.hidden_size * static_cast<int64_t>(sizeof(float));
-  for (const LayerProfile& l : blank.layers) {  // the window's observer (accumulators, routing)
-    per_window_bytes +=
-        static_cast<int64_t>(sizeof(double) * (l.attn_in_sq.size() + l.mlp_in_sq.size() +
-                                               l.expert_in_sq.size() + l.expert_act_sq.size())) +
-        options.context * c.top_k * 8;
+  // A window holds its hidden state, its routing of every layer and the accumulators of the
+  // one layer running (merged into the profile and freed when the layer is done, so memory does
+  // not grow with depth by a copy of every layer's statistics per window).
+  int64_t layer_bytes = 0;
+  for (const LayerProfile& l : blank.layers) {
+    layer_bytes = std::max<int64_t>(
+        layer_bytes, static_cast<int64_t>(sizeof(double) *
+                                          (l.attn_in_sq.size() + l.mlp_in_sq.size() +
+                                           l.expert_in_sq.size() + l.expert_act_sq.size() +
+                                           l.attn_in_gram.size() + l.mlp_in_gram.size() +
+                                           l.expert_in_gram.size() + l.expert_act_gram.size())));
   }
+  const int64_t per_window_bytes =
+      options.context * c.hidden_size * static_cast<int64_t>(sizeof(float)) + layer_bytes +
+      static_cast<int64_t>(blank.layers.size()) * options.context * c.top_k * 8;
   const size_t batch = static_cast<size_t>(std::max<int64_t>(
       threads,
       std::min<int64_t>({static_cast<int64_t>(jobs.size()), kProfileMaxBatch,
@@ -257,7 +269,7 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const Cali
     std::vector<std::span<const int32_t>> spans(nb);
     for (size_t i = 0; i < nb; ++i) {
       const Job& job = jobs[b0 + i];
-      obs[i] = std::make_unique<WindowObserver>(blank, options.activations);
+      obs[i] = std::make_unique<WindowObserver>(blank.layers.size(), options.activations);
       obs_ptr[i] = obs[i].get();
       spans[i] = texts[job.text].tokens.subspan(static_cast<size_t>(job.start),
                                                 static_cast<size_t>(options.context));
@@ -268,8 +280,19 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const Cali
       obs_ptr[0] = &*progress_obs;
     }
     {
-      std::vector<std::vector<float>> hidden;
-      MOEQ_RETURN_IF_ERROR(engine.ForwardHidden(spans, &hidden, obs_ptr, threads));
+      // Engine::ForwardHidden, one layer at a time: after layer l every window's accumulators
+      // of l merge into the profile in window order (the order the sums always had).
+      std::vector<std::vector<float>> hidden(nb);
+      for (size_t i = 0; i < nb; ++i) MOEQ_RETURN_IF_ERROR(engine.Embed(spans[i], &hidden[i]));
+      for (size_t l = 0; l < prof.layers.size(); ++l) {
+        for (size_t i = 0; i < nb; ++i) obs[i]->BeginLayer(l, blank.layers[l]);
+        const int li = static_cast<int>(l);
+        MOEQ_RETURN_IF_ERROR(engine.ForwardLayers(li, li + 1, &hidden, obs_ptr, threads));
+        for (size_t i = 0; i < nb; ++i) {
+          Merge(&prof.layers[l], obs[i]->layers_[l]);
+          obs[i]->EndLayer(l);
+        }
+      }
     }
     if (progress) progress->Advance(1, "layer " + std::to_string(c.num_layers - 1));
     for (size_t i = 0; i < nb; ++i) {
@@ -277,7 +300,6 @@ Result<RoutingProfile> ProfileRouting(const Engine& engine, std::span<const Cali
       const int domain = text_domain[job.text];
       WindowObserver& o = *obs[i];
       for (size_t l = 0; l < prof.layers.size(); ++l) {
-        Merge(&prof.layers[l], o.layers_[l]);
         if (!prof.layers[l].moe) continue;
         const auto& r = o.routed_[l];
         if (static_cast<int64_t>(r.experts.size()) != options.context * k) {
