@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <map>
 #include <memory>
@@ -316,16 +317,34 @@ Status RunCalibrate(const CalibrateCommandOptions& o, const ArtifactContext& ctx
 
   // Probes run layer by layer (every role of layer 0, then of layer 1, ...): a probe runs its
   // whole layer, so on a checkpoint larger than memory the layer's weights are read from disk
-  // once for all its roles instead of once per role. Each probe starts from the cached
-  // reference and clears its overrides, so the order changes no result.
+  // once for all its roles instead of once per role. The embedding and lm_head (layer -1) come
+  // last: they need only the cached streams entering layer 0 and leaving the last layer, so the
+  // others are freed before their large float overlays are made. Each probe starts from the
+  // cached reference and clears its overrides, so the order changes no result.
   std::vector<ProbeKey> order;
   for (const auto& kv : roles) order.push_back(kv.first);
+  auto rank = [](const ProbeKey& k) { return k.second < 0 ? INT_MAX : k.second; };
   std::stable_sort(order.begin(), order.end(),
-                   [](const ProbeKey& a, const ProbeKey& b) { return a.second < b.second; });
+                   [&](const ProbeKey& a, const ProbeKey& b) { return rank(a) < rank(b); });
   size_t done = 0;
-  for (const ProbeKey& key : order) {
+  bool freed = false;
+  for (size_t i = 0; i < order.size(); ++i) {
+    const ProbeKey& key = order[i];
     RoleProbe& rp = roles.at(key);
     ++done;
+    if (!freed && key.second < 0) {
+      // Only when no probe left runs a layer (with --per-layer off every group is at layer -1).
+      bool layer_free = true;
+      for (size_t j = i; j < order.size(); ++j) {
+        auto it = groups.find(order[j]);
+        if (it != groups.end() && !it->second.layers.empty()) layer_free = false;
+      }
+      if (layer_free) {
+        for (int l = 1; l < num_layers; ++l)
+          std::vector<std::vector<float>>().swap(layer_inputs[static_cast<size_t>(l)]);
+      }
+      freed = true;
+    }
     const TensorRole role = key.first;
     const std::string group =
         std::string(RoleName(role)) + (rp.layer >= 0 ? "." + std::to_string(rp.layer) : "");
