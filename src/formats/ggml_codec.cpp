@@ -647,6 +647,25 @@ void RecodeAsym(const float* x, int n, float dl, float ml, int nmax, uint8_t* q)
   }
 }
 
+/// Symmetric K-quant codes of a 16-element sub-block: Clamp(RoundInt(x / dl), lo, hi), or 0
+/// when dl is 0 (AVX-512 16 at a time, the same division, rounding and clamp).
+void RecodeSym16(const float* x, float dl, int lo, int hi, int* q) {
+  if (dl == 0) {
+    for (int i = 0; i < 16; ++i) q[i] = 0;
+    return;
+  }
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  if (UseAvx512()) {
+    const __m512 v = _mm512_div_ps(_mm512_loadu_ps(x), _mm512_set1_ps(dl));
+    const __m512 r = RoundClamp16(v, _mm512_set1_ps(static_cast<float>(lo)),
+                                  _mm512_set1_ps(static_cast<float>(hi)));
+    _mm512_storeu_si512(q, _mm512_cvttps_epi32(r));
+    return;
+  }
+#endif
+  for (int i = 0; i < 16; ++i) q[i] = Clamp(RoundInt(x[i] / dl), lo, hi);
+}
+
 void EncodeQ2_K(const float* x, uint8_t* b) {
   float scales[16], mins[16], w[16];
   uint8_t q[kQKK];
@@ -727,10 +746,11 @@ void EncodeQ3_K(const float* x, uint8_t* b) {
     sc[8 + k % 4] |= static_cast<uint8_t>((v >> 4) << (2 * (k / 4)));
   }
   PutF16(b + 108, d);
+  int q[kQKK];
+  for (int j = 0; j < 16; ++j)
+    RecodeSym16(x + 16 * j, d * static_cast<float>(ls[j]), -4, 3, q + 16 * j);
   for (int e = 0; e < kQKK; ++e) {
-    const float dl = d * static_cast<float>(ls[e / 16]);
-    const int q = dl != 0 ? Clamp(RoundInt(x[e] / dl), -4, 3) : 0;
-    const int stored = q + 4;  // 0..7: low 2 bits in qs, bit 2 in hmask
+    const int stored = q[e] + 4;  // 0..7: low 2 bits in qs, bit 2 in hmask
     const int h = e / 128, r = e % 128, jj = r / 32, l = r % 32;
     qs[32 * h + l] |= static_cast<uint8_t>((stored & 3) << (2 * jj));
     if (stored & 4) hmask[l] |= static_cast<uint8_t>(1u << (4 * h + jj));
@@ -851,11 +871,11 @@ void EncodeQ6_K(const float* x, uint8_t* b) {
   for (int k = 0; k < 16; ++k)
     sc[k] = static_cast<int8_t>(d != 0 ? Clamp(RoundInt(scales[k] / d), -128, 127) : 0);
   PutF16(b + 208, d);
+  int qi[kQKK];
+  for (int j = 0; j < 16; ++j)
+    RecodeSym16(x + 16 * j, d * static_cast<float>(sc[j]), -32, 31, qi + 16 * j);
   uint8_t q[kQKK];
-  for (int e = 0; e < kQKK; ++e) {
-    const float dl = d * static_cast<float>(sc[e / 16]);
-    q[e] = static_cast<uint8_t>((dl != 0 ? Clamp(RoundInt(x[e] / dl), -32, 31) : 0) + 32);  // 0..63
-  }
+  for (int e = 0; e < kQKK; ++e) q[e] = static_cast<uint8_t>(qi[e] + 32);  // 0..63
   ggml::PackQ6KCodes(q, b, b + 128);
 }
 void DecodeQ6_K(const uint8_t* b, float* y) {
