@@ -19,18 +19,10 @@ res=${5:-$(dirname "$model")/results-quantize-speed.jsonl}
 d=$(dirname "$model")
 drop_caches() { sync; echo 1 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 run() { local name=$1; shift; drop_caches; python3 "$here/measure.py" "$name" "$res" -- "$@"; }
+# shellcheck source=cp_reference.sh
+source "$here/cp_reference.sh"
 
-cp_limit=$(( ${CP_GB:-12} * 1000000000 ))
-cp_files=() cp_total=0
-for f in "$model"/*.safetensors; do
-  sz=$(stat -c %s "$f")
-  if (( ${#cp_files[@]} > 0 && cp_total + sz > cp_limit )); then break; fi
-  cp_files+=("$f"); cp_total=$((cp_total + sz))
-done
-mkdir -p "$d/model-copy"
-echo "{\"tool\": \"cp_bytes\", \"bytes\": $cp_total}" >> "$res"
-run cp sh -c 'dst=$1; shift; cp "$@" "$dst" && sync' sh "$d/model-copy/" "${cp_files[@]}"
-rm -rf "$d/model-copy"
+cp_reference "$model" "$d"
 du -sb "$model" | awk '{printf "{\"tool\": \"checkpoint_bytes\", \"bytes\": %.0f}\n", $1}' >> "$res"
 if [[ -n "${BASE_BIN:-}" ]]; then
   run quantize_mlx_base "$BASE_BIN/moeq-quantize" "$model" --allocation "$alloc" -o "$d/mlx" --force

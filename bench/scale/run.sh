@@ -37,23 +37,14 @@ drop_caches() {
   if [[ "${DROP_CACHES:-1}" == 1 ]]; then sync; echo 1 > /proc/sys/vm/drop_caches 2>/dev/null || true; fi
 }
 run() { local name=$1; shift; drop_caches; python3 "$m" "$name" "$res" -- "$@"; }
+# shellcheck source=cp_reference.sh
+source "$here/cp_reference.sh"
 
 run synth "$bin/moeq-synth" --preset "$preset" --layers "$layers" --seed "${SEED:-1}" -o "$d/model" --force
 du -sb "$d/model" | awk '{printf "{\"tool\": \"checkpoint_bytes\", \"bytes\": %.0f}\n", $1}' >> "$res"
 # The disk-speed reference: a plain cp of the checkpoint's shards, cold, up to CP_GB (default
 # 12) GB of them so the copy fits on the disk beside the 24-layer checkpoint.
-cp_limit=$(( ${CP_GB:-12} * 1000000000 ))
-cp_files=() cp_total=0
-for f in "$d"/model/*.safetensors; do
-  sz=$(stat -c %s "$f")
-  if (( ${#cp_files[@]} > 0 && cp_total + sz > cp_limit )); then break; fi
-  cp_files+=("$f"); cp_total=$((cp_total + sz))
-done
-mkdir -p "$d/model-copy"
-echo "{\"tool\": \"cp_bytes\", \"bytes\": $cp_total}" >> "$res"
-# (+ sync: moeq's writers fsync their outputs, so the reference waits for the disk too)
-run cp sh -c 'dst=$1; shift; cp "$@" "$dst" && sync' sh "$d/model-copy/" "${cp_files[@]}"
-rm -rf "$d/model-copy"
+cp_reference "$d/model" "$d"
 # Sequential read speed of the same shards, cold (the read bound of profile and eval).
 run read sh -c 'cat "$@" > /dev/null' sh "${cp_files[@]}"
 # Float GEMM rate of one core (the compute bound), when the benchmarks were built.
