@@ -142,6 +142,8 @@ struct Lanes16 {
   static V Sub(V a, V b) { return _mm512_sub_ps(a, b); }
   static V Mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V Div(V a, V b) { return _mm512_div_ps(a, b); }
+  static V RoundClamp(V v, V lo, V hi) { return RoundClamp16(v, lo, hi); }
   /// Clamp(RoundInt(v), 0, hi) for v >= 0, +inf or NaN (what is·(x − mn) can be): trunc, +1 when
   /// the fraction is >= 0.5; max(NaN, 0) is 0 (vmaxps returns its second operand on NaN) and
   /// min(+inf, hi) is hi, as RoundInt's saturation followed by the clamp.
@@ -164,6 +166,18 @@ struct Lanes8 {
   static V Sub(V a, V b) { return _mm256_sub_ps(a, b); }
   static V Mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V Div(V a, V b) { return _mm256_div_ps(a, b); }
+  /// RoundClamp16 on 8 lanes: RoundInt (halves away from zero, saturating), clamp; NaN gives 0.
+  static V RoundClamp(V v, V lo, V hi) {
+    const V sign = Set1(-0.0f), big = Set1(2147483520.0f);
+    V t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const V frac = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t));
+    const V up = _mm256_cmp_ps(frac, Set1(0.5f), _CMP_GE_OQ);
+    t = _mm256_add_ps(t, _mm256_and_ps(up, _mm256_or_ps(Set1(1.0f), _mm256_and_ps(sign, v))));
+    t = _mm256_min_ps(_mm256_max_ps(t, _mm256_sub_ps(Zero(), big)), big);
+    t = _mm256_min_ps(_mm256_max_ps(t, lo), hi);
+    return _mm256_andnot_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), t);
+  }
   static V RoundClampNonNeg(V v, V hi) {
     V t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
     const V up = _mm256_cmp_ps(_mm256_sub_ps(v, t), Set1(0.5f), _CMP_GE_OQ);
@@ -413,37 +427,41 @@ float SymmetricCandidateError(const float* x, const float* w, int n, int nmax, f
 }
 
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
-/// Candidates s = -8..7 of SymmetricCandidateError at once, one per lane.
-void SymmetricCandidateErrors16(const float* x, const float* w, int n, int nmax, float max,
-                                float* err_out, float* scale_out) {
-  const __m512 lo = _mm512_set1_ps(static_cast<float>(-nmax));
-  const __m512 hi = _mm512_set1_ps(static_cast<float>(nmax - 1));
-  auto q = [&](__m512 v) { return RoundClamp16(v, lo, hi); };
-  const __m512 svec = _mm512_set_ps(7, 6, 5, 4, 3, 2, 1, 0, -1, -2, -3, -4, -5, -6, -7, -8);
-  const __m512 iscale = _mm512_div_ps(
-      _mm512_sub_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(svec, _mm512_set1_ps(0.1f),
-                                                         _mm512_set1_ps(static_cast<float>(nmax)))),
-      _mm512_set1_ps(max));
-  __m512 sqx = _mm512_setzero_ps(), sqq = _mm512_setzero_ps();
+/// Candidates s = s_first .. s_first + L::kLanes - 1 of SymmetricCandidateError at once, one per
+/// lane, with the scalar operations in the same order (s_first + L::kLanes <= 16). Writes each
+/// lane's error (INFINITY where the scalar form returns it) and scale.
+template <class L>
+void SymmetricCandidatesN(const float* x, const float* w, int n, int nmax, float max, int s_first,
+                          float* err_out, float* scale_out) {
+  using V = typename L::V;
+  static constexpr float kSteps[24] = {-8, -7, -6, -5, -4, -3, -2, -1, 0,  1,  2,  3,
+                                       4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15};
+  const V lo = L::Set1(static_cast<float>(-nmax)), hi = L::Set1(static_cast<float>(nmax - 1));
+  const V iscale = L::Div(L::Sub(L::Zero(), L::Fma(L::Load(kSteps + s_first + 8), L::Set1(0.1f),
+                                                   L::Set1(static_cast<float>(nmax)))),
+                          L::Set1(max));
+  V sqx = L::Zero(), sqq = L::Zero();
   for (int i = 0; i < n; ++i) {
-    const __m512 xv = _mm512_set1_ps(x[i]);
-    const __m512 l = q(_mm512_mul_ps(iscale, xv));
-    const __m512 wl = _mm512_mul_ps(l, _mm512_set1_ps(w[i]));
-    sqx = _mm512_fmadd_ps(wl, xv, sqx);
-    sqq = _mm512_fmadd_ps(wl, l, sqq);
+    const V xv = L::Set1(x[i]);
+    const V l = L::RoundClamp(L::Mul(iscale, xv), lo, hi);
+    const V wl = L::Mul(l, L::Set1(w[i]));
+    sqx = L::Fma(wl, xv, sqx);
+    sqq = L::Fma(wl, l, sqq);
   }
-  const __m512 scale = _mm512_div_ps(sqx, sqq);
-  __m512 err = _mm512_setzero_ps();
+  const V scale = L::Div(sqx, sqq);
+  V err = L::Zero();
   for (int i = 0; i < n; ++i) {
-    const __m512 xv = _mm512_set1_ps(x[i]);
-    const __m512 l = q(_mm512_div_ps(xv, scale));
-    const __m512 d = _mm512_fmsub_ps(l, scale, xv);
-    err = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(w[i])), d, err);
+    const V xv = L::Set1(x[i]);
+    const V l = L::RoundClamp(L::Div(xv, scale), lo, hi);
+    const V d = L::Fma(l, scale, L::Sub(L::Zero(), xv));
+    err = L::Fma(L::Mul(d, L::Set1(w[i])), d, err);
   }
-  const __mmask16 ok = _mm512_cmp_ps_mask(sqq, _mm512_setzero_ps(), _CMP_GT_OQ) &
-                       _mm512_cmp_ps_mask(err, err, _CMP_ORD_Q);
-  _mm512_storeu_ps(err_out, _mm512_mask_mov_ps(_mm512_set1_ps(INFINITY), ok, err));
-  _mm512_storeu_ps(scale_out, scale);
+  alignas(64) float e[16], q[16];
+  L::Store(e, err);
+  L::Store(q, sqq);
+  L::Store(scale_out, scale);
+  for (int k = 0; k < L::kLanes; ++k)
+    err_out[k] = (q[k] > 0 && !std::isnan(e[k])) ? e[k] : INFINITY;
 }
 #endif
 
@@ -456,12 +474,14 @@ float FitSymmetric(const float* x, const float* w, int n, int nmax) {
     }
   }
   if (amax == 0) return 0;
-  float errs[17], scales[17];
+  // Candidates s = -8..8 at errs[s + 8]; the vector form also fills 9..15, unused.
+  float errs[24], scales[24];
   int s0 = -8;
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
   if (UseAvx512()) {
-    SymmetricCandidateErrors16(x, w, n, nmax, max, errs, scales);
-    s0 = 8;
+    SymmetricCandidatesN<Lanes16>(x, w, n, nmax, max, -8, errs, scales);
+    SymmetricCandidatesN<Lanes8>(x, w, n, nmax, max, 8, errs + 16, scales + 16);
+    s0 = 9;
   }
 #endif
   for (int s = s0; s <= 8; ++s)
