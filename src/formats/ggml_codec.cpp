@@ -143,6 +143,10 @@ struct Lanes16 {
   static V Mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V Div(V a, V b) { return _mm512_div_ps(a, b); }
+  static V Neg(V a) { return _mm512_xor_ps(a, Set1(-0.0f)); }
+  using M = __mmask16;
+  static M Gt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+  static V Select(M m, V if_true, V if_false) { return _mm512_mask_blend_ps(m, if_false, if_true); }
   static V RoundClamp(V v, V lo, V hi) { return RoundClamp16(v, lo, hi); }
   /// Clamp(RoundInt(v), 0, hi) for v >= 0, +inf or NaN (what is·(x − mn) can be): trunc, +1 when
   /// the fraction is >= 0.5; max(NaN, 0) is 0 (vmaxps returns its second operand on NaN) and
@@ -167,6 +171,10 @@ struct Lanes8 {
   static V Mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V Div(V a, V b) { return _mm256_div_ps(a, b); }
+  static V Neg(V a) { return _mm256_xor_ps(a, Set1(-0.0f)); }
+  using M = __m256;
+  static M Gt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+  static V Select(M m, V if_true, V if_false) { return _mm256_blendv_ps(if_false, if_true, m); }
   /// RoundClamp16 on 8 lanes: RoundInt (halves away from zero, saturating), clamp; NaN gives 0.
   static V RoundClamp(V v, V lo, V hi) {
     const V sign = Set1(-0.0f), big = Set1(2147483520.0f);
@@ -210,6 +218,31 @@ void AsymSumsN(const float* x, const float* w, int n, int nmax, float mn, int s0
   L::Store(sq + s0, a);
   L::Store(sqq + s0, b);
   L::Store(sqx + s0, c);
+}
+
+/// The weighted least-squares refit of FitAsymmetric for L::kLanes candidates from s0: the
+/// scalar branches as lane selects, the same operations (products that feed a sum fused, exact
+/// negations), so every lane equals the scalar solve bit for bit.
+template <class L>
+void AsymSolveN(float sw, float sx, float mn, int s0, const float* sq, const float* sqq,
+                const float* sqx, float* a, float* b) {
+  using V = typename L::V;
+  const V vsw = L::Set1(sw), vsx = L::Set1(sx), zero = L::Zero();
+  const V q = L::Load(sq + s0), qq = L::Load(sqq + s0), qx = L::Load(sqx + s0);
+  const V det = L::Fma(vsw, qq, L::Neg(L::Mul(q, q)));
+  const auto fit = L::Gt(det, L::Mul(L::Mul(L::Set1(1e-6f), vsw), qq));
+  const auto pos = L::Gt(qq, zero);
+  // else: keep the minimum, fit the scale
+  const V b_else = L::Set1(mn);
+  const V a_else = L::Select(pos, L::Div(L::Fma(L::Neg(b_else), q, qx), qq), zero);
+  V as = L::Select(fit, L::Div(L::Fma(vsw, qx, L::Neg(L::Mul(q, vsx))), det), a_else);
+  V bs = L::Select(fit, L::Div(L::Fma(qq, vsx, L::Neg(L::Mul(q, qx))), det), b_else);
+  // the minimum must stay <= 0
+  const auto clip = L::Gt(bs, zero);
+  as = L::Select(clip, L::Select(pos, L::Div(qx, qq), zero), as);
+  bs = L::Select(clip, zero, bs);
+  L::Store(a + s0, as);
+  L::Store(b + s0, bs);
 }
 
 /// AsymSumsN<Lanes16> on candidates [0, 16) and AsymSumsN<Lanes8> on [16, 24) in one loop over
@@ -329,7 +362,18 @@ void FitAsymmetric(const float* x, const float* w, int n, int nmax, int nstep, f
 #endif
   for (int s = s0; s < count; ++s) AsymSums(x, w, n, nmax, mn, is[s], &sq[s], &sqq[s], &sqx[s]);
   std::array<bool, kMaxCandidates> usable{};
-  for (int s = 0; s < count; ++s) {
+  s0 = 0;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  if (vec) {
+    for (; count - s0 > 8; s0 += 16)
+      AsymSolveN<Lanes16>(sw, sx, mn, s0, sq.data(), sqq.data(), sqx.data(), a.data(), b.data());
+    if (s0 < count)
+      AsymSolveN<Lanes8>(sw, sx, mn, s0, sq.data(), sqq.data(), sqx.data(), a.data(), b.data());
+    for (int s = 0; s < count; ++s) usable[s] = !(a[s] < 0);
+    s0 = count;
+  }
+#endif
+  for (int s = s0; s < count; ++s) {
     // Least squares for x ≈ a*q + b.
     const float det = std::fma(sw, sqq[s], -(sq[s] * sq[s]));
     float as, bs;
