@@ -690,6 +690,20 @@ Status Checkpoint::ReadF32(std::string_view name, std::vector<float>* out, int t
   return ConvertToF32(view, 0, view.numel(), out->data());
 }
 
+void Checkpoint::Prefetch(std::string_view name) const {
+  const CheckpointTensor* t = Find(name);
+  if (t == nullptr || gguf_) return;
+  if (!t->quant.quantized()) {
+    shards_[static_cast<size_t>(t->shard)]->Prefetch(name);
+    return;
+  }
+  for (const std::string* part : {&t->quant.weight, &t->quant.scales, &t->quant.biases}) {
+    if (auto it = part_shard_.find(*part); it != part_shard_.end()) {
+      shards_[static_cast<size_t>(it->second)]->Prefetch(*part);
+    }
+  }
+}
+
 void Checkpoint::Release(std::string_view name) const {
   const CheckpointTensor* t = Find(name);
   if (t == nullptr || gguf_) return;

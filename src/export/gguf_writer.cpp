@@ -785,6 +785,13 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
   std::vector<std::byte> enc;
   uint64_t tensor_bytes = 0;
   std::vector<std::string> tensor_encoders;
+  // Source tensors in the order they are encoded: each one's successor is read ahead while it
+  // is encoded, so the workers do not wait on page faults of a cold checkpoint.
+  std::vector<const std::string*> read_order;
+  for (const PlannedTensor& t : tensors)
+    for (const Part& part : t.parts)
+      if (!part.source.empty()) read_order.push_back(&part.source);
+  size_t read_next = 0;
   for (const PlannedTensor& t : tensors) {
     std::set<std::string> used_encoders;
     MOEQ_ASSIGN_OR_RETURN(const uint64_t row_bytes, GgmlRowBytes(t.type, t.cols));
@@ -795,6 +802,7 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
       TensorView view;
       if (!part.source.empty()) {
         MOEQ_ASSIGN_OR_RETURN(view, ckpt.View(part.source));
+        if (++read_next < read_order.size()) ckpt.Prefetch(*read_order[read_next]);
       }
       // The encoder of this part: the plan's, when statistics for its input are given.
       const bool block_quant = quant::GgmlEncoderSupported(t.type);

@@ -247,6 +247,16 @@ Result<TensorView> SafetensorsFile::View(std::string_view name) const {
   return v;
 }
 
+void SafetensorsFile::Prefetch(std::string_view name) const {
+  const TensorInfo* t = Find(name);
+  if (!t || base_ == nullptr) return;
+  const auto& off = offsets_[static_cast<size_t>(t - infos_.data())];
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const uint64_t b = (data_start_ + off.first) / page * page;  // whole pages covering the tensor
+  const uint64_t e = data_start_ + off.second;
+  if (e > b) madvise(const_cast<std::byte*>(base_) + b, e - b, MADV_WILLNEED);
+}
+
 void SafetensorsFile::Release(std::string_view name) const {
   const TensorInfo* t = Find(name);
   if (!t) return;

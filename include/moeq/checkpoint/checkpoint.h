@@ -97,6 +97,8 @@ class Checkpoint {
   bool is_quantized() const { return quantized_tensors_ > 0; }
   /// Hints that a tensor's pages can be dropped from memory.
   void Release(std::string_view name) const;
+  /// Hints that a tensor will be read next: its pages are read ahead in the background.
+  void Prefetch(std::string_view name) const;
 
   /// Names of tensors with role kUnknown.
   std::vector<std::string> unknown_tensors() const;

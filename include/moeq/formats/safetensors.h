@@ -54,6 +54,9 @@ class SafetensorsFile {
   /// kReleaseBatchBytes (one madvise per batch instead of one TLB flush per tensor), so at
   /// most that much released data stays mapped.
   void Release(std::string_view name) const;
+  /// Starts reading a tensor's pages into the page cache in the background (MADV_WILLNEED), so a
+  /// consumer that will read it next does not wait for the disk page by page.
+  void Prefetch(std::string_view name) const;
   static constexpr uint64_t kReleaseBatchBytes = uint64_t{8} << 20;
 
  private:
