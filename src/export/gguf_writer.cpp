@@ -826,15 +826,48 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
       const bool rowwise = kind == quant::EncoderKind::kRtn && part.permute_heads == 0;
       for (int64_t r0 = 0; r0 < part.rows; r0 += chunk_rows) {
         const int64_t nr = std::min(chunk_rows, part.rows - r0);
-        if (rowwise) {
-          enc.resize(static_cast<size_t>(row_bytes * static_cast<uint64_t>(nr)));
-          std::vector<Status> errors(static_cast<size_t>(nr));
-          ParallelFor(
-              nr,
-              [&](int64_t r) {
+        const float* src = nullptr;  // the chunk as float32 when converted up front
+        if (!rowwise) {
+          buf.assign(static_cast<size_t>(nr * t.cols), 0.0f);
+          if (!part.source.empty()) {
+            Status s = ConvertToF32(view, part.first + r0 * t.cols, nr * t.cols, buf.data());
+            if (!s.ok()) return s.WithContext("gguf: tensor '" + part.source + "'");
+          }
+          src = buf.data();
+          if (part.permute_heads > 0) {
+            const int64_t prows = nr * t.cols / part.permute_cols;
+            if (prows % (2 * part.permute_heads) != 0) {
+              return Status::Corruption("gguf: tensor '" + part.source +
+                                        "': " + std::to_string(prows) + " rows do not split into " +
+                                        std::to_string(part.permute_heads) + " heads of even size");
+            }
+            PermuteRows(buf, prows, part.permute_cols, part.permute_heads, &permuted);
+            src = permuted.data();
+          }
+          if (kind != quant::EncoderKind::kRtn) {
+            quant::EncoderOptions eo = options.encoder_options;
+            eo.kind = kind;
+            auto coded =
+                quant::EncodeGgml(std::span<const float>(src, static_cast<size_t>(nr * t.cols)), nr,
+                                  t.cols, t.type, eo, &*stats, threads);
+            if (!coded.ok())
+              return coded.status().WithContext("gguf: tensor '" + t.name + "' (" + part.source +
+                                                ")");
+            MOEQ_RETURN_IF_ERROR(file.Write(coded->data(), coded->size()));
+            advance(nr * t.cols, t.name);
+            continue;
+          }
+        }
+        enc.resize(static_cast<size_t>(row_bytes * static_cast<uint64_t>(nr)));
+        std::vector<Status> errors(static_cast<size_t>(nr));
+        ParallelFor(
+            nr,
+            [&](int64_t r) {
+              Status& st = errors[static_cast<size_t>(r)];
+              const float* x = src != nullptr ? src + r * t.cols : nullptr;
+              if (x == nullptr) {  // rowwise: convert this row on the worker
                 thread_local std::vector<float> row;
                 row.assign(static_cast<size_t>(t.cols), 0.0f);
-                Status& st = errors[static_cast<size_t>(r)];
                 if (!part.source.empty()) {
                   st = ConvertToF32(view, part.first + (r0 + r) * t.cols, t.cols, row.data());
                   if (!st.ok()) {
@@ -842,58 +875,14 @@ Status WriteGguf(const Checkpoint& ckpt, const QuantPlan& plan, const std::strin
                     return;
                   }
                 }
-                st = QuantizeGgmlRow(t.type, row.data(), t.cols,
-                                     enc.data() + static_cast<uint64_t>(r) * row_bytes);
-                if (!st.ok()) st = st.WithContext("gguf: tensor '" + t.name + "'");
-              },
-              threads, std::max<int64_t>(1, 65536 / std::max<int64_t>(t.cols, 1)));
-          for (const Status& st : errors) MOEQ_RETURN_IF_ERROR(st);
-          MOEQ_RETURN_IF_ERROR(file.Write(enc.data(), enc.size()));
-          advance(nr * t.cols, t.name);
-          continue;
-        }
-        buf.assign(static_cast<size_t>(nr * t.cols), 0.0f);
-        if (!part.source.empty()) {
-          Status s = ConvertToF32(view, part.first + r0 * t.cols, nr * t.cols, buf.data());
-          if (!s.ok()) return s.WithContext("gguf: tensor '" + part.source + "'");
-        }
-        const float* src = buf.data();
-        if (part.permute_heads > 0) {
-          const int64_t prows = nr * t.cols / part.permute_cols;
-          if (prows % (2 * part.permute_heads) != 0) {
-            return Status::Corruption("gguf: tensor '" + part.source +
-                                      "': " + std::to_string(prows) + " rows do not split into " +
-                                      std::to_string(part.permute_heads) + " heads of even size");
-          }
-          PermuteRows(buf, prows, part.permute_cols, part.permute_heads, &permuted);
-          src = permuted.data();
-        }
-        if (kind != quant::EncoderKind::kRtn) {
-          quant::EncoderOptions eo = options.encoder_options;
-          eo.kind = kind;
-          auto coded =
-              quant::EncodeGgml(std::span<const float>(src, static_cast<size_t>(nr * t.cols)), nr,
-                                t.cols, t.type, eo, &*stats, threads);
-          if (!coded.ok())
-            return coded.status().WithContext("gguf: tensor '" + t.name + "' (" + part.source +
-                                              ")");
-          MOEQ_RETURN_IF_ERROR(file.Write(coded->data(), coded->size()));
-          advance(nr * t.cols, t.name);
-          continue;
-        }
-        enc.resize(static_cast<size_t>(row_bytes * static_cast<uint64_t>(nr)));
-        std::vector<Status> errors(static_cast<size_t>(nr));
-        ParallelFor(
-            nr,
-            [&](int64_t r) {
-              errors[static_cast<size_t>(r)] =
-                  QuantizeGgmlRow(t.type, src + r * t.cols, t.cols,
-                                  enc.data() + static_cast<uint64_t>(r) * row_bytes);
+                x = row.data();
+              }
+              st = QuantizeGgmlRow(t.type, x, t.cols,
+                                   enc.data() + static_cast<uint64_t>(r) * row_bytes);
+              if (!st.ok()) st = st.WithContext("gguf: tensor '" + t.name + "'");
             },
             threads, std::max<int64_t>(1, 65536 / std::max<int64_t>(t.cols, 1)));
-        for (const Status& s : errors) {
-          if (!s.ok()) return s.WithContext("gguf: tensor '" + t.name + "'");
-        }
+        for (const Status& st : errors) MOEQ_RETURN_IF_ERROR(st);
         MOEQ_RETURN_IF_ERROR(file.Write(enc.data(), enc.size()));
         advance(nr * t.cols, t.name);
       }
