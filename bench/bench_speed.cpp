@@ -3,6 +3,7 @@
 //
 //   bench_speed MODEL_DIR (--text FILE | --ids FILE) [--tokens N] [--reps N] [--threads N]
 //               [--decode-prompt N] [--decode N] [--dump-ids FILE] [--all-logits]
+//               [--int8-activations]
 //
 // MODEL_DIR is a Hugging Face / MLX checkpoint; MLX-quantized tensors run from their packed codes
 // (EngineOptions::packed_weights, as moeq-eval --packed), float ones from the mapped file.
@@ -52,6 +53,7 @@ struct Options {
   int decode_prompt = 32;
   int decode = 0;
   bool all_logits = false;
+  bool int8 = false;
 };
 
 double Now() {
@@ -74,7 +76,7 @@ double CpuNow() {
   std::fprintf(stderr,
                "bench_speed: %s\nusage: bench_speed MODEL_DIR (--text FILE | --ids FILE) "
                "[--tokens N] [--reps N] [--threads N] [--decode-prompt N] [--decode N] "
-               "[--dump-ids FILE] [--all-logits]\n",
+               "[--dump-ids FILE] [--all-logits] [--int8-activations]\n",
                msg.c_str());
   std::exit(2);
 }
@@ -107,6 +109,8 @@ int main(int argc, char** argv) {
       o.decode = std::atoi(next().c_str());
     } else if (a == "--all-logits") {
       o.all_logits = true;
+    } else if (a == "--int8-activations") {
+      o.int8 = true;
     } else if (!a.empty() && a[0] != '-' && o.model.empty()) {
       o.model = a;
     } else {
@@ -151,6 +155,7 @@ int main(int argc, char** argv) {
   moeq::EngineOptions eo;
   eo.threads = o.threads;
   eo.packed_weights = true;
+  eo.int8_activations = o.int8;
   auto loaded = moeq::Engine::Load(**ckpt, eo);
   if (!loaded.ok()) Die(loaded.status());
   const moeq::Engine& e = **loaded;
@@ -199,6 +204,7 @@ int main(int argc, char** argv) {
                         {"kernels", moeq::Engine::kernel_name()},
                         {"threads", moeq::ResolveThreads(o.threads)},
                         {"packed_tensors", e.packed_tensors()},
+                        {"int8_activations", o.int8},
                         {"tokens", o.tokens},
                         {"all_logits", o.all_logits},
                         {"prefill_s", prefill_s},

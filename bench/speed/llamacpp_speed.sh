@@ -12,7 +12,8 @@
 #                   picks for Q4_K_M)
 #   F16.gguf        every weight matrix f16 (llama.cpp's float baseline)
 #   ids.json        the first TOKENS tokens of data/moe-corpus/valid.txt (moeq's tokenizer)
-# then runs ROUNDS rounds of, alternately, moeq packed q4g64 | llama.cpp Q4_K_M | moeq bf16 |
+# then runs ROUNDS rounds of, alternately, moeq packed q4g64 | the same with int8 activations
+# (--int8-activations, as llama.cpp multiplies its quantized types) | llama.cpp Q4_K_M | moeq bf16 |
 # llama.cpp F16 — each a fresh process (bench_speed / llamacpp_speed.mjs) that loads the model,
 # runs one untimed warm-up, then REPS timed prefills of TOKENS tokens (one batch; logits of the
 # last token) and, with DECODE > 0, REPS timed runs of DECODE one-token steps on the KV cache
@@ -112,6 +113,8 @@ for r in $(seq 1 "$rounds"); do
     case " $decode_threads " in *" $th "*) dec=$decode ;; esac
     common=(--tokens "$tokens" --reps "$reps" --decode "$dec")
     run moeq-q4g64 "$th" "$bin/bench_speed" "$d/q4g64" --ids "$d/ids.json" "${common[@]}"
+    run moeq-q4g64-i8 "$th" "$bin/bench_speed" "$d/q4g64" --ids "$d/ids.json" "${common[@]}" \
+      --int8-activations
     run llama-Q4_K_M "$th" node "$here/llamacpp_speed.mjs" "$d/Q4_K_M.gguf" "$d/ids.json" "${common[@]}"
     if [ -n "$base_bin" ]; then
       run moeq-q4g64-baseline "$th" "$base_bin/bench_speed" "$d/q4g64" --ids "$d/ids.json" "${common[@]}"

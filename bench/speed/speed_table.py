@@ -36,10 +36,14 @@ print("| row | threads | moeq tok/s | llama.cpp tok/s | moeq / llama.cpp (wall) 
       "moeq / llama.cpp (CPU time) |")
 print("|---|---:|---:|---:|---:|---:|")
 pairs = [("prefill: moeq packed q4g64 vs Q4_K_M", "moeq-q4g64", "llama-Q4_K_M", "prefill", tokens),
+         ("prefill: moeq packed q4g64, int8 activations vs Q4_K_M", "moeq-q4g64-i8", "llama-Q4_K_M",
+          "prefill", tokens),
          ("prefill: BASELINE_BIN's moeq packed q4g64 vs Q4_K_M", "moeq-q4g64-baseline", "llama-Q4_K_M",
           "prefill", tokens),
          ("prefill: moeq bf16 vs F16", "moeq-bf16", "llama-F16", "prefill", tokens),
          ("decode: moeq packed q4g64 vs Q4_K_M", "moeq-q4g64", "llama-Q4_K_M", "decode", 1),
+         ("decode: moeq packed q4g64, int8 activations vs Q4_K_M", "moeq-q4g64-i8", "llama-Q4_K_M",
+          "decode", 1),
          ("decode: moeq bf16 vs F16", "moeq-bf16", "llama-F16", "decode", 1),
          ("decode: BASELINE_BIN's moeq packed q4g64 vs Q4_K_M", "moeq-q4g64-baseline", "llama-Q4_K_M",
           "decode", 1)]

@@ -176,6 +176,7 @@ struct ForwardScratch {
   std::vector<float> probs, weights, X, G, U, Y, sh, g;
   std::vector<int32_t> chosen;
   std::vector<int64_t> count, first, fill, row_of_slot;
+  engine::Int8RowsBuffer Xq, Gq;  // int8 activations: X and G quantized once per layer
 };
 
 class ScratchLease {
@@ -543,6 +544,7 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given,
           } else {
             m = PlacePacked(q, src->row0, src->rows, dst);
           }
+          m.int8_act = options.int8_activations;
           // Which expert/projection: find it back from the slot address.
           for (int64_t e = 0; e < E; ++e) {
             for (int p = 0; p < 3; ++p) {
@@ -601,6 +603,7 @@ Result<std::unique_ptr<Engine>> Engine::Load(const Checkpoint& given,
         ckpt.Release(t.info.name);
         lin->q = PlacePacked(q, 0, shape[0], impl->NewArena(FootprintOf(t, shape[0])));
       }
+      lin->q.int8_act = options.int8_activations;
       ++impl->packed_count;
       if (role == TensorRole::kEmbedding && cfg.tie_word_embeddings && impl->lm_head.empty()) {
         impl->lm_head.out = shape[0];
@@ -878,17 +881,32 @@ void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<
   struct Item {
     const Linear* lin;
     const float* x;
+    engine::Int8Rows xq;  // x quantized (int8 activations; q == nullptr: none)
     int64_t rows;
     float* y;
     int64_t y_stride;
     int64_t o0, o1;
   };
+  // With int8 activations the experts' inputs are quantized once, not once per work item.
+  const bool int8 = l.experts[0].gate.q.int8_act;
   constexpr int64_t kItemRows = 64;
   std::vector<Item> items;
   int64_t macs = 0;
-  auto add_items = [&](const Linear& lin, const float* x, int64_t rows, float* y) {
+  // Rows [r0, r0 + rows) of quantized rows (int8), or none.
+  auto rows_of = [&](const engine::Int8RowsBuffer& b, int64_t r0, int64_t rows) {
+    engine::Int8Rows v;
+    if (!int8) return v;
+    v = b.view();
+    v.q += r0 * v.in;
+    v.d += r0 * v.blocks();
+    v.sum += r0 * v.blocks();
+    v.rows = rows;
+    return v;
+  };
+  auto add_items = [&](const Linear& lin, const float* x, const engine::Int8Rows& xq, int64_t rows,
+                       float* y) {
     for (int64_t o0 = 0; o0 < lin.out; o0 += kItemRows) {
-      items.push_back({&lin, x, rows, y, lin.out, o0, std::min(lin.out, o0 + kItemRows)});
+      items.push_back({&lin, x, xq, rows, y, lin.out, o0, std::min(lin.out, o0 + kItemRows)});
     }
     macs += rows * lin.out * lin.in;
   };
@@ -897,7 +915,8 @@ void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<
         static_cast<int64_t>(items.size()),
         [&](int64_t i) {
           const Item& it = items[static_cast<size_t>(i)];
-          engine::LinearRange(*it.lin, it.x, it.rows, it.y, it.y_stride, it.o0, it.o1);
+          engine::LinearRange(*it.lin, it.x, it.rows, it.y, it.y_stride, it.o0, it.o1,
+                              it.xq.q != nullptr ? &it.xq : nullptr);
         },
         macs < (int64_t{1} << 18) ? 1 : threads);
     items.clear();
@@ -908,14 +927,16 @@ void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<
   std::vector<float>& U = s.U;
   G.resize(static_cast<size_t>(n * F));
   U.resize(static_cast<size_t>(n * F));
+  if (int8) s.Xq.Quantize(X.data(), n, H, H, engine::DefaultPackedIsa());
   for (const auto& [b, e_end] : l.tiers) {
     for (int64_t i = b; i < e_end; ++i) {
       const int32_t e = l.tier_order[static_cast<size_t>(i)];
       const int64_t ne = count[static_cast<size_t>(e)], r0 = first[static_cast<size_t>(e)];
       if (ne == 0) continue;
       const Mlp& mlp = l.experts[static_cast<size_t>(e)];
-      add_items(mlp.gate, X.data() + r0 * H, ne, G.data() + r0 * F);
-      add_items(mlp.up, X.data() + r0 * H, ne, U.data() + r0 * F);
+      const engine::Int8Rows xq = rows_of(s.Xq, r0, ne);
+      add_items(mlp.gate, X.data() + r0 * H, xq, ne, G.data() + r0 * F);
+      add_items(mlp.up, X.data() + r0 * H, xq, ne, U.data() + r0 * F);
     }
   }
   run_items();
@@ -931,12 +952,14 @@ void Engine::Impl::MoePacked(const Layer& l, int layer_index, const std::vector<
   }
   std::vector<float>& Y = s.Y;
   Y.resize(static_cast<size_t>(n * H));
+  if (int8) s.Gq.Quantize(G.data(), n, F, F, engine::DefaultPackedIsa());
   for (const auto& [b, e_end] : l.tiers) {
     for (int64_t i = b; i < e_end; ++i) {
       const int32_t e = l.tier_order[static_cast<size_t>(i)];
       const int64_t ne = count[static_cast<size_t>(e)], r0 = first[static_cast<size_t>(e)];
       if (ne == 0) continue;
-      add_items(l.experts[static_cast<size_t>(e)].down, G.data() + r0 * F, ne, Y.data() + r0 * H);
+      add_items(l.experts[static_cast<size_t>(e)].down, G.data() + r0 * F, rows_of(s.Gq, r0, ne),
+                ne, Y.data() + r0 * H);
     }
   }
   run_items();

@@ -130,11 +130,19 @@ void HalfRowsToF32(const uint16_t* src, bool f16, int64_t in, int64_t r0, int64_
 }
 
 void LinearRange(const Linear& lin, const float* x, int64_t rows, float* y, int64_t y_stride,
-                 int64_t o0, int64_t o1) {
+                 int64_t o0, int64_t o1, const Int8Rows* xq) {
   if (rows == 0 || o1 <= o0) return;
   if (lin.packed()) {
     const PackedMatrix& w = lin.q;
     PackedGemmArgs a;
+    if (w.int8_act) {
+      if (xq == nullptr) {
+        thread_local Int8RowsBuffer buffer;
+        buffer.Quantize(x, rows, lin.in, lin.in, DefaultPackedIsa());
+        xq = &buffer.view();
+      }
+      a.xq = xq;
+    }
     a.w = &w;
     a.x = x;
     a.x_stride = lin.in;

@@ -44,8 +44,10 @@ void HalfRowsToF32(const uint16_t* src, bool f16, int64_t in, int64_t r0, int64_
 /// the packed kernel for a packed weight, Eigen for a float one. A work item of the MoE
 /// dispatch; the result of an element does not depend on the range it is computed in for
 /// packed weights.
+/// `xq`: x already quantized, for a packed weight with int8 activations (else it is quantized
+/// here, once per call).
 void LinearRange(const Linear& lin, const float* x, int64_t rows, float* y, int64_t y_stride,
-                 int64_t o0, int64_t o1);
+                 int64_t o0, int64_t o1, const Int8Rows* xq = nullptr);
 
 /// y[t, :] = x[t, :] · Wᵀ (+ b), x [rows, in], y [rows, out] (resized).
 void LinearForward(const Linear& lin, const float* x, int64_t rows, std::vector<float>* y,

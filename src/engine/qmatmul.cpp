@@ -2,8 +2,10 @@
 #include "engine/qmatmul.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -12,10 +14,12 @@
 namespace moeq::engine {
 
 // Defined in qmatmul_avx2.cpp / qmatmul_avx512.cpp (nullptr / false off x86-64).
-PackedGemmFn Avx2PackedGemm(int bits, int group, PackedScale scale);
+PackedGemmFn Avx2PackedGemm(int bits, int group, PackedScale scale, bool int8_act);
 bool Avx2PackedSupported();
-PackedGemmFn Avx512PackedGemm(int bits, int group, PackedScale scale);
+PackedGemmFn Avx512PackedGemm(int bits, int group, PackedScale scale, bool int8_act);
 bool Avx512PackedSupported();
+void QuantizeInt8RowsAvx512(const float* x, int64_t rows, int64_t x_stride, int64_t in, int8_t* q,
+                            float* d, float* sum);
 
 namespace {
 
@@ -77,6 +81,7 @@ struct V {
   }
 };
 
+#include "engine/qmatmul_int8_kernel.h"
 #include "engine/qmatmul_kernel.h"
 
 // Output rows per work item of PackedGemm. Fixed, and irrelevant to the result anyway.
@@ -120,11 +125,12 @@ PackedGemmFn FindPackedGemm(const PackedMatrix& w, PackedIsa isa) {
   if (!PackedIsaAvailable(isa)) return nullptr;
   switch (isa) {
     case PackedIsa::kPortable:
-      return PickKernel(w.bits, w.group, w.scale);
+      return w.int8_act ? PickKernelOf<Int8GenericKernels>(w.bits, w.group, w.scale)
+                        : PickKernel(w.bits, w.group, w.scale);
     case PackedIsa::kAvx2:
-      return Avx2PackedGemm(w.bits, w.group, w.scale);
+      return Avx2PackedGemm(w.bits, w.group, w.scale, w.int8_act);
     case PackedIsa::kAvx512:
-      return Avx512PackedGemm(w.bits, w.group, w.scale);
+      return Avx512PackedGemm(w.bits, w.group, w.scale, w.int8_act);
   }
   return nullptr;
 }
@@ -136,11 +142,68 @@ float* PackedWorkBuffer(int64_t in) {
   return buf.data();
 }
 
+void Int8RowsBuffer::Quantize(const float* x, int64_t rows, int64_t x_stride, int64_t in, Isa isa) {
+  const int64_t nb = in / kInt8Block;
+  if (q_.size() < static_cast<size_t>(rows * in)) q_.resize(static_cast<size_t>(rows * in));
+  if (f_.size() < static_cast<size_t>(2 * rows * nb)) f_.resize(static_cast<size_t>(2 * rows * nb));
+  float* d = f_.data();
+  float* sum = f_.data() + rows * nb;
+  view_.q = q_.data();
+  view_.d = d;
+  view_.sum = sum;
+  view_.rows = rows;
+  view_.in = in;
+  if (isa == Isa::kAvx512 && PackedIsaAvailable(Isa::kAvx512)) {
+    QuantizeInt8RowsAvx512(x, rows, x_stride, in, q_.data(), d, sum);
+    return;
+  }
+  for (int64_t t = 0; t < rows; ++t) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* v = x + t * x_stride + b * kInt8Block;
+      int8_t* q = q_.data() + t * in + b * kInt8Block;
+      // Lane sums x[l] + x[16 + l], then halves (qmatmul.h); the max of |x| and whether all
+      // values are finite (a NaN anywhere makes `finite` false).
+      float lane[16];
+      float amax = 0.0f;
+      bool finite = true;
+      for (int l = 0; l < 16; ++l) {
+        lane[l] = v[l] + v[16 + l];
+        amax = std::max(amax, std::max(std::fabs(v[l]), std::fabs(v[16 + l])));
+        finite = finite && std::isfinite(v[l]) && std::isfinite(v[16 + l]);
+      }
+      for (int h = 8; h >= 1; h /= 2) {
+        for (int l = 0; l < h; ++l) lane[l] = lane[l] + lane[l + h];
+      }
+      sum[t * nb + b] = lane[0];
+      if (!finite || amax == 0.0f) {
+        // All zero; or NaN / infinity: then d = NaN carries it into every product of the block.
+        d[t * nb + b] = finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
+        std::memset(q, 0, kInt8Block);
+        continue;
+      }
+      d[t * nb + b] = amax / 127.0f;
+      const float inv = 127.0f / amax;
+      for (int i = 0; i < kInt8Block; ++i) {
+        const float r = std::nearbyint(v[i] * inv);
+        q[i] = static_cast<int8_t>(std::clamp(r, -127.0f, 127.0f));
+      }
+    }
+  }
+}
+
 void PackedGemm(const PackedMatrix& w, const float* x, int64_t rows, int64_t x_stride, float* y,
-                int64_t y_stride, int threads, PackedIsa isa) {
+                int64_t y_stride, int threads, PackedIsa isa, const Int8Rows* xq) {
   if (rows == 0 || w.out == 0) return;
   const PackedGemmFn fn = FindPackedGemm(w, isa);
   PackedGemmArgs a;
+  if (w.int8_act) {
+    if (xq == nullptr) {
+      thread_local Int8RowsBuffer buffer;
+      buffer.Quantize(x, rows, x_stride, w.in, isa);
+      xq = &buffer.view();
+    }
+    a.xq = xq;
+  }
   a.w = &w;
   a.x = x;
   a.x_stride = x_stride;

@@ -1,6 +1,7 @@
 // The packed affine kernels for AVX2 + FMA (x86-64), chosen at run time (qmatmul.cpp) when the
 // CPU has both. Compiled with `#pragma GCC target`, so they exist even when the library is not
 // built with -march=native (MOEQ_NATIVE=OFF).
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -104,11 +105,13 @@ struct V {
   }
 };
 
+#include "engine/qmatmul_int8_kernel.h"
 #include "engine/qmatmul_kernel.h"
 
 }  // namespace
 
-PackedGemmFn Avx2PackedGemm(int bits, int group, PackedScale scale) {
+PackedGemmFn Avx2PackedGemm(int bits, int group, PackedScale scale, bool int8_act) {
+  if (int8_act) return PickKernelOf<Int8GenericKernels>(bits, group, scale);
   return PickKernel(bits, group, scale);
 }
 bool Avx2PackedSupported() { return CpuSupports(Isa::kAvx2); }
@@ -120,7 +123,7 @@ bool Avx2PackedSupported() { return CpuSupports(Isa::kAvx2); }
 #else
 
 namespace moeq::engine {
-PackedGemmFn Avx2PackedGemm(int, int, PackedScale) { return nullptr; }
+PackedGemmFn Avx2PackedGemm(int, int, PackedScale, bool) { return nullptr; }
 bool Avx2PackedSupported() { return false; }
 }  // namespace moeq::engine
 

@@ -1,8 +1,10 @@
 // The packed affine kernels for AVX-512 (F, BW, VL, DQ; x86-64), chosen at run time
 // (qmatmul.cpp) when the CPU has them. Compiled with `#pragma GCC target`, so they exist even
 // when the library is not built with -march=native (MOEQ_NATIVE=OFF).
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "engine/qmatmul.h"
 
@@ -82,27 +84,318 @@ struct V {
       _mm512_mask_storeu_ps(y, static_cast<__mmask16>((1u << n) - 1u), out);
     }
   }
+  // 16 codes starting at byte p as 32-bit integers.
   template <int kBits>
-  static T Unpack(const uint8_t* p) {
+  static __m512i UnpackInt(const uint8_t* p) {
     const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     if constexpr (kBits == 8) {
-      return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(raw));
+      return _mm512_cvtepu8_epi32(raw);
     } else {
       const Avx512Table& tb = kAvx512Table<kBits>;
       const __m512i mask = _mm512_set1_epi32((1 << kBits) - 1);
       __m512i v = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(raw), _mm512_load_si512(tb.shuffle));
       v = _mm512_srlv_epi32(v, _mm512_load_si512(tb.shift));
-      return _mm512_cvtepi32_ps(_mm512_and_si512(v, mask));
+      return _mm512_and_si512(v, mask);
     }
+  }
+  template <int kBits>
+  static T Unpack(const uint8_t* p) {
+    return _mm512_cvtepi32_ps(UnpackInt<kBits>(p));
   }
 };
 
+#include "engine/qmatmul_int8_kernel.h"
 #include "engine/qmatmul_kernel.h"
+
+// ---- int8 activations on AVX-512 VNNI ---------------------------------------------------------
+// A panel of 16 weight rows holds, per 4 consecutive inputs (a "step"), one 64-byte vector whose
+// 32-bit lane r is the 4 codes of row r; vpdpbusd multiplies it by 4 quantized inputs of a token
+// broadcast to every lane, adding 16 rows x 4 products into 16 exact int32 sums. After each
+// 32-input block the sums are scaled into float accumulators (qmatmul.h's sequence). Two panels
+// (32 rows) by up to kInt8Tokens tokens are one register block.
+#pragma GCC push_options
+#pragma GCC target("avx512vnni")
+
+constexpr int kInt8Tokens = 4;
+constexpr int64_t kPrefetchRows = 12;
+
+// Codes [k0, k0 + 64) of a row (`row` = the row's first byte) as 64 bytes, or with `half`
+// codes [k0, k0 + 32) in the low 32 bytes and zeros above.
+template <int kBits>
+inline __m512i RowBytes64(const uint8_t* row, int64_t k0, bool half) {
+  if constexpr (kBits == 8) {
+    return _mm512_maskz_loadu_epi8(half ? __mmask64{0xffffffffu} : ~__mmask64{0}, row + k0);
+  } else if constexpr (kBits == 4) {
+    // Word i = stream byte i: code 2i in its low nibble, 2i + 1 in its high one.
+    const __m512i v = half ? _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(
+                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k0 / 2))))
+                           : _mm512_cvtepu8_epi16(_mm256_loadu_si256(
+                                 reinterpret_cast<const __m256i*>(row + k0 / 2)));
+    return _mm512_or_si512(_mm512_and_si512(v, _mm512_set1_epi16(0x000f)),
+                           _mm512_and_si512(_mm512_slli_epi16(v, 4), _mm512_set1_epi16(0x0f00)));
+  } else {
+    __m512i r = _mm512_setzero_si512();
+    const __m128i q0 = _mm512_cvtepi32_epi8(V::UnpackInt<kBits>(row + k0 * kBits / 8));
+    const __m128i q1 = _mm512_cvtepi32_epi8(V::UnpackInt<kBits>(row + (k0 + 16) * kBits / 8));
+    r = _mm512_inserti32x4(r, q0, 0);
+    r = _mm512_inserti32x4(r, q1, 1);
+    if (!half) {
+      const __m128i q2 = _mm512_cvtepi32_epi8(V::UnpackInt<kBits>(row + (k0 + 32) * kBits / 8));
+      const __m128i q3 = _mm512_cvtepi32_epi8(V::UnpackInt<kBits>(row + (k0 + 48) * kBits / 8));
+      r = _mm512_inserti32x4(r, q2, 2);
+      r = _mm512_inserti32x4(r, q3, 3);
+    }
+    return r;
+  }
+}
+
+// In place: r[i] lane j -> r[j] lane i (32-bit lanes).
+__attribute__((always_inline)) inline void Transpose16(__m512i* r) {
+  __m512i b[16], c[16];
+  for (int i = 0; i < 16; i += 2) {
+    b[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    b[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  // c[4R + m], 128-bit lane L = column 4L + m of rows 4R..4R+3.
+  for (int R = 0; R < 4; ++R) {
+    c[4 * R + 0] = _mm512_unpacklo_epi64(b[4 * R], b[4 * R + 2]);
+    c[4 * R + 1] = _mm512_unpackhi_epi64(b[4 * R], b[4 * R + 2]);
+    c[4 * R + 2] = _mm512_unpacklo_epi64(b[4 * R + 1], b[4 * R + 3]);
+    c[4 * R + 3] = _mm512_unpackhi_epi64(b[4 * R + 1], b[4 * R + 3]);
+  }
+  for (int m = 0; m < 4; ++m) {
+    const __m512i e0 = _mm512_shuffle_i32x4(c[m], c[4 + m], 0x44);
+    const __m512i e1 = _mm512_shuffle_i32x4(c[m], c[4 + m], 0xEE);
+    const __m512i e2 = _mm512_shuffle_i32x4(c[8 + m], c[12 + m], 0x44);
+    const __m512i e3 = _mm512_shuffle_i32x4(c[8 + m], c[12 + m], 0xEE);
+    r[m] = _mm512_shuffle_i32x4(e0, e2, 0x88);
+    r[4 + m] = _mm512_shuffle_i32x4(e0, e2, 0xDD);
+    r[8 + m] = _mm512_shuffle_i32x4(e1, e3, 0x88);
+    r[12 + m] = _mm512_shuffle_i32x4(e1, e3, 0xDD);
+  }
+}
+
+// Rows [o, o + n) of W (n <= 16, the others zero) as an int8 panel (above): the step of inputs
+// 4s..4s+3 at panel[16 s], scales and biases of group g at sc/bi[16 g]. The codes are first
+// unpacked row by row into `rows` (16 * in bytes; each weight row is read from memory in one
+// sequential sweep, which decode, reading every weight once per token, needs), then transposed
+// 16 x 16 32-bit lanes at a time.
+template <int kBits, PackedScale S>
+void BuildInt8Panel(const PackedMatrix& w, int64_t o, int n, uint32_t* panel, float* sc, float* bi,
+                    uint8_t* rows) {
+  const int64_t rb = w.in * kBits / 8, ng = w.in / w.group;
+  for (int i = 0; i < n; ++i) {
+    const uint8_t* src = w.codes + (o + i) * rb;
+    uint8_t* dst = rows + i * w.in;
+    for (int64_t k0 = 0; k0 < w.in; k0 += 64) {
+      // Rows are read in one sweep at a time; a software prefetch kPrefetchRows rows ahead keeps
+      // several cache lines in flight (hardware prefetchers stop at page boundaries), which
+      // decode, bound by reading each weight once per token, needs. A prefetch never faults.
+      _mm_prefetch(reinterpret_cast<const char*>(src + kPrefetchRows * rb + k0 * kBits / 8),
+                   _MM_HINT_T0);
+      if (w.in - k0 < 64) {
+        _mm512_mask_storeu_epi8(dst + k0, __mmask64{0xffffffffu}, RowBytes64<kBits>(src, k0, true));
+      } else {
+        _mm512_storeu_si512(dst + k0, RowBytes64<kBits>(src, k0, false));
+      }
+    }
+  }
+  for (int64_t k0 = 0; k0 < w.in; k0 += 64) {
+    const bool half = w.in - k0 < 64;
+    const __mmask64 m = half ? __mmask64{0xffffffffu} : ~__mmask64{0};
+    __m512i r[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i)
+      r[i] = i < n ? _mm512_maskz_loadu_epi8(m, rows + i * w.in + k0) : _mm512_setzero_si512();
+    Transpose16(r);
+    const int steps = half ? 8 : 16;
+#pragma GCC unroll 16
+    for (int st = 0; st < steps; ++st) _mm512_store_si512(panel + (k0 / 4 + st) * 16, r[st]);
+  }
+  for (int64_t g = 0; g < ng; ++g) {
+    for (int i = 0; i < 16; ++i) {
+      sc[g * 16 + i] = i < n ? LoadScale<S>(w.scales, (o + i) * ng + g) : 0.0f;
+      bi[g * 16 + i] = i < n ? LoadScale<S>(w.biases, (o + i) * ng + g) : 0.0f;
+    }
+  }
+}
+
+// kP panels (16 rows each) against kNT tokens starting at t0; outputs y[(t0 + j) * ys + o + i]
+// for i < n.
+template <int kGroup, int kP, int kNT>
+void Int8VnniBlock(const uint32_t* const* panel, const float* const* sc, const float* const* bi,
+                   int64_t in, const Int8Rows& xq, int64_t t0, float* y, int64_t ys, int64_t o,
+                   int n) {
+  constexpr int kBlocks = static_cast<int>(kGroup / kInt8Block);
+  const int64_t ng = in / kGroup, nb = xq.blocks();
+  const int8_t* xr[kNT];
+  const float* dr[kNT];
+  const float* sr[kNT];
+  for (int j = 0; j < kNT; ++j) {
+    xr[j] = xq.q + (t0 + j) * xq.in;
+    dr[j] = xq.d + (t0 + j) * nb;
+    sr[j] = xq.sum + (t0 + j) * nb;
+  }
+  __m512 f[kP][kNT];
+#pragma GCC unroll 8
+  for (int p = 0; p < kP; ++p) {
+#pragma GCC unroll 8
+    for (int j = 0; j < kNT; ++j) f[p][j] = _mm512_setzero_ps();
+  }
+  for (int64_t g = 0; g < ng; ++g) {
+    __m512 s[kP];
+#pragma GCC unroll 8
+    for (int p = 0; p < kP; ++p) s[p] = _mm512_load_ps(sc[p] + g * 16);
+    for (int b = 0; b < kBlocks; ++b) {
+      const int64_t k0 = g * kGroup + b * kInt8Block;
+      __m512i acc[kP][kNT];
+#pragma GCC unroll 8
+      for (int p = 0; p < kP; ++p) {
+#pragma GCC unroll 8
+        for (int j = 0; j < kNT; ++j) acc[p][j] = _mm512_setzero_si512();
+      }
+#pragma GCC unroll 8
+      for (int st = 0; st < static_cast<int>(kInt8Block / 4); ++st) {
+        __m512i wv[kP];
+#pragma GCC unroll 8
+        for (int p = 0; p < kP; ++p) wv[p] = _mm512_load_si512(panel[p] + (k0 / 4 + st) * 16);
+#pragma GCC unroll 8
+        for (int j = 0; j < kNT; ++j) {
+          int32_t x4;
+          std::memcpy(&x4, xr[j] + k0 + 4 * st, 4);
+          const __m512i xb = _mm512_set1_epi32(x4);
+#pragma GCC unroll 8
+          for (int p = 0; p < kP; ++p) acc[p][j] = _mm512_dpbusd_epi32(acc[p][j], wv[p], xb);
+        }
+      }
+#pragma GCC unroll 8
+      for (int j = 0; j < kNT; ++j) {
+        const __m512 d = _mm512_set1_ps(dr[j][g * kBlocks + b]);
+#pragma GCC unroll 8
+        for (int p = 0; p < kP; ++p)
+          f[p][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[p][j]), _mm512_mul_ps(s[p], d), f[p][j]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < kNT; ++j) {
+      const __m512 xs = _mm512_set1_ps(Int8GroupSum(sr[j] + g * kBlocks, kBlocks));
+#pragma GCC unroll 8
+      for (int p = 0; p < kP; ++p)
+        f[p][j] = _mm512_fmadd_ps(_mm512_load_ps(bi[p] + g * 16), xs, f[p][j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int p = 0; p < kP; ++p) {
+    const int np = n - 16 * p;
+    const __mmask16 m = np >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>((1u << np) - 1u);
+#pragma GCC unroll 8
+    for (int j = 0; j < kNT; ++j) _mm512_mask_storeu_ps(y + (t0 + j) * ys + o + 16 * p, m, f[p][j]);
+  }
+}
+
+template <int kGroup, int kP, int kNT>
+void Int8VnniTokens(int nt, const uint32_t* const* panel, const float* const* sc,
+                    const float* const* bi, int64_t in, const Int8Rows& xq, int64_t t0, float* y,
+                    int64_t ys, int64_t o, int n) {
+  if (nt == kNT) {
+    Int8VnniBlock<kGroup, kP, kNT>(panel, sc, bi, in, xq, t0, y, ys, o, n);
+  } else if constexpr (kNT > 1) {
+    Int8VnniTokens<kGroup, kP, kNT - 1>(nt, panel, sc, bi, in, xq, t0, y, ys, o, n);
+  }
+}
+
+template <int kBits, int kGroup, PackedScale S>
+void Int8VnniKernel(const PackedGemmArgs& a) {
+  const PackedMatrix& w = *a.w;
+  const int64_t ng = w.in / kGroup;
+  // work (PackedWorkFloats): two panels of w.in * 16 bytes, scales and biases of both, the
+  // unpacked rows (w.in * 16 bytes).
+  float* base = a.work + ((64 - reinterpret_cast<uintptr_t>(a.work) % 64) % 64) / sizeof(float);
+  uint32_t* panels[2] = {reinterpret_cast<uint32_t*>(base),
+                         reinterpret_cast<uint32_t*>(base) + w.in * 4};
+  float* sc[2] = {base + 8 * w.in, base + 8 * w.in + 16 * ng};
+  float* bi[2] = {sc[1] + 16 * ng, sc[1] + 32 * ng};
+  auto* rows = reinterpret_cast<uint8_t*>(bi[1] + 16 * ng);
+  const uint32_t* cp[2] = {panels[0], panels[1]};
+  const float* csc[2] = {sc[0], sc[1]};
+  const float* cbi[2] = {bi[0], bi[1]};
+  for (int64_t o = a.o0; o < a.o1; o += 32) {
+    const int n = static_cast<int>(a.o1 - o < 32 ? a.o1 - o : 32);
+    BuildInt8Panel<kBits, S>(w, o, n < 16 ? n : 16, panels[0], sc[0], bi[0], rows);
+    if (n > 16) BuildInt8Panel<kBits, S>(w, o + 16, n - 16, panels[1], sc[1], bi[1], rows);
+    for (int64_t t = 0; t < a.rows; t += kInt8Tokens) {
+      const int nt = static_cast<int>(a.rows - t < kInt8Tokens ? a.rows - t : kInt8Tokens);
+      if (n > 16) {
+        Int8VnniTokens<kGroup, 2, kInt8Tokens>(nt, cp, csc, cbi, w.in, *a.xq, t, a.y, a.y_stride, o,
+                                               n);
+      } else {
+        Int8VnniTokens<kGroup, 1, kInt8Tokens>(nt, cp, csc, cbi, w.in, *a.xq, t, a.y, a.y_stride, o,
+                                               n);
+      }
+    }
+  }
+}
+
+struct Int8VnniKernels {
+  template <int kBits, int kGroup, PackedScale S>
+  static void Run(const PackedGemmArgs& a) {
+    Int8VnniKernel<kBits, kGroup, S>(a);
+  }
+};
+
+PackedGemmFn PickInt8Vnni(int bits, int group, PackedScale s) {
+  return PickKernelOf<Int8VnniKernels>(bits, group, s);
+}
+
+#pragma GCC pop_options
 
 }  // namespace
 
-PackedGemmFn Avx512PackedGemm(int bits, int group, PackedScale scale) {
-  return PickKernel(bits, group, scale);
+// Int8RowsBuffer::Quantize's rows on AVX-512: the same operations as the scalar code (qmatmul.cpp)
+// element by element — the block sum in the same order, exact max, x * (127 / amax) rounded to
+// nearest-even by vcvtps2dq (the default rounding mode, as std::nearbyint), clamp — so the same
+// bits.
+void QuantizeInt8RowsAvx512(const float* x, int64_t rows, int64_t x_stride, int64_t in, int8_t* q,
+                            float* d, float* sum) {
+  const int64_t nb = in / kInt8Block;
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  for (int64_t t = 0; t < rows; ++t) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* v = x + t * x_stride + b * kInt8Block;
+      int8_t* qb = q + t * in + b * kInt8Block;
+      const __m512 a = _mm512_loadu_ps(v), c = _mm512_loadu_ps(v + 16);
+      const __m512 lane = _mm512_add_ps(a, c);
+      const __m256 h8 =
+          _mm256_add_ps(_mm512_castps512_ps256(lane), _mm512_extractf32x8_ps(lane, 1));
+      const __m128 h4 = _mm_add_ps(_mm256_castps256_ps128(h8), _mm256_extractf128_ps(h8, 1));
+      const __m128 h2 = _mm_add_ps(h4, _mm_movehl_ps(h4, h4));
+      sum[t * nb + b] = _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
+      // NaN (quiet or signalling) or infinity anywhere: the scalar path's non-finite block.
+      const bool bad = (_mm512_fpclass_ps_mask(a, 0x99) | _mm512_fpclass_ps_mask(c, 0x99)) != 0;
+      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
+      if (bad || amax == 0.0f) {
+        d[t * nb + b] = bad ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+        std::memset(qb, 0, kInt8Block);
+        continue;
+      }
+      d[t * nb + b] = amax / 127.0f;
+      const __m512 inv = _mm512_set1_ps(127.0f / amax);
+      const __m512i qa =
+          _mm512_min_epi32(hi, _mm512_max_epi32(lo, _mm512_cvtps_epi32(_mm512_mul_ps(a, inv))));
+      const __m512i qc =
+          _mm512_min_epi32(hi, _mm512_max_epi32(lo, _mm512_cvtps_epi32(_mm512_mul_ps(c, inv))));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qb), _mm512_cvtepi32_epi8(qa));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qb + 16), _mm512_cvtepi32_epi8(qc));
+    }
+  }
+}
+
+namespace {}  // namespace
+
+PackedGemmFn Avx512PackedGemm(int bits, int group, PackedScale scale, bool int8_act) {
+  if (!int8_act) return PickKernel(bits, group, scale);
+  if (DetectCpuFeatures().avx512vnni) return PickInt8Vnni(bits, group, scale);
+  return PickKernelOf<Int8GenericKernels>(bits, group, scale);
 }
 bool Avx512PackedSupported() { return CpuSupports(Isa::kAvx512); }
 
@@ -113,7 +406,8 @@ bool Avx512PackedSupported() { return CpuSupports(Isa::kAvx512); }
 #else
 
 namespace moeq::engine {
-PackedGemmFn Avx512PackedGemm(int, int, PackedScale) { return nullptr; }
+PackedGemmFn Avx512PackedGemm(int, int, PackedScale, bool) { return nullptr; }
+void QuantizeInt8RowsAvx512(const float*, int64_t, int64_t, int64_t, int8_t*, float*, float*) {}
 bool Avx512PackedSupported() { return false; }
 }  // namespace moeq::engine
 

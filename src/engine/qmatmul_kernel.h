@@ -249,48 +249,63 @@ void PackedKernel(const PackedGemmArgs& a) {
   }
 }
 
-template <int kBits, int kGroup>
-PackedGemmFn PickScale(PackedScale s) {
+// Kernel lookup over a kernel family K (a struct with `template <int kBits, int kGroup,
+// PackedScale S> static void Run(const PackedGemmArgs&)`): one instantiation per format.
+template <class K, int kBits, int kGroup>
+PackedGemmFn PickScaleOf(PackedScale s) {
   switch (s) {
     case PackedScale::kBF16:
-      return &PackedKernel<kBits, kGroup, PackedScale::kBF16>;
+      return &K::template Run<kBits, kGroup, PackedScale::kBF16>;
     case PackedScale::kF16:
-      return &PackedKernel<kBits, kGroup, PackedScale::kF16>;
+      return &K::template Run<kBits, kGroup, PackedScale::kF16>;
     case PackedScale::kF32:
-      return &PackedKernel<kBits, kGroup, PackedScale::kF32>;
+      return &K::template Run<kBits, kGroup, PackedScale::kF32>;
   }
   return nullptr;
 }
 
-template <int kBits>
-PackedGemmFn PickGroup(int group, PackedScale s) {
+template <class K, int kBits>
+PackedGemmFn PickGroupOf(int group, PackedScale s) {
   switch (group) {
     case 32:
-      return PickScale<kBits, 32>(s);
+      return PickScaleOf<K, kBits, 32>(s);
     case 64:
-      return PickScale<kBits, 64>(s);
+      return PickScaleOf<K, kBits, 64>(s);
     case 128:
-      return PickScale<kBits, 128>(s);
+      return PickScaleOf<K, kBits, 128>(s);
     default:
       return nullptr;
   }
 }
 
-inline PackedGemmFn PickKernel(int bits, int group, PackedScale s) {
+template <class K>
+PackedGemmFn PickKernelOf(int bits, int group, PackedScale s) {
   switch (bits) {
     case 2:
-      return PickGroup<2>(group, s);
+      return PickGroupOf<K, 2>(group, s);
     case 3:
-      return PickGroup<3>(group, s);
+      return PickGroupOf<K, 3>(group, s);
     case 4:
-      return PickGroup<4>(group, s);
+      return PickGroupOf<K, 4>(group, s);
     case 5:
-      return PickGroup<5>(group, s);
+      return PickGroupOf<K, 5>(group, s);
     case 6:
-      return PickGroup<6>(group, s);
+      return PickGroupOf<K, 6>(group, s);
     case 8:
-      return PickGroup<8>(group, s);
+      return PickGroupOf<K, 8>(group, s);
     default:
       return nullptr;
   }
+}
+
+/// The float32-activation kernels.
+struct FloatKernels {
+  template <int kBits, int kGroup, PackedScale S>
+  static void Run(const PackedGemmArgs& a) {
+    PackedKernel<kBits, kGroup, S>(a);
+  }
+};
+
+inline PackedGemmFn PickKernel(int bits, int group, PackedScale s) {
+  return PickKernelOf<FloatKernels>(bits, group, s);
 }

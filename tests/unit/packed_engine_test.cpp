@@ -10,6 +10,7 @@
 #include <random>
 
 #include "engine/qmatmul.h"
+#include "moeq/base/half.h"
 #include "moeq/checkpoint/checkpoint.h"
 #include "moeq/engine/engine.h"
 #include "moeq/export/mlx_writer.h"
@@ -163,6 +164,158 @@ TEST(PackedKernels, IsaSelection) {
   EXPECT_EQ(engine::FindPackedGemm(bad, PackedIsa::kPortable), nullptr);
 }
 
+// ---- int8 activations (qmatmul.h, "int8 activations") -----------------------------------
+
+// Code i of row o, read from the MLX bit stream independently of the kernels.
+int CodeAt(const PackedMatrix& m, int64_t o, int64_t i) {
+  const int64_t bit = (o * m.in + i) * m.bits;
+  uint32_t v = 0;
+  for (int k = 0; k < 3; ++k) v |= static_cast<uint32_t>(m.codes[bit / 8 + k]) << (8 * k);
+  return static_cast<int>((v >> (bit % 8)) & ((1u << m.bits) - 1u));
+}
+
+float ScaleAt(const PackedMatrix& m, const void* base, int64_t k) {
+  if (m.scale == engine::PackedScale::kF32) {
+    float f;
+    std::memcpy(&f, static_cast<const char*>(base) + 4 * k, 4);
+    return f;
+  }
+  uint16_t h;
+  std::memcpy(&h, static_cast<const char*>(base) + 2 * k, 2);
+  return m.scale == engine::PackedScale::kBF16 ? Bf16ToF32(h) : F16ToF32(h);
+}
+
+// The contract written out: quantize each 32-block, exact integer dots, the fixed float sequence.
+struct Int8Reference {
+  std::vector<float> y;  // [rows, out]
+  std::vector<double>
+      xerr;  // [rows, out]: Σ_b d_b / 2 · Σ_{i in b} |w_i| (the bound of x's rounding)
+};
+
+Int8Reference ReferenceInt8(const PackedMatrix& m, const std::vector<float>& x, int64_t rows) {
+  const int64_t in = m.in, nb = in / 32, ng = in / m.group, bpg = m.group / 32;
+  std::vector<int> xq(static_cast<size_t>(rows * in));
+  std::vector<float> d(static_cast<size_t>(rows * nb)), xs(d.size());
+  for (int64_t t = 0; t < rows; ++t) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* v = x.data() + t * in + b * 32;
+      float amax = 0, lane[16];
+      for (int l = 0; l < 16; ++l) {
+        amax = std::max({amax, std::abs(v[l]), std::abs(v[l + 16])});
+        lane[l] = v[l] + v[l + 16];
+      }
+      for (int h = 8; h >= 1; h /= 2)
+        for (int l = 0; l < h; ++l) lane[l] += lane[l + h];
+      xs[static_cast<size_t>(t * nb + b)] = lane[0];
+      d[static_cast<size_t>(t * nb + b)] = amax / 127.0f;
+      for (int i = 0; i < 32; ++i) {
+        xq[static_cast<size_t>(t * in + b * 32 + i)] =
+            amax == 0 ? 0 : static_cast<int>(std::nearbyint(v[i] * (127.0f / amax)));
+      }
+    }
+  }
+  Int8Reference r;
+  r.y.resize(static_cast<size_t>(rows * m.out));
+  r.xerr.resize(r.y.size());
+  for (int64_t t = 0; t < rows; ++t) {
+    for (int64_t o = 0; o < m.out; ++o) {
+      float f = 0;
+      double err = 0;
+      for (int64_t g = 0; g < ng; ++g) {
+        const float sc = ScaleAt(m, m.scales, o * ng + g), bi = ScaleAt(m, m.biases, o * ng + g);
+        for (int64_t b = g * bpg; b < (g + 1) * bpg; ++b) {
+          int32_t dot = 0;
+          double wabs = 0;
+          for (int64_t i = b * 32; i < b * 32 + 32; ++i) {
+            const int q = CodeAt(m, o, i);
+            dot += q * xq[static_cast<size_t>(t * in + i)];
+            wabs += std::abs(double(q) * sc + bi);
+          }
+          f = std::fma(static_cast<float>(dot), sc * d[static_cast<size_t>(t * nb + b)], f);
+          err += wabs * d[static_cast<size_t>(t * nb + b)] / 2;
+        }
+        const float* s = xs.data() + t * nb + g * bpg;
+        const float gs = bpg == 1 ? s[0] : (bpg == 2 ? s[0] + s[1] : (s[0] + s[1]) + (s[2] + s[3]));
+        f = std::fma(bi, gs, f);
+      }
+      r.y[static_cast<size_t>(t * m.out + o)] = f;
+      r.xerr[static_cast<size_t>(t * m.out + o)] = err;
+    }
+  }
+  return r;
+}
+
+TEST(PackedKernelsInt8, EveryFormatAndIsaFollowsTheContractBitForBit) {
+  // 67 outputs: two 32-row tiles and a 3-row tail; 9 tokens: two 4-token blocks and a tail;
+  // in = 352: five 64-input chunks and a 32-input half chunk.
+  const int64_t out = 67, rows = 9;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd;
+  for (DType sd : {DType::kBF16, DType::kF16, DType::kF32}) {
+    for (int bits : quant::kAffineBits) {
+      for (int group : quant::kAffineGroupSizes) {
+        const int64_t in = group == 32 ? 352 : 384;
+        std::vector<float> w(static_cast<size_t>(out * in)), x(static_cast<size_t>(rows * in));
+        for (float& v : w) v = nd(rng) * 0.05f;
+        for (float& v : x) v = nd(rng) * (1 + 4 * (std::abs(nd(rng)) > 2.5f));  // outliers
+        for (int64_t i = 0; i < 32; ++i) x[static_cast<size_t>(in + i)] = 0;    // an all-zero block
+        auto q = quant::QuantizeAffine(w, out, in, bits, group, sd, 1);
+        ASSERT_TRUE(q.ok()) << q.status().ToString();
+        PackedCopy pc = MakePacked(*q);
+        pc.m.int8_act = true;
+        const Int8Reference ref = ReferenceInt8(pc.m, x, rows);
+        // The float32-activation product, for the accuracy bound.
+        PackedMatrix fm = pc.m;
+        fm.int8_act = false;
+        std::vector<float> yf(static_cast<size_t>(rows * out));
+        engine::PackedGemm(fm, x.data(), rows, in, yf.data(), out, 1, PackedIsa::kPortable);
+        for (PackedIsa isa : AvailableIsas()) {
+          SCOPED_TRACE(std::string(engine::PackedIsaName(isa)) + " bits " + std::to_string(bits) +
+                       " group " + std::to_string(group) + " scales " + std::string(DTypeName(sd)));
+          std::vector<float> y(static_cast<size_t>(rows * out), NAN);
+          engine::PackedGemm(pc.m, x.data(), rows, in, y.data(), out, 1, isa);
+          ASSERT_EQ(0, std::memcmp(y.data(), ref.y.data(), y.size() * 4));
+          // Off the float32 product by at most the rounding of x (plus float noise).
+          for (size_t k = 0; k < y.size(); ++k)
+            EXPECT_LE(std::abs(y[k] - yf[k]), ref.xerr[k] * 1.001 + 1e-4 * (1 + std::abs(yf[k])));
+          std::vector<float> y2(y.size()), y1(static_cast<size_t>(out));
+          engine::PackedGemm(pc.m, x.data(), rows, in, y2.data(), out, 2, isa);
+          EXPECT_EQ(0, std::memcmp(y.data(), y2.data(), y.size() * 4));
+          for (int64_t r = 0; r < rows; ++r) {
+            engine::PackedGemm(pc.m, x.data() + r * in, 1, in, y1.data(), out, 1, isa);
+            EXPECT_EQ(0, std::memcmp(y1.data(), y.data() + r * out, static_cast<size_t>(out) * 4))
+                << "row " << r;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(PackedKernelsInt8, NonFiniteInputGivesNanRowsOnly) {
+  const int64_t out = 20, in = 128, rows = 3;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  std::vector<float> w(static_cast<size_t>(out * in)), x(static_cast<size_t>(rows * in));
+  for (float& v : w) v = nd(rng);
+  for (float& v : x) v = nd(rng);
+  x[static_cast<size_t>(in + 70)] = INFINITY;
+  x[static_cast<size_t>(2 * in + 3)] = NAN;
+  auto q = quant::QuantizeAffine(w, out, in, 4, 64, DType::kBF16, 1);
+  ASSERT_TRUE(q.ok());
+  PackedCopy pc = MakePacked(*q);
+  pc.m.int8_act = true;
+  for (PackedIsa isa : AvailableIsas()) {
+    std::vector<float> y(static_cast<size_t>(rows * out));
+    engine::PackedGemm(pc.m, x.data(), rows, in, y.data(), out, 1, isa);
+    for (int64_t o = 0; o < out; ++o) {
+      EXPECT_TRUE(std::isfinite(y[static_cast<size_t>(o)]));
+      EXPECT_TRUE(std::isnan(y[static_cast<size_t>(out + o)]));
+      EXPECT_TRUE(std::isnan(y[static_cast<size_t>(2 * out + o)]));
+    }
+  }
+}
+
 // A synthetic qwen3_moe model quantized with per-expert formats (several tiers per layer).
 struct QuantizedModel {
   test::ScopedTempDir tmp{"moeq-packed"};
@@ -204,13 +357,15 @@ void WriteTiered(QuantizedModel& m, bool fused = false) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
 }
 
-std::unique_ptr<Engine> Load(const std::string& dir, bool packed, int threads = 1) {
+std::unique_ptr<Engine> Load(const std::string& dir, bool packed, int threads = 1,
+                             bool int8 = false) {
   auto ckpt = Checkpoint::Open(dir);
   EXPECT_TRUE(ckpt.ok()) << ckpt.status().ToString();
   if (!ckpt.ok()) return nullptr;
   EngineOptions eo;
   eo.threads = threads;
   eo.packed_weights = packed;
+  eo.int8_activations = int8;
   auto e = Engine::Load(**ckpt, eo);
   EXPECT_TRUE(e.ok()) << e.status().ToString();
   return e.ok() ? std::move(*e) : nullptr;
@@ -336,6 +491,52 @@ TEST(PackedEngine, FloatModelIsUnaffected) {
   ASSERT_TRUE(a->Forward(Tokens(9), &x).ok());
   ASSERT_TRUE(b->Forward(Tokens(9), &y).ok());
   EXPECT_EQ(x, y);
+}
+
+// The engine with int8 activations: close to float32 activations, independent of the thread
+// count, and KV-cache decode gives the same logits as the whole window.
+TEST(PackedEngine, Int8ActivationsAreCloseDeterministicAndDecodeConsistent) {
+  QuantizedModel m;
+  WriteTiered(m);
+  auto f32 = Load(m.out, true, 1);
+  auto i8 = Load(m.out, true, 1, /*int8=*/true);
+  auto i8t = Load(m.out, true, 2, /*int8=*/true);
+  ASSERT_TRUE(f32 && i8 && i8t);
+  const auto tokens = Tokens(40);
+  std::vector<float> a, b, c;
+  ASSERT_TRUE(f32->Forward(tokens, &a).ok());
+  ASSERT_TRUE(i8->Forward(tokens, &b).ok());
+  ASSERT_TRUE(i8t->Forward(tokens, &c).ok());
+  EXPECT_NE(a, b);  // the int8 path really ran
+  // Random routers put many tokens near a tie between experts, and a flipped choice moves
+  // those logits a lot; on the whole the logits stay close (real models: docs/inference.md).
+  double diff = 0, mag = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff += std::abs(double(a[i]) - b[i]);
+    mag += std::abs(double(a[i]));
+  }
+  EXPECT_LT(diff / mag, 0.08);
+  // The next-token choice agrees at most positions.
+  const int64_t V = f32->config().vocab_size;
+  int agree = 0;
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    const auto* pa = a.data() + t * V;
+    const auto* pb = b.data() + t * V;
+    agree += std::max_element(pa, pa + V) - pa == std::max_element(pb, pb + V) - pb;
+  }
+  EXPECT_GE(agree, 36) << "of 40";
+  EXPECT_EQ(b, c);
+  const auto twelve = Tokens(12);
+  std::vector<float> full, step, all;
+  ASSERT_TRUE(i8->Forward(twelve, &full).ok());
+  KvCache cache;
+  ASSERT_TRUE(i8->ForwardIncremental(std::span(twelve).first(5), &cache, &step).ok());
+  all = step;
+  for (size_t i = 5; i < twelve.size(); ++i) {
+    ASSERT_TRUE(i8->ForwardIncremental(std::span(twelve).subspan(i, 1), &cache, &step).ok());
+    all.insert(all.end(), step.begin(), step.end());
+  }
+  EXPECT_LT(MaxRelDiff(all, full), 1e-4);
 }
 
 }  // namespace

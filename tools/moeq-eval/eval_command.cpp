@@ -35,11 +35,12 @@ Status ParsePplDelta(const std::string& text, GateOptions* gate) {
 }
 
 Result<std::unique_ptr<Engine>> LoadEngine(const std::string& dir, int threads, bool packed,
-                                           std::unique_ptr<Checkpoint>* keep) {
+                                           bool int8, std::unique_ptr<Checkpoint>* keep) {
   MOEQ_ASSIGN_OR_RETURN(*keep, Checkpoint::Open(dir));
   EngineOptions eo;
   eo.threads = threads;
   eo.packed_weights = packed;
+  eo.int8_activations = packed && int8;
   return Engine::Load(**keep, eo);
 }
 
@@ -81,10 +82,12 @@ Status RunEval(const EvalCommandOptions& o, const ArtifactContext& ctx) {
   }
 
   std::unique_ptr<Checkpoint> ckpt, ref_ckpt;
-  MOEQ_ASSIGN_OR_RETURN(auto engine, LoadEngine(o.model_dir, ctx.threads, o.packed, &ckpt));
+  MOEQ_ASSIGN_OR_RETURN(auto engine,
+                        LoadEngine(o.model_dir, ctx.threads, o.packed, o.int8_activations, &ckpt));
   std::unique_ptr<Engine> reference;
   if (!o.reference_dir.empty()) {
-    MOEQ_ASSIGN_OR_RETURN(reference, LoadEngine(o.reference_dir, ctx.threads, o.packed, &ref_ckpt));
+    MOEQ_ASSIGN_OR_RETURN(reference, LoadEngine(o.reference_dir, ctx.threads, o.packed,
+                                                o.int8_activations, &ref_ckpt));
   }
   MOEQ_ASSIGN_OR_RETURN(LoadedTokens tokens, LoadTokens(o.input, o.model_dir));
 

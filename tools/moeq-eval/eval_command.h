@@ -39,6 +39,8 @@ struct EvalCommandOptions {
   /// as MLX's quantized matmul computes them, docs/inference.md) instead of dequantizing them
   /// to float32 on load (bit-exact with MLX's dequantize).
   bool packed = false;
+  /// With packed: int8 activations (EngineOptions::int8_activations).
+  bool int8_activations = false;
 };
 Status RunEval(const EvalCommandOptions& options, const ArtifactContext& ctx);
 

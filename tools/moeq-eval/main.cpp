@@ -57,9 +57,13 @@ int main(int argc, char** argv) {
                        "(2% or 0.5)");
         app.add_option("--max-kl", o.max_kl,
                        "Gate: fail (exit 3) when mean KL from --reference exceeds this");
-        app.add_flag(
+        auto* packed = app.add_flag(
             "--packed", o.packed,
             "Run quantized tensors from their packed codes (no dequantized copy in memory)");
+        app.add_flag("--int8-activations", o.int8_activations,
+                     "With --packed: multiply packed weights by int8-quantized activations "
+                     "(faster, approximate, as llama.cpp; docs/inference.md)")
+            ->needs(packed);
       },
       [&](const moeq::tool::ToolContext& ctx) { return moeq::RunEval(o, ctx.artifact); });
 }

@@ -24,6 +24,7 @@ struct CpuFeatures {
   bool avx512bw = false;
   bool avx512vl = false;
   bool avx512dq = false;
+  bool avx512vnni = false;  ///< vpdpbusd (the int8-activation kernels)
 };
 const CpuFeatures& DetectCpuFeatures();
 

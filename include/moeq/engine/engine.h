@@ -54,6 +54,12 @@ struct EngineOptions {
   /// false (default): dequantize them to float32 on load (bit-exact with MLX's dequantize,
   /// then float products), which the bit-exact round-trip tests of moeq-quantize rely on.
   bool packed_weights = false;
+  /// With packed_weights: multiply packed weights by int8-quantized activations (per token and
+  /// block of 32 inputs, scale amax / 127; exact integer dot products, vpdpbusd on AVX-512 VNNI)
+  /// instead of float32 ones, as llama.cpp does for its quantized types. Faster, approximate:
+  /// docs/inference.md ("int8 activations") gives the contract and the measured KL. Results
+  /// still do not depend on threads, ISA or how many tokens run together.
+  bool int8_activations = false;
 };
 
 /// Keys and values of one sequence, for Engine::ForwardIncremental. Opaque; one per sequence.
