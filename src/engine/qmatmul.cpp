@@ -81,8 +81,9 @@ struct V {
   }
 };
 
-#include "engine/qmatmul_int8_kernel.h"
 #include "engine/qmatmul_kernel.h"
+// After the float kernel body, whose LoadScale it uses:
+#include "engine/qmatmul_int8_kernel.h"
 
 // Output rows per work item of PackedGemm. Fixed, and irrelevant to the result anyway.
 constexpr int64_t kOutTile = 32;

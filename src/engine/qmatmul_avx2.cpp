@@ -105,8 +105,9 @@ struct V {
   }
 };
 
-#include "engine/qmatmul_int8_kernel.h"
 #include "engine/qmatmul_kernel.h"
+// After the float kernel body, whose LoadScale it uses:
+#include "engine/qmatmul_int8_kernel.h"
 
 }  // namespace
 

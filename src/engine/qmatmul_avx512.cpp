@@ -104,8 +104,9 @@ struct V {
   }
 };
 
-#include "engine/qmatmul_int8_kernel.h"
 #include "engine/qmatmul_kernel.h"
+// After the float kernel body, whose LoadScale it uses:
+#include "engine/qmatmul_int8_kernel.h"
 
 // ---- int8 activations on AVX-512 VNNI ---------------------------------------------------------
 // A panel of 16 weight rows holds, per 4 consecutive inputs (a "step"), one 64-byte vector whose
@@ -304,6 +305,82 @@ void Int8VnniTokens(int nt, const uint32_t* const* panel, const float* const* sc
   }
 }
 
+// p[i] (16 rows' partial sums: lanes 0-7 of one 32-input block, lanes 8-15 of the next) ->
+// *a = the 16 rows' sums of the first block, *b = of the second (exact integer adds).
+__attribute__((always_inline)) inline void ReducePairs16(const __m512i* p, __m512i* a, __m512i* b) {
+  __m512i q[8], r[4];
+  for (int j = 0; j < 8; ++j) {
+    q[j] = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2 * j], p[2 * j + 1]),
+                            _mm512_unpackhi_epi32(p[2 * j], p[2 * j + 1]));
+  }
+  // r[k], 128-bit lane L: rows 4k..4k+3 summed over their lane L.
+  for (int k = 0; k < 4; ++k) {
+    r[k] = _mm512_add_epi32(_mm512_unpacklo_epi64(q[2 * k], q[2 * k + 1]),
+                            _mm512_unpackhi_epi64(q[2 * k], q[2 * k + 1]));
+  }
+  // [first block rows 0-3, second 0-3, first 4-7, second 4-7], then rows 8-15.
+  const __m512i u01 = _mm512_add_epi32(_mm512_shuffle_i32x4(r[0], r[1], 0x88),
+                                       _mm512_shuffle_i32x4(r[0], r[1], 0xDD));
+  const __m512i u23 = _mm512_add_epi32(_mm512_shuffle_i32x4(r[2], r[3], 0x88),
+                                       _mm512_shuffle_i32x4(r[2], r[3], 0xDD));
+  *a = _mm512_shuffle_i32x4(u01, u23, 0x88);
+  *b = _mm512_shuffle_i32x4(u01, u23, 0xDD);
+}
+
+// Direct kernel (one token; decode): rows [o, o + n) (n <= 16) for token t, without a panel.
+// Each row's codes are unpacked in registers and multiplied with 64 quantized inputs at once;
+// the lanes' partial sums of 16 rows are reduced to per-block sums together (ReducePairs16),
+// then the same float sequence as the panel kernel runs in 16 lanes.
+template <int kBits, int kGroup, PackedScale S>
+void Int8VnniDirect16(const PackedMatrix& w, int64_t o, int n, const Int8Rows& xq, int64_t t,
+                      float* y) {
+  constexpr int64_t kBlocks = kGroup / kInt8Block;
+  const int64_t rb = w.in * kBits / 8, ng = w.in / kGroup, nb = xq.blocks();
+  const int8_t* x = xq.q + t * xq.in;
+  const float* d = xq.d + t * nb;
+  const float* xs = xq.sum + t * nb;
+  const uint8_t* row[16];
+  int64_t ri[16];
+  for (int i = 0; i < 16; ++i) {
+    ri[i] = o + (i < n ? i : n - 1);  // rows past n repeat the last one (not stored)
+    row[i] = w.codes + ri[i] * rb;
+  }
+  alignas(64) float sc[16];
+  alignas(64) float bi[16];
+  int64_t loaded = -1;
+  __m512 f = _mm512_setzero_ps();
+  for (int64_t k0 = 0; k0 < w.in; k0 += 64) {
+    const bool half = w.in - k0 < 64;
+    const __m512i xv =
+        _mm512_maskz_loadu_epi8(half ? __mmask64{0xffffffffu} : ~__mmask64{0}, x + k0);
+    __m512i p[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(row[i] + 16 * rb + k0 * kBits / 8), _MM_HINT_T0);
+      p[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), RowBytes64<kBits>(row[i], k0, half), xv);
+    }
+    __m512i sums[2];
+    ReducePairs16(p, &sums[0], &sums[1]);
+    for (int h = 0; h < (half ? 1 : 2); ++h) {
+      const int64_t b = k0 / kInt8Block + h, g = b / kBlocks;
+      if (g != loaded) {
+        for (int i = 0; i < 16; ++i) {
+          sc[i] = LoadScale<S>(w.scales, ri[i] * ng + g);
+          bi[i] = LoadScale<S>(w.biases, ri[i] * ng + g);
+        }
+        loaded = g;
+      }
+      f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[h]),
+                          _mm512_mul_ps(_mm512_load_ps(sc), _mm512_set1_ps(d[b])), f);
+      if ((b + 1) % kBlocks == 0) {
+        f = _mm512_fmadd_ps(_mm512_load_ps(bi),
+                            _mm512_set1_ps(Int8GroupSum(xs + g * kBlocks, kBlocks)), f);
+      }
+    }
+  }
+  _mm512_mask_storeu_ps(y + o, static_cast<__mmask16>((1u << n) - 1u), f);
+}
+
 template <int kBits, int kGroup, PackedScale S>
 void Int8VnniKernel(const PackedGemmArgs& a) {
   const PackedMatrix& w = *a.w;
@@ -316,6 +393,13 @@ void Int8VnniKernel(const PackedGemmArgs& a) {
   float* sc[2] = {base + 8 * w.in, base + 8 * w.in + 16 * ng};
   float* bi[2] = {sc[1] + 16 * ng, sc[1] + 32 * ng};
   auto* rows = reinterpret_cast<uint8_t*>(bi[1] + 16 * ng);
+  if (a.rows == 1) {
+    for (int64_t o = a.o0; o < a.o1; o += 16) {
+      const int n = static_cast<int>(a.o1 - o < 16 ? a.o1 - o : 16);
+      Int8VnniDirect16<kBits, kGroup, S>(w, o, n, *a.xq, 0, a.y);
+    }
+    return;
+  }
   const uint32_t* cp[2] = {panels[0], panels[1]};
   const float* csc[2] = {sc[0], sc[1]};
   const float* cbi[2] = {bi[0], bi[1]};
