@@ -327,6 +327,20 @@ __attribute__((always_inline)) inline void ReducePairs16(const __m512i* p, __m51
   *b = _mm512_shuffle_i32x4(u01, u23, 0xDD);
 }
 
+// Element (r[i] * ng + g) of a scale or bias array for the 16 rows r[i], as one vector.
+template <PackedScale S>
+__attribute__((always_inline)) inline __m512 Gather16Scales(const void* base, const int64_t* r,
+                                                            int64_t ng, int64_t g) {
+  return _mm512_setr_ps(LoadScale<S>(base, r[0] * ng + g), LoadScale<S>(base, r[1] * ng + g),
+                        LoadScale<S>(base, r[2] * ng + g), LoadScale<S>(base, r[3] * ng + g),
+                        LoadScale<S>(base, r[4] * ng + g), LoadScale<S>(base, r[5] * ng + g),
+                        LoadScale<S>(base, r[6] * ng + g), LoadScale<S>(base, r[7] * ng + g),
+                        LoadScale<S>(base, r[8] * ng + g), LoadScale<S>(base, r[9] * ng + g),
+                        LoadScale<S>(base, r[10] * ng + g), LoadScale<S>(base, r[11] * ng + g),
+                        LoadScale<S>(base, r[12] * ng + g), LoadScale<S>(base, r[13] * ng + g),
+                        LoadScale<S>(base, r[14] * ng + g), LoadScale<S>(base, r[15] * ng + g));
+}
+
 // Direct kernel (one token; decode): rows [o, o + n) (n <= 16) for token t, without a panel.
 // Each row's codes are unpacked in registers and multiplied with 64 quantized inputs at once;
 // the lanes' partial sums of 16 rows are reduced to per-block sums together (ReducePairs16),
@@ -345,8 +359,9 @@ void Int8VnniDirect16(const PackedMatrix& w, int64_t o, int n, const Int8Rows& x
     ri[i] = o + (i < n ? i : n - 1);  // rows past n repeat the last one (not stored)
     row[i] = w.codes + ri[i] * rb;
   }
-  alignas(64) float sc[16];
-  alignas(64) float bi[16];
+  // The 16 rows' scale and bias of the current group, built in registers (16 scalar stores
+  // read back as one vector would stall on store forwarding for every group).
+  __m512 sc = _mm512_setzero_ps(), bi = _mm512_setzero_ps();
   int64_t loaded = -1;
   __m512 f = _mm512_setzero_ps();
   for (int64_t k0 = 0; k0 < w.in; k0 += 64) {
@@ -364,18 +379,13 @@ void Int8VnniDirect16(const PackedMatrix& w, int64_t o, int n, const Int8Rows& x
     for (int h = 0; h < (half ? 1 : 2); ++h) {
       const int64_t b = k0 / kInt8Block + h, g = b / kBlocks;
       if (g != loaded) {
-        for (int i = 0; i < 16; ++i) {
-          sc[i] = LoadScale<S>(w.scales, ri[i] * ng + g);
-          bi[i] = LoadScale<S>(w.biases, ri[i] * ng + g);
-        }
+        sc = Gather16Scales<S>(w.scales, ri, ng, g);
+        bi = Gather16Scales<S>(w.biases, ri, ng, g);
         loaded = g;
       }
-      f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[h]),
-                          _mm512_mul_ps(_mm512_load_ps(sc), _mm512_set1_ps(d[b])), f);
-      if ((b + 1) % kBlocks == 0) {
-        f = _mm512_fmadd_ps(_mm512_load_ps(bi),
-                            _mm512_set1_ps(Int8GroupSum(xs + g * kBlocks, kBlocks)), f);
-      }
+      f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[h]), _mm512_mul_ps(sc, _mm512_set1_ps(d[b])), f);
+      if ((b + 1) % kBlocks == 0)
+        f = _mm512_fmadd_ps(bi, _mm512_set1_ps(Int8GroupSum(xs + g * kBlocks, kBlocks)), f);
     }
   }
   _mm512_mask_storeu_ps(y + o, static_cast<__mmask16>((1u << n) - 1u), f);
