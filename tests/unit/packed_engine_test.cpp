@@ -70,6 +70,21 @@ double ScaleRoundoff(DType d) {
   return d == DType::kBF16 ? std::ldexp(1.0, -8) : (d == DType::kF16 ? std::ldexp(1.0, -11) : 0.0);
 }
 
+// y = the one-thread product of `rows` rows of x: two threads, and every row on its own, give
+// the same bits.
+void ExpectSameBitsForAnyThreadsAndBatch(const PackedMatrix& m, const std::vector<float>& x,
+                                         int64_t rows, const std::vector<float>& y, PackedIsa isa) {
+  const int64_t in = m.in, out = m.out;
+  std::vector<float> y2(y.size()), y1(static_cast<size_t>(out));
+  engine::PackedGemm(m, x.data(), rows, in, y2.data(), out, 2, isa);
+  EXPECT_EQ(0, std::memcmp(y.data(), y2.data(), y.size() * 4));
+  for (int64_t r = 0; r < rows; ++r) {
+    engine::PackedGemm(m, x.data() + r * in, 1, in, y1.data(), out, 1, isa);
+    EXPECT_EQ(0, std::memcmp(y1.data(), y.data() + r * out, static_cast<size_t>(out) * 4))
+        << "row " << r;
+  }
+}
+
 TEST(PackedKernels, EveryFormatAndIsaMatchesDequantizeThenMultiply) {
   const int64_t out = 67, rows = 9;  // odd sizes exercise the row and token tails
   std::mt19937 rng(7);
@@ -113,15 +128,7 @@ TEST(PackedKernels, EveryFormatAndIsaMatchesDequantizeThenMultiply) {
             worst = std::max(worst, std::abs(y[k] - ref[k]) / tol);
           }
           EXPECT_LE(worst, 1.0);
-          // Thread count and batching do not change a bit.
-          std::vector<float> y2(y.size()), y1(static_cast<size_t>(out));
-          engine::PackedGemm(pc.m, x.data(), rows, in, y2.data(), out, 2, isa);
-          EXPECT_EQ(0, std::memcmp(y.data(), y2.data(), y.size() * 4));
-          for (int64_t r = 0; r < rows; ++r) {
-            engine::PackedGemm(pc.m, x.data() + r * in, 1, in, y1.data(), out, 1, isa);
-            EXPECT_EQ(0, std::memcmp(y1.data(), y.data() + r * out, static_cast<size_t>(out) * 4))
-                << "row " << r;
-          }
+          ExpectSameBitsForAnyThreadsAndBatch(pc.m, x, rows, y, isa);
         }
       }
     }
@@ -278,14 +285,7 @@ TEST(PackedKernelsInt8, EveryFormatAndIsaFollowsTheContractBitForBit) {
           // Off the float32 product by at most the rounding of x (plus float noise).
           for (size_t k = 0; k < y.size(); ++k)
             EXPECT_LE(std::abs(y[k] - yf[k]), ref.xerr[k] * 1.001 + 1e-4 * (1 + std::abs(yf[k])));
-          std::vector<float> y2(y.size()), y1(static_cast<size_t>(out));
-          engine::PackedGemm(pc.m, x.data(), rows, in, y2.data(), out, 2, isa);
-          EXPECT_EQ(0, std::memcmp(y.data(), y2.data(), y.size() * 4));
-          for (int64_t r = 0; r < rows; ++r) {
-            engine::PackedGemm(pc.m, x.data() + r * in, 1, in, y1.data(), out, 1, isa);
-            EXPECT_EQ(0, std::memcmp(y1.data(), y.data() + r * out, static_cast<size_t>(out) * 4))
-                << "row " << r;
-          }
+          ExpectSameBitsForAnyThreadsAndBatch(pc.m, x, rows, y, isa);
         }
       }
     }
