@@ -420,6 +420,20 @@ TEST(PackedEngine, StackedExpertsRunPacked) {
   EXPECT_LT(MaxRelDiff(a, b), 1e-3);
 }
 
+// Logits of `tokens` decoded on a KV cache: a 5-token prompt, then one token at a time.
+std::vector<float> DecodeLogits(const Engine& e, const std::vector<int32_t>& tokens) {
+  KvCache cache;
+  std::vector<float> step, all;
+  EXPECT_TRUE(e.ForwardIncremental(std::span(tokens).first(5), &cache, &step).ok());
+  all = step;
+  for (size_t i = 5; i < tokens.size(); ++i) {
+    EXPECT_TRUE(e.ForwardIncremental(std::span(tokens).subspan(i, 1), &cache, &step).ok());
+    all.insert(all.end(), step.begin(), step.end());
+  }
+  EXPECT_EQ(cache.size(), static_cast<int64_t>(tokens.size()));
+  return all;
+}
+
 TEST(PackedEngine, IncrementalDecodeMatchesForward) {
   QuantizedModel m;
   WriteTiered(m);
@@ -427,18 +441,9 @@ TEST(PackedEngine, IncrementalDecodeMatchesForward) {
     auto e = Load(m.out, packed);
     ASSERT_TRUE(e);
     const auto tokens = Tokens(12);
-    std::vector<float> full, step, all;
+    std::vector<float> full;
     ASSERT_TRUE(e->Forward(tokens, &full).ok());
-    KvCache cache;
-    // A 5-token prompt, then one token at a time.
-    ASSERT_TRUE(e->ForwardIncremental(std::span(tokens).first(5), &cache, &step).ok());
-    all = step;
-    for (size_t i = 5; i < tokens.size(); ++i) {
-      ASSERT_TRUE(e->ForwardIncremental(std::span(tokens).subspan(i, 1), &cache, &step).ok());
-      all.insert(all.end(), step.begin(), step.end());
-    }
-    EXPECT_EQ(cache.size(), 12);
-    EXPECT_LT(MaxRelDiff(all, full), 1e-4) << (packed ? "packed" : "float");
+    EXPECT_LT(MaxRelDiff(DecodeLogits(*e, tokens), full), 1e-4) << (packed ? "packed" : "float");
   }
 }
 
@@ -527,15 +532,9 @@ TEST(PackedEngine, Int8ActivationsAreCloseDeterministicAndDecodeConsistent) {
   EXPECT_GE(agree, 36) << "of 40";
   EXPECT_EQ(b, c);
   const auto twelve = Tokens(12);
-  std::vector<float> full, step, all;
+  std::vector<float> full;
   ASSERT_TRUE(i8->Forward(twelve, &full).ok());
-  KvCache cache;
-  ASSERT_TRUE(i8->ForwardIncremental(std::span(twelve).first(5), &cache, &step).ok());
-  all = step;
-  for (size_t i = 5; i < twelve.size(); ++i) {
-    ASSERT_TRUE(i8->ForwardIncremental(std::span(twelve).subspan(i, 1), &cache, &step).ok());
-    all.insert(all.end(), step.begin(), step.end());
-  }
+  const std::vector<float> all = DecodeLogits(*i8, twelve);
   // The kernels give a token the same bits alone or in a window, but the cached attention
   // rounds differently from the window's (1e-5 relative in float32); where that moves an
   // activation across an int8 rounding boundary the logits move by up to ~1e-2 (seen at -O1).
