@@ -690,32 +690,38 @@ Status Checkpoint::ReadF32(std::string_view name, std::vector<float>* out, int t
   return ConvertToF32(view, 0, view.numel(), out->data());
 }
 
+namespace {
+
+// fn(shard index, stored name) for each stored part of `t` (the tensor itself, or a quantized
+// tensor's weight, scales and biases, each in the shard `part_shard` names).
+template <class PartShard, class Fn>
+void ForEachStoredPart(const CheckpointTensor& t, std::string_view name,
+                       const PartShard& part_shard, Fn fn) {
+  if (!t.quant.quantized()) {
+    fn(t.shard, name);
+    return;
+  }
+  for (const std::string* part : {&t.quant.weight, &t.quant.scales, &t.quant.biases}) {
+    if (auto it = part_shard.find(*part); it != part_shard.end()) fn(it->second, *part);
+  }
+}
+
+}  // namespace
+
 void Checkpoint::Prefetch(std::string_view name) const {
   const CheckpointTensor* t = Find(name);
   if (t == nullptr || gguf_) return;
-  if (!t->quant.quantized()) {
-    shards_[static_cast<size_t>(t->shard)]->Prefetch(name);
-    return;
-  }
-  for (const std::string* part : {&t->quant.weight, &t->quant.scales, &t->quant.biases}) {
-    if (auto it = part_shard_.find(*part); it != part_shard_.end()) {
-      shards_[static_cast<size_t>(it->second)]->Prefetch(*part);
-    }
-  }
+  ForEachStoredPart(*t, name, part_shard_, [&](int shard, std::string_view part) {
+    shards_[static_cast<size_t>(shard)]->Prefetch(part);
+  });
 }
 
 void Checkpoint::Release(std::string_view name) const {
   const CheckpointTensor* t = Find(name);
   if (t == nullptr || gguf_) return;
-  if (!t->quant.quantized()) {
-    shards_[static_cast<size_t>(t->shard)]->Release(name);
-    return;
-  }
-  for (const std::string* part : {&t->quant.weight, &t->quant.scales, &t->quant.biases}) {
-    if (auto it = part_shard_.find(*part); it != part_shard_.end()) {
-      shards_[static_cast<size_t>(it->second)]->Release(*part);
-    }
-  }
+  ForEachStoredPart(*t, name, part_shard_, [&](int shard, std::string_view part) {
+    shards_[static_cast<size_t>(shard)]->Release(part);
+  });
 }
 
 std::vector<std::string> Checkpoint::unknown_tensors() const {
