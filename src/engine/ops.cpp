@@ -135,14 +135,7 @@ void LinearRange(const Linear& lin, const float* x, int64_t rows, float* y, int6
   if (lin.packed()) {
     const PackedMatrix& w = lin.q;
     PackedGemmArgs a;
-    if (w.int8_act) {
-      if (xq == nullptr) {
-        thread_local Int8RowsBuffer buffer;
-        buffer.Quantize(x, rows, lin.in, lin.in, DefaultPackedIsa());
-        xq = &buffer.view();
-      }
-      a.xq = xq;
-    }
+    a.xq = Int8RowsFor(w, x, rows, lin.in, xq, DefaultPackedIsa());
     a.w = &w;
     a.x = x;
     a.x_stride = lin.in;

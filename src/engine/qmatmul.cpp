@@ -192,19 +192,21 @@ void Int8RowsBuffer::Quantize(const float* x, int64_t rows, int64_t x_stride, in
   }
 }
 
+const Int8Rows* Int8RowsFor(const PackedMatrix& w, const float* x, int64_t rows, int64_t x_stride,
+                            const Int8Rows* given, Isa isa) {
+  if (!w.int8_act) return nullptr;
+  if (given != nullptr) return given;
+  thread_local Int8RowsBuffer buffer;
+  buffer.Quantize(x, rows, x_stride, w.in, isa);
+  return &buffer.view();
+}
+
 void PackedGemm(const PackedMatrix& w, const float* x, int64_t rows, int64_t x_stride, float* y,
                 int64_t y_stride, int threads, PackedIsa isa, const Int8Rows* xq) {
   if (rows == 0 || w.out == 0) return;
   const PackedGemmFn fn = FindPackedGemm(w, isa);
   PackedGemmArgs a;
-  if (w.int8_act) {
-    if (xq == nullptr) {
-      thread_local Int8RowsBuffer buffer;
-      buffer.Quantize(x, rows, x_stride, w.in, isa);
-      xq = &buffer.view();
-    }
-    a.xq = xq;
-  }
+  a.xq = Int8RowsFor(w, x, rows, x_stride, xq, isa);
   a.w = &w;
   a.x = x;
   a.x_stride = x_stride;

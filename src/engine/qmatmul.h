@@ -101,6 +101,12 @@ class Int8RowsBuffer {
   Int8Rows view_;
 };
 
+/// The int8 rows a product of `w` needs: nullptr when `w` is not int8_act; `given` when not
+/// null (x already quantized); else x [rows, w.in] (row stride x_stride) quantized into this
+/// thread's buffer, valid until the thread's next call.
+const Int8Rows* Int8RowsFor(const PackedMatrix& w, const float* x, int64_t rows, int64_t x_stride,
+                            const Int8Rows* given, Isa isa);
+
 /// The sum of a group's block sums `s[0..n)` (n = group / kInt8Block: 1, 2 or 4), fixed tree.
 inline float Int8GroupSum(const float* s, int64_t n) {
   if (n == 1) return s[0];

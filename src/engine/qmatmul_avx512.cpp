@@ -176,6 +176,20 @@ __attribute__((always_inline)) inline void Transpose16(__m512i* r) {
   }
 }
 
+// Element (r[i] * ng + g) of a scale or bias array for the 16 rows r[i], as one vector.
+template <PackedScale S>
+__attribute__((always_inline)) inline __m512 Gather16Scales(const void* base, const int64_t* r,
+                                                            int64_t ng, int64_t g) {
+  return _mm512_setr_ps(LoadScale<S>(base, r[0] * ng + g), LoadScale<S>(base, r[1] * ng + g),
+                        LoadScale<S>(base, r[2] * ng + g), LoadScale<S>(base, r[3] * ng + g),
+                        LoadScale<S>(base, r[4] * ng + g), LoadScale<S>(base, r[5] * ng + g),
+                        LoadScale<S>(base, r[6] * ng + g), LoadScale<S>(base, r[7] * ng + g),
+                        LoadScale<S>(base, r[8] * ng + g), LoadScale<S>(base, r[9] * ng + g),
+                        LoadScale<S>(base, r[10] * ng + g), LoadScale<S>(base, r[11] * ng + g),
+                        LoadScale<S>(base, r[12] * ng + g), LoadScale<S>(base, r[13] * ng + g),
+                        LoadScale<S>(base, r[14] * ng + g), LoadScale<S>(base, r[15] * ng + g));
+}
+
 // Rows [o, o + n) of W (n <= 16, the others zero) as an int8 panel (above): the step of inputs
 // 4s..4s+3 at panel[16 s], scales and biases of group g at sc/bi[16 g]. The codes are first
 // unpacked row by row into `rows` (16 * in bytes; each weight row is read from memory in one
@@ -213,11 +227,12 @@ void BuildInt8Panel(const PackedMatrix& w, int64_t o, int n, uint32_t* panel, fl
 #pragma GCC unroll 16
     for (int st = 0; st < steps; ++st) _mm512_store_si512(panel + (k0 / 4 + st) * 16, r[st]);
   }
+  // Rows past n repeat the last one: their lanes meet zero codes and are never stored.
+  int64_t ri[16];
+  for (int i = 0; i < 16; ++i) ri[i] = o + (i < n ? i : n - 1);
   for (int64_t g = 0; g < ng; ++g) {
-    for (int i = 0; i < 16; ++i) {
-      sc[g * 16 + i] = i < n ? LoadScale<S>(w.scales, (o + i) * ng + g) : 0.0f;
-      bi[g * 16 + i] = i < n ? LoadScale<S>(w.biases, (o + i) * ng + g) : 0.0f;
-    }
+    _mm512_store_ps(sc + g * 16, Gather16Scales<S>(w.scales, ri, ng, g));
+    _mm512_store_ps(bi + g * 16, Gather16Scales<S>(w.biases, ri, ng, g));
   }
 }
 
@@ -325,20 +340,6 @@ __attribute__((always_inline)) inline void ReducePairs16(const __m512i* p, __m51
                                        _mm512_shuffle_i32x4(r[2], r[3], 0xDD));
   *a = _mm512_shuffle_i32x4(u01, u23, 0x88);
   *b = _mm512_shuffle_i32x4(u01, u23, 0xDD);
-}
-
-// Element (r[i] * ng + g) of a scale or bias array for the 16 rows r[i], as one vector.
-template <PackedScale S>
-__attribute__((always_inline)) inline __m512 Gather16Scales(const void* base, const int64_t* r,
-                                                            int64_t ng, int64_t g) {
-  return _mm512_setr_ps(LoadScale<S>(base, r[0] * ng + g), LoadScale<S>(base, r[1] * ng + g),
-                        LoadScale<S>(base, r[2] * ng + g), LoadScale<S>(base, r[3] * ng + g),
-                        LoadScale<S>(base, r[4] * ng + g), LoadScale<S>(base, r[5] * ng + g),
-                        LoadScale<S>(base, r[6] * ng + g), LoadScale<S>(base, r[7] * ng + g),
-                        LoadScale<S>(base, r[8] * ng + g), LoadScale<S>(base, r[9] * ng + g),
-                        LoadScale<S>(base, r[10] * ng + g), LoadScale<S>(base, r[11] * ng + g),
-                        LoadScale<S>(base, r[12] * ng + g), LoadScale<S>(base, r[13] * ng + g),
-                        LoadScale<S>(base, r[14] * ng + g), LoadScale<S>(base, r[15] * ng + g));
 }
 
 // Direct kernel (one token; decode): rows [o, o + n) (n <= 16) for token t, without a panel.
